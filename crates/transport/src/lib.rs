@@ -1,1 +1,39 @@
-//! placeholder
+//! Component-level WebRTC data channels for beeline: ICE, DTLS and SCTP wired
+//! together without the media stack.
+//!
+//! The entry type is [`Peer`]. An answerer is one call:
+//!
+//! ```no_run
+//! # async fn demo(offer_sdp: &str) -> Result<(), beeline_transport::Error> {
+//! use beeline_transport::{Peer, PeerConfig};
+//! let (peer, answer_sdp) = Peer::answer(PeerConfig::default(), offer_sdp).await?;
+//! // ... send `answer_sdp` back through signaling, feed remote candidates with
+//! // `peer.add_remote_candidate(..)`, then:
+//! while let Some(channel) = peer.accept_channel().await {
+//!     let _label = channel.label();
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Contract:
+//! - Only data channels (`m=application ... UDP/DTLS/SCTP webrtc-datachannel`).
+//!   Media sections in a remote description are refused.
+//! - The remote DTLS certificate must match the `a=fingerprint` of the remote
+//!   description; a mismatch aborts the handshake and no channel ever opens.
+//! - Candidates are gathered only on addresses the [`AddressFilter`] allows,
+//!   and remote candidates outside it are dropped, so an operator (or a test)
+//!   can confine every packet ICE sends.
+//! - The transport knows nothing of HTTP or signaling: descriptions and
+//!   candidates are plain strings in and out.
+
+mod channel;
+mod config;
+mod description;
+mod error;
+mod peer;
+
+pub use channel::{DataChannel, Message};
+pub use config::{AddressFilter, IceServer, PeerConfig};
+pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
+pub use error::Error;
+pub use peer::{CandidateKind, LocalCandidate, Peer, PeerState, SelectedPair};

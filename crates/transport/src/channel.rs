@@ -1,0 +1,143 @@
+//! One data channel: message-oriented, reliable and ordered.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, Notify};
+use webrtc_data::data_channel::DataChannel as RawChannel;
+use webrtc_sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier;
+use webrtc_sctp::stream::Stream;
+
+use crate::description::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::Error;
+
+/// Sending waits while more than this many bytes are queued in SCTP, so a
+/// fast writer cannot grow the send queue without bound.
+const HIGH_WATER: usize = 1024 * 1024;
+/// ...and resumes once the queue drains below this.
+const LOW_WATER: usize = 256 * 1024;
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The payload.
+    pub data: Bytes,
+    /// True for a text (string) message, false for binary.
+    pub is_text: bool,
+}
+
+/// A data channel. Cheap to share behind an `Arc`: sends may come from many
+/// tasks; receives are meant for one reader.
+pub struct DataChannel {
+    raw: RawChannel,
+    stream: Arc<Stream>,
+    label: String,
+    max_send: usize,
+    read_buf: Mutex<Vec<u8>>,
+    drained: Arc<Notify>,
+}
+
+impl std::fmt::Debug for DataChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataChannel")
+            .field("label", &self.label)
+            .field("stream_id", &self.stream.stream_identifier())
+            .finish()
+    }
+}
+
+impl DataChannel {
+    pub(crate) fn new(raw: RawChannel, stream: Arc<Stream>, label: String, max_send: usize) -> Self {
+        let drained = Arc::new(Notify::new());
+        let notify = Arc::clone(&drained);
+        stream.set_buffered_amount_low_threshold(LOW_WATER);
+        stream.on_buffered_amount_low(Box::new(move || {
+            notify.notify_waiters();
+            Box::pin(async {})
+        }));
+        Self {
+            raw,
+            stream,
+            label,
+            max_send,
+            // Messages up to our advertised limit fit; larger ones are a
+            // protocol violation by the remote peer and close the channel.
+            read_buf: Mutex::new(vec![0; DEFAULT_MAX_MESSAGE_SIZE as usize + 1024]),
+            drained,
+        }
+    }
+
+    /// The label the channel was opened with.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The largest message the remote peer accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.max_send
+    }
+
+    /// Bytes queued for sending and not yet acknowledged.
+    pub fn buffered_amount(&self) -> usize {
+        self.stream.buffered_amount()
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&self, text: &str) -> Result<(), Error> {
+        self.send(Bytes::copy_from_slice(text.as_bytes()), true).await
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&self, data: Bytes) -> Result<(), Error> {
+        self.send(data, false).await
+    }
+
+    async fn send(&self, data: Bytes, is_text: bool) -> Result<(), Error> {
+        if data.len() > self.max_send {
+            return Err(Error::MessageTooLarge { size: data.len(), max: self.max_send });
+        }
+        loop {
+            let drained = self.drained.notified();
+            if self.stream.buffered_amount() <= HIGH_WATER {
+                break;
+            }
+            // The low-water callback can be missed if the queue drains
+            // between the check and the wait; re-check periodically.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(50), drained).await;
+        }
+        self.raw.write_data_channel(&data, is_text).await?;
+        Ok(())
+    }
+
+    /// Receives the next message; `None` when the channel or peer closed.
+    pub async fn recv(&self) -> Option<Message> {
+        let mut buf = self.read_buf.lock().await;
+        loop {
+            let (n, ppi) = match self.stream.read_sctp(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(label = %self.label, error = %e, "data channel read failed");
+                    return None;
+                }
+            };
+            let is_text = match ppi {
+                PayloadProtocolIdentifier::String => true,
+                PayloadProtocolIdentifier::StringEmpty => return Some(Message { data: Bytes::new(), is_text: true }),
+                PayloadProtocolIdentifier::Binary => false,
+                PayloadProtocolIdentifier::BinaryEmpty => return Some(Message { data: Bytes::new(), is_text: false }),
+                // The ack for a channel we opened; nothing to do for a
+                // reliable ordered channel.
+                PayloadProtocolIdentifier::Dcep => continue,
+                // A reset stream reads as (0, Unknown).
+                PayloadProtocolIdentifier::Unknown => return None,
+            };
+            return Some(Message { data: Bytes::copy_from_slice(&buf[..n]), is_text });
+        }
+    }
+
+    /// Closes this channel (resets its stream) without closing the peer.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.raw.close().await?;
+        Ok(())
+    }
+}

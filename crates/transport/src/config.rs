@@ -1,0 +1,210 @@
+//! Peer configuration: ICE servers, the address allow-list and timeouts.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::description::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::Error;
+
+/// A STUN or TURN server, as `RTCIceServer` describes one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, ...
+    pub urls: Vec<String>,
+    /// TURN username (coturn REST format: `<expiry>:<id>`).
+    pub username: Option<String>,
+    /// TURN credential.
+    pub credential: Option<String>,
+}
+
+/// Which local addresses ICE may gather on and which remote addresses it may
+/// send to.
+///
+/// An empty filter allows everything (what a user on a normal network wants).
+/// A filter with entries allows only addresses inside one of its networks, and
+/// only interfaces it names when it names any. Tests and the demo use it to
+/// keep every packet on loopback or inside a namespace they created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressFilter {
+    networks: Vec<Network>,
+    interfaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are compared as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl AddressFilter {
+    /// A filter that allows every address and interface.
+    pub fn allow_all() -> Self {
+        Self::default()
+    }
+
+    /// A filter that allows only the loopback addresses `127.0.0.0/8` and `::1`.
+    pub fn loopback() -> Self {
+        let mut f = Self::default();
+        f.allow_network("127.0.0.0/8").expect("valid literal");
+        f.allow_network("::1").expect("valid literal");
+        f
+    }
+
+    /// Allows an address (`10.0.0.2`) or a network in CIDR form (`10.0.0.0/24`).
+    pub fn allow_network(&mut self, spec: &str) -> Result<&mut Self, Error> {
+        let (addr, prefix) = match spec.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (spec, None),
+        };
+        let addr = IpAddr::from_str(addr.trim())
+            .map_err(|_| Error::InvalidConfig(format!("not an IP address or network: {spec:?}")))?;
+        let addr = canonical(addr);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| Error::InvalidConfig(format!("bad prefix length in {spec:?}")))?,
+        };
+        self.networks.push(Network { addr, prefix });
+        Ok(self)
+    }
+
+    /// Allows gathering on the named interface (e.g. `lo`, `eth0`).
+    pub fn allow_interface(&mut self, name: impl Into<String>) -> &mut Self {
+        self.interfaces.push(name.into());
+        self
+    }
+
+    /// True when the filter restricts nothing.
+    pub fn is_open(&self) -> bool {
+        self.networks.is_empty() && self.interfaces.is_empty()
+    }
+
+    /// Whether ICE may use this address (local or remote).
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// Whether ICE may gather on this interface.
+    pub fn allows_interface(&self, name: &str) -> bool {
+        self.interfaces.is_empty() || self.interfaces.iter().any(|i| i == name)
+    }
+
+    /// Whether the filter admits any loopback address, in which case loopback
+    /// candidates are gathered (they are not by default).
+    pub(crate) fn wants_loopback(&self) -> bool {
+        self.networks.iter().any(|n| n.addr.is_loopback())
+            || self.interfaces.iter().any(|i| i == "lo")
+    }
+}
+
+/// How a [`crate::Peer`] is set up.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// STUN/TURN servers used to gather server-reflexive and relayed candidates.
+    pub ice_servers: Vec<IceServer>,
+    /// Addresses ICE may use.
+    pub address_filter: AddressFilter,
+    /// `a=max-message-size` advertised to the remote peer, which is also the
+    /// largest message this peer accepts.
+    pub max_message_size: u32,
+    /// How long an offer or answer waits for candidate gathering before it is
+    /// sent with the candidates found so far (the rest are trickled).
+    pub gather_wait: Duration,
+    /// From applying the remote description to an open SCTP association.
+    pub connect_timeout: Duration,
+    /// How often ICE consent/keepalive binding requests are sent.
+    pub keepalive_interval: Duration,
+    /// Silence after which the path is reported [`crate::PeerState::Disconnected`].
+    pub disconnected_timeout: Duration,
+    /// Silence after which the peer is reported [`crate::PeerState::Failed`].
+    pub failed_timeout: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            address_filter: AddressFilter::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            gather_wait: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(1),
+            disconnected_timeout: Duration::from_secs(3),
+            failed_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_filter_allows_everything() {
+        let f = AddressFilter::default();
+        assert!(f.allows_ip("192.0.2.1".parse().unwrap()));
+        assert!(f.allows_interface("eth0"));
+        assert!(!f.wants_loopback());
+    }
+
+    #[test]
+    fn networks_and_mapped_addresses() {
+        let mut f = AddressFilter::default();
+        f.allow_network("10.1.0.0/16").unwrap();
+        f.allow_network("fd00::/8").unwrap();
+        assert!(f.allows_ip("10.1.200.3".parse().unwrap()));
+        assert!(!f.allows_ip("10.2.0.1".parse().unwrap()));
+        assert!(f.allows_ip("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(f.allows_ip("fd12::1".parse().unwrap()));
+        assert!(!f.allows_ip("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn loopback_filter() {
+        let f = AddressFilter::loopback();
+        assert!(f.allows_ip("127.0.0.1".parse().unwrap()));
+        assert!(f.allows_ip("::1".parse().unwrap()));
+        assert!(!f.allows_ip("192.168.1.2".parse().unwrap()));
+        assert!(f.wants_loopback());
+    }
+
+    #[test]
+    fn bad_specs_are_errors() {
+        let mut f = AddressFilter::default();
+        assert!(f.allow_network("nope").is_err());
+        assert!(f.allow_network("10.0.0.0/33").is_err());
+        assert!(f.allow_network("::/129").is_err());
+        assert!(f.allow_network("0.0.0.0/0").is_ok());
+    }
+}
