@@ -1,1 +1,214 @@
-fn main() {}
+//! `home-peer`: answers WebRTC offers from signal-api and serves the data
+//! channels through an upstream HTTP service. Flags, env and config file are
+//! read here and nowhere else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use beeline_bridge::HttpUpstream;
+use beeline_home::HomeConfig;
+use beeline_signal_client::SignalClient;
+use beeline_transport::{AddressFilter, IceServer, PeerConfig};
+use clap::Parser;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// Answers WebRTC offers posted to signal-api and carries HTTP requests over
+/// the data channel to a local service.
+///
+/// Every flag can also be set by its environment variable or in the config
+/// file's `[serve.webrtc]` table; flags win over env, env over the file.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Signaling base URL, e.g. https://example.com/webrtc.
+    #[arg(long, env = "BEELINE_SIGNAL_URL")]
+    signal_url: Option<String>,
+    /// Bearer token that identifies this home to signal-api.
+    #[arg(long, env = "BEELINE_HOME_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token (first line).
+    #[arg(long, env = "BEELINE_HOME_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The local HTTP service requests are forwarded to, e.g. http://127.0.0.1:3000.
+    #[arg(long, env = "BEELINE_UPSTREAM")]
+    upstream: Option<String>,
+    /// Restrict ICE to these addresses or CIDR networks (repeatable). Default: all.
+    #[arg(long = "allow-ip", env = "BEELINE_ALLOW_IPS", value_delimiter = ',')]
+    allow_ips: Vec<String>,
+    /// Restrict ICE gathering to these interfaces (repeatable). Default: all.
+    #[arg(long = "allow-interface", env = "BEELINE_ALLOW_INTERFACES", value_delimiter = ',')]
+    allow_interfaces: Vec<String>,
+    /// STUN server for this side's server-reflexive candidates (repeatable).
+    #[arg(long = "stun-url", env = "BEELINE_STUN_URLS", value_delimiter = ',')]
+    stun_urls: Vec<String>,
+    /// Close a connection after this many seconds without traffic.
+    #[arg(long, env = "BEELINE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Most concurrent requests per data channel.
+    #[arg(long, env = "BEELINE_MAX_STREAMS")]
+    max_streams: Option<usize>,
+    /// TOML config file with a `[serve.webrtc]` table.
+    #[arg(long, env = "BEELINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, env = "BEELINE_LOG_JSON")]
+    log_json: bool,
+}
+
+/// The `[serve.webrtc]` table, shaped like the specification's config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    enabled: Option<bool>,
+    signaling_url: Option<String>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    upstream: Option<String>,
+    /// Accepted for compatibility with the specification; long-polling has no
+    /// interval (the next poll starts as soon as one returns).
+    #[allow(dead_code)]
+    poll_interval: Option<String>,
+    #[serde(default)]
+    allow_ips: Vec<String>,
+    #[serde(default)]
+    allow_interfaces: Vec<String>,
+    #[serde(default)]
+    stun_urls: Vec<String>,
+    idle_timeout_secs: Option<u64>,
+    max_streams: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileRoot {
+    #[serde(default)]
+    serve: FileServe,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FileServe {
+    #[serde(default)]
+    webrtc: FileConfig,
+}
+
+fn read_file_config(path: &Option<PathBuf>) -> Result<FileConfig> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let root: FileRoot = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(root.serve.webrtc)
+}
+
+fn read_token(path: &PathBuf) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading token file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+fn or_file<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flag.is_empty() { file } else { flag }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("home-peer: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let file = read_file_config(&args.config)?;
+    if file.enabled == Some(false) {
+        tracing::info!("[serve.webrtc] enabled = false; nothing to do");
+        return Ok(());
+    }
+    let signal_url = args.signal_url.or(file.signaling_url).context("--signal-url is required")?;
+    let token = match (args.token, args.token_file, file.bearer_token, file.bearer_token_file) {
+        (Some(t), ..) => t,
+        (None, Some(p), ..) => read_token(&p)?,
+        (None, None, Some(t), _) => t,
+        (None, None, None, Some(p)) => read_token(&p)?,
+        _ => bail!("a bearer token is required: --token, --token-file or BEELINE_HOME_TOKEN"),
+    };
+    if token.is_empty() {
+        bail!("the bearer token is empty");
+    }
+    let upstream_url = args.upstream.or(file.upstream).context("--upstream is required")?;
+
+    let mut filter = AddressFilter::allow_all();
+    for ip in or_file(args.allow_ips, file.allow_ips) {
+        filter.allow_network(&ip).with_context(|| format!("--allow-ip {ip}"))?;
+    }
+    for iface in or_file(args.allow_interfaces, file.allow_interfaces) {
+        filter.allow_interface(iface);
+    }
+    let stun_urls = or_file(args.stun_urls, file.stun_urls);
+    let ice_servers = if stun_urls.is_empty() {
+        Vec::new()
+    } else {
+        vec![IceServer { urls: stun_urls, ..Default::default() }]
+    };
+
+    let mut config = HomeConfig {
+        peer: PeerConfig { ice_servers, address_filter: filter.clone(), ..Default::default() },
+        ..Default::default()
+    };
+    if let Some(secs) = args.idle_timeout_secs.or(file.idle_timeout_secs) {
+        config.idle_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(n) = args.max_streams.or(file.max_streams) {
+        config.bridge.max_concurrent_streams = n.max(1);
+    }
+
+    let upstream = Arc::new(HttpUpstream::new(&upstream_url)?);
+    let signal = SignalClient::new(&signal_url)?.with_bearer(token);
+    tracing::info!(
+        signal = %signal_url,
+        upstream = %upstream_url,
+        address_filter = if filter.is_open() { "none".to_owned() } else { format!("{filter:?}") },
+        "home-peer starting"
+    );
+
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        on_signal.cancel();
+    });
+    beeline_home::run(signal, upstream, config, shutdown).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

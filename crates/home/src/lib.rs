@@ -1,1 +1,302 @@
-//! placeholder
+//! The home peer: waits for offers on the signaling server, answers each with
+//! a [`beeline_transport::Peer`], and serves every `http` data channel through
+//! the [`beeline_bridge`] to an upstream HTTP service.
+//!
+//! Entry point: [`run`]. It long-polls for browser messages with the home's
+//! bearer token, with no pause between polls, so an offer is picked up as soon
+//! as signal-api stores it. Each session (one browser page) gets its own task
+//! and peer connection; a session ends on `bye`, on connection failure, after
+//! [`HomeConfig::idle_timeout`] without channel traffic, or at shutdown. When
+//! signal-api cannot be reached, polling retries with exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use beeline_bridge::{BridgeConfig, Channel, ChannelClosed, Upstream};
+use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
+use beeline_transport::{DataChannel, Peer, PeerConfig, PeerState};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The label of the channel that carries HTTP.
+pub const HTTP_CHANNEL_LABEL: &str = "http";
+
+/// How the home peer behaves.
+#[derive(Debug, Clone)]
+pub struct HomeConfig {
+    /// Transport settings for every peer connection (ICE servers, address filter).
+    pub peer: PeerConfig,
+    /// Limits for the HTTP bridge.
+    pub bridge: BridgeConfig,
+    /// A connection with no channel traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// First retry delay after signal-api fails.
+    pub backoff_initial: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for HomeConfig {
+    fn default() -> Self {
+        Self {
+            peer: PeerConfig::default(),
+            bridge: BridgeConfig::default(),
+            idle_timeout: Duration::from_secs(30 * 60),
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Session {
+    candidates: mpsc::UnboundedSender<String>,
+    cancel: CancellationToken,
+}
+
+type Sessions = Arc<Mutex<HashMap<String, Session>>>;
+
+/// Runs the home peer until `shutdown` is cancelled.
+pub async fn run<U: Upstream>(signal: SignalClient, upstream: Arc<U>, config: HomeConfig, shutdown: CancellationToken) {
+    let sessions: Sessions = Arc::default();
+    let mut cursor = 0;
+    let mut backoff = config.backoff_initial;
+    tracing::info!("home peer waiting for offers");
+    loop {
+        let poll = tokio::select! {
+            p = signal.poll(None, cursor) => p,
+            _ = shutdown.cancelled() => break,
+        };
+        match poll {
+            Ok(poll) => {
+                backoff = config.backoff_initial;
+                cursor = poll.cursor;
+                for message in poll.messages {
+                    dispatch(message, &signal, &upstream, &config, &sessions, &shutdown);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "signaling poll failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(config.backoff_max);
+            }
+        }
+    }
+    for (_, session) in sessions.lock().expect("not poisoned").drain() {
+        session.cancel.cancel();
+    }
+}
+
+fn dispatch<U: Upstream>(
+    message: SignalMessage,
+    signal: &SignalClient,
+    upstream: &Arc<U>,
+    config: &HomeConfig,
+    sessions: &Sessions,
+    shutdown: &CancellationToken,
+) {
+    let id = message.session_id.clone();
+    let mut map = sessions.lock().expect("not poisoned");
+    match message.kind {
+        SignalKind::Offer => {
+            if map.contains_key(&id) {
+                tracing::debug!(session = %short(&id), "ignoring a repeated offer");
+                return;
+            }
+            let Some(sdp) = message.sdp else {
+                tracing::debug!(session = %short(&id), "offer without sdp");
+                return;
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let cancel = shutdown.child_token();
+            map.insert(id.clone(), Session { candidates: tx, cancel: cancel.clone() });
+            let task = SessionTask {
+                id,
+                signal: signal.clone(),
+                upstream: Arc::clone(upstream),
+                config: config.clone(),
+                sessions: Arc::clone(sessions),
+                cancel,
+            };
+            tokio::spawn(task.run(sdp, rx));
+        }
+        SignalKind::Candidate => {
+            let candidate = message
+                .candidate
+                .as_ref()
+                .and_then(|c| c.get("candidate"))
+                .and_then(|c| c.as_str())
+                .unwrap_or_default();
+            if let Some(session) = map.get(&id) {
+                if !candidate.is_empty() {
+                    let _ = session.candidates.send(candidate.to_owned());
+                }
+            }
+        }
+        SignalKind::Bye => {
+            if let Some(session) = map.remove(&id) {
+                tracing::debug!(session = %short(&id), "browser said bye");
+                session.cancel.cancel();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Enough of a session id to tell sessions apart in logs without logging
+/// the whole credential.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+struct SessionTask<U> {
+    id: String,
+    signal: SignalClient,
+    upstream: Arc<U>,
+    config: HomeConfig,
+    sessions: Sessions,
+    cancel: CancellationToken,
+}
+
+impl<U: Upstream> SessionTask<U> {
+    async fn run(self, offer: String, candidates: mpsc::UnboundedReceiver<String>) {
+        let started = Instant::now();
+        match self.serve(&offer, candidates, started).await {
+            Ok(()) => tracing::info!(session = %short(&self.id), secs = started.elapsed().as_secs(), "session ended"),
+            Err(reason) => tracing::warn!(session = %short(&self.id), %reason, "session failed"),
+        }
+        self.sessions.lock().expect("not poisoned").remove(&self.id);
+    }
+
+    async fn serve(&self, offer: &str, mut candidates: mpsc::UnboundedReceiver<String>, started: Instant) -> Result<(), String> {
+        let (peer, answer) = Peer::answer(self.config.peer.clone(), offer).await.map_err(|e| e.to_string())?;
+        let mid = beeline_transport::RemoteDescription::parse(offer).map(|d| d.mid().to_owned()).unwrap_or_else(|_| "0".into());
+        self.signal
+            .post(&SignalMessage::answer(self.id.clone(), answer))
+            .await
+            .map_err(|e| format!("posting the answer: {e}"))?;
+        let peer = Arc::new(peer);
+
+        // Trickle candidates found after the answer was written.
+        let trickle = {
+            let (peer, signal, id) = (Arc::clone(&peer), self.signal.clone(), self.id.clone());
+            tokio::spawn(async move {
+                while let Some(c) = peer.next_local_candidate().await {
+                    let init = serde_json::json!({"candidate": c.candidate, "sdpMid": mid, "sdpMLineIndex": 0});
+                    if let Err(e) = signal.post(&SignalMessage::candidate(id.clone(), init)).await {
+                        tracing::debug!(error = %e, "could not trickle a candidate");
+                        break;
+                    }
+                }
+            })
+        };
+        let _trickle_guard = AbortOnDrop(trickle);
+
+        let activity = Arc::new(Activity::new());
+        let mut state = peer.state();
+        let mut idle_check = tokio::time::interval(Duration::from_secs(5).min(self.config.idle_timeout));
+        let mut bridges = tokio::task::JoinSet::new();
+        let outcome = loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break Ok(()),
+                Some(c) = candidates.recv() => {
+                    if let Err(e) = peer.add_remote_candidate(&c) {
+                        tracing::debug!(error = %e, "ignoring a remote candidate");
+                    }
+                }
+                channel = peer.accept_channel() => {
+                    let Some(channel) = channel else { break Ok(()) };
+                    if channel.label() != HTTP_CHANNEL_LABEL {
+                        tracing::debug!(label = channel.label(), "closing a channel with an unknown label");
+                        let _ = channel.close().await;
+                        continue;
+                    }
+                    if bridges.is_empty() {
+                        tracing::info!(
+                            session = %short(&self.id),
+                            setup_ms = started.elapsed().as_millis() as u64,
+                            pair = ?peer.selected_pair(),
+                            "direct channel open"
+                        );
+                    }
+                    let channel = Arc::new(BridgeChannel { inner: channel, activity: Arc::clone(&activity) });
+                    bridges.spawn(beeline_bridge::serve(channel, Arc::clone(&self.upstream), self.config.bridge.clone()));
+                }
+                changed = state.changed() => {
+                    if changed.is_err() { break Ok(()) }
+                    let s = *state.borrow_and_update();
+                    match s {
+                        PeerState::Failed => break Err("connection failed".to_owned()),
+                        PeerState::Closed => break Ok(()),
+                        PeerState::Disconnected => tracing::debug!(session = %short(&self.id), "path disconnected"),
+                        _ => {}
+                    }
+                }
+                _ = idle_check.tick() => {
+                    if activity.idle_for() >= self.config.idle_timeout {
+                        tracing::info!(session = %short(&self.id), "closing idle connection");
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        bridges.abort_all();
+        peer.close().await;
+        outcome
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// When the connection last carried a message.
+struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { origin: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+}
+
+/// A data channel as the bridge sees it, recording activity.
+struct BridgeChannel {
+    inner: DataChannel,
+    activity: Arc<Activity>,
+}
+
+impl Channel for BridgeChannel {
+    async fn send_text(&self, text: String) -> Result<(), ChannelClosed> {
+        self.activity.touch();
+        self.inner.send_text(&text).await.map_err(|_| ChannelClosed)
+    }
+
+    async fn recv(&self) -> Option<Bytes> {
+        let message = self.inner.recv().await?;
+        self.activity.touch();
+        Some(message.data)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.inner.max_message_size()
+    }
+}
