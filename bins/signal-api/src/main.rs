@@ -1,1 +1,149 @@
-fn main() {}
+//! `signal-api`: serves `beeline-signal-server` over HTTP.
+//!
+//! Glue only: reads flags, environment and an optional TOML file, sets up
+//! tracing, opens the [`SignalServer`], and drains it on SIGINT/SIGTERM.
+//! Once bound it logs `listening on http://ADDR:PORT` (to stderr), with the
+//! real port when started with `--listen 127.0.0.1:0`.
+
+mod settings;
+
+use std::{future::IntoFuture as _, io::IsTerminal as _, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use beeline_signal_server::{SignalConfig, SignalServer};
+use clap::{CommandFactory as _, FromArgMatches as _};
+use settings::{BrowserAuth, Cli, FileConfig, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// How long open connections (relayed streams, mostly) may take to finish
+/// after a shutdown signal before the process exits anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match load_settings() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("signal-api: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_json);
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings() -> anyhow::Result<Settings> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let file = match cli.config_path() {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    Settings::resolve(cli, &matches, file)
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    match settings.browser_auth {
+        BrowserAuth::Open => tracing::warn!(
+            "browser auth is OPEN: anyone who can reach this server can create signaling \
+             sessions and send offers to the home peer; put access control in front of it"
+        ),
+    }
+
+    let mut config = SignalConfig::new(&settings.db, settings.home_token);
+    config.base_path = settings.base_path;
+    config.turn_secret = settings.turn_secret;
+    config.stun_urls = settings.stun_urls;
+    config.turn_urls = settings.turn_urls;
+    config.relay_upstream = settings.relay_upstream;
+    // Logged below; the secrets themselves never are.
+    let relay_upstream = config.relay_upstream.clone();
+    let turn_enabled = config.turn_secret.is_some() && !config.turn_urls.is_empty();
+    let server = SignalServer::open(config)
+        .await
+        .context("could not start the signaling server")?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", settings.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("could not read the bound address")?;
+    tracing::info!(
+        db = %settings.db.display(),
+        base_path = server.base_path(),
+        relay_upstream = relay_upstream.as_deref().unwrap_or("none"),
+        turn = turn_enabled,
+        "signaling server ready"
+    );
+    tracing::info!("listening on http://{addr}");
+
+    let stopping = server.shutdown_token();
+    tokio::spawn({
+        let server = server.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: answering held polls and draining connections");
+            server.shutdown();
+        }
+    });
+
+    let serve = axum::serve(listener, server.router())
+        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .into_future();
+    tokio::select! {
+        served = serve => served.context("HTTP server failed")?,
+        _ = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

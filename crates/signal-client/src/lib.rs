@@ -1,1 +1,388 @@
-//! placeholder
+//! Long-poll client for beeline's signaling endpoints.
+//!
+//! [`SignalClient`] speaks the HTTP contract served by `beeline-signal-server`
+//! under a base URL such as `http://127.0.0.1:8080/webrtc`:
+//!
+//! - [`SignalClient::create_session`]: `POST {base}/session` (browser side only);
+//! - [`SignalClient::post`]: `POST {base}/signal`, answered with the message's `seq`;
+//! - [`SignalClient::poll`]: `GET {base}/signal?session_id=..&after=..`, which the
+//!   server holds for up to ten seconds until a message from the *other* side
+//!   arrives.
+//!
+//! A client built with [`SignalClient::with_bearer`] acts as the home peer;
+//! without a bearer it acts as a browser. The client never retries: every
+//! failure is returned as a [`SignalError`] and the caller chooses the backoff.
+//! Messages of a type this crate does not know are skipped by [`SignalClient::poll`]
+//! (their `seq` still advances the returned cursor), so a newer server cannot
+//! break an older peer.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+/// How long one request may take in total. It must exceed the server's
+/// long-poll hold (10 s by default) so that an idle poll is answered by the
+/// server rather than cut by the client.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long establishing a TCP/TLS connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors returned by [`SignalClient`] operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The base URL given to [`SignalClient::new`] is not an absolute http(s) URL.
+    #[error("invalid signaling base URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The server answered with a non-success status.
+    #[error("signaling server answered {status}: {message}")]
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's `error` message, or the raw body if it was not JSON.
+        message: String,
+    },
+    /// The request could not be sent or its response could not be read.
+    #[error("could not reach the signaling server")]
+    Transport(#[source] reqwest::Error),
+    /// The server's success response was not the expected JSON.
+    #[error("could not decode the signaling server's response")]
+    Decode(#[source] serde_json::Error),
+}
+
+/// The kind of a signaling message (serialized as the `type` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SignalKind {
+    /// An SDP offer (browser to home).
+    Offer,
+    /// An SDP answer (home to browser).
+    Answer,
+    /// A trickled ICE candidate; `null` candidate means end of candidates.
+    Candidate,
+    /// The sender is leaving the session.
+    Bye,
+}
+
+/// One signaling message, as posted and as returned by a poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalMessage {
+    /// The session this message belongs to.
+    pub session_id: String,
+    /// What the message carries.
+    #[serde(rename = "type")]
+    pub kind: SignalKind,
+    /// The SDP of an offer or answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp: Option<String>,
+    /// The ICE candidate (an `RTCIceCandidateInit`-shaped object) of a
+    /// candidate message; `Some(Value::Null)` posts an explicit `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<serde_json::Value>,
+    /// The server-assigned sequence number; set on polled messages, ignored
+    /// by the server on posted ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl SignalMessage {
+    fn new(session_id: impl Into<String>, kind: SignalKind) -> Self {
+        Self {
+            session_id: session_id.into(),
+            kind,
+            sdp: None,
+            candidate: None,
+            seq: None,
+        }
+    }
+
+    /// An offer carrying `sdp`.
+    pub fn offer(session_id: impl Into<String>, sdp: impl Into<String>) -> Self {
+        Self {
+            sdp: Some(sdp.into()),
+            ..Self::new(session_id, SignalKind::Offer)
+        }
+    }
+
+    /// An answer carrying `sdp`.
+    pub fn answer(session_id: impl Into<String>, sdp: impl Into<String>) -> Self {
+        Self {
+            sdp: Some(sdp.into()),
+            ..Self::new(session_id, SignalKind::Answer)
+        }
+    }
+
+    /// A trickled ICE candidate (`serde_json::Value::Null` for end of candidates).
+    pub fn candidate(session_id: impl Into<String>, candidate: serde_json::Value) -> Self {
+        Self {
+            candidate: Some(candidate),
+            ..Self::new(session_id, SignalKind::Candidate)
+        }
+    }
+
+    /// A goodbye: the sender leaves the session.
+    pub fn bye(session_id: impl Into<String>) -> Self {
+        Self::new(session_id, SignalKind::Bye)
+    }
+}
+
+/// A STUN or TURN server, shaped like the browser's `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential (absent for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A freshly created session, as returned by [`SignalClient::create_session`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The unguessable session id; it is the browser's only credential.
+    pub session_id: String,
+    /// ICE servers to hand to the peer connection.
+    pub ice_servers: Vec<IceServer>,
+    /// How many seconds the TURN credentials stay valid.
+    pub ttl: u64,
+}
+
+/// The answer to one [`SignalClient::poll`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poll {
+    /// Messages from the other side, oldest first (unknown kinds skipped).
+    pub messages: Vec<SignalMessage>,
+    /// The `after` value for the next poll.
+    pub cursor: u64,
+}
+
+/// The wire shape of a poll answer; messages are decoded one by one so that
+/// an unknown kind skips that message instead of failing the poll.
+#[derive(Deserialize)]
+struct RawPoll {
+    messages: Vec<serde_json::Value>,
+    cursor: u64,
+}
+
+impl RawPoll {
+    fn into_poll(self) -> Poll {
+        let messages = self
+            .messages
+            .into_iter()
+            .filter_map(|value| match serde_json::from_value::<SignalMessage>(value) {
+                Ok(msg) => Some(msg),
+                Err(error) => {
+                    tracing::debug!(%error, "skipping a signaling message this client cannot read");
+                    None
+                }
+            })
+            .collect();
+        Poll {
+            messages,
+            cursor: self.cursor,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PostAck {
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// A cheap-to-clone client for one signaling base URL.
+#[derive(Debug, Clone)]
+pub struct SignalClient {
+    http: reqwest::Client,
+    session_url: Url,
+    signal_url: Url,
+    bearer: Option<String>,
+}
+
+impl SignalClient {
+    /// A client for `base_url`, e.g. `http://127.0.0.1:8080/webrtc`.
+    pub fn new(base_url: &str) -> Result<Self, SignalError> {
+        let invalid = |reason: &str| SignalError::InvalidUrl {
+            url: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("scheme must be http or https"));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(invalid("must not have a query or fragment"));
+        }
+        let trimmed = base.as_str().trim_end_matches('/').to_owned();
+        let join = |leaf: &str| {
+            Url::parse(&format!("{trimmed}/{leaf}")).map_err(|e| invalid(&e.to_string()))
+        };
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(SignalError::Transport)?;
+        Ok(Self {
+            http,
+            session_url: join("session")?,
+            signal_url: join("signal")?,
+            bearer: None,
+        })
+    }
+
+    /// Authenticates every request as the home peer with `token`.
+    pub fn with_bearer(mut self, token: impl Into<String>) -> Self {
+        self.bearer = Some(token.into());
+        self
+    }
+
+    /// Creates a browser session (`POST {base}/session`).
+    pub async fn create_session(&self) -> Result<SessionInfo, SignalError> {
+        let request = self
+            .request(Method::POST, self.session_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}");
+        self.send(request).await
+    }
+
+    /// Posts one message (`POST {base}/signal`) and returns its `seq`.
+    pub async fn post(&self, msg: &SignalMessage) -> Result<u64, SignalError> {
+        let body = serde_json::to_vec(msg).map_err(SignalError::Decode)?;
+        let request = self
+            .request(Method::POST, self.signal_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let ack: PostAck = self.send(request).await?;
+        Ok(ack.seq)
+    }
+
+    /// Long-polls for messages from the other side with `seq > after`
+    /// (`GET {base}/signal`).
+    ///
+    /// The browser side must pass its `session_id`; the home side may pass
+    /// `None` to receive browser messages of every session addressed to it.
+    /// Returns an empty [`Poll`] with `cursor == after` when the server's hold
+    /// expires with nothing new.
+    pub async fn poll(&self, session_id: Option<&str>, after: u64) -> Result<Poll, SignalError> {
+        let mut url = self.signal_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(id) = session_id {
+                query.append_pair("session_id", id);
+            }
+            query.append_pair("after", &after.to_string());
+        }
+        let raw: RawPoll = self.send(self.request(Method::GET, url)).await?;
+        Ok(raw.into_poll())
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.bearer {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, SignalError> {
+        let response = request.send().await.map_err(SignalError::Transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(SignalError::Transport)?;
+        if !status.is_success() {
+            return Err(http_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(SignalError::Decode)
+    }
+}
+
+fn http_error(status: StatusCode, body: &[u8]) -> SignalError {
+    let message = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(parsed) => parsed.error,
+        Err(_) => String::from_utf8_lossy(body).chars().take(512).collect(),
+    };
+    SignalError::Http {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_serializes_with_type_field_and_omits_absent_parts() {
+        let json = serde_json::to_value(SignalMessage::offer("abc", "v=0")).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"session_id": "abc", "type": "offer", "sdp": "v=0"})
+        );
+        let json =
+            serde_json::to_value(SignalMessage::candidate("abc", serde_json::Value::Null)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"session_id": "abc", "type": "candidate", "candidate": null})
+        );
+    }
+
+    #[test]
+    fn poll_skips_unknown_kinds_but_keeps_the_rest() {
+        let raw: RawPoll = serde_json::from_value(serde_json::json!({
+            "messages": [
+                {"session_id": "a", "type": "renegotiate", "seq": 3},
+                {"session_id": "a", "type": "answer", "sdp": "v=0", "seq": 4}
+            ],
+            "cursor": 4
+        }))
+        .unwrap();
+        let poll = raw.into_poll();
+        assert_eq!(poll.cursor, 4);
+        assert_eq!(poll.messages.len(), 1);
+        assert_eq!(poll.messages[0].kind, SignalKind::Answer);
+        assert_eq!(poll.messages[0].seq, Some(4));
+    }
+
+    #[test]
+    fn base_url_is_validated_and_joined() {
+        let client = SignalClient::new("http://127.0.0.1:8080/jarvis-api/webrtc/").unwrap();
+        assert_eq!(
+            client.signal_url.as_str(),
+            "http://127.0.0.1:8080/jarvis-api/webrtc/signal"
+        );
+        assert!(matches!(
+            SignalClient::new("ftp://example.invalid/webrtc"),
+            Err(SignalError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            SignalClient::new("not a url"),
+            Err(SignalError::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn error_body_message_is_extracted() {
+        let err = http_error(StatusCode::NOT_FOUND, br#"{"error":"unknown session"}"#);
+        assert!(matches!(
+            err,
+            SignalError::Http { status: 404, ref message } if message == "unknown session"
+        ));
+    }
+}
