@@ -1,0 +1,70 @@
+# beeline's tasks. `just --list` shows them; `just ci` is exactly what CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := env_var('HOME') + "/.cargo/bin:" + env_var('PATH')
+
+# List the recipes.
+default:
+    @just --list
+
+# --- main job ----------------------------------------------------------------
+
+# Run signal-api, home-peer and the demo chat on loopback; prints the URL to open.
+# `allow` confines ICE to addresses/CIDRs, e.g. `just demo 127.0.0.1`.
+[group('run')]
+demo allow="":
+    cargo build --bins
+    scripts/demo.sh "{{allow}}"
+
+# --- tests -------------------------------------------------------------------
+
+# Every test: Rust unit/integration tests, headless Chromium, dependency policy.
+[group('test')]
+test: test-rust test-browser deny
+
+# Rust unit and integration tests (all WebRTC traffic on loopback).
+[group('test')]
+test-rust:
+    cargo test --workspace
+
+# Headless Chromium against the real binaries, inside a network namespace.
+[group('test')]
+test-browser:
+    cargo build --bins
+    tests/browser/run.sh
+
+# What CI runs (`.ci/run` calls the same test command).
+[group('test')]
+ci: test
+
+# --- checks ------------------------------------------------------------------
+
+# Dependency policy: no media stack, allowed licences and sources only.
+[group('check')]
+deny: ensure-cargo-deny
+    scripts/check-no-media.sh
+    cargo deny --all-features check bans licenses sources
+
+# Security advisories (needs network access to the advisory database).
+[group('check')]
+deny-advisories: ensure-cargo-deny
+    cargo deny check advisories
+
+# Formatting and lints.
+[group('check')]
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# --- setup -------------------------------------------------------------------
+
+# Install cargo-deny when missing.
+[group('setup')]
+ensure-cargo-deny:
+    command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+
+# Install chromium, iproute2 and playwright-core when missing.
+[group('setup')]
+ensure-browser-deps:
+    scripts/ensure-browser-deps.sh

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Entry point for the browser tests (what CI calls).
+#
+# Installs what is missing (scripts/ensure-browser-deps.sh), then runs the
+# node unit tests and the headless-Chromium end-to-end tests inside a fresh
+# network namespace that has only loopback, so no WebRTC packet can reach
+# any other address. Expects signal-api, home-peer and demo-chat already
+# built in ${BEELINE_BIN_DIR:-target/debug} (relative to the repo root).
+# Must run as root (apt-get, ip netns). Extra arguments go to `node --test`.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "$here/../.." && pwd)"
+
+bash "$repo_root/scripts/ensure-browser-deps.sh"
+
+bin_dir="${BEELINE_BIN_DIR:-target/debug}"
+case "$bin_dir" in
+    /*) ;;
+    *) bin_dir="$repo_root/$bin_dir" ;;
+esac
+for bin in signal-api home-peer demo-chat; do
+    if [ ! -x "$bin_dir/$bin" ]; then
+        echo "run.sh: warning: $bin_dir/$bin is missing; tests that need it will fail (cargo build --bins)" >&2
+    fi
+done
+
+ns="beeline-br-$$"
+cleanup() {
+    # Anything still running in the namespace was started by this run.
+    local pids
+    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
+    if [ -n "$pids" ]; then
+        # shellcheck disable=SC2086
+        kill -9 $pids 2>/dev/null || true
+    fi
+    ip netns delete "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+
+cd "$here"
+ip netns exec "$ns" env BEELINE_BIN_DIR="$bin_dir" \
+    node --test "$@" client.unit.test.mjs e2e.test.mjs
