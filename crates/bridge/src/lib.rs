@@ -118,10 +118,10 @@ pub async fn serve<C: Channel, U: Upstream>(channel: Arc<C>, upstream: Arc<U>, c
 
 async fn reject<C: Channel>(channel: &C, error: &FrameError) {
     match error.stream_id() {
-        Some(id) => {
-            let _ = send_error(channel, id, 400, &format!("bad request frame: {error}")).await;
+        Some(beeline_frame::StreamId::Text(id)) => {
+            let _ = send_error(channel, &id, 400, &format!("bad request frame: {error}")).await;
         }
-        None => tracing::debug!(%error, "dropping a frame whose stream cannot be told"),
+        _ => tracing::debug!(%error, "dropping a frame whose stream cannot be told"),
     }
 }
 

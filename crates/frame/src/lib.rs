@@ -24,8 +24,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 mod chunker;
+pub mod v2;
 
 pub use chunker::{split_text, Utf8Chunker};
+pub use v2::{decode_binary, decode_text, Encoded, ErrorCode, Frame, StreamId};
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,9 +39,9 @@ pub enum FrameError {
     /// A required field is missing or has the wrong type.
     #[error("frame field `{field}` is missing or invalid")]
     BadField {
-        /// The request id, when the frame had a usable one, so the error can
+        /// The stream id, when the frame had a usable one, so the error can
         /// be reported on that stream.
-        id: Option<String>,
+        id: Option<StreamId>,
         /// The offending field.
         field: &'static str,
     },
@@ -49,15 +51,27 @@ pub enum FrameError {
         /// The request id.
         id: String,
     },
+    /// A binary message shorter than its 5-byte header.
+    #[error("binary frame shorter than its 5-byte header")]
+    Truncated,
+    /// A binary frame of a type this version does not define.
+    #[error("unknown binary frame type 0x{kind:02x}")]
+    UnknownBinaryType {
+        /// The stream id from the header.
+        id: u32,
+        /// The type byte.
+        kind: u8,
+    },
 }
 
 impl FrameError {
     /// The id of the stream the bad frame belongs to, if it could be told.
-    pub fn stream_id(&self) -> Option<&str> {
+    pub fn stream_id(&self) -> Option<StreamId> {
         match self {
-            Self::NotJson(_) => None,
-            Self::BadField { id, .. } => id.as_deref(),
-            Self::BadBody { id } => Some(id),
+            Self::NotJson(_) | Self::Truncated => None,
+            Self::BadField { id, .. } => id.clone(),
+            Self::BadBody { id } => Some(StreamId::Text(id.clone())),
+            Self::UnknownBinaryType { id, .. } => Some(StreamId::Binary(*id)),
         }
     }
 }
@@ -102,7 +116,7 @@ pub fn decode_request(message: &[u8]) -> Result<Option<Request>, FrameError> {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
         _ => return Err(FrameError::BadField { id: None, field: "id" }),
     };
-    let bad = |field| FrameError::BadField { id: Some(id.clone()), field };
+    let bad = |field| FrameError::BadField { id: Some(StreamId::Text(id.clone())), field };
     let method = match raw.method {
         Some(serde_json::Value::String(s)) if is_token(&s) => s,
         _ => return Err(bad("method")),
@@ -137,13 +151,13 @@ pub fn decode_request(message: &[u8]) -> Result<Option<Request>, FrameError> {
 }
 
 /// An HTTP method is a token (RFC 9110): no spaces or separators.
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn trim_newline(message: &[u8]) -> &[u8] {
+pub(crate) fn trim_newline(message: &[u8]) -> &[u8] {
     let mut m = message;
     while let [rest @ .., b'\n' | b'\r'] = m {
         m = rest;
@@ -241,7 +255,7 @@ pub fn decode_response(message: &[u8]) -> Result<Option<ResponseFrame>, FrameErr
         }
         return Err(FrameError::NotJson("not an object".into()));
     }
-    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+    let id = value.get("id").and_then(|v| v.as_str()).map(|s| StreamId::Text(s.to_owned()));
     serde_json::from_value(value).map(Some).map_err(|_| FrameError::BadField {
         id,
         field: if kind == Some("chunk") { "data" } else { "status" },
@@ -281,15 +295,15 @@ mod tests {
     #[test]
     fn bad_requests_say_which_stream() {
         let e = decode_request(br#"{"id":"7","method":"GET","path":"v1"}"#).unwrap_err();
-        assert_eq!(e.stream_id(), Some("7"));
+        assert_eq!(e.stream_id(), Some(StreamId::Text("7".into())));
         let e = decode_request(br#"{"id":"8","method":"GET","path":"/","body":"***"}"#).unwrap_err();
         assert_eq!(e, FrameError::BadBody { id: "8".into() });
         let e = decode_request(br#"{"method":"GET","path":"/"}"#).unwrap_err();
         assert_eq!(e.stream_id(), None);
         let e = decode_request(br#"{"id":"9","method":"G ET","path":"/"}"#).unwrap_err();
-        assert_eq!(e.stream_id(), Some("9"));
+        assert_eq!(e.stream_id(), Some(StreamId::Text("9".into())));
         let e = decode_request(br#"{"id":"9","method":"GET","path":"/","headers":{"a":1}}"#).unwrap_err();
-        assert_eq!(e.stream_id(), Some("9"));
+        assert_eq!(e.stream_id(), Some(StreamId::Text("9".into())));
         assert!(matches!(decode_request(b"[1,2]"), Err(FrameError::NotJson(_))));
         assert!(matches!(decode_request(b"\xff\xfe"), Err(FrameError::NotJson(_))));
     }
