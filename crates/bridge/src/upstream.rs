@@ -1,30 +1,50 @@
-//! Where requests from the channel go: an HTTP service reached by URL.
+//! Where requests from the channel go: an HTTP origin reached by URL
+//! ([`HttpUpstream`]), or any `tower::Service` served in-process
+//! ([`ServiceUpstream`], e.g. an axum `Router`).
 
 use std::future::Future;
 
-use beeline_frame::Request;
+use beeline_frame::v2::{Headers, RequestHead};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use http_body_util::BodyExt;
 
 use crate::BridgeError;
+
+/// A request body still arriving from the channel.
+pub type BodyStream = BoxStream<'static, Result<Bytes, BridgeError>>;
+
+/// A request on its way upstream. The bridge has already applied the
+/// reverse-proxy header rules (hop-by-hop headers dropped, `x-forwarded-*`
+/// set), so implementations forward `head.headers` as they are.
+pub struct UpstreamRequest {
+    /// Method, path and headers.
+    pub head: RequestHead,
+    /// The body, or `None` when the request has none.
+    pub body: Option<BodyStream>,
+}
 
 /// A response whose body is still arriving.
 pub struct UpstreamResponse {
     /// HTTP status code.
     pub status: u16,
+    /// Response headers (hop-by-hop headers are dropped by the bridge).
+    pub headers: Headers,
     /// The body, as it arrives.
-    pub body: BoxStream<'static, Result<Bytes, BridgeError>>,
+    pub body: BodyStream,
 }
 
 /// Something that answers HTTP requests.
 pub trait Upstream: Send + Sync + 'static {
     /// Sends `request` and resolves once the response head has arrived.
-    fn call(&self, request: Request) -> impl Future<Output = Result<UpstreamResponse, BridgeError>> + Send;
+    /// Dropping the returned body abandons the request.
+    fn call(&self, request: UpstreamRequest) -> impl Future<Output = Result<UpstreamResponse, BridgeError>> + Send;
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and ones the HTTP client sets itself.
-const DROPPED_HEADERS: &[&str] = &[
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1), plus ones the bridge recomputes.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -34,9 +54,37 @@ const DROPPED_HEADERS: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "host",
     "content-length",
 ];
+
+/// Drops hop-by-hop headers, including any the `connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut Headers) {
+    let named: Vec<String> = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    headers.retain(|k, _| {
+        let k = k.to_ascii_lowercase();
+        !HOP_BY_HOP.contains(&k.as_str()) && !named.contains(&k)
+    });
+}
+
+/// Joins repeated header values the way the protocol carries them.
+pub(crate) fn collect_headers(map: &http::HeaderMap) -> Headers {
+    let mut out = Headers::new();
+    for (name, value) in map {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let sep = if name == http::header::SET_COOKIE { "\n" } else { ", " };
+        out.entry(name.as_str().to_owned())
+            .and_modify(|v: &mut String| {
+                v.push_str(sep);
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}
 
 /// Reverse proxy to an HTTP origin such as `http://127.0.0.1:3000`.
 #[derive(Debug, Clone)]
@@ -54,6 +102,7 @@ impl HttpUpstream {
         }
         let client = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BridgeError::InvalidUpstream(e.to_string()))?;
         Ok(Self { client, origin })
@@ -62,11 +111,7 @@ impl HttpUpstream {
     /// Builds the upstream URL for a request path, refusing anything that
     /// would leave the configured origin.
     fn url_for(&self, path: &str) -> Result<reqwest::Url, BridgeError> {
-        if !path.starts_with('/') || path.starts_with("//") || path.contains(['\r', '\n', '#']) {
-            return Err(BridgeError::BadRequest(format!("path must be an absolute path: {path:?}")));
-        }
-        let base = self.origin.as_str().trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base}{path}"))
+        let url = reqwest::Url::parse(&format!("{}{path}", self.origin.as_str().trim_end_matches('/')))
             .map_err(|e| BridgeError::BadRequest(format!("path {path:?}: {e}")))?;
         if url.origin() != self.origin.origin() {
             return Err(BridgeError::BadRequest(format!("path {path:?} leaves the upstream origin")));
@@ -76,28 +121,98 @@ impl HttpUpstream {
 }
 
 impl Upstream for HttpUpstream {
-    async fn call(&self, request: Request) -> Result<UpstreamResponse, BridgeError> {
-        let url = self.url_for(&request.path)?;
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| BridgeError::BadRequest(format!("bad method {:?}", request.method)))?;
+    async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, BridgeError> {
+        let head = request.head;
+        check_path(&head.path)?;
+        let url = self.url_for(&head.path)?;
+        let method = reqwest::Method::from_bytes(head.method.as_bytes())
+            .map_err(|_| BridgeError::BadRequest(format!("bad method {:?}", head.method)))?;
         let mut builder = self.client.request(method, url);
-        for (name, value) in &request.headers {
-            if DROPPED_HEADERS.iter().any(|d| name.eq_ignore_ascii_case(d)) {
-                continue;
+        for (name, value) in &head.headers {
+            // reqwest sets Host from the URL.
+            if !name.eq_ignore_ascii_case("host") {
+                builder = builder.header(name.as_str(), value.as_str());
             }
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(reqwest::Body::wrap_stream(body));
+        }
+        let response = builder.send().await.map_err(|e| BridgeError::Unavailable(e.to_string()))?;
+        let status = response.status().as_u16();
+        let headers = collect_headers(response.headers());
+        let body = response.bytes_stream().map(|r| r.map_err(|e| BridgeError::Upstream(e.to_string()))).boxed();
+        Ok(UpstreamResponse { status, headers, body })
+    }
+}
+
+/// The request body type handed to a [`ServiceUpstream`]'s service.
+pub type ServiceBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BridgeError>;
+
+/// Serves requests with any `tower::Service` in-process — e.g. an axum
+/// `Router` — without a loopback TCP hop.
+#[derive(Debug, Clone)]
+pub struct ServiceUpstream<S> {
+    service: S,
+}
+
+impl<S> ServiceUpstream<S> {
+    /// Wraps `service`.
+    pub fn new(service: S) -> Self {
+        Self { service }
+    }
+}
+
+impl<S, B> Upstream for ServiceUpstream<S>
+where
+    S: tower::Service<http::Request<ServiceBody>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Display + Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display + Send,
+{
+    async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, BridgeError> {
+        use tower::ServiceExt as _;
+        let head = request.head;
+        check_path(&head.path)?;
+        let mut builder = http::Request::builder().method(head.method.as_str()).uri(head.path.as_str());
+        for (name, value) in &head.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        if !request.body.is_empty() {
-            builder = builder.body(request.body);
-        }
-        let response = builder.send().await.map_err(|e| BridgeError::Upstream(e.to_string()))?;
+        let body: ServiceBody = match request.body {
+            Some(stream) => {
+                let frames = stream.map(|r| r.map(http_body::Frame::data));
+                http_body_util::StreamBody::new(frames).boxed_unsync()
+            }
+            None => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        };
+        let request = builder.body(body).map_err(|e| BridgeError::BadRequest(e.to_string()))?;
+        let response = self
+            .service
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|e| BridgeError::Unavailable(e.to_string()))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes_stream()
-            .map(|r| r.map_err(|e| BridgeError::Upstream(e.to_string())))
+        let headers = collect_headers(response.headers());
+        let body = http_body_util::BodyStream::new(response.into_body())
+            .filter_map(|frame| async move {
+                match frame {
+                    Ok(f) => f.into_data().ok().map(Ok),
+                    Err(e) => Some(Err(BridgeError::Upstream(e.to_string()))),
+                }
+            })
             .boxed();
-        Ok(UpstreamResponse { status, body })
+        Ok(UpstreamResponse { status, headers, body })
     }
+}
+
+/// The path must be absolute and must not smuggle another authority or a
+/// header.
+fn check_path(path: &str) -> Result<(), BridgeError> {
+    if !path.starts_with('/') || path.starts_with("//") || path.contains(['\r', '\n', '#']) {
+        return Err(BridgeError::BadRequest(format!("path must be an absolute path: {path:?}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -109,7 +224,7 @@ mod tests {
         let u = HttpUpstream::new("http://127.0.0.1:3000").unwrap();
         assert_eq!(u.url_for("/v1/chat?x=1").unwrap().as_str(), "http://127.0.0.1:3000/v1/chat?x=1");
         for bad in ["v1", "//evil.example/x", "/x\r\nHost: evil", "@evil.example/"] {
-            assert!(u.url_for(bad).is_err(), "{bad}");
+            assert!(check_path(bad).is_err() || u.url_for(bad).is_err(), "{bad}");
         }
         let prefixed = HttpUpstream::new("http://127.0.0.1:3000/api/").unwrap();
         assert_eq!(prefixed.url_for("/x").unwrap().as_str(), "http://127.0.0.1:3000/api/x");
@@ -119,5 +234,27 @@ mod tests {
     fn rejects_non_http_upstreams() {
         assert!(HttpUpstream::new("ftp://x").is_err());
         assert!(HttpUpstream::new("not a url").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = Headers::new();
+        for (k, v) in [("Connection", "close, X-Secret"), ("x-secret", "1"), ("keep-alive", "5"), ("accept", "*/*"), ("Transfer-Encoding", "chunked")] {
+            h.insert(k.into(), v.into());
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), vec!["accept"]);
+    }
+
+    #[test]
+    fn repeated_headers_are_joined() {
+        let mut map = http::HeaderMap::new();
+        map.append("vary", "a".parse().unwrap());
+        map.append("vary", "b".parse().unwrap());
+        map.append("set-cookie", "x=1".parse().unwrap());
+        map.append("set-cookie", "y=2".parse().unwrap());
+        let h = collect_headers(&map);
+        assert_eq!(h["vary"], "a, b");
+        assert_eq!(h["set-cookie"], "x=1\ny=2");
     }
 }

@@ -6,28 +6,38 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::routing::{get, post};
 use axum::Router;
-use beeline_bridge::{serve, BridgeConfig, Channel, ChannelClosed, HttpUpstream};
-use beeline_frame::{decode_response, ResponseFrame};
+use beeline_bridge::{serve, BridgeConfig, Channel, ChannelClosed, HttpUpstream, Received};
+use beeline_frame::{decode_response, Encoded, ResponseFrame};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
 
 /// One end of an in-memory message pipe.
 struct MemChannel {
-    tx: mpsc::UnboundedSender<Bytes>,
-    rx: Mutex<mpsc::UnboundedReceiver<Bytes>>,
+    tx: mpsc::UnboundedSender<Received>,
+    rx: Mutex<mpsc::UnboundedReceiver<Received>>,
     max: usize,
 }
 
 impl Channel for MemChannel {
-    async fn send_text(&self, text: String) -> Result<(), ChannelClosed> {
-        assert!(text.len() <= self.max, "frame of {} bytes over the {} limit", text.len(), self.max);
-        self.tx.send(Bytes::from(text)).map_err(|_| ChannelClosed)
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        assert!(message.len() <= self.max, "frame of {} bytes over the {} limit", message.len(), self.max);
+        let received = match message {
+            Encoded::Text(t) => Received { data: Bytes::from(t), binary: false },
+            Encoded::Binary(b) => Received { data: b, binary: true },
+        };
+        self.tx.send(received).map_err(|_| ChannelClosed)
     }
-    async fn recv(&self) -> Option<Bytes> {
+    async fn recv(&self) -> Option<Received> {
         self.rx.lock().await.recv().await
     }
     fn max_message_size(&self) -> usize {
         self.max
+    }
+}
+
+impl MemChannel {
+    async fn send_text(&self, text: String) -> Result<(), ChannelClosed> {
+        self.send(Encoded::Text(text)).await
     }
 }
 
@@ -76,7 +86,10 @@ async fn read_response(client: &MemChannel, id: &str) -> (String, u16, usize) {
     let mut frames = 0;
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), client.recv()).await.unwrap().unwrap();
-        match decode_response(&msg).unwrap().unwrap() {
+        // A v1 client ignores frames of types it does not know (e.g. a
+        // stream-less `error`).
+        let Some(frame) = decode_response(&msg.data).unwrap() else { continue };
+        match frame {
             ResponseFrame::Chunk { id: i, data } if i == id => {
                 body.push_str(&data);
                 frames += 1;
@@ -93,7 +106,7 @@ async fn streams_chunks_before_the_upstream_finishes() {
     client.send_text(r#"{"id":"s","method":"GET","path":"/slow"}"#.into()).await.unwrap();
     let first = tokio::time::timeout(Duration::from_millis(250), client.recv()).await;
     let first = first.expect("first chunk arrives before the upstream's next write").unwrap();
-    assert_eq!(decode_response(&first).unwrap().unwrap(), ResponseFrame::Chunk { id: "s".into(), data: "data: 0\n\n".into() });
+    assert_eq!(decode_response(&first.data).unwrap().unwrap(), ResponseFrame::Chunk { id: "s".into(), data: "data: 0\n\n".into() });
     let (rest, status, _) = read_response(&client, "s").await;
     assert_eq!((rest.as_str(), status), ("data: 1\n\ndata: 2\n\n", 200));
 }
@@ -129,8 +142,8 @@ async fn bad_frames_get_answers_and_the_channel_keeps_working() {
 }
 
 #[tokio::test]
-async fn excess_concurrent_streams_get_503() {
-    let client = start(256 * 1024, BridgeConfig { max_concurrent_streams: 1 }).await;
+async fn excess_concurrent_streams_get_429() {
+    let client = start(256 * 1024, BridgeConfig { max_concurrent_streams: 1, ..Default::default() }).await;
     client.send_text(r#"{"id":"a","method":"GET","path":"/slow"}"#.into()).await.unwrap();
     client.send_text(r#"{"id":"b","method":"GET","path":"/slow"}"#.into()).await.unwrap();
     // "a" streams; "b" is refused at once, interleaved with a's frames.
@@ -138,7 +151,7 @@ async fn excess_concurrent_streams_get_503() {
     let mut a_done = false;
     while b_status.is_none() || !a_done {
         let msg = client.recv().await.unwrap();
-        match decode_response(&msg).unwrap().unwrap() {
+        match decode_response(&msg.data).unwrap().unwrap() {
             ResponseFrame::Done { id, status } if id == "b" => b_status = Some(status),
             ResponseFrame::Done { id, status } if id == "a" => {
                 assert_eq!(status, 200);
@@ -147,5 +160,5 @@ async fn excess_concurrent_streams_get_503() {
             _ => {}
         }
     }
-    assert_eq!(b_status, Some(503));
+    assert_eq!(b_status, Some(429));
 }

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use beeline_bridge::{BridgeConfig, Channel, ChannelClosed, Upstream};
+use beeline_bridge::{BridgeConfig, Channel, ChannelClosed, Received, Upstream};
+use beeline_frame::Encoded;
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_transport::{DataChannel, Peer, PeerConfig, PeerState};
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -225,7 +225,12 @@ impl<U: Upstream> SessionTask<U> {
                         );
                     }
                     let channel = Arc::new(BridgeChannel { inner: channel, activity: Arc::clone(&activity) });
-                    bridges.spawn(beeline_bridge::serve(channel, Arc::clone(&self.upstream), self.config.bridge.clone()));
+                    let mut bridge = self.config.bridge.clone();
+                    bridge.peer_addr = peer.selected_pair().map(|p| match p.remote_addr.rsplit_once(':') {
+                        Some((ip, _port)) => ip.to_owned(),
+                        None => p.remote_addr,
+                    });
+                    bridges.spawn(beeline_bridge::serve(channel, Arc::clone(&self.upstream), bridge));
                 }
                 changed = state.changed() => {
                     if changed.is_err() { break Ok(()) }
@@ -285,15 +290,19 @@ struct BridgeChannel {
 }
 
 impl Channel for BridgeChannel {
-    async fn send_text(&self, text: String) -> Result<(), ChannelClosed> {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
         self.activity.touch();
-        self.inner.send_text(&text).await.map_err(|_| ChannelClosed)
+        let sent = match message {
+            Encoded::Text(text) => self.inner.send_text(&text).await,
+            Encoded::Binary(bytes) => self.inner.send_binary(bytes).await,
+        };
+        sent.map_err(|_| ChannelClosed)
     }
 
-    async fn recv(&self) -> Option<Bytes> {
+    async fn recv(&self) -> Option<Received> {
         let message = self.inner.recv().await?;
         self.activity.touch();
-        Some(message.data)
+        Some(Received { data: message.data, binary: !message.is_text })
     }
 
     fn max_message_size(&self) -> usize {

@@ -1,0 +1,303 @@
+//! The client side of the protocol in Rust: `hello`, then requests with
+//! streaming bodies both ways. Used by tests and benchmarks; the browser
+//! client implements the same protocol in JavaScript.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use beeline_frame::v2::{self, ErrorCode, Headers, Hello, RequestHead, StreamId};
+use beeline_frame::{decode_binary, decode_text, Frame};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::credit::SendWindow;
+use crate::upstream::BodyStream;
+use crate::{Channel, ChannelClosed};
+
+/// Why a request failed on the client side.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The home peer did not answer `hello` (it may speak only v1).
+    #[error("no agree within {0:?}")]
+    NoAgree(Duration),
+    /// The channel closed.
+    #[error("channel closed")]
+    Closed,
+    /// The home peer failed the stream.
+    #[error("stream error {code}: {message}")]
+    Stream {
+        /// Error code from the `error` frame.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The home peer cancelled the stream.
+    #[error("stream cancelled by the home peer")]
+    Cancelled,
+}
+
+impl From<ChannelClosed> for ClientError {
+    fn from(_: ChannelClosed) -> Self {
+        Self::Closed
+    }
+}
+
+/// How a [`Client`] negotiates.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Ask for binary framing (else v2 JSON).
+    pub binary: bool,
+    /// Window granted to the home peer per stream for response bodies.
+    pub window: u32,
+    /// How long to wait for `agree`.
+    pub hello_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { binary: true, window: 256 * 1024, hello_timeout: Duration::from_secs(2) }
+    }
+}
+
+struct Slot {
+    frames: mpsc::UnboundedSender<Frame>,
+    window: Arc<SendWindow>,
+}
+
+struct Inner<C> {
+    channel: Arc<C>,
+    binary: bool,
+    credit: bool,
+    window: u32,
+    server_window: u32,
+    next_id: AtomicU32,
+    slots: Mutex<HashMap<StreamId, Slot>>,
+}
+
+/// A protocol-v2 client on one channel.
+pub struct Client<C> {
+    inner: Arc<Inner<C>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl<C> Drop for Client<C> {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A response whose head has arrived.
+pub struct ResponseHandle {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Headers,
+    /// The body, as it arrives.
+    pub body: ResponseBody,
+}
+
+/// A streaming response body. Reading grants flow-control window to the
+/// home peer; dropping it before the end cancels the stream.
+pub struct ResponseBody {
+    frames: mpsc::UnboundedReceiver<Frame>,
+    cancel: Option<Box<dyn FnOnce() + Send>>,
+    grant: Box<dyn Fn(u32) + Send + Sync>,
+    owed: u32,
+    threshold: u32,
+    finished: bool,
+}
+
+impl ResponseBody {
+    /// The next piece of the body; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
+        if self.finished {
+            return None;
+        }
+        let outcome = match self.frames.recv().await {
+            Some(Frame::Data { data, .. }) => {
+                self.owed = self.owed.saturating_add(data.len() as u32);
+                if self.owed >= self.threshold {
+                    (self.grant)(self.owed);
+                    self.owed = 0;
+                }
+                return Some(Ok(data));
+            }
+            Some(Frame::End { .. }) => None,
+            Some(Frame::Error { code, message, .. }) => Some(Err(ClientError::Stream { code: code.as_str().to_owned(), message })),
+            Some(Frame::Cancel { .. }) => Some(Err(ClientError::Cancelled)),
+            Some(_) => return Some(Err(ClientError::Stream { code: "bad_frame".into(), message: "unexpected frame".into() })),
+            None => Some(Err(ClientError::Closed)),
+        };
+        self.finished = true;
+        self.cancel = None;
+        outcome
+    }
+
+    /// Reads the whole body.
+    pub async fn collect(mut self) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        while let Some(piece) = self.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel();
+        }
+    }
+}
+
+impl<C: Channel> Client<C> {
+    /// Negotiates version 2 on `channel`.
+    pub async fn connect(channel: Arc<C>, options: ClientOptions) -> Result<Self, ClientError> {
+        let mut features = vec!["cancel".to_owned(), "credit".to_owned()];
+        if options.binary {
+            features.insert(0, "binary".to_owned());
+        }
+        let hello = Hello { version: v2::VERSION, features, window: options.window };
+        channel.send(Frame::Hello(hello).encode()).await?;
+        let agree = tokio::time::timeout(options.hello_timeout, async {
+            while let Some(m) = channel.recv().await {
+                if !m.binary {
+                    if let Ok(Some(Frame::Agree(a))) = decode_text(&m.data) {
+                        return Some(a);
+                    }
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|_| ClientError::NoAgree(options.hello_timeout))?
+        .ok_or(ClientError::Closed)?;
+        let has = |f: &str| agree.features.iter().any(|x| x == f);
+        let inner = Arc::new(Inner {
+            channel,
+            binary: has("binary"),
+            credit: has("credit"),
+            window: options.window,
+            server_window: agree.window,
+            next_id: AtomicU32::new(1),
+            slots: Mutex::new(HashMap::new()),
+        });
+        let reader = tokio::spawn(read_loop(Arc::clone(&inner)));
+        Ok(Self { inner, reader })
+    }
+
+    /// Sends a request; resolves when the response head arrives.
+    pub async fn send(&self, mut head: RequestHead, body: Option<BodyStream>) -> Result<ResponseHandle, ClientError> {
+        let inner = &self.inner;
+        let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = if inner.binary { StreamId::Binary(n) } else { StreamId::Text(format!("c{n}")) };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let window = Arc::new(SendWindow::new(inner.credit.then_some(u64::from(inner.server_window))));
+        inner.slots.lock().expect("not poisoned").insert(id.clone(), Slot { frames: tx, window: Arc::clone(&window) });
+        head.end = body.is_none();
+        inner.channel.send(Frame::Request { id: id.clone(), head }.encode()).await?;
+
+        let upload = body.map(|body| {
+            let (inner, id) = (Arc::clone(inner), id.clone());
+            tokio::spawn(async move {
+                let _ = upload(&inner, &id, body, &window).await;
+            })
+        });
+
+        let first = rx.recv().await;
+        match first {
+            Some(Frame::Response { head, .. }) => {
+                let cancel_inner = Arc::clone(inner);
+                let cancel_id = id.clone();
+                let grant_inner = Arc::clone(inner);
+                let grant_id = id.clone();
+                let credit = inner.credit;
+                Ok(ResponseHandle {
+                    status: head.status,
+                    headers: head.headers,
+                    body: ResponseBody {
+                        frames: rx,
+                        cancel: Some(Box::new(move || {
+                            if let Some(upload) = upload {
+                                upload.abort();
+                            }
+                            cancel_inner.slots.lock().expect("not poisoned").remove(&cancel_id);
+                            let channel = Arc::clone(&cancel_inner.channel);
+                            tokio::spawn(async move {
+                                let _ = channel.send(Frame::Cancel { id: cancel_id }.encode()).await;
+                            });
+                        })),
+                        grant: Box::new(move |bytes| {
+                            if !credit {
+                                return;
+                            }
+                            let channel = Arc::clone(&grant_inner.channel);
+                            let id = grant_id.clone();
+                            tokio::spawn(async move {
+                                let _ = channel.send(Frame::Credit { id, bytes }.encode()).await;
+                            });
+                        }),
+                        owed: 0,
+                        threshold: (inner.window / 4).max(1),
+                        finished: false,
+                    },
+                })
+            }
+            other => {
+                inner.slots.lock().expect("not poisoned").remove(&id);
+                Err(match other {
+                    Some(Frame::Error { code, message, .. }) => ClientError::Stream { code: code.as_str().to_owned(), message },
+                    Some(Frame::Cancel { .. }) => ClientError::Cancelled,
+                    Some(_) => ClientError::Stream { code: ErrorCode::BadFrame.as_str().into(), message: "unexpected frame".into() },
+                    None => ClientError::Closed,
+                })
+            }
+        }
+    }
+}
+
+async fn upload<C: Channel>(inner: &Inner<C>, id: &StreamId, mut body: BodyStream, window: &SendWindow) -> Result<(), ClientError> {
+    let max = v2::max_data_payload(id, inner.channel.max_message_size());
+    while let Some(piece) = body.next().await {
+        let mut piece = piece.map_err(|e| ClientError::Stream { code: "body".into(), message: e.to_string() })?;
+        while !piece.is_empty() {
+            let n = window.take(piece.len().min(max)).await;
+            let data = piece.split_to(n);
+            inner.channel.send(Frame::Data { id: id.clone(), data }.encode()).await?;
+        }
+    }
+    inner.channel.send(Frame::End { id: id.clone() }.encode()).await?;
+    Ok(())
+}
+
+async fn read_loop<C: Channel>(inner: Arc<Inner<C>>) {
+    while let Some(message) = inner.channel.recv().await {
+        let frame = if message.binary { decode_binary(&message.data).ok() } else { decode_text(&message.data).ok().flatten() };
+        let Some(frame) = frame else { continue };
+        let Some(id) = frame.stream_id() else { continue };
+        let mut slots = inner.slots.lock().expect("not poisoned");
+        match frame {
+            Frame::Credit { bytes, .. } => {
+                if let Some(slot) = slots.get(&id) {
+                    slot.window.grant(bytes);
+                }
+            }
+            frame => {
+                let last = matches!(frame, Frame::End { .. } | Frame::Error { .. } | Frame::Cancel { .. });
+                if let Some(slot) = slots.get(&id) {
+                    let _ = slot.frames.send(frame);
+                }
+                if last {
+                    slots.remove(&id);
+                }
+            }
+        }
+    }
+    // The channel is gone: every open stream sees `Closed`.
+    inner.slots.lock().expect("not poisoned").clear();
+}

@@ -1,0 +1,121 @@
+//! Flow-control windows (`docs/protocol.md` §4.5): plain bookkeeping plus an
+//! async wait for the sending side.
+
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+/// The bytes one side may still send on one stream. `None` means unlimited
+/// (the `credit` feature was not negotiated).
+#[derive(Debug)]
+pub(crate) struct SendWindow {
+    available: Mutex<Option<u64>>,
+    granted: Notify,
+}
+
+impl SendWindow {
+    pub(crate) fn new(initial: Option<u64>) -> Self {
+        Self { available: Mutex::new(initial), granted: Notify::new() }
+    }
+
+    /// Adds a grant from the receiver.
+    pub(crate) fn grant(&self, bytes: u32) {
+        let mut a = self.available.lock().expect("not poisoned");
+        if let Some(a) = a.as_mut() {
+            *a = a.saturating_add(u64::from(bytes));
+        }
+        drop(a);
+        self.granted.notify_waiters();
+    }
+
+    /// Waits until some window is open and takes up to `want` bytes of it.
+    pub(crate) async fn take(&self, want: usize) -> usize {
+        loop {
+            let notified = self.granted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut a = self.available.lock().expect("not poisoned");
+                match a.as_mut() {
+                    None => return want,
+                    Some(n) if *n > 0 => {
+                        let take = (*n).min(want as u64);
+                        *n -= take;
+                        return take as usize;
+                    }
+                    Some(_) => {}
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The bytes the other side may still send us on one stream; data beyond it
+/// is a protocol error. Shared between the connection's reader (which
+/// consumes) and the body consumer (which grants).
+#[derive(Debug)]
+pub(crate) struct RecvWindow {
+    remaining: std::sync::atomic::AtomicU64,
+    unlimited: bool,
+}
+
+impl RecvWindow {
+    pub(crate) fn new(initial: Option<u64>) -> Self {
+        Self { remaining: initial.unwrap_or(0).into(), unlimited: initial.is_none() }
+    }
+
+    /// Accounts for `bytes` received; false if they exceed the window.
+    pub(crate) fn consume(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.unlimited {
+            return true;
+        }
+        self.remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(bytes as u64))
+            .is_ok()
+    }
+
+    /// Accounts for a grant we sent.
+    pub(crate) fn grant(&self, bytes: u32) {
+        self.remaining.fetch_add(u64::from(bytes), std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn take_waits_for_a_grant() {
+        let w = Arc::new(SendWindow::new(Some(10)));
+        assert_eq!(w.take(4).await, 4);
+        assert_eq!(w.take(100).await, 6);
+        let waiter = tokio::spawn({
+            let w = Arc::clone(&w);
+            async move { w.take(100).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "no window, must wait");
+        w.grant(50);
+        assert_eq!(waiter.await.unwrap(), 50);
+    }
+
+    #[tokio::test]
+    async fn unlimited_never_waits() {
+        assert_eq!(SendWindow::new(None).take(1 << 20).await, 1 << 20);
+    }
+
+    #[test]
+    fn recv_window_rejects_overrun() {
+        let w = RecvWindow::new(Some(10));
+        assert!(w.consume(10));
+        assert!(!w.consume(1));
+        w.grant(5);
+        assert!(w.consume(5));
+        assert!(RecvWindow::new(None).consume(usize::MAX));
+    }
+}

@@ -1,0 +1,524 @@
+//! The home side of one channel: decode frames, run one task per stream,
+//! enforce limits and flow control (`docs/protocol.md`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use beeline_frame::v2::{self, Agree, ErrorCode, Headers, RequestHead, ResponseHead, StreamId};
+use beeline_frame::{decode_binary, decode_text, split_text, Frame, FrameError, Utf8Chunker};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::credit::{RecvWindow, SendWindow};
+use crate::upstream::{strip_hop_by_hop, BodyStream, UpstreamRequest};
+use crate::{BridgeConfig, BridgeError, Channel, ChannelClosed, Received, Upstream};
+
+/// Features this side supports (`docs/protocol.md` §3).
+const FEATURES: [&str; 3] = ["binary", "cancel", "credit"];
+
+/// How many finished stream ids are remembered, so late frames for them are
+/// ignored rather than reported as unknown.
+const RECENTLY_CLOSED: usize = 1024;
+
+/// Grants for request bodies are sent once this share of the window has
+/// been consumed, not for every frame.
+const GRANT_DIVISOR: u32 = 4;
+
+/// Serves every request arriving on `channel` by calling `upstream`, until
+/// the channel closes. Requests still running then are dropped, which closes
+/// their upstream connections.
+pub async fn serve<C: Channel, U: Upstream>(channel: Arc<C>, upstream: Arc<U>, config: BridgeConfig) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        channel,
+        upstream,
+        config: Arc::new(config),
+        negotiated: None,
+        streams: HashMap::new(),
+        recently_closed: VecDeque::new(),
+        recently_closed_set: HashSet::new(),
+        done_tx,
+        tasks: JoinSet::new(),
+    };
+    loop {
+        tokio::select! {
+            message = conn.channel.recv() => match message {
+                Some(m) => {
+                    if conn.on_message(m).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            Some(id) = done_rx.recv() => conn.forget(id),
+        }
+        while conn.tasks.try_join_next().is_some() {}
+    }
+    for (_, stream) in conn.streams.drain() {
+        stream.cancel.cancel();
+    }
+    conn.tasks.abort_all();
+    while conn.tasks.join_next().await.is_some() {}
+}
+
+/// What `hello`/`agree` settled.
+#[derive(Debug, Clone, Copy)]
+struct Negotiated {
+    credit: bool,
+    /// The client's window for response bodies.
+    client_window: u32,
+}
+
+struct Connection<C, U> {
+    channel: Arc<C>,
+    upstream: Arc<U>,
+    config: Arc<BridgeConfig>,
+    negotiated: Option<Negotiated>,
+    streams: HashMap<StreamId, StreamEntry>,
+    recently_closed: VecDeque<StreamId>,
+    recently_closed_set: HashSet<StreamId>,
+    done_tx: mpsc::UnboundedSender<StreamId>,
+    tasks: JoinSet<()>,
+}
+
+struct StreamEntry {
+    cancel: CancellationToken,
+    send_window: Arc<SendWindow>,
+    upload: Option<Upload>,
+}
+
+struct Upload {
+    tx: mpsc::UnboundedSender<Result<Bytes, BridgeError>>,
+    window: Arc<RecvWindow>,
+    received: u64,
+}
+
+/// Whether a stream speaks v1 (spec frames) or v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    V1,
+    V2,
+}
+
+impl<C: Channel, U: Upstream> Connection<C, U> {
+    async fn send(&self, frame: Frame) -> Result<(), ChannelClosed> {
+        self.channel.send(frame.encode()).await
+    }
+
+    async fn on_message(&mut self, message: Received) -> Result<(), ChannelClosed> {
+        let decoded = if message.binary {
+            decode_binary(&message.data).map(Some)
+        } else {
+            decode_text(&message.data)
+        };
+        let frame = match decoded {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(error) => return self.on_bad_frame(&message, &error).await,
+        };
+        match frame {
+            Frame::Hello(hello) => self.on_hello(hello).await,
+            Frame::V1Request(r) => {
+                let head = RequestHead { method: r.method, path: r.path, headers: r.headers, end: r.body.is_empty() };
+                let body = (!r.body.is_empty()).then(|| Bytes::from(r.body));
+                self.open_stream(StreamId::Text(r.id), head, Dialect::V1, body).await
+            }
+            Frame::Request { id, head } => self.open_stream(id, head, Dialect::V2, None).await,
+            Frame::Data { id, data } => self.on_data(id, data).await,
+            Frame::End { id } => {
+                match self.streams.get_mut(&id) {
+                    Some(s) => s.upload = None,
+                    None => return self.on_unknown_stream(id).await,
+                }
+                Ok(())
+            }
+            Frame::Cancel { id } | Frame::Error { id: Some(id), .. } => {
+                if let Some(s) = self.streams.remove(&id) {
+                    tracing::debug!(%id, "stream cancelled by the client");
+                    s.cancel.cancel();
+                    self.remember_closed(id);
+                }
+                Ok(())
+            }
+            Frame::Credit { id, bytes } => {
+                if let Some(s) = self.streams.get(&id) {
+                    s.send_window.grant(bytes);
+                }
+                Ok(())
+            }
+            Frame::Error { id: None, code, message } => {
+                tracing::debug!(code = code.as_str(), %message, "client reported an error");
+                Ok(())
+            }
+            other => {
+                let error = Frame::Error {
+                    id: other.stream_id(),
+                    code: ErrorCode::BadFrame,
+                    message: "frame type not expected from a client".into(),
+                };
+                self.send(error).await
+            }
+        }
+    }
+
+    async fn on_hello(&mut self, hello: v2::Hello) -> Result<(), ChannelClosed> {
+        if self.negotiated.is_some() {
+            let e = Frame::Error { id: None, code: ErrorCode::BadFrame, message: "hello sent twice".into() };
+            return self.send(e).await;
+        }
+        let features: Vec<String> =
+            hello.features.iter().filter(|f| FEATURES.contains(&f.as_str())).cloned().collect();
+        let credit = features.iter().any(|f| f == "credit");
+        self.negotiated = Some(Negotiated { credit, client_window: hello.window });
+        let agree = Agree {
+            version: hello.version.min(v2::VERSION),
+            features,
+            window: self.config.window,
+            max_streams: self.config.max_concurrent_streams as u32,
+            max_header_bytes: self.config.max_header_bytes as u32,
+            max_body_bytes: self.config.max_body_bytes,
+        };
+        self.send(Frame::Agree(agree)).await
+    }
+
+    async fn on_bad_frame(&mut self, message: &Received, error: &FrameError) -> Result<(), ChannelClosed> {
+        tracing::debug!(%error, "bad frame");
+        let id = error.stream_id();
+        // A v1 request (no `type`) is answered the v1 way, so a client that
+        // speaks only the specification's format sees a 400.
+        let untyped_json = !message.binary
+            && serde_json::from_slice::<serde_json::Value>(&message.data)
+                .ok()
+                .is_some_and(|v| v.get("type").is_none());
+        match id {
+            Some(StreamId::Text(id)) if untyped_json => {
+                send_v1_error(&*self.channel, &id, ErrorCode::BadFrame, &error.to_string()).await
+            }
+            id => {
+                if let Some(id) = &id {
+                    if let Some(s) = self.streams.remove(id) {
+                        s.cancel.cancel();
+                        self.remember_closed(id.clone());
+                    }
+                }
+                self.send(Frame::Error { id, code: ErrorCode::BadFrame, message: error.to_string() }).await
+            }
+        }
+    }
+
+    async fn on_unknown_stream(&mut self, id: StreamId) -> Result<(), ChannelClosed> {
+        if self.recently_closed_set.contains(&id) {
+            return Ok(());
+        }
+        let e = Frame::Error { id: Some(id), code: ErrorCode::UnknownStream, message: "no such stream".into() };
+        self.send(e).await
+    }
+
+    /// Fails a stream that has an entry: tells the client, cancels the task.
+    async fn fail_stream(&mut self, id: StreamId, code: ErrorCode, message: String) -> Result<(), ChannelClosed> {
+        if let Some(s) = self.streams.remove(&id) {
+            s.cancel.cancel();
+            if let Some(upload) = s.upload {
+                let _ = upload.tx.send(Err(BridgeError::BadRequest(message.clone())));
+            }
+        }
+        self.remember_closed(id.clone());
+        self.send(Frame::Error { id: Some(id), code, message }).await
+    }
+
+    async fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ChannelClosed> {
+        let max_body = self.config.max_body_bytes;
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return self.on_unknown_stream(id).await;
+        };
+        let Some(upload) = stream.upload.as_mut() else {
+            return self.fail_stream(id, ErrorCode::BadFrame, "data after the end of the request body".into()).await;
+        };
+        upload.received += data.len() as u64;
+        if upload.received > max_body {
+            let msg = format!("request body larger than {max_body} bytes");
+            return self.fail_stream(id, ErrorCode::BodyTooLarge, msg).await;
+        }
+        if !upload.window.consume(data.len()) {
+            return self.fail_stream(id, ErrorCode::FlowControl, "data beyond the granted window".into()).await;
+        }
+        if !data.is_empty() && upload.tx.send(Ok(data)).is_err() {
+            // The upstream stopped reading the body; the stream task reports
+            // the outcome.
+            stream.upload = None;
+        }
+        Ok(())
+    }
+
+    async fn open_stream(
+        &mut self,
+        id: StreamId,
+        mut head: RequestHead,
+        dialect: Dialect,
+        inline_body: Option<Bytes>,
+    ) -> Result<(), ChannelClosed> {
+        if self.streams.contains_key(&id) {
+            let e = Frame::Error { id: Some(id), code: ErrorCode::BadFrame, message: "stream id already in use".into() };
+            return self.send(e).await;
+        }
+        let refusal = if self.streams.len() >= self.config.max_concurrent_streams {
+            Some((ErrorCode::TooManyStreams, format!("more than {} concurrent requests", self.config.max_concurrent_streams)))
+        } else if head_size(&head) > self.config.max_header_bytes {
+            Some((ErrorCode::HeaderTooLarge, format!("request head larger than {} bytes", self.config.max_header_bytes)))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            return match (dialect, &id) {
+                (Dialect::V1, StreamId::Text(text)) => send_v1_error(&*self.channel, text, code, &message).await,
+                _ => self.send(Frame::Error { id: Some(id), code, message }).await,
+            };
+        }
+        self.forwarded_headers(&mut head.headers);
+
+        let negotiated = self.negotiated;
+        let credit = dialect == Dialect::V2 && negotiated.is_some_and(|n| n.credit);
+        let send_window = Arc::new(SendWindow::new(credit.then(|| u64::from(negotiated.map_or(0, |n| n.client_window)))));
+        let cancel = CancellationToken::new();
+        let (body, upload) = match (dialect, head.end, inline_body) {
+            (_, _, Some(inline)) => (Some(futures::stream::once(async move { Ok(inline) }).boxed()), None),
+            (Dialect::V2, false, None) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let window = Arc::new(RecvWindow::new(credit.then_some(u64::from(self.config.window))));
+                let body = granting_body(rx, Arc::clone(&self.channel), id.clone(), Arc::clone(&window), credit, self.config.window);
+                (Some(body), Some(Upload { tx, window, received: 0 }))
+            }
+            _ => (None, None),
+        };
+        self.streams.insert(id.clone(), StreamEntry { cancel: cancel.clone(), send_window: Arc::clone(&send_window), upload });
+
+        let task = StreamTask {
+            id,
+            dialect,
+            channel: Arc::clone(&self.channel),
+            upstream: Arc::clone(&self.upstream),
+            config: Arc::clone(&self.config),
+            send_window,
+            cancel,
+            done: self.done_tx.clone(),
+        };
+        self.tasks.spawn(task.run(head, body));
+        Ok(())
+    }
+
+    /// Applies the reverse-proxy header rules of `docs/protocol.md` §4.2.
+    fn forwarded_headers(&self, headers: &mut Headers) {
+        strip_hop_by_hop(headers);
+        let host = take_header(headers, "host");
+        let forwarded_for = take_header(headers, "x-forwarded-for");
+        take_header(headers, "x-forwarded-proto");
+        take_header(headers, "x-forwarded-host");
+        let peer = self.config.peer_addr.clone();
+        let chain = match (forwarded_for, peer) {
+            (Some(prev), Some(peer)) => Some(format!("{prev}, {peer}")),
+            (prev, peer) => prev.or(peer),
+        };
+        if let Some(chain) = chain {
+            headers.insert("x-forwarded-for".into(), chain);
+        }
+        if let Some(host) = host {
+            headers.insert("x-forwarded-host".into(), host);
+        }
+        headers.insert("x-forwarded-proto".into(), "https".into());
+    }
+
+    fn forget(&mut self, id: StreamId) {
+        if self.streams.remove(&id).is_some() {
+            self.remember_closed(id);
+        }
+    }
+
+    fn remember_closed(&mut self, id: StreamId) {
+        if self.recently_closed_set.insert(id.clone()) {
+            self.recently_closed.push_back(id);
+            if self.recently_closed.len() > RECENTLY_CLOSED {
+                if let Some(old) = self.recently_closed.pop_front() {
+                    self.recently_closed_set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Removes a header whatever its case; returns its value.
+fn take_header(headers: &mut Headers, name: &str) -> Option<String> {
+    let key = headers.keys().find(|k| k.eq_ignore_ascii_case(name))?.clone();
+    headers.remove(&key)
+}
+
+/// The size counted against `max_header_bytes`: path plus names and values.
+fn head_size(head: &RequestHead) -> usize {
+    head.path.len() + head.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
+/// The request body as the upstream reads it; grants window back to the
+/// client as it is consumed (batched to a quarter of the window).
+fn granting_body<C: Channel>(
+    rx: mpsc::UnboundedReceiver<Result<Bytes, BridgeError>>,
+    channel: Arc<C>,
+    id: StreamId,
+    window: Arc<RecvWindow>,
+    credit: bool,
+    initial: u32,
+) -> BodyStream {
+    let threshold = (initial / GRANT_DIVISOR).max(1);
+    futures::stream::unfold((rx, 0u32), move |(mut rx, mut owed)| {
+        let (channel, id, window) = (Arc::clone(&channel), id.clone(), Arc::clone(&window));
+        async move {
+            let item = rx.recv().await?;
+            if let Ok(bytes) = &item {
+                owed = owed.saturating_add(bytes.len() as u32);
+                if credit && owed >= threshold {
+                    window.grant(owed);
+                    let _ = channel.send(Frame::Credit { id, bytes: owed }.encode()).await;
+                    owed = 0;
+                }
+            }
+            Some((item, (rx, owed)))
+        }
+    })
+    .boxed()
+}
+
+/// Reports an error to a v1 stream: the reason as body text, then `done`.
+async fn send_v1_error<C: Channel + ?Sized>(channel: &C, id: &str, code: ErrorCode, message: &str) -> Result<(), ChannelClosed> {
+    send_v1_text(channel, id, message).await?;
+    channel.send(Frame::Done { id: id.to_owned(), status: code.http_status() }.encode()).await
+}
+
+/// Sends text as v1 `chunk` frames, each within the channel's message size.
+async fn send_v1_text<C: Channel + ?Sized>(channel: &C, id: &str, text: &str) -> Result<(), ChannelClosed> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    // Worst-case JSON escaping is 6 bytes per input byte (\u00XX).
+    let room = channel.max_message_size().saturating_sub(beeline_frame::ResponseFrame::chunk_len(id, ""));
+    let max_piece = (room / 6).clamp(1, 16 * 1024);
+    for piece in split_text(text, max_piece) {
+        channel.send(Frame::Chunk { id: id.to_owned(), data: piece.to_owned() }.encode()).await?;
+    }
+    Ok(())
+}
+
+/// Why a stream ended early.
+enum StreamFailure {
+    /// The client cancelled or the connection is going away: say nothing.
+    Quiet,
+    /// The channel is gone.
+    Closed,
+    /// Report this to the client.
+    Report(ErrorCode, String),
+}
+
+impl From<ChannelClosed> for StreamFailure {
+    fn from(_: ChannelClosed) -> Self {
+        Self::Closed
+    }
+}
+
+struct StreamTask<C, U> {
+    id: StreamId,
+    dialect: Dialect,
+    channel: Arc<C>,
+    upstream: Arc<U>,
+    config: Arc<BridgeConfig>,
+    send_window: Arc<SendWindow>,
+    cancel: CancellationToken,
+    done: mpsc::UnboundedSender<StreamId>,
+}
+
+impl<C: Channel, U: Upstream> StreamTask<C, U> {
+    async fn run(self, head: RequestHead, body: Option<BodyStream>) {
+        let started = std::time::Instant::now();
+        let (method, path) = (head.method.clone(), head.path.clone());
+        let mut head_sent = false;
+        let outcome = tokio::select! {
+            r = self.exchange(head, body, &mut head_sent) => r,
+            _ = self.cancel.cancelled() => Err(StreamFailure::Quiet),
+        };
+        match outcome {
+            Ok(status) => tracing::debug!(id = %self.id, %method, %path, status, ms = started.elapsed().as_millis() as u64, "served"),
+            Err(StreamFailure::Quiet) => tracing::debug!(id = %self.id, %path, "stream cancelled"),
+            Err(StreamFailure::Closed) => tracing::debug!(id = %self.id, %path, "channel closed mid-stream"),
+            Err(StreamFailure::Report(code, message)) => {
+                tracing::debug!(id = %self.id, %path, code = code.as_str(), %message, "stream failed");
+                let _ = match (&self.id, self.dialect) {
+                    (StreamId::Text(id), Dialect::V1) if head_sent => {
+                        // v1 has already committed to a status; end with a
+                        // gateway error so the client sees a failure.
+                        self.channel.send(Frame::Done { id: id.clone(), status: code.http_status() }.encode()).await
+                    }
+                    (StreamId::Text(id), Dialect::V1) => send_v1_error(&*self.channel, id, code, &message).await,
+                    _ => self.channel.send(Frame::Error { id: Some(self.id.clone()), code, message }.encode()).await,
+                };
+            }
+        }
+        let _ = self.done.send(self.id);
+    }
+
+    async fn exchange(&self, head: RequestHead, body: Option<BodyStream>, head_sent: &mut bool) -> Result<u16, StreamFailure> {
+        let idle = self.config.idle_timeout;
+        let call = self.upstream.call(UpstreamRequest { head, body });
+        let response = match tokio::time::timeout(idle, call).await {
+            Err(_) => return Err(StreamFailure::Report(ErrorCode::IdleTimeout, "the upstream did not answer in time".into())),
+            Ok(Err(BridgeError::BadRequest(m))) => return Err(StreamFailure::Report(ErrorCode::BadRequest, m)),
+            Ok(Err(e)) => return Err(StreamFailure::Report(ErrorCode::UpstreamUnavailable, e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status;
+        let mut body = response.body;
+        let mut chunker = Utf8Chunker::new();
+        if self.dialect == Dialect::V2 {
+            let mut headers = response.headers;
+            strip_hop_by_hop(&mut headers);
+            self.send(Frame::Response { id: self.id.clone(), head: ResponseHead { status, headers } }).await?;
+        }
+        *head_sent = true;
+        loop {
+            let next = match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => return Err(StreamFailure::Report(ErrorCode::IdleTimeout, "the upstream stalled".into())),
+                Ok(next) => next,
+            };
+            match next {
+                None => break,
+                Some(Err(e)) => return Err(StreamFailure::Report(ErrorCode::UpstreamFailed, e.to_string())),
+                Some(Ok(bytes)) => match (&self.id, self.dialect) {
+                    (StreamId::Text(id), Dialect::V1) => send_v1_text(&*self.channel, id, &chunker.push(&bytes)).await?,
+                    _ => self.send_data(bytes).await?,
+                },
+            }
+        }
+        match (&self.id, self.dialect) {
+            (StreamId::Text(id), Dialect::V1) => {
+                send_v1_text(&*self.channel, id, &chunker.finish()).await?;
+                self.send(Frame::Done { id: id.clone(), status }).await?;
+            }
+            _ => self.send(Frame::End { id: self.id.clone() }).await?,
+        }
+        Ok(status)
+    }
+
+    /// Sends body bytes in frames that fit the channel, within the window
+    /// the client granted.
+    async fn send_data(&self, mut bytes: Bytes) -> Result<(), ChannelClosed> {
+        let max = v2::max_data_payload(&self.id, self.channel.max_message_size());
+        while !bytes.is_empty() {
+            let n = self.send_window.take(bytes.len().min(max)).await;
+            let piece = bytes.split_to(n);
+            self.send(Frame::Data { id: self.id.clone(), data: piece }).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), ChannelClosed> {
+        self.channel.send(frame.encode()).await
+    }
+}
