@@ -7,10 +7,15 @@
 
 mod settings;
 
-use std::{future::IntoFuture as _, io::IsTerminal as _, process::ExitCode, time::Duration};
+use std::{
+    future::IntoFuture as _, io::IsTerminal as _, net::SocketAddr, process::ExitCode, sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use beeline_signal_server::{SignalConfig, SignalServer};
+use beeline_signal_server::{
+    JwtAuth, OpenAuth, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
+};
 use clap::{CommandFactory as _, FromArgMatches as _};
 use settings::{BrowserAuth, Cli, FileConfig, Settings};
 use tracing_subscriber::EnvFilter;
@@ -60,23 +65,79 @@ fn init_tracing(json: bool) {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
-    match settings.browser_auth {
-        BrowserAuth::Open => tracing::warn!(
-            "browser auth is OPEN: anyone who can reach this server can create signaling \
-             sessions and send offers to the home peer; put access control in front of it"
-        ),
+/// Builds the library configuration; the only place settings meet the crate.
+fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
+    let mut config = SignalConfig::with_homes(&settings.db, std::mem::take(&mut settings.homes));
+    config.base_path = settings.base_path.clone();
+    config.default_home = settings.default_home.take();
+    config.browser_auth = match std::mem::replace(&mut settings.browser_auth, BrowserAuth::Open) {
+        BrowserAuth::Open => {
+            tracing::warn!(
+                "browser auth is OPEN: anyone who can reach this server can create signaling \
+                 sessions and send offers to the home peer; put access control in front of it \
+                 or use --browser-auth jwt|proxy-header"
+            );
+            Arc::new(OpenAuth)
+        }
+        BrowserAuth::Jwt {
+            key,
+            cookie,
+            issuer,
+            audience,
+        } => {
+            let mut auth = JwtAuth::new(key).context("invalid JWT key")?;
+            if let Some(cookie) = cookie {
+                auth = auth.with_cookie(cookie);
+            }
+            if let Some(issuer) = issuer {
+                auth = auth.with_issuer(&issuer);
+            }
+            if let Some(audience) = audience {
+                auth = auth.with_audience(&audience);
+            }
+            Arc::new(auth)
+        }
+        BrowserAuth::ProxyHeader { header } => {
+            let header = header
+                .parse()
+                .with_context(|| format!("invalid proxy user header {header:?}"))?;
+            Arc::new(ProxyHeaderAuth::new(
+                header,
+                settings.trusted_proxies.clone(),
+            ))
+        }
+    };
+    config.trusted_proxies = settings.trusted_proxies.clone();
+    config.cors_origins = settings.cors_origins.clone();
+    config.turn_secrets = settings
+        .turn_secret
+        .take()
+        .map(|current| TurnSecrets::new(current, settings.turn_previous_secret.take()));
+    config.stun_urls = settings.stun_urls.clone();
+    config.turn_urls = settings.turn_urls.clone();
+    if let Some(ttl) = settings.credential_ttl {
+        config.credential_ttl = ttl;
     }
+    if let Some(timeout) = settings.long_poll_timeout {
+        config.long_poll_timeout = timeout;
+    }
+    if let Some(ttl) = settings.session_ttl {
+        config.session_ttl = ttl;
+    }
+    if let Some(ttl) = settings.tombstone_ttl {
+        config.tombstone_ttl = ttl;
+    }
+    config.relay_upstream = settings.relay_upstream.clone();
+    config.limits = settings.limits.clone();
+    Ok(config)
+}
 
-    let mut config = SignalConfig::new(&settings.db, settings.home_token);
-    config.base_path = settings.base_path;
-    config.turn_secret = settings.turn_secret;
-    config.stun_urls = settings.stun_urls;
-    config.turn_urls = settings.turn_urls;
-    config.relay_upstream = settings.relay_upstream;
+async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    let config = signal_config(&mut settings)?;
     // Logged below; the secrets themselves never are.
-    let relay_upstream = config.relay_upstream.clone();
-    let turn_enabled = config.turn_secret.is_some() && !config.turn_urls.is_empty();
+    let homes: Vec<String> = config.homes.iter().map(|home| home.name.clone()).collect();
+    let browser_auth = config.browser_auth.mode();
+    let turn_enabled = config.turn_secrets.is_some() && !config.turn_urls.is_empty();
     let server = SignalServer::open(config)
         .await
         .context("could not start the signaling server")?;
@@ -90,7 +151,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         db = %settings.db.display(),
         base_path = server.base_path(),
-        relay_upstream = relay_upstream.as_deref().unwrap_or("none"),
+        homes = homes.join(","),
+        browser_auth,
+        relay_upstream = settings.relay_upstream.as_deref().unwrap_or("none"),
         turn = turn_enabled,
         "signaling server ready"
     );
@@ -106,9 +169,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
-    let serve = axum::serve(listener, server.router())
-        .with_graceful_shutdown(stopping.clone().cancelled_owned())
-        .into_future();
+    let serve = axum::serve(
+        listener,
+        server
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping.clone().cancelled_owned())
+    .into_future();
     tokio::select! {
         served = serve => served.context("HTTP server failed")?,
         _ = async {

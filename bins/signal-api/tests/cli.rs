@@ -2,96 +2,9 @@
 //! auth choice, logs its bound address, honours flag > env > file, never
 //! logs the token, and exits cleanly on SIGTERM.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+mod common;
 
-const TOKEN: &str = "never-log-this-token";
-
-fn command(db_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_signal-api"));
-    command
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .arg("--db")
-        .arg(db_dir.join("signal.db"));
-    command
-}
-
-/// A running `signal-api` and the lines it has logged so far.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Self {
-        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits for the `listening on http://...` line and returns the URL.
-    fn bound_url(&mut self) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no listening line; log so far: {:#?}", self.log));
-            self.log.push(line.clone());
-            if let Some(at) = line.find("listening on http://") {
-                let url = &line[at + "listening on ".len()..];
-                // Text logs end the line there; JSON logs close the string.
-                let end = url
-                    .find(|c: char| c.is_whitespace() || c == '"')
-                    .unwrap_or(url.len());
-                return url[..end].to_owned();
-            }
-        }
-    }
-
-    /// Sends SIGTERM and returns whether it exited successfully, plus its log.
-    fn terminate(mut self) -> (bool, Vec<String>) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.log.extend(self.lines.try_iter());
-                return (status.success(), std::mem::take(&mut self.log));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().unwrap();
-        panic!("signal-api did not exit after SIGTERM");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{command, Running, TOKEN};
 
 #[test]
 fn refuses_to_start_without_a_browser_auth_choice() {
@@ -211,4 +124,83 @@ async fn flag_beats_env_beats_file() {
     let url = running.bound_url();
     assert_eq!(get(format!("{url}/from-flag/client.js")).await, 200);
     assert_eq!(get(format!("{url}/from-env/client.js")).await, 502);
+}
+
+#[test]
+fn help_documents_every_setting_with_its_environment_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_signal-api"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "--home <NAME=SOURCE>",
+        "[env: BEELINE_HOMES=]",
+        "--browser-auth <MODE>",
+        "proxy-header",
+        "--jwt-public-key-file",
+        "--trusted-proxy",
+        "--cors-origin",
+        "--turn-previous-secret-file",
+        "--turn-host",
+        "--sessions-per-ip-per-minute",
+        "--max-polls-per-identity",
+        "--log-json",
+        "POST {base}/report",
+        "Precedence: flags > environment > config file",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn jwt_mode_refuses_browsers_without_a_valid_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(&secret, "test-only-jwt-secret\n").unwrap();
+    let mut cmd = command(dir.path());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--home-token",
+        TOKEN,
+        "--browser-auth",
+        "jwt",
+    ])
+    .arg("--jwt-secret-file")
+    .arg(&secret)
+    .args(["--jwt-cookie", "session_jwt"]);
+    let mut running = Running::start(cmd);
+    let url = running.bound_url();
+    let http = reqwest::Client::new();
+    let session_url = format!("{url}/webrtc/session");
+    let anonymous = http.post(&session_url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "alice", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"test-only-jwt-secret"),
+    )
+    .unwrap();
+    let with_cookie = http
+        .post(&session_url)
+        .header("cookie", format!("session_jwt={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_cookie.status(), 200);
+    let (clean, log) = running.terminate();
+    assert!(clean, "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("OPEN")), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("test-only-jwt-secret")),
+        "{log:#?}"
+    );
 }

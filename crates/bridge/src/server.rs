@@ -96,6 +96,29 @@ struct Upload {
     received: u64,
 }
 
+/// When a stream last made progress; an upload counts, so a slow upstream
+/// that is still reading a large body does not time out.
+#[derive(Debug)]
+struct Progress {
+    origin: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { origin: std::time::Instant::now(), last_ms: 0.into() }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+}
+
 /// Whether a stream speaks v1 (spec frames) or v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -283,12 +306,13 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         let credit = dialect == Dialect::V2 && negotiated.is_some_and(|n| n.credit);
         let send_window = Arc::new(SendWindow::new(credit.then(|| u64::from(negotiated.map_or(0, |n| n.client_window)))));
         let cancel = CancellationToken::new();
+        let progress = Arc::new(Progress::new());
         let (body, upload) = match (dialect, head.end, inline_body) {
             (_, _, Some(inline)) => (Some(futures::stream::once(async move { Ok(inline) }).boxed()), None),
             (Dialect::V2, false, None) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let window = Arc::new(RecvWindow::new(credit.then_some(u64::from(self.config.window))));
-                let body = granting_body(rx, Arc::clone(&self.channel), id.clone(), Arc::clone(&window), credit, self.config.window);
+                let body = granting_body(rx, Arc::clone(&self.channel), id.clone(), Arc::clone(&window), credit, self.config.window, Arc::clone(&progress));
                 (Some(body), Some(Upload { tx, window, received: 0 }))
             }
             _ => (None, None),
@@ -303,6 +327,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             config: Arc::clone(&self.config),
             send_window,
             cancel,
+            progress,
             done: self.done_tx.clone(),
         };
         self.tasks.spawn(task.run(head, body));
@@ -368,12 +393,14 @@ fn granting_body<C: Channel>(
     window: Arc<RecvWindow>,
     credit: bool,
     initial: u32,
+    progress: Arc<Progress>,
 ) -> BodyStream {
     let threshold = (initial / GRANT_DIVISOR).max(1);
     futures::stream::unfold((rx, 0u32), move |(mut rx, mut owed)| {
-        let (channel, id, window) = (Arc::clone(&channel), id.clone(), Arc::clone(&window));
+        let (channel, id, window, progress) = (Arc::clone(&channel), id.clone(), Arc::clone(&window), Arc::clone(&progress));
         async move {
             let item = rx.recv().await?;
+            progress.touch();
             if let Ok(bytes) = &item {
                 owed = owed.saturating_add(bytes.len() as u32);
                 if credit && owed >= threshold {
@@ -432,6 +459,7 @@ struct StreamTask<C, U> {
     config: Arc<BridgeConfig>,
     send_window: Arc<SendWindow>,
     cancel: CancellationToken,
+    progress: Arc<Progress>,
     done: mpsc::UnboundedSender<StreamId>,
 }
 
@@ -467,11 +495,24 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
     async fn exchange(&self, head: RequestHead, body: Option<BodyStream>, head_sent: &mut bool) -> Result<u16, StreamFailure> {
         let idle = self.config.idle_timeout;
         let call = self.upstream.call(UpstreamRequest { head, body });
-        let response = match tokio::time::timeout(idle, call).await {
-            Err(_) => return Err(StreamFailure::Report(ErrorCode::IdleTimeout, "the upstream did not answer in time".into())),
-            Ok(Err(BridgeError::BadRequest(m))) => return Err(StreamFailure::Report(ErrorCode::BadRequest, m)),
-            Ok(Err(e)) => return Err(StreamFailure::Report(ErrorCode::UpstreamUnavailable, e.to_string())),
-            Ok(Ok(r)) => r,
+        tokio::pin!(call);
+        // Wait for the head while the upload (if any) keeps making progress.
+        let answered = loop {
+            let wait = idle.saturating_sub(self.progress.idle_for());
+            tokio::select! {
+                r = &mut call => break Some(r),
+                _ = tokio::time::sleep(wait) => {
+                    if self.progress.idle_for() >= idle {
+                        break None;
+                    }
+                }
+            }
+        };
+        let response = match answered {
+            None => return Err(StreamFailure::Report(ErrorCode::IdleTimeout, "the upstream did not answer in time".into())),
+            Some(Err(BridgeError::BadRequest(m))) => return Err(StreamFailure::Report(ErrorCode::BadRequest, m)),
+            Some(Err(e)) => return Err(StreamFailure::Report(ErrorCode::UpstreamUnavailable, e.to_string())),
+            Some(Ok(r)) => r,
         };
         let status = response.status;
         let mut body = response.body;

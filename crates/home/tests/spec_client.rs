@@ -2,120 +2,12 @@
 //! upstream service through signal-api and the home peer, over a real data
 //! channel on loopback.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::routing::post;
-use axum::Router;
-use beeline_bridge::HttpUpstream;
-use beeline_home::HomeConfig;
-use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
-use beeline_signal_server::{SignalConfig, SignalServer};
-use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
-use bytes::Bytes;
-use futures::StreamExt as _;
-use tokio_util::sync::CancellationToken;
-
-const TOKEN: &str = "test-home-token";
-
-/// The SSE body the upstream streams for a message: one event per word.
-fn sse_reply(message: &str) -> Vec<String> {
-    message.split(' ').map(|w| format!("data: {w}\n\n")).chain(["data: [DONE]\n\n".to_owned()]).collect()
-}
-
-async fn spawn_upstream() -> String {
-    let app = Router::new().route(
-        "/v1/chat",
-        post(|body: Bytes| async move {
-            let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let text = message["message"].as_str().unwrap_or("empty").to_owned();
-            let events = sse_reply(&text);
-            let stream = futures::stream::iter(events).then(|e| async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                Ok::<_, std::io::Error>(Bytes::from(e))
-            });
-            ([("content-type", "text/event-stream")], Body::from_stream(stream))
-        }),
-    );
-    serve(app).await
-}
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-struct World {
-    signal_url: String,
-    _db: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn world() -> World {
-    let db = tempfile::tempdir().unwrap();
-    let server = SignalServer::open(SignalConfig::new(db.path().join("signal.db"), TOKEN)).await.unwrap();
-    let signal_url = format!("{}/webrtc", serve(server.router()).await);
-    let upstream = Arc::new(HttpUpstream::new(&spawn_upstream().await).unwrap());
-    let config = HomeConfig {
-        peer: PeerConfig { address_filter: AddressFilter::loopback(), ..Default::default() },
-        ..Default::default()
-    };
-    let shutdown = CancellationToken::new();
-    let home_signal = SignalClient::new(&signal_url).unwrap().with_bearer(TOKEN);
-    tokio::spawn(beeline_home::run(home_signal, upstream, config, shutdown.clone()));
-    World { signal_url, _db: db, shutdown }
-}
-
-/// Does what the browser client does: session, offer, trickle, answer.
-async fn browser_connect(signal_url: &str) -> (Arc<Peer>, DataChannel) {
-    let signal = SignalClient::new(signal_url).unwrap();
-    let session = signal.create_session().await.unwrap();
-    let id = session.session_id.clone();
-    let config = PeerConfig { address_filter: AddressFilter::loopback(), ..Default::default() };
-    let (peer, offer) = Peer::offer(config).await.unwrap();
-    let peer = Arc::new(peer);
-    signal.post(&SignalMessage::offer(id.clone(), offer)).await.unwrap();
-    let mut cursor = 0;
-    let mut answered = false;
-    let opener = Arc::clone(&peer);
-    let open = async move { opener.open_channel("http").await };
-    tokio::pin!(open);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        tokio::select! {
-            ch = &mut open => return (peer, ch.expect("channel opens")),
-            poll = signal.poll(Some(&id), cursor) => {
-                let poll = poll.unwrap();
-                cursor = poll.cursor;
-                for m in poll.messages {
-                    match m.kind {
-                        SignalKind::Answer => {
-                            assert!(!answered, "one answer");
-                            answered = true;
-                            peer.apply_answer(m.sdp.as_deref().unwrap()).unwrap();
-                        }
-                        SignalKind::Candidate => {
-                            if let Some(c) = m.candidate.as_ref().and_then(|c| c["candidate"].as_str()) {
-                                peer.add_remote_candidate(c).unwrap();
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => panic!("no channel within 15 s (answered: {answered})"),
-        }
-    }
-}
+use beeline_transport::DataChannel;
+use common::{browser_connect, sse_reply, world};
 
 /// Collects `chunk` data per id until every id has its `done`.
 async fn collect(channel: &DataChannel, ids: &[String]) -> std::collections::HashMap<String, (String, u64)> {

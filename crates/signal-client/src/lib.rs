@@ -3,14 +3,20 @@
 //! [`SignalClient`] speaks the HTTP contract served by `beeline-signal-server`
 //! under a base URL such as `http://127.0.0.1:8080/webrtc`:
 //!
-//! - [`SignalClient::create_session`]: `POST {base}/session` (browser side only);
+//! - [`SignalClient::create_session`] / [`SignalClient::create_session_with`]:
+//!   `POST {base}/session` (browser side only);
 //! - [`SignalClient::post`]: `POST {base}/signal`, answered with the message's `seq`;
 //! - [`SignalClient::poll`]: `GET {base}/signal?session_id=..&after=..`, which the
 //!   server holds for up to ten seconds until a message from the *other* side
-//!   arrives.
+//!   arrives;
+//! - [`SignalClient::report`]: `POST {base}/report`, a browser's connection
+//!   outcome.
 //!
-//! A client built with [`SignalClient::with_bearer`] acts as the home peer;
-//! without a bearer it acts as a browser. The client never retries: every
+//! A client built with [`SignalClient::with_bearer`] and a home's token acts
+//! as that home peer; otherwise it acts as a browser, authenticated by
+//! whatever the server's browser auth expects: a JWT as bearer
+//! ([`SignalClient::with_bearer`]), a cookie ([`SignalClient::with_cookie`])
+//! or any other header ([`SignalClient::with_header`]). The client never retries: every
 //! failure is returned as a [`SignalError`] and the caller chooses the backoff.
 //! Messages of a type this crate does not know are skipped by [`SignalClient::poll`]
 //! (their `seq` still advances the returned cursor), so a newer server cannot
@@ -55,6 +61,12 @@ pub enum SignalError {
     /// The server's success response was not the expected JSON.
     #[error("could not decode the signaling server's response")]
     Decode(#[source] serde_json::Error),
+    /// A header given to [`SignalClient::with_header`] is not valid HTTP.
+    #[error("invalid header {name:?}")]
+    InvalidHeader {
+        /// The header name as given.
+        name: String,
+    },
 }
 
 /// The kind of a signaling message (serialized as the `type` field).
@@ -150,12 +162,48 @@ pub struct IceServer {
 /// A freshly created session, as returned by [`SignalClient::create_session`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
-    /// The unguessable session id; it is the browser's only credential.
+    /// The unguessable session id.
     pub session_id: String,
+    /// The home the session is addressed to (absent from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
     /// ICE servers to hand to the peer connection.
     pub ice_servers: Vec<IceServer>,
     /// How many seconds the TURN credentials stay valid.
     pub ttl: u64,
+}
+
+/// How a browser's connection attempt ended, for [`SignalClient::report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ConnectionOutcome {
+    /// The data channel opened on a direct path.
+    Direct,
+    /// The data channel opened through a TURN relay.
+    RelayCandidate,
+    /// No channel; requests use the normal path.
+    Fallback,
+}
+
+/// A browser's once-per-page-load outcome report (`POST {base}/report`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionReport {
+    /// How setup ended.
+    pub outcome: ConnectionOutcome,
+    /// For a fallback: `timeout`, `disabled`, `unsupported`, `signaling`,
+    /// `ice-failed`, `bye`, `closed` or `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Free text for the log (the server keeps 200 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Milliseconds from the start of setup to its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_ms: Option<f64>,
+    /// The session, if one was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// The answer to one [`SignalClient::poll`].
@@ -211,7 +259,9 @@ pub struct SignalClient {
     http: reqwest::Client,
     session_url: Url,
     signal_url: Url,
+    report_url: Url,
     bearer: Option<String>,
+    headers: reqwest::header::HeaderMap,
 }
 
 impl SignalClient {
@@ -241,23 +291,74 @@ impl SignalClient {
             http,
             session_url: join("session")?,
             signal_url: join("signal")?,
+            report_url: join("report")?,
             bearer: None,
+            headers: reqwest::header::HeaderMap::new(),
         })
     }
 
-    /// Authenticates every request as the home peer with `token`.
+    /// Sends `Authorization: Bearer <token>` with every request: a home's
+    /// token makes this client that home peer; a browser JWT authenticates a
+    /// browser.
     pub fn with_bearer(mut self, token: impl Into<String>) -> Self {
         self.bearer = Some(token.into());
         self
     }
 
-    /// Creates a browser session (`POST {base}/session`).
+    /// Sends header `name: value` with every request (e.g. an identity
+    /// header in a test of proxy-header auth).
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, SignalError> {
+        use reqwest::header::{HeaderName, HeaderValue};
+        let invalid = || SignalError::InvalidHeader {
+            name: name.to_owned(),
+        };
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        self.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// Sends cookie `name=value` with every request, as a browser would
+    /// send a session cookie.
+    pub fn with_cookie(self, name: &str, value: &str) -> Result<Self, SignalError> {
+        self.with_header("cookie", &format!("{name}={value}"))
+    }
+
+    /// Creates a browser session with the server's default home
+    /// (`POST {base}/session` with `{}`).
     pub async fn create_session(&self) -> Result<SessionInfo, SignalError> {
+        self.create_session_body("{}".to_owned()).await
+    }
+
+    /// Creates a browser session with the home named `home`.
+    pub async fn create_session_with(&self, home: &str) -> Result<SessionInfo, SignalError> {
+        let body = serde_json::json!({ "home": home }).to_string();
+        self.create_session_body(body).await
+    }
+
+    async fn create_session_body(&self, body: String) -> Result<SessionInfo, SignalError> {
         let request = self
             .request(Method::POST, self.session_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body("{}");
+            .body(body);
         self.send(request).await
+    }
+
+    /// Reports how this page load's connection attempt ended
+    /// (`POST {base}/report`).
+    pub async fn report(&self, report: &ConnectionReport) -> Result<(), SignalError> {
+        let body = serde_json::to_vec(report).map_err(SignalError::Decode)?;
+        let request = self
+            .request(Method::POST, self.report_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = request.send().await.map_err(SignalError::Transport)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.bytes().await.map_err(SignalError::Transport)?;
+        Err(http_error(status, &body))
     }
 
     /// Posts one message (`POST {base}/signal`) and returns its `seq`.
@@ -292,7 +393,7 @@ impl SignalClient {
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, url);
+        let request = self.http.request(method, url).headers(self.headers.clone());
         match &self.bearer {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -375,6 +476,31 @@ mod tests {
             SignalClient::new("not a url"),
             Err(SignalError::InvalidUrl { .. })
         ));
+    }
+
+    #[test]
+    fn report_serializes_in_the_server_shape() {
+        let report = ConnectionReport {
+            outcome: ConnectionOutcome::RelayCandidate,
+            reason: None,
+            detail: None,
+            setup_ms: Some(412.0),
+            session_id: Some("abc".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&report).unwrap(),
+            serde_json::json!({"outcome": "relay-candidate", "setup_ms": 412.0, "session_id": "abc"})
+        );
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let client = SignalClient::new("http://127.0.0.1:8080/webrtc").unwrap();
+        assert!(matches!(
+            client.clone().with_header("bad name", "x"),
+            Err(SignalError::InvalidHeader { .. })
+        ));
+        assert!(client.with_cookie("beeline_jwt", "a.b.c").is_ok());
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! Settings for a [`SignalServer`](crate::SignalServer).
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+
+use crate::{
+    auth::{BrowserAuth, HomeCredential, OpenAuth},
+    limits::Limits,
+    net::IpNet,
+    turn::TurnSecrets,
+};
 
 /// Everything a [`SignalServer`](crate::SignalServer) needs to know.
 ///
-/// Build it with [`SignalConfig::new`], then adjust the public fields. The
-/// library never reads flags, environment variables or files itself.
+/// Build it with [`SignalConfig::new`] (one home) or
+/// [`SignalConfig::with_homes`], then adjust the public fields. The library
+/// never reads flags, environment variables or files itself.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SignalConfig {
@@ -14,10 +22,25 @@ pub struct SignalConfig {
     pub base_path: String,
     /// SQLite database file; created if missing.
     pub db_path: PathBuf,
-    /// Bearer token that identifies the home peer.
-    pub home_token: String,
-    /// coturn `static-auth-secret`; TURN URLs are only announced when set.
-    pub turn_secret: Option<String>,
+    /// The home peers, each with its own bearer token. Names must be unique
+    /// and tokens non-empty and distinct.
+    pub homes: Vec<HomeCredential>,
+    /// The home a session goes to when the browser names none. Unset, it is
+    /// the only home when there is exactly one.
+    pub default_home: Option<String>,
+    /// Decides who a browser is. Defaults to [`OpenAuth`]; an embedding
+    /// server supplies its own.
+    pub browser_auth: Arc<dyn BrowserAuth>,
+    /// Proxies whose `X-Forwarded-For` is believed when finding the client
+    /// address (for per-address limits and logs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Origins (`https://app.example.com`) allowed to call the signaling
+    /// endpoints cross-origin, with credentials. Empty: same-origin only.
+    /// A request whose `Origin` is neither the server's own nor listed is
+    /// refused (403).
+    pub cors_origins: Vec<String>,
+    /// coturn `static-auth-secret`s; TURN URLs are only announced when set.
+    pub turn_secrets: Option<TurnSecrets>,
     /// `stun:` URLs handed to browsers (no credentials).
     pub stun_urls: Vec<String>,
     /// `turn:`/`turns:` URLs handed to browsers with time-limited credentials.
@@ -26,32 +49,54 @@ pub struct SignalConfig {
     pub credential_ttl: Duration,
     /// How long a poll with nothing to return is held open.
     pub long_poll_timeout: Duration,
-    /// Age after which a session and its messages are unknown and swept.
+    /// Age after which a session expires: its messages are swept and it
+    /// answers 410.
     pub session_ttl: Duration,
+    /// How long an expired session is remembered (without its messages) so
+    /// that it answers 410 rather than 404.
+    pub tombstone_ttl: Duration,
     /// How often expired rows are deleted from the database.
     pub sweep_interval: Duration,
     /// When set, every request no signaling route matches is forwarded to
     /// this base URL (e.g. `http://127.0.0.1:3000`) and streamed back.
     pub relay_upstream: Option<String>,
+    /// Abuse limits.
+    pub limits: Limits,
 }
 
+/// The name of the home created by [`SignalConfig::new`].
+pub const DEFAULT_HOME: &str = "home";
+
 impl SignalConfig {
-    /// A configuration with the contract's defaults: base path `/webrtc`,
-    /// 300 s credentials, 10 s long-poll hold, 600 s sessions, a sweep every
-    /// 30 s, no ICE servers and no relay.
+    /// A configuration with one home, named [`DEFAULT_HOME`] and
+    /// authenticated by `home_token`, and the contract's defaults: base path
+    /// `/webrtc`, open browser auth, 300 s credentials, 10 s long-poll hold,
+    /// 600 s sessions remembered for an hour after expiry, a sweep every
+    /// 30 s, default [`Limits`], no ICE servers and no relay.
     pub fn new(db_path: impl Into<PathBuf>, home_token: impl Into<String>) -> Self {
+        Self::with_homes(db_path, vec![HomeCredential::new(DEFAULT_HOME, home_token)])
+    }
+
+    /// Like [`SignalConfig::new`], with several named homes.
+    pub fn with_homes(db_path: impl Into<PathBuf>, homes: Vec<HomeCredential>) -> Self {
         Self {
             base_path: "/webrtc".to_owned(),
             db_path: db_path.into(),
-            home_token: home_token.into(),
-            turn_secret: None,
+            homes,
+            default_home: None,
+            browser_auth: Arc::new(OpenAuth),
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            turn_secrets: None,
             stun_urls: Vec::new(),
             turn_urls: Vec::new(),
             credential_ttl: Duration::from_secs(300),
             long_poll_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(600),
+            tombstone_ttl: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(30),
             relay_upstream: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -62,18 +107,21 @@ impl fmt::Debug for SignalConfig {
         f.debug_struct("SignalConfig")
             .field("base_path", &self.base_path)
             .field("db_path", &self.db_path)
-            .field("home_token", &"<redacted>")
-            .field(
-                "turn_secret",
-                &self.turn_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("homes", &self.homes)
+            .field("default_home", &self.default_home)
+            .field("browser_auth", &self.browser_auth)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("cors_origins", &self.cors_origins)
+            .field("turn_secrets", &self.turn_secrets)
             .field("stun_urls", &self.stun_urls)
             .field("turn_urls", &self.turn_urls)
             .field("credential_ttl", &self.credential_ttl)
             .field("long_poll_timeout", &self.long_poll_timeout)
             .field("session_ttl", &self.session_ttl)
+            .field("tombstone_ttl", &self.tombstone_ttl)
             .field("sweep_interval", &self.sweep_interval)
             .field("relay_upstream", &self.relay_upstream)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -85,9 +133,14 @@ mod tests {
     #[test]
     fn debug_output_redacts_secrets() {
         let mut config = SignalConfig::new("x.db", "home-token-value");
-        config.turn_secret = Some("turn-secret-value".to_owned());
+        config.turn_secrets = Some(TurnSecrets::new(
+            "turn-secret-value",
+            Some("old-turn-secret".into()),
+        ));
         let shown = format!("{config:?}");
-        assert!(!shown.contains("home-token-value"));
-        assert!(!shown.contains("turn-secret-value"));
+        assert!(!shown.contains("home-token-value"), "{shown}");
+        assert!(!shown.contains("turn-secret-value"), "{shown}");
+        assert!(!shown.contains("old-turn-secret"), "{shown}");
+        assert!(shown.contains("\"home\""), "{shown}");
     }
 }

@@ -3,48 +3,55 @@
 use std::{
     borrow::Cow,
     error::Error as StdError,
+    net::{IpAddr, SocketAddr},
     sync::{atomic::Ordering, Arc, Weak},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     body::Bytes,
     extract::{
-        rejection::BytesRejection, rejection::QueryRejection, DefaultBodyLimit, Query, State,
+        rejection::BytesRejection, rejection::QueryRejection, ConnectInfo, DefaultBodyLimit,
+        FromRequestParts, Query, Request, State,
     },
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use serde::{Deserialize, Deserializer, Serialize};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
+    auth::{bearer_token, BrowserRequest, HomeTokens, Identity},
     config::SignalConfig,
-    metrics::Metrics,
+    limits::{PollSlots, RateLimiter},
+    metrics::{Metrics, Outcome, FALLBACK_REASONS},
+    net::client_ip,
     relay::{self, Relay, RelayConfigError},
-    store::{MessageKind, NewMessage, SessionStore, Side, StoreError, StoredMessage},
-    turn::{hex, turn_credentials},
+    store::{Access, MessageKind, NewMessage, SessionStore, Side, StoreError, StoredMessage},
+    turn::{check_ice_urls, hex},
+    wake::{Topic, Wakeups},
 };
 
 /// The browser client served at `{base}/client.js`.
 const CLIENT_JS: &str = include_str!("../assets/client.js");
 
-/// Largest request body the signaling endpoints accept.
+/// Default largest request body the signaling endpoints accept
+/// ([`Limits::max_body_bytes`](crate::Limits::max_body_bytes)).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Most messages one poll answer carries; the cursor lets the caller fetch
 /// the rest at once.
 const POLL_BATCH: usize = 100;
 
-/// Announcements a held poll may fall behind by before it re-reads the
-/// store to catch up.
-const WAKE_CAPACITY: usize = 1024;
+/// Longest free-text detail of a report that is logged.
+const MAX_REPORT_DETAIL: usize = 200;
 
-/// The only home for now; the schema already records it per session.
-const HOME_ID: &str = "home";
+/// Longest setup time a report may claim.
+const MAX_SETUP: Duration = Duration::from_secs(600);
 
 /// Errors from [`SignalServer::open`].
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +60,17 @@ pub enum OpenError {
     /// The base path is not of the form `/a/b`.
     #[error("invalid base path {0:?}: it must start with '/' and contain no '{{', '}}', '?', '#' or spaces")]
     InvalidBasePath(String),
-    /// The home token is empty, which would make every bearer match.
-    #[error("the home token must not be empty")]
-    EmptyHomeToken,
+    /// The homes are missing or misconfigured.
+    #[error("invalid home configuration: {0}")]
+    InvalidHomes(String),
+    /// An ICE server URL has the wrong scheme or no host.
+    #[error("invalid ICE server URL {0:?}: STUN URLs must start with stun: or stuns:, TURN URLs with turn: or turns:, followed by a host")]
+    InvalidIceUrl(String),
+    /// A CORS origin is not `scheme://host[:port]`.
+    #[error(
+        "invalid CORS origin {0:?}: expected scheme://host[:port], e.g. https://app.example.com"
+    )]
+    InvalidOrigin(String),
     /// The relay upstream is not a usable URL.
     #[error(transparent)]
     Relay(#[from] RelayConfigError),
@@ -71,19 +86,26 @@ pub enum OpenError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: SignalConfig,
+    homes: HomeTokens,
+    default_home: Option<Arc<str>>,
     store: Arc<SessionStore>,
     pub(crate) metrics: Metrics,
     pub(crate) relay: Option<Relay>,
-    /// Announces every committed message; held long-polls listen to it.
-    committed: broadcast::Sender<Committed>,
+    wakeups: Wakeups,
+    sessions_per_identity: RateLimiter,
+    sessions_per_ip: RateLimiter,
+    reports_per_ip: RateLimiter,
+    polls: PollSlots,
     shutdown: CancellationToken,
 }
 
-/// A signaling server: configuration, store, wake-ups and metrics.
+/// A signaling server: configuration, store, wake-ups, limits and metrics.
 ///
 /// Cheap to clone; all clones share one state. Serve [`SignalServer::router`]
-/// with axum and call [`SignalServer::shutdown`] before waiting for the
-/// server to drain, so that held long-polls are answered at once.
+/// with axum — with connect info (`into_make_service_with_connect_info::<SocketAddr>()`)
+/// so that per-address limits and proxy-header auth see the peer — and call
+/// [`SignalServer::shutdown`] before waiting for the server to drain, so that
+/// held long-polls are answered at once.
 #[derive(Debug, Clone)]
 pub struct SignalServer {
     shared: Arc<Shared>,
@@ -94,10 +116,13 @@ impl SignalServer {
     /// sweep of expired rows. Must be called inside a Tokio runtime.
     pub async fn open(mut config: SignalConfig) -> Result<Self, OpenError> {
         config.base_path = normalize_base_path(&config.base_path)?;
-        if config.home_token.is_empty() {
-            return Err(OpenError::EmptyHomeToken);
+        let default_home = check_homes(&config)?;
+        check_ice_urls(&config.stun_urls, &["stun", "stuns"]).map_err(OpenError::InvalidIceUrl)?;
+        check_ice_urls(&config.turn_urls, &["turn", "turns"]).map_err(OpenError::InvalidIceUrl)?;
+        for origin in &config.cors_origins {
+            check_origin(origin)?;
         }
-        if config.turn_secret.is_none() && !config.turn_urls.is_empty() {
+        if config.turn_secrets.is_none() && !config.turn_urls.is_empty() {
             tracing::warn!(
                 "TURN URLs are configured without a TURN secret; they will not be announced"
             );
@@ -111,13 +136,20 @@ impl SignalServer {
         let store = tokio::task::spawn_blocking(move || SessionStore::open(&db_path))
             .await
             .map_err(OpenError::Interrupted)??;
+        let limits = &config.limits;
         let shared = Arc::new(Shared {
-            config,
+            homes: HomeTokens::new(&config.homes),
+            default_home,
             store: Arc::new(store),
             metrics: Metrics::default(),
             relay,
-            committed: broadcast::Sender::new(WAKE_CAPACITY),
+            wakeups: Wakeups::default(),
+            sessions_per_identity: RateLimiter::new(limits.sessions_per_identity_per_minute),
+            sessions_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
+            reports_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
+            polls: PollSlots::new(limits.max_polls_per_identity),
             shutdown: CancellationToken::new(),
+            config,
         });
         spawn_sweeper(&shared);
         Ok(Self { shared })
@@ -130,23 +162,34 @@ impl SignalServer {
     /// it, or use it as another router's `fallback_service`) rather than
     /// merging it into a router that has a fallback of its own.
     pub fn router(&self) -> Router {
-        let base = &self.shared.config.base_path;
-        let limit = DefaultBodyLimit::max(MAX_BODY_BYTES);
+        let shared = &self.shared;
+        let base = &shared.config.base_path;
+        let mut signaling = Router::new()
+            .route(&format!("{base}/session"), post(create_session))
+            .route(
+                &format!("{base}/signal"),
+                post(post_signal).get(poll_signal),
+            )
+            .route(&format!("{base}/report"), post(report))
+            // Set before the layers so that the CORS layer also wraps it and
+            // answers preflights (OPTIONS) on these paths.
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(shared.config.limits.max_body_bytes))
+            .layer(middleware::from_fn_with_state(
+                shared.clone(),
+                guard_request,
+            ));
+        if let Some(cors) = cors_layer(&shared.config.cors_origins) {
+            signaling = signaling.layer(cors);
+        }
         Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
-            .route(
-                &format!("{base}/session"),
-                post(create_session).layer(limit),
-            )
-            .route(
-                &format!("{base}/signal"),
-                post(post_signal).get(poll_signal).layer(limit),
-            )
             .route(&format!("{base}/client.js"), get(client_js))
+            .merge(signaling)
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(relay::forward)
-            .with_state(self.shared.clone())
+            .with_state(shared.clone())
     }
 
     /// The normalized base path the routes live under (e.g. `/webrtc`).
@@ -179,8 +222,141 @@ fn normalize_base_path(raw: &str) -> Result<String, OpenError> {
     Ok(trimmed.to_owned())
 }
 
-/// Deletes expired rows every `sweep_interval` until shutdown or until the
-/// server is dropped.
+/// Checks names and tokens, and picks the home of sessions that name none.
+fn check_homes(config: &SignalConfig) -> Result<Option<Arc<str>>, OpenError> {
+    let invalid = |why: String| Err(OpenError::InvalidHomes(why));
+    if config.homes.is_empty() {
+        return invalid("at least one home with a bearer token is required".to_owned());
+    }
+    for (i, home) in config.homes.iter().enumerate() {
+        let good_name = !home.name.is_empty()
+            && home.name.len() <= 64
+            && home
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !good_name {
+            return invalid(format!(
+                "home name {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                home.name
+            ));
+        }
+        if home.token.trim().is_empty() {
+            return invalid(format!("the token of home {:?} is empty", home.name));
+        }
+        for other in &config.homes[..i] {
+            if other.name == home.name {
+                return invalid(format!("home {:?} is configured twice", home.name));
+            }
+            if other.token == home.token {
+                return invalid(format!(
+                    "homes {:?} and {:?} share a token; each home needs its own",
+                    other.name, home.name
+                ));
+            }
+        }
+    }
+    match &config.default_home {
+        Some(name) if !config.homes.iter().any(|h| &h.name == name) => {
+            invalid(format!("the default home {name:?} is not configured"))
+        }
+        Some(name) => Ok(Some(name.as_str().into())),
+        None if config.homes.len() == 1 => Ok(Some(config.homes[0].name.as_str().into())),
+        None => Ok(None),
+    }
+}
+
+fn check_origin(origin: &str) -> Result<HeaderValue, OpenError> {
+    let invalid = || OpenError::InvalidOrigin(origin.to_owned());
+    let (scheme, authority) = origin.split_once("://").ok_or_else(invalid)?;
+    if !matches!(scheme, "http" | "https")
+        || authority.is_empty()
+        || authority.contains(['/', '?', '#', ' '])
+    {
+        return Err(invalid());
+    }
+    HeaderValue::from_str(origin).map_err(|_| invalid())
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| check_origin(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Runs before anything reads the body: refuses foreign origins (so a page
+/// elsewhere cannot ride a user's cookies) and bodies whose declared length
+/// is over the limit (without reading them).
+async fn guard_request(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        if !origin_allowed(origin, request.headers(), &shared.config.cors_origins) {
+            let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("origin {shown} may not call the signaling endpoints; add it to the CORS allow-list"),
+            )
+            .into_response();
+        }
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let limit = shared.config.limits.max_body_bytes;
+    if declared.is_some_and(|length| length > limit as u64) {
+        shared.metrics.count_limit("body-size");
+        return ApiError::body_too_large(limit).into_response();
+    }
+    next.run(request).await
+}
+
+/// Same origin (the `Origin` names the host the request was sent to) or
+/// listed.
+fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, listed: &[String]) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if listed
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let host_of = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    [host_of("x-forwarded-host"), host_of("host")]
+        .into_iter()
+        .flatten()
+        .any(|host| host.eq_ignore_ascii_case(authority))
+}
+
+/// Deletes expired rows and idle rate-limit entries every `sweep_interval`
+/// until shutdown or until the server is dropped.
 fn spawn_sweeper(shared: &Arc<Shared>) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let stop = shared.shutdown.clone();
@@ -193,11 +369,16 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
                 _ = ticks.tick() => {}
             }
             let Some(shared) = weak.upgrade() else { break };
-            let cutoff = live_since_ms(&shared.config);
-            match run_blocking(&shared, move |store| store.sweep(cutoff)).await {
+            let now = Instant::now();
+            shared.sessions_per_identity.sweep(now);
+            shared.sessions_per_ip.sweep(now);
+            shared.reports_per_ip.sweep(now);
+            let live_since = live_since_ms(&shared.config);
+            let forget_before = live_since.saturating_sub(millis(shared.config.tombstone_ttl));
+            match run_blocking(&shared, move |store| store.sweep(live_since, forget_before)).await {
                 Ok(swept) if swept.sessions + swept.messages > 0 => {
                     tracing::debug!(
-                        sessions = swept.sessions,
+                        sessions_forgotten = swept.sessions,
                         messages = swept.messages,
                         "swept expired signaling rows"
                     );
@@ -210,22 +391,26 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
     });
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 /// Sessions created at or after this instant are live.
 fn live_since_ms(config: &SignalConfig) -> u64 {
-    let ttl = u64::try_from(config.session_ttl.as_millis()).unwrap_or(u64::MAX);
-    now_ms().saturating_sub(ttl)
+    now_ms().saturating_sub(millis(config.session_ttl))
 }
 
 /// Runs a store operation on the blocking pool; store failures become
-/// logged 500s, an unknown session a 404.
+/// logged 500s, session errors their documented statuses.
 async fn run_blocking<T, F>(shared: &Shared, op: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
@@ -235,6 +420,14 @@ where
     match tokio::task::spawn_blocking(move || op(&store)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(StoreError::UnknownSession)) => Err(ApiError::unknown_session()),
+        Ok(Err(StoreError::ExpiredSession)) => Err(ApiError::expired_session(&shared.config)),
+        Ok(Err(StoreError::SessionFull { limit })) => {
+            shared.metrics.count_limit("session-messages");
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("this session already holds its maximum of {limit} messages; start a new session"),
+            ))
+        }
         Ok(Err(error)) => {
             tracing::error!(error = %error_chain(&error), "signaling store failed");
             Err(ApiError::internal())
@@ -262,6 +455,7 @@ fn error_chain(error: &dyn StdError) -> String {
 pub(crate) struct ApiError {
     status: StatusCode,
     message: Cow<'static, str>,
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -269,6 +463,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -276,8 +471,33 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 429 with `Retry-After` (whole seconds, rounded up).
+    fn too_many(message: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+        }
+    }
+
     fn unknown_session() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown or expired session")
+        Self::new(StatusCode::NOT_FOUND, "unknown session")
+    }
+
+    fn expired_session(config: &SignalConfig) -> Self {
+        Self::new(
+            StatusCode::GONE,
+            format!(
+                "session expired: signaling sessions last {} s; create a new session",
+                config.session_ttl.as_secs()
+            ),
+        )
+    }
+
+    fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes"),
+        )
     }
 
     fn internal() -> Self {
@@ -285,13 +505,13 @@ impl ApiError {
     }
 
     /// Maps an axum extractor rejection, keeping its status (400, 413, 415…).
-    fn rejected(status: StatusCode, what: &str, detail: String) -> Self {
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+    fn rejected(shared: &Shared, status: StatusCode, what: &str, detail: String) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            shared.metrics.count_limit("body-size");
+            Self::body_too_large(shared.config.limits.max_body_bytes)
         } else {
-            format!("{what}: {detail}")
-        };
-        Self::new(status, message)
+            Self::new(status, format!("{what}: {detail}"))
+        }
     }
 }
 
@@ -314,53 +534,107 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         response
     }
 }
 
-/// Who is calling, decided by the `Authorization` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Caller {
-    Browser,
-    Home,
+/// Who is calling.
+#[derive(Debug, Clone)]
+enum Who {
+    /// A browser, as its [`BrowserAuth`](crate::BrowserAuth) identified it.
+    Browser(Identity),
+    /// The home peer with this name.
+    Home(Arc<str>),
+}
+
+/// The authenticated caller of a signaling request and its address.
+#[derive(Debug, Clone)]
+struct Caller {
+    who: Who,
+    client_ip: Option<IpAddr>,
 }
 
 impl Caller {
-    fn side(self) -> Side {
-        match self {
-            Caller::Browser => Side::Browser,
-            Caller::Home => Side::Home,
+    fn side(&self) -> Side {
+        match self.who {
+            Who::Browser(_) => Side::Browser,
+            Who::Home(_) => Side::Home,
+        }
+    }
+
+    fn access(&self) -> Access<'_> {
+        match &self.who {
+            Who::Browser(identity) => Access::Owner(identity.subject()),
+            Who::Home(name) => Access::Home(name),
+        }
+    }
+
+    /// The key per-identity limits count under. Anonymous browsers are
+    /// counted per client address, so that one cannot starve the rest.
+    fn limit_key(&self) -> String {
+        match &self.who {
+            Who::Home(name) => format!("home:{name}"),
+            Who::Browser(identity) if identity.is_anonymous() => match self.client_ip {
+                Some(ip) => format!("ip:{ip}"),
+                None => "anonymous".to_owned(),
+            },
+            Who::Browser(identity) => format!("user:{}", identity.subject()),
+        }
+    }
+
+    /// For logs: the home's name or the browser identity's tag.
+    fn log_tag(&self) -> String {
+        match &self.who {
+            Who::Home(name) => format!("home:{name}"),
+            Who::Browser(identity) => identity.log_tag(),
         }
     }
 }
 
-/// A correct home bearer token means the home peer; a wrong one is refused.
-/// No `Authorization` header, or another scheme (a browser may carry Basic
-/// credentials for the site in front of us), means a browser.
-fn caller(headers: &HeaderMap, home_token: &str) -> Result<Caller, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(Caller::Browser);
-    };
-    let value = value.as_bytes();
-    const SCHEME: &[u8] = b"bearer ";
-    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
-        return Ok(Caller::Browser);
-    }
-    let presented = value[SCHEME.len()..].trim_ascii();
-    if constant_time_eq(presented, home_token.as_bytes()) {
-        Ok(Caller::Home)
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid bearer token",
-        ))
-    }
-}
+/// A bearer token that matches a home is that home; anything else is a
+/// browser, authenticated by the configured [`BrowserAuth`](crate::BrowserAuth).
+impl FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = ApiError;
 
-/// Compares without an early exit, so the time taken does not reveal how
-/// much of the token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let client_ip =
+            peer.map(|peer| client_ip(peer.ip(), &parts.headers, &shared.config.trusted_proxies));
+        if let Some(home) = bearer_token(&parts.headers).and_then(|token| shared.homes.find(token))
+        {
+            return Ok(Self {
+                who: Who::Home(home),
+                client_ip,
+            });
+        }
+        let request = BrowserRequest::new(&parts.headers, &parts.extensions, peer, client_ip);
+        match shared.config.browser_auth.authenticate(&request) {
+            Ok(identity) => Ok(Self {
+                who: Who::Browser(identity),
+                client_ip,
+            }),
+            Err(rejection) => {
+                shared
+                    .metrics
+                    .auth_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = ?client_ip, reason = rejection.message(), "request refused: not authenticated");
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    rejection.message().to_owned(),
+                ))
+            }
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -406,46 +680,86 @@ struct IceServerOut {
 #[derive(Serialize)]
 struct SessionCreated {
     session_id: String,
+    home: String,
     ice_servers: Vec<IceServerOut>,
     ttl: u64,
 }
 
+#[derive(Deserialize, Default)]
+struct SessionRequest {
+    #[serde(default)]
+    home: Option<String>,
+}
+
+fn read_body(shared: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        ApiError::rejected(
+            shared,
+            r.status(),
+            "could not read request body",
+            r.body_text(),
+        )
+    })
+}
+
 async fn create_session(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SessionCreated>, ApiError> {
-    if caller(&headers, &shared.config.home_token)? == Caller::Home {
+    let Who::Browser(identity) = &caller.who else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "the home peer cannot create sessions; sessions are created by browsers",
+            "a home peer cannot create sessions; sessions are created by browsers",
         ));
-    }
-    let body = body.map_err(|r| {
-        ApiError::rejected(r.status(), "could not read request body", r.body_text())
-    })?;
-    if !body.trim_ascii().is_empty() {
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).map_err(
-            |e| {
-                ApiError::bad_request(format!(
-                    "session request must be empty or a JSON object: {e}"
-                ))
-            },
-        )?;
-    }
+    };
+    let body = read_body(&shared, body)?;
+    let request: SessionRequest = if body.trim_ascii().is_empty() {
+        SessionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "session request must be empty or a JSON object like {{\"home\": \"name\"}}: {e}"
+            ))
+        })?
+    };
+    let home = match request.home {
+        Some(name) => shared
+            .homes
+            .names()
+            .find(|home| ***home == *name)
+            .filter(|home| identity.may_use_home(home))
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no home named {name:?}"))
+            })?,
+        None => shared
+            .default_home
+            .clone()
+            .filter(|home| identity.may_use_home(home))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "name the home to reach: this server has several; send {\"home\": \"name\"}",
+                )
+            })?,
+    };
+
+    limit_session_rate(&shared, &caller)?;
 
     let session_id = hex(&rand::random::<[u8; 16]>());
     let id = session_id.clone();
+    let owner = identity.subject().to_owned();
+    let home_id = home.to_string();
     let now = now_ms();
     run_blocking(&shared, move |store| {
-        store.create_session(&id, HOME_ID, now)
+        store.create_session(&id, &home_id, &owner, now)
     })
     .await?;
     shared
         .metrics
         .sessions_created
         .fetch_add(1, Ordering::Relaxed);
-    tracing::debug!("session created");
+    tracing::info!(home = &*home, user = caller.log_tag(), "session created");
 
     let config = &shared.config;
     let mut ice_servers = Vec::new();
@@ -456,8 +770,8 @@ async fn create_session(
             credential: None,
         });
     }
-    if let (Some(secret), false) = (&config.turn_secret, config.turn_urls.is_empty()) {
-        let creds = turn_credentials(secret, config.credential_ttl, SystemTime::now());
+    if let (Some(secrets), false) = (&config.turn_secrets, config.turn_urls.is_empty()) {
+        let creds = secrets.issue(config.credential_ttl, SystemTime::now());
         ice_servers.push(IceServerOut {
             urls: config.turn_urls.clone(),
             username: Some(creds.username),
@@ -466,9 +780,49 @@ async fn create_session(
     }
     Ok(Json(SessionCreated {
         session_id,
+        home: home.to_string(),
         ice_servers,
         ttl: config.credential_ttl.as_secs(),
     }))
+}
+
+/// Sessions per client address, then per identity (anonymous browsers are
+/// already counted by address). A refusal by the second gives back what the
+/// first took.
+fn limit_session_rate(shared: &Shared, caller: &Caller) -> Result<(), ApiError> {
+    let now = Instant::now();
+    let ip_key = caller.client_ip.map(|ip| ip.to_string());
+    if let Some(key) = &ip_key {
+        if let Err(wait) = shared.sessions_per_ip.acquire(key, now) {
+            shared.metrics.count_limit("ip-session-rate");
+            return Err(ApiError::too_many(
+                format!(
+                    "too many sessions from this address (limit {} per minute); retry later",
+                    shared.config.limits.sessions_per_ip_per_minute
+                ),
+                wait,
+            ));
+        }
+    }
+    if matches!(&caller.who, Who::Browser(identity) if !identity.is_anonymous()) {
+        if let Err(wait) = shared
+            .sessions_per_identity
+            .acquire(&caller.limit_key(), now)
+        {
+            if let Some(key) = &ip_key {
+                shared.sessions_per_ip.release(key);
+            }
+            shared.metrics.count_limit("identity-session-rate");
+            return Err(ApiError::too_many(
+                format!(
+                    "too many sessions for this user (limit {} per minute); retry later",
+                    shared.config.limits.sessions_per_identity_per_minute
+                ),
+                wait,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `candidate` is kept as given, including an explicit `null` (end of
@@ -495,13 +849,10 @@ struct Posted {
 
 async fn post_signal(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Posted>, ApiError> {
-    let side = caller(&headers, &shared.config.home_token)?.side();
-    let body = body.map_err(|r| {
-        ApiError::rejected(r.status(), "could not read request body", r.body_text())
-    })?;
+    let body = read_body(&shared, body)?;
     let posted: PostedSignal = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid signal message: {e}")))?;
     let kind = MessageKind::parse(&posted.kind).ok_or_else(|| {
@@ -516,12 +867,27 @@ async fn post_signal(
             kind.as_str()
         )));
     }
+    let max_sdp = shared.config.limits.max_sdp_bytes;
+    if let Some(sdp) = &posted.sdp {
+        if max_sdp != 0 && sdp.len() > max_sdp {
+            shared.metrics.count_limit("sdp-size");
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the sdp is {} bytes; the limit is {max_sdp}", sdp.len()),
+            ));
+        }
+    }
     let candidate_json = posted.candidate.as_ref().map(|value| value.to_string());
-    let announced: Arc<str> = posted.session_id.as_str().into();
-
+    let session: Arc<str> = posted.session_id.as_str().into();
+    let side = caller.side();
+    let owner_or_home = match &caller.who {
+        Who::Browser(identity) => OwnedAccess::Owner(identity.subject().to_owned()),
+        Who::Home(name) => OwnedAccess::Home(name.clone()),
+    };
     let live_since = live_since_ms(&shared.config);
+    let max_messages = shared.config.limits.max_messages_per_session;
     let now = now_ms();
-    let seq = run_blocking(&shared, move |store| {
+    let (seq, home) = run_blocking(&shared, move |store| {
         store.append(
             &NewMessage {
                 session_id: &posted.session_id,
@@ -530,18 +896,26 @@ async fn post_signal(
                 sdp: posted.sdp.as_deref(),
                 candidate_json: candidate_json.as_deref(),
             },
+            owner_or_home.as_access(),
             live_since,
+            max_messages,
             now,
         )
     })
     .await?;
 
-    // The row is committed; wake the held polls it concerns. An error only
-    // means nobody is waiting.
-    let _ = shared.committed.send(Committed {
-        session_id: announced,
-        side,
-    });
+    // The row is committed; wake the held polls it concerns.
+    let at = Instant::now();
+    shared.wakeups.announce(
+        &Topic::Session {
+            id: session,
+            from: side,
+        },
+        at,
+    );
+    if side == Side::Browser {
+        shared.wakeups.announce(&Topic::Home(home.into()), at);
+    }
     shared.metrics.count_signal(kind);
     tracing::debug!(
         seq,
@@ -550,6 +924,21 @@ async fn post_signal(
         "signal stored"
     );
     Ok(Json(Posted { seq }))
+}
+
+/// [`Access`] that can move to the blocking pool.
+enum OwnedAccess {
+    Owner(String),
+    Home(Arc<str>),
+}
+
+impl OwnedAccess {
+    fn as_access(&self) -> Access<'_> {
+        match self {
+            OwnedAccess::Owner(owner) => Access::Owner(owner),
+            OwnedAccess::Home(home) => Access::Home(home),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -591,67 +980,49 @@ struct PollAnswer {
     cursor: u64,
 }
 
-/// Announcement of a committed message.
-#[derive(Debug, Clone)]
-struct Committed {
-    session_id: Arc<str>,
-    side: Side,
-}
-
-/// Which messages a poll waits for.
-#[derive(Clone)]
-enum PollTarget {
-    /// Messages written by `from` in one session.
-    Session { id: Arc<str>, from: Side },
-    /// Browser messages of every session addressed to the home.
-    Home,
-}
-
-impl PollTarget {
-    /// Whether `event` may add to this poll's answer.
-    fn wants(&self, event: &Committed) -> bool {
-        match self {
-            PollTarget::Session { id, from } => *from == event.side && *id == event.session_id,
-            // Sessions are all addressed to the one home for now.
-            PollTarget::Home => event.side == Side::Browser,
-        }
-    }
-}
-
 async fn poll_signal(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<PollParams>, QueryRejection>,
 ) -> Result<Json<PollAnswer>, ApiError> {
-    let who = caller(&headers, &shared.config.home_token)?;
-    let Query(params) =
-        params.map_err(|r| ApiError::rejected(r.status(), "invalid query", r.body_text()))?;
+    let Query(params) = params
+        .map_err(|r| ApiError::rejected(&shared, r.status(), "invalid query", r.body_text()))?;
     let after = params.after;
 
-    let target = match params.session_id {
-        None if who == Caller::Browser => {
+    let topic = match (params.session_id, &caller.who) {
+        (None, Who::Browser(_)) => {
             return Err(ApiError::bad_request("session_id is required"));
         }
-        None => PollTarget::Home,
-        Some(id) => {
+        (None, Who::Home(name)) => Topic::Home(name.clone()),
+        (Some(id), _) => {
             let lookup = id.clone();
-            let live_since = live_since_ms(&shared.config);
-            let home = run_blocking(&shared, move |store| {
-                store.session_home(&lookup, live_since)
-            })
-            .await?;
-            match home {
-                Some(home) if who == Caller::Browser || home == HOME_ID => {}
+            let session = run_blocking(&shared, move |store| store.session(&lookup)).await?;
+            match session {
+                Some(session) if caller.access().allows(&session) => {
+                    if session.created_ms < live_since_ms(&shared.config) {
+                        return Err(ApiError::expired_session(&shared.config));
+                    }
+                }
                 _ => return Err(ApiError::unknown_session()),
             }
-            PollTarget::Session {
+            Topic::Session {
                 id: id.into(),
-                from: who.side().other(),
+                from: caller.side().other(),
             }
         }
     };
 
-    let messages = wait_for_messages(&shared, target, after).await?;
+    let Some(_slot) = shared.polls.acquire(&caller.limit_key()) else {
+        shared.metrics.count_limit("concurrent-polls");
+        return Err(ApiError::too_many(
+            format!(
+                "too many long-polls held at once for this caller (limit {}); wait for one to finish",
+                shared.config.limits.max_polls_per_identity
+            ),
+            Duration::from_secs(1),
+        ));
+    };
+    let messages = wait_for_messages(&shared, topic, after).await?;
     let cursor = messages.last().map_or(after, |msg| msg.seq);
     Ok(Json(PollAnswer {
         messages: messages.into_iter().map(OutMessage::from).collect(),
@@ -663,50 +1034,147 @@ async fn poll_signal(
 /// once the hold time passes or the server shuts down.
 async fn wait_for_messages(
     shared: &Arc<Shared>,
-    target: PollTarget,
+    topic: Topic,
     after: u64,
 ) -> Result<Vec<StoredMessage>, ApiError> {
     let deadline = tokio::time::Instant::now() + shared.config.long_poll_timeout;
     // Subscribing before the first read means a message committed between
     // the read and the wait still wakes us: no lost wake-ups.
-    let mut wake = shared.committed.subscribe();
+    let mut subscription = shared.wakeups.subscribe(topic.clone());
+    let mut woken_at: Option<Instant> = None;
     let mut waiting = None;
     loop {
-        let target_now = target.clone();
+        let read = topic.clone();
         let live_since = live_since_ms(&shared.config);
-        let found = run_blocking(shared, move |store| match &target_now {
-            PollTarget::Session { id, from } => {
+        let found = run_blocking(shared, move |store| match &read {
+            Topic::Session { id, from } => {
                 store.session_messages(id, *from, after, live_since, POLL_BATCH)
             }
-            PollTarget::Home => store.home_messages(HOME_ID, after, live_since, POLL_BATCH),
+            Topic::Home(home) => store.home_messages(home, after, live_since, POLL_BATCH),
         })
         .await?;
-        if !found.is_empty() || shared.shutdown.is_cancelled() {
+        if !found.is_empty() {
+            if let Some(at) = woken_at {
+                shared.metrics.observe_wake(at.elapsed());
+            }
             return Ok(found);
         }
-        if waiting.is_none() {
-            waiting = Some(shared.metrics.waiting_poll());
+        if shared.shutdown.is_cancelled() {
+            return Ok(found);
         }
-        // Sleep until a message for this poll is committed, then read again.
-        loop {
-            tokio::select! {
-                event = wake.recv() => match event {
-                    Ok(event) if target.wants(&event) => break,
-                    Ok(_) => {}
-                    // Some announcements were missed; the store knows.
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => return Ok(Vec::new()),
-                },
-                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-                _ = shared.shutdown.cancelled() => return Ok(Vec::new()),
-            }
+        waiting.get_or_insert_with(|| shared.metrics.waiting_poll());
+        tokio::select! {
+            announced = subscription.announced() => match announced {
+                Some(at) => woken_at = Some(at),
+                // The topic's sender is gone, which cannot happen while we
+                // are subscribed; answer rather than spin.
+                None => return Ok(Vec::new()),
+            },
+            _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            _ = shared.shutdown.cancelled() => return Ok(Vec::new()),
         }
     }
+}
+
+/// A browser's once-per-page-load connection outcome.
+#[derive(Deserialize)]
+struct Report {
+    outcome: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+    #[serde(default)]
+    setup_ms: Option<f64>,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+async fn report(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    if matches!(caller.who, Who::Home(_)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "outcome reports come from browsers",
+        ));
+    }
+    if let Some(ip) = caller.client_ip {
+        if let Err(wait) = shared
+            .reports_per_ip
+            .acquire(&ip.to_string(), Instant::now())
+        {
+            shared.metrics.count_limit("ip-session-rate");
+            return Err(ApiError::too_many(
+                "too many reports from this address",
+                wait,
+            ));
+        }
+    }
+    let body = read_body(&shared, body)?;
+    // Any content type: `navigator.sendBeacon` sends text/plain.
+    let report: Report = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid report: {e}; expected {{\"outcome\": \"direct\"|\"relay-candidate\"|\"fallback\", \"reason\"?, \"detail\"?, \"setup_ms\"?, \"session_id\"?}}"
+        ))
+    })?;
+    let outcome = Outcome::parse(&report.outcome).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown outcome {:?}; expected direct, relay-candidate or fallback",
+            report.outcome
+        ))
+    })?;
+    let setup = match report.setup_ms {
+        Some(ms) if ms.is_finite() && ms >= 0.0 && ms <= MAX_SETUP.as_secs_f64() * 1000.0 => {
+            Some(Duration::from_secs_f64(ms / 1000.0))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "setup_ms must be a number of milliseconds between 0 and 600000",
+            ))
+        }
+        None => None,
+    };
+    let reason = (outcome == Outcome::Fallback).then(|| {
+        let given = report
+            .reason
+            .as_deref()
+            .unwrap_or("other")
+            .to_ascii_lowercase();
+        FALLBACK_REASONS
+            .iter()
+            .find(|known| **known == given)
+            .copied()
+            .unwrap_or("other")
+    });
+    shared.metrics.count_outcome(outcome, reason, setup);
+    let detail: Option<String> = report.detail.map(|text| {
+        text.chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_REPORT_DETAIL)
+            .collect()
+    });
+    let session = report
+        .session_id
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    tracing::info!(
+        outcome = outcome.as_str(),
+        reason = reason.unwrap_or(""),
+        setup_ms = setup.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        detail = detail.as_deref().unwrap_or(""),
+        session = session.as_deref().unwrap_or(""),
+        user = caller.log_tag(),
+        "connection outcome reported"
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::HomeCredential;
 
     #[test]
     fn base_path_is_normalized_and_validated() {
@@ -722,28 +1190,70 @@ mod tests {
     }
 
     #[test]
-    fn bearer_decides_the_side() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(caller(&headers, "tok").unwrap(), Caller::Browser);
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tok"),
-        );
-        assert_eq!(caller(&headers, "tok").unwrap(), Caller::Home);
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer  tok "),
-        );
-        assert_eq!(caller(&headers, "tok").unwrap(), Caller::Home);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer to"));
+    fn homes_are_validated_and_the_default_is_chosen() {
+        let config = |homes: Vec<HomeCredential>, default: Option<&str>| {
+            let mut config = SignalConfig::with_homes("x.db", homes);
+            config.default_home = default.map(str::to_owned);
+            config
+        };
+        let two = || {
+            vec![
+                HomeCredential::new("kitchen", "a"),
+                HomeCredential::new("attic", "b"),
+            ]
+        };
+        let one = check_homes(&SignalConfig::new("x.db", "t")).unwrap();
+        assert_eq!(one.as_deref(), Some("home"));
+        assert_eq!(check_homes(&config(two(), None)).unwrap(), None);
         assert_eq!(
-            caller(&headers, "tok").unwrap_err().status,
-            StatusCode::UNAUTHORIZED
+            check_homes(&config(two(), Some("attic")))
+                .unwrap()
+                .as_deref(),
+            Some("attic")
         );
+        for bad in [
+            config(vec![], None),
+            config(two(), Some("cellar")),
+            config(vec![HomeCredential::new("a b", "t")], None),
+            config(vec![HomeCredential::new("h", " ")], None),
+            config(
+                vec![HomeCredential::new("h", "t"), HomeCredential::new("h", "u")],
+                None,
+            ),
+            config(
+                vec![HomeCredential::new("h", "t"), HomeCredential::new("g", "t")],
+                None,
+            ),
+        ] {
+            assert!(check_homes(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn same_origin_and_listed_origins_are_allowed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com:8080"));
+        let listed = vec!["https://app.example.com".to_owned()];
+        let allowed = |origin: &'static str, headers: &HeaderMap| {
+            origin_allowed(&HeaderValue::from_static(origin), headers, &listed)
+        };
+        assert!(allowed("http://example.com:8080", &headers));
+        assert!(allowed("https://app.example.com", &headers));
+        assert!(!allowed("https://evil.example", &headers));
+        assert!(!allowed("null", &headers));
         headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic dXNlcjpwdw=="),
+            "x-forwarded-host",
+            HeaderValue::from_static("public.example"),
         );
-        assert_eq!(caller(&headers, "tok").unwrap(), Caller::Browser);
+        assert!(allowed("https://public.example", &headers));
+    }
+
+    #[test]
+    fn origins_must_be_scheme_and_host() {
+        assert!(check_origin("https://app.example.com").is_ok());
+        assert!(check_origin("http://127.0.0.1:8080").is_ok());
+        for bad in ["app.example.com", "https://", "https://a/b", "ftp://a", "*"] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
     }
 }

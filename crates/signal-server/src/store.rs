@@ -18,11 +18,16 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 /// file (another process, or a store reopened in a test).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The current schema. Sessions outlive their messages as tombstones
+/// (`created_ms` past the live window) so that an expired id can be told
+/// from one that never existed.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
-    id          TEXT PRIMARY KEY,
-    home_id     TEXT NOT NULL,
-    created_ms  INTEGER NOT NULL
+    id             TEXT PRIMARY KEY,
+    home_id        TEXT NOT NULL,
+    owner          TEXT NOT NULL DEFAULT '',
+    created_ms     INTEGER NOT NULL,
+    message_count  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_by_age ON sessions (created_ms);
 CREATE TABLE IF NOT EXISTS messages (
@@ -36,7 +41,16 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages (session_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_age ON messages (created_ms);
-PRAGMA user_version = 1;
+";
+
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1 (one anonymous owner, no message count).
+const MIGRATE_FROM_1: &str = "
+ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN message_count INTEGER NOT NULL DEFAULT 0;
+UPDATE sessions SET message_count =
+    (SELECT COUNT(*) FROM messages m WHERE m.session_id = sessions.id);
 ";
 
 /// Errors from [`SessionStore`] operations.
@@ -52,9 +66,26 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The session does not exist or has expired.
-    #[error("unknown or expired session")]
+    /// The database was written by a newer version of this crate.
+    #[error("the signaling database {} has schema version {found}; this build knows up to {SCHEMA_VERSION}", path.display())]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+    },
+    /// The session does not exist, or the caller may not use it.
+    #[error("unknown session")]
     UnknownSession,
+    /// The session existed but has expired.
+    #[error("expired session")]
+    ExpiredSession,
+    /// The session already holds the most messages it may.
+    #[error("the session holds its maximum of {limit} messages")]
+    SessionFull {
+        /// The limit.
+        limit: u32,
+    },
     /// A query failed.
     #[error("signaling database query failed")]
     Sqlite(#[from] rusqlite::Error),
@@ -126,6 +157,37 @@ impl MessageKind {
     }
 }
 
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The home it is addressed to.
+    pub home_id: String,
+    /// The subject of the browser identity that created it (empty for the
+    /// anonymous identity).
+    pub owner: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// Who is asking to use a session; anyone else is told it does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// The browser identity with this subject.
+    Owner(&'a str),
+    /// The home with this name.
+    Home(&'a str),
+}
+
+impl Access<'_> {
+    /// Whether this caller may use `session`.
+    pub fn allows(&self, session: &SessionRecord) -> bool {
+        match self {
+            Access::Owner(owner) => session.owner == *owner,
+            Access::Home(home) => session.home_id == *home,
+        }
+    }
+}
+
 /// A message to append to a session.
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
@@ -161,7 +223,7 @@ pub struct StoredMessage {
 /// What [`SessionStore::sweep`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Swept {
-    /// Deleted sessions.
+    /// Sessions forgotten (past their tombstone time).
     pub sessions: usize,
     /// Deleted messages.
     pub messages: usize,
@@ -199,7 +261,7 @@ impl SessionStore {
         // a power loss can drop the last moments, which signaling tolerates.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
-        conn.execute_batch(SCHEMA).map_err(open_error)?;
+        migrate(&conn, path)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -214,64 +276,86 @@ impl SessionStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a new session addressed to `home_id`.
-    pub fn create_session(&self, id: &str, home_id: &str, now_ms: u64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO sessions (id, home_id, created_ms) VALUES (?1, ?2, ?3)",
-            params![id, home_id, to_sql_int(now_ms)],
-        )?;
+    /// Records a new session addressed to `home_id`, owned by `owner`.
+    pub fn create_session(
+        &self,
+        id: &str,
+        home_id: &str,
+        owner: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO sessions (id, home_id, owner, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, home_id, owner, to_sql_int(now_ms)])?;
         Ok(())
     }
 
-    /// The home a live session is addressed to, or `None` if it is unknown
-    /// or older than `live_since_ms`.
-    pub fn session_home(&self, id: &str, live_since_ms: u64) -> Result<Option<String>, StoreError> {
-        let home = self
-            .lock()
-            .query_row(
-                "SELECT home_id FROM sessions WHERE id = ?1 AND created_ms >= ?2",
-                params![id, to_sql_int(live_since_ms)],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(home)
+    /// The session `id`, live or expired, if it is still remembered.
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT home_id, owner, created_ms FROM sessions WHERE id = ?1")?;
+        let record = stmt.query_row([id], read_session).optional()?;
+        Ok(record)
     }
 
-    /// Appends `msg` to its session if that session is live, and returns the
-    /// message's sequence number once it is committed.
+    /// Appends `msg` to its session once `access` is checked, and returns
+    /// the message's sequence number and the session's home once committed.
+    ///
+    /// Fails with [`StoreError::UnknownSession`] when the session is unknown
+    /// or `access` may not use it, [`StoreError::ExpiredSession`] when it was
+    /// created before `live_since_ms`, and [`StoreError::SessionFull`] when
+    /// it already holds `max_messages` (0: no limit).
     pub fn append(
         &self,
         msg: &NewMessage<'_>,
+        access: Access<'_>,
         live_since_ms: u64,
+        max_messages: u32,
         now_ms: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, String), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let live: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM sessions WHERE id = ?1 AND created_ms >= ?2",
-                params![msg.session_id, to_sql_int(live_since_ms)],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if live.is_none() {
+        let (session, count) = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT home_id, owner, created_ms, message_count FROM sessions WHERE id = ?1",
+            )?;
+            stmt.query_row([msg.session_id], |row| {
+                Ok((read_session(row)?, row.get::<_, i64>(3)?))
+            })
+            .optional()?
+            .ok_or(StoreError::UnknownSession)?
+        };
+        if !access.allows(&session) {
             return Err(StoreError::UnknownSession);
         }
-        tx.execute(
+        if session.created_ms < live_since_ms {
+            return Err(StoreError::ExpiredSession);
+        }
+        if max_messages != 0 && count >= i64::from(max_messages) {
+            return Err(StoreError::SessionFull {
+                limit: max_messages,
+            });
+        }
+        tx.prepare_cached(
             "INSERT INTO messages (session_id, side, kind, sdp, candidate, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                msg.session_id,
-                msg.side.as_str(),
-                msg.kind.as_str(),
-                msg.sdp,
-                msg.candidate_json,
-                to_sql_int(now_ms)
-            ],
-        )?;
+        )?
+        .execute(params![
+            msg.session_id,
+            msg.side.as_str(),
+            msg.kind.as_str(),
+            msg.sdp,
+            msg.candidate_json,
+            to_sql_int(now_ms)
+        ])?;
         let seq = tx.last_insert_rowid();
+        tx.prepare_cached("UPDATE sessions SET message_count = message_count + 1 WHERE id = ?1")?
+            .execute([msg.session_id])?;
         tx.commit()?;
-        Ok(u64::try_from(seq).unwrap_or_default())
+        Ok((u64::try_from(seq).unwrap_or_default(), session.home_id))
     }
 
     /// Messages written by `from` in session `session_id` with `seq > after`,
@@ -332,20 +416,61 @@ impl SessionStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes sessions and messages created before `cutoff_ms`, and messages
-    /// whose session is gone.
-    pub fn sweep(&self, cutoff_ms: u64) -> Result<Swept, StoreError> {
+    /// Deletes the messages of sessions created before `live_since_ms` (and
+    /// of sessions already gone), and forgets sessions created before
+    /// `forget_before_ms` altogether. Sessions in between stay as
+    /// tombstones, so they answer "expired" rather than "unknown".
+    pub fn sweep(&self, live_since_ms: u64, forget_before_ms: u64) -> Result<Swept, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let cutoff = to_sql_int(cutoff_ms);
-        let sessions = tx.execute("DELETE FROM sessions WHERE created_ms < ?1", [cutoff])?;
         let messages = tx.execute(
             "DELETE FROM messages
-             WHERE created_ms < ?1 OR session_id NOT IN (SELECT id FROM sessions)",
-            [cutoff],
+             WHERE created_ms < ?1
+                OR NOT EXISTS (SELECT 1 FROM sessions s
+                               WHERE s.id = messages.session_id AND s.created_ms >= ?1)",
+            [to_sql_int(live_since_ms)],
+        )?;
+        let sessions = tx.execute(
+            "DELETE FROM sessions WHERE created_ms < ?1",
+            [to_sql_int(forget_before_ms)],
         )?;
         tx.commit()?;
         Ok(Swept { sessions, messages })
+    }
+}
+
+/// Creates or upgrades the schema in one transaction.
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(open_error)?;
+    let result = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Ok(Some(version));
+        }
+        if version == 1 {
+            conn.execute_batch(MIGRATE_FROM_1)?;
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(None)
+    })();
+    match result {
+        Ok(None) => conn.execute_batch("COMMIT").map_err(open_error),
+        Ok(Some(found)) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found,
+            })
+        }
+        Err(source) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(open_error(source))
+        }
     }
 }
 
@@ -353,6 +478,14 @@ impl SessionStore {
 /// real clocks or sequence numbers) saturate.
 fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn read_session(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        home_id: row.get(0)?,
+        owner: row.get(1)?,
+        created_ms: u64::try_from(row.get::<_, i64>(2)?).unwrap_or_default(),
+    })
 }
 
 fn read_message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -384,6 +517,8 @@ fn read_message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 mod tests {
     use super::*;
 
+    const OWNER: Access<'static> = Access::Owner("alice");
+
     fn offer(session_id: &str) -> NewMessage<'_> {
         NewMessage {
             session_id,
@@ -394,58 +529,105 @@ mod tests {
         }
     }
 
+    fn open(dir: &tempfile::TempDir) -> SessionStore {
+        SessionStore::open(&dir.path().join("s.db")).unwrap()
+    }
+
     #[test]
-    fn append_to_unknown_or_expired_session_is_refused() {
+    fn append_checks_existence_access_expiry_and_size() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::open(&dir.path().join("s.db")).unwrap();
+        let store = open(&dir);
         assert!(matches!(
-            store.append(&offer("nope"), 0, 10),
+            store.append(&offer("nope"), OWNER, 0, 0, 10),
             Err(StoreError::UnknownSession)
         ));
-        store.create_session("s1", "home", 1_000).unwrap();
-        assert!(store.append(&offer("s1"), 1_000, 1_001).is_ok());
+        store.create_session("s1", "home", "alice", 1_000).unwrap();
+        let (_, home) = store.append(&offer("s1"), OWNER, 1_000, 3, 1_001).unwrap();
+        assert_eq!(home, "home");
+        store
+            .append(&offer("s1"), Access::Home("home"), 1_000, 3, 1_001)
+            .unwrap();
+        // Someone else's session does not exist for them.
+        for stranger in [
+            Access::Owner("bob"),
+            Access::Owner(""),
+            Access::Home("attic"),
+        ] {
+            assert!(matches!(
+                store.append(&offer("s1"), stranger, 1_000, 3, 1_002),
+                Err(StoreError::UnknownSession)
+            ));
+        }
+        assert!(store.append(&offer("s1"), OWNER, 1_000, 3, 1_002).is_ok());
         assert!(matches!(
-            store.append(&offer("s1"), 1_001, 1_002),
-            Err(StoreError::UnknownSession)
+            store.append(&offer("s1"), OWNER, 1_000, 3, 1_002),
+            Err(StoreError::SessionFull { limit: 3 })
+        ));
+        assert!(matches!(
+            store.append(&offer("s1"), OWNER, 1_001, 0, 1_002),
+            Err(StoreError::ExpiredSession)
         ));
     }
 
     #[test]
-    fn sequence_numbers_are_not_reused_after_a_sweep() {
+    fn sweep_keeps_tombstones_then_forgets_them() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::open(&dir.path().join("s.db")).unwrap();
-        store.create_session("old", "home", 1_000).unwrap();
-        let first = store.append(&offer("old"), 0, 1_000).unwrap();
-        let swept = store.sweep(2_000).unwrap();
+        let store = open(&dir);
+        store.create_session("old", "home", "", 1_000).unwrap();
+        let first = store
+            .append(&offer("old"), Access::Owner(""), 0, 0, 1_000)
+            .unwrap()
+            .0;
+        let swept = store.sweep(2_000, 500).unwrap();
+        assert_eq!(
+            swept,
+            Swept {
+                sessions: 0,
+                messages: 1
+            }
+        );
+        // Expired but remembered.
+        assert_eq!(store.session("old").unwrap().unwrap().created_ms, 1_000);
+        let swept = store.sweep(2_000, 1_500).unwrap();
         assert_eq!(
             swept,
             Swept {
                 sessions: 1,
-                messages: 1
+                messages: 0
             }
         );
-        store.create_session("new", "home", 3_000).unwrap();
-        let second = store.append(&offer("new"), 0, 3_000).unwrap();
+        assert_eq!(store.session("old").unwrap(), None);
+
+        store.create_session("new", "home", "", 3_000).unwrap();
+        let second = store
+            .append(&offer("new"), Access::Owner(""), 0, 0, 3_000)
+            .unwrap()
+            .0;
         assert!(second > first, "{second} must follow {first}");
     }
 
     #[test]
     fn polls_see_only_the_requested_side_and_live_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::open(&dir.path().join("s.db")).unwrap();
-        store.create_session("a", "home", 5_000).unwrap();
-        store.create_session("b", "home", 1_000).unwrap();
-        store.append(&offer("a"), 0, 5_000).unwrap();
-        store.append(&offer("b"), 0, 5_000).unwrap();
+        let store = open(&dir);
+        store.create_session("a", "home", "", 5_000).unwrap();
+        store.create_session("b", "home", "", 1_000).unwrap();
+        store.create_session("c", "attic", "", 5_000).unwrap();
+        let anyone = Access::Owner("");
+        store.append(&offer("a"), anyone, 0, 0, 5_000).unwrap();
+        store.append(&offer("b"), anyone, 0, 0, 5_000).unwrap();
+        store.append(&offer("c"), anyone, 0, 0, 5_000).unwrap();
         let answer = NewMessage {
             side: Side::Home,
             kind: MessageKind::Answer,
             ..offer("a")
         };
-        store.append(&answer, 0, 5_001).unwrap();
+        store
+            .append(&answer, Access::Home("home"), 0, 0, 5_001)
+            .unwrap();
 
         let home = store.home_messages("home", 0, 2_000, 100).unwrap();
-        assert_eq!(home.len(), 1, "expired session b must be hidden");
+        assert_eq!(home.len(), 1, "expired b and attic's c must be hidden");
         assert_eq!(home[0].session_id, "a");
         assert_eq!(home[0].kind, MessageKind::Offer);
 
@@ -454,5 +636,53 @@ mod tests {
             .unwrap();
         assert_eq!(browser.len(), 1);
         assert_eq!(browser[0].kind, MessageKind::Answer);
+    }
+
+    #[test]
+    fn version_1_databases_are_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE sessions (id TEXT PRIMARY KEY, home_id TEXT NOT NULL, created_ms INTEGER NOT NULL);
+                 CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,
+                     side TEXT NOT NULL CHECK (side IN ('browser', 'home')), kind TEXT NOT NULL,
+                     sdp TEXT, candidate TEXT, created_ms INTEGER NOT NULL);
+                 INSERT INTO sessions VALUES ('s', 'home', 1000);
+                 INSERT INTO messages (session_id, side, kind, sdp, created_ms) VALUES ('s', 'browser', 'offer', 'v=0', 1000);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = SessionStore::open(&path).unwrap();
+        let session = store.session("s").unwrap().unwrap();
+        assert_eq!(session.owner, "");
+        assert_eq!(store.home_messages("home", 0, 0, 10).unwrap().len(), 1);
+        // The existing message counts toward the limit.
+        store
+            .append(&offer("s"), Access::Owner(""), 0, 2, 1_001)
+            .unwrap();
+        assert!(matches!(
+            store.append(&offer("s"), Access::Owner(""), 0, 2, 1_002),
+            Err(StoreError::SessionFull { .. })
+        ));
+        drop(store);
+        // Reopening a current database is a no-op.
+        SessionStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            SessionStore::open(&path),
+            Err(StoreError::NewerSchema { found: 99, .. })
+        ));
     }
 }

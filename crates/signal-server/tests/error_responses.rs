@@ -72,7 +72,7 @@ async fn unknown_session_is_404() {
 }
 
 #[tokio::test]
-async fn expired_session_is_unknown() {
+async fn expired_session_is_410_to_its_owner_and_home_and_hidden_from_the_home_poll() {
     let harness = start(|config| {
         config.session_ttl = Duration::from_millis(200);
         config.long_poll_timeout = Duration::from_millis(100);
@@ -91,17 +91,47 @@ async fn expired_session_is_unknown() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, SignalError::Http { status: 404, .. }),
+        matches!(&err, SignalError::Http { status: 410, message } if message.contains("expired")),
         "{err:?}"
     );
-    // Its offer is gone from the home's view too.
+    // Its offer is gone from the home's view.
     let poll = harness.home().poll(None, 0).await.unwrap();
     assert!(poll.messages.is_empty(), "{poll:?}");
-    let err = harness
-        .browser()
-        .poll(Some(&session.session_id), 0)
-        .await
-        .unwrap_err();
+    for client in [harness.browser(), harness.home()] {
+        let err = client.poll(Some(&session.session_id), 0).await.unwrap_err();
+        assert!(
+            matches!(err, SignalError::Http { status: 410, .. }),
+            "{err:?}"
+        );
+    }
+    let response =
+        reqwest::get(harness.url(&format!("/webrtc/signal?session_id={}", session.session_id)))
+            .await
+            .unwrap();
+    let message = expect_error(response, 410).await;
+    assert!(message.contains("create a new session"), "{message}");
+}
+
+#[tokio::test]
+async fn swept_session_stays_410_until_its_tombstone_is_forgotten() {
+    let harness = start(|config| {
+        config.session_ttl = Duration::from_millis(100);
+        config.tombstone_ttl = Duration::from_millis(600);
+        config.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    let session = harness.browser().create_session().await.unwrap();
+    let bye = SignalMessage::bye(&session.session_id);
+    // Expired and swept, but remembered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = harness.browser().post(&bye).await.unwrap_err();
+    assert!(
+        matches!(err, SignalError::Http { status: 410, .. }),
+        "{err:?}"
+    );
+    // Forgotten after the tombstone time: unknown again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let err = harness.browser().post(&bye).await.unwrap_err();
     assert!(
         matches!(err, SignalError::Http { status: 404, .. }),
         "{err:?}"

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use beeline_signal_server::turn_credential;
+use beeline_signal_server::{turn_credential, TurnSecrets};
 use common::{expect_error, start, HOME_TOKEN};
 
 #[tokio::test]
@@ -15,7 +15,7 @@ async fn session_carries_stun_and_valid_turn_credentials() {
             "turn:turn.example.invalid:3478?transport=udp".into(),
             "turns:turn.example.invalid:5349".into(),
         ];
-        config.turn_secret = Some("coturn-shared-secret".into());
+        config.turn_secrets = Some(TurnSecrets::new("coturn-shared-secret", None));
     })
     .await;
 

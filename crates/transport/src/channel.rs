@@ -8,7 +8,6 @@ use webrtc_data::data_channel::DataChannel as RawChannel;
 use webrtc_sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier;
 use webrtc_sctp::stream::Stream;
 
-use crate::description::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::Error;
 
 /// Sending waits while more than this many bytes are queued in SCTP, so a
@@ -16,6 +15,16 @@ use crate::Error;
 const HIGH_WATER: usize = 1024 * 1024;
 /// ...and resumes once the queue drains below this.
 const LOW_WATER: usize = 256 * 1024;
+
+/// The largest message this side sends, whatever the peer accepts.
+///
+/// webrtc-sctp 0.17 appends a message larger than two thirds of its 128 KiB
+/// pending queue chunk by chunk, waiting for queue space that only its write
+/// loop frees; that loop is woken by appends, acks and timers, so on an idle
+/// association the append never completes. Messages of at most 64 KiB take
+/// the path that wakes the loop. 64 KiB is also the size every WebRTC stack
+/// has always accepted.
+pub const SEND_LIMIT: usize = 64 * 1024;
 
 /// A received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +44,11 @@ pub struct DataChannel {
     max_send: usize,
     read_buf: Mutex<Vec<u8>>,
     drained: Arc<Notify>,
+    /// One message enters SCTP at a time. webrtc-sctp 0.17 stalls when many
+    /// tasks append large messages at once (its pending queue holds 128 KiB
+    /// and the writers wait for permits that only its write loop returns),
+    /// so concurrent senders queue here instead.
+    write_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for DataChannel {
@@ -47,7 +61,14 @@ impl std::fmt::Debug for DataChannel {
 }
 
 impl DataChannel {
-    pub(crate) fn new(raw: RawChannel, stream: Arc<Stream>, label: String, max_send: usize) -> Self {
+    /// `max_send` is the remote peer's `a=max-message-size`, `max_recv` ours.
+    pub(crate) fn new(
+        raw: RawChannel,
+        stream: Arc<Stream>,
+        label: String,
+        max_send: usize,
+        max_recv: usize,
+    ) -> Self {
         let drained = Arc::new(Notify::new());
         let notify = Arc::clone(&drained);
         stream.set_buffered_amount_low_threshold(LOW_WATER);
@@ -59,11 +80,12 @@ impl DataChannel {
             raw,
             stream,
             label,
-            max_send,
+            max_send: max_send.min(SEND_LIMIT),
             // Messages up to our advertised limit fit; larger ones are a
             // protocol violation by the remote peer and close the channel.
-            read_buf: Mutex::new(vec![0; DEFAULT_MAX_MESSAGE_SIZE as usize + 1024]),
+            read_buf: Mutex::new(vec![0; max_recv]),
             drained,
+            write_lock: Mutex::new(()),
         }
     }
 
@@ -72,7 +94,8 @@ impl DataChannel {
         &self.label
     }
 
-    /// The largest message the remote peer accepts.
+    /// The largest message this channel sends: the remote peer's
+    /// `a=max-message-size`, capped at [`SEND_LIMIT`].
     pub fn max_message_size(&self) -> usize {
         self.max_send
     }
@@ -96,6 +119,7 @@ impl DataChannel {
         if data.len() > self.max_send {
             return Err(Error::MessageTooLarge { size: data.len(), max: self.max_send });
         }
+        let _writer = self.write_lock.lock().await;
         loop {
             let drained = self.drained.notified();
             if self.stream.buffered_amount() <= HIGH_WATER {
@@ -115,6 +139,15 @@ impl DataChannel {
         loop {
             let (n, ppi) = match self.stream.read_sctp(&mut buf).await {
                 Ok(r) => r,
+                Err(webrtc_sctp::Error::ErrShortBuffer { .. }) => {
+                    tracing::warn!(
+                        label = %self.label,
+                        max = buf.len(),
+                        "the remote peer sent a message over our max-message-size; closing the channel"
+                    );
+                    let _ = self.raw.close().await;
+                    return None;
+                }
                 Err(e) => {
                     tracing::debug!(label = %self.label, error = %e, "data channel read failed");
                     return None;

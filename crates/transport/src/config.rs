@@ -139,10 +139,16 @@ pub struct PeerConfig {
     /// largest message this peer accepts.
     pub max_message_size: u32,
     /// How long an offer or answer waits for candidate gathering before it is
-    /// sent with the candidates found so far (the rest are trickled).
+    /// sent with the candidates found so far (the rest are trickled). Zero
+    /// sends it at once with no candidate: everything is trickled.
     pub gather_wait: Duration,
-    /// From applying the remote description to an open SCTP association.
+    /// From applying the remote description to an open SCTP association;
+    /// past it the peer reports [`crate::PeerState::Failed`] with
+    /// [`Error::Timeout`]. The default is the specification's 8 s setup budget.
     pub connect_timeout: Duration,
+    /// How long a working relayed pair waits before it is nominated, so that
+    /// a direct pair found meanwhile wins.
+    pub relay_wait: Duration,
     /// How often ICE consent/keepalive binding requests are sent.
     pub keepalive_interval: Duration,
     /// Silence after which the path is reported [`crate::PeerState::Disconnected`].
@@ -158,7 +164,8 @@ impl Default for PeerConfig {
             address_filter: AddressFilter::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             gather_wait: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(8),
+            relay_wait: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(1),
             disconnected_timeout: Duration::from_secs(3),
             failed_timeout: Duration::from_secs(10),

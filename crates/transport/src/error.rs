@@ -39,6 +39,10 @@ pub enum Error {
     /// The connection was not established within the allowed time.
     #[error("connection not established within {0:?}")]
     Timeout(Duration),
+    /// The connection failed after it was set up, or for a reason none of
+    /// the other variants names.
+    #[error("connection failed: {0}")]
+    Failed(String),
     /// The peer connection is closed or failed.
     #[error("peer connection closed")]
     Closed,

@@ -30,9 +30,10 @@ mod channel;
 mod config;
 mod description;
 mod error;
+mod ice_conn;
 mod peer;
 
-pub use channel::{DataChannel, Message};
+pub use channel::{DataChannel, Message, SEND_LIMIT};
 pub use config::{AddressFilter, IceServer, PeerConfig};
 pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::Error;

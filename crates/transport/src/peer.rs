@@ -7,7 +7,7 @@
 //! nothing but DTLS records flows after ICE); SCTP runs on the DTLS `Conn`;
 //! each data channel is one SCTP stream opened with DCEP (RFC 8832).
 
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use webrtc_sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier;
 use webrtc_util::Conn;
 
 use crate::channel::DataChannel;
+use crate::ice_conn::IceConn;
 use crate::description::{format_fingerprint, LocalDescription, RemoteDescription, Setup};
 use crate::{Error, PeerConfig};
 
@@ -110,11 +111,50 @@ const SRTP_PROFILES_FOR_SERVER: [SrtpProtectionProfile; 3] = [
 /// The SCTP port beeline uses on its side (the conventional 5000).
 const SCTP_PORT: u16 = 5000;
 
+/// How often ICE sends connectivity checks while connecting.
+const CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a restart waits for the previous candidate gathering to finish
+/// (the ICE agent refuses to restart while it gathers).
+const RESTART_GATHER_WAIT: Duration = Duration::from_secs(6);
+
+/// Why a peer failed, kept so [`Peer::connected`] can say it.
+#[derive(Debug, Clone)]
+enum Failure {
+    FingerprintMismatch,
+    Timeout(Duration),
+    Other(String),
+}
+
+impl From<&Failure> for Error {
+    fn from(f: &Failure) -> Self {
+        match f {
+            Failure::FingerprintMismatch => Error::FingerprintMismatch,
+            Failure::Timeout(d) => Error::Timeout(*d),
+            Failure::Other(why) => Error::Failed(why.clone()),
+        }
+    }
+}
+
+/// A gathered local candidate (or the end of a gathering, `None`), tagged
+/// with the ICE generation it belongs to: an ICE restart starts a new
+/// generation, and candidates of an older one are never handed out.
+type GatheredCandidate = (u32, Option<String>);
+
 /// A WebRTC peer connection that carries only data channels.
 ///
 /// Dropping a `Peer` closes it and frees its sockets and tasks.
 pub struct Peer {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("controlling", &self.inner.controlling)
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
 }
 
 struct Inner {
@@ -125,7 +165,16 @@ struct Inner {
     controlling: bool,
     remote: StdMutex<Option<RemoteDescription>>,
     state: watch::Sender<PeerState>,
-    local_candidates: Mutex<mpsc::UnboundedReceiver<Option<String>>>,
+    failure: StdMutex<Option<Failure>>,
+    local_candidates: Mutex<mpsc::UnboundedReceiver<GatheredCandidate>>,
+    /// The current ICE generation (0, then +1 per restart).
+    generation: Arc<AtomicU32>,
+    /// The latest generation whose gathering has completed.
+    gathered: watch::Sender<Option<u32>>,
+    /// An offerer sent a restart offer and waits for its answer.
+    restart_pending: AtomicBool,
+    /// Serialises restarts.
+    restart_lock: Mutex<()>,
     channels_tx: mpsc::Sender<DataChannel>,
     channels_rx: Mutex<mpsc::Receiver<DataChannel>>,
     association: watch::Sender<Option<Arc<Association>>>,
@@ -138,20 +187,14 @@ struct Inner {
 impl Peer {
     /// Creates an offerer and its offer. Apply the answer with
     /// [`Peer::apply_answer`].
+    ///
+    /// The offer embeds the candidates gathered within
+    /// [`PeerConfig::gather_wait`] (all of them, with `a=end-of-candidates`,
+    /// when gathering finishes in time); later ones come from
+    /// [`Peer::next_local_candidate`].
     pub async fn offer(config: PeerConfig) -> Result<(Self, String), Error> {
         let peer = Self::new(config, true).await?;
-        let (candidates, complete) = peer.initial_candidates().await;
-        let sdp = LocalDescription {
-            ufrag: &peer.local_ufrag().await,
-            pwd: &peer.local_pwd().await,
-            fingerprint: &peer.inner.fingerprint,
-            setup: Setup::ActPass,
-            mid: "0",
-            max_message_size: peer.inner.config.max_message_size,
-            candidates: &candidates,
-            end_of_candidates: complete,
-        }
-        .to_sdp();
+        let sdp = peer.local_description(Setup::ActPass, "0").await;
         Ok((peer, sdp))
     }
 
@@ -169,38 +212,36 @@ impl Peer {
         };
         let mid = remote.mid.clone();
         peer.start(remote, setup == Setup::Active)?;
-        let (candidates, complete) = peer.initial_candidates().await;
-        let sdp = LocalDescription {
-            ufrag: &peer.local_ufrag().await,
-            pwd: &peer.local_pwd().await,
-            fingerprint: &peer.inner.fingerprint,
-            setup,
-            mid: &mid,
-            max_message_size: peer.inner.config.max_message_size,
-            candidates: &candidates,
-            end_of_candidates: complete,
-        }
-        .to_sdp();
+        let sdp = peer.local_description(setup, &mid).await;
         Ok((peer, sdp))
     }
 
-    /// Applies the remote answer to an offerer and starts connecting.
+    /// Applies the remote answer to an offerer: the first answer starts
+    /// connecting; after [`Peer::restart_offer`], the answer to the restart
+    /// offer completes the ICE restart.
     pub fn apply_answer(&self, answer_sdp: &str) -> Result<(), Error> {
         if !self.inner.controlling {
             return Err(Error::InvalidState("apply_answer on an answerer"));
         }
         let remote = RemoteDescription::parse(answer_sdp)?;
+        if self.inner.restart_pending.load(Ordering::SeqCst) {
+            return self.apply_restart_answer(remote);
+        }
         let dtls_client = match remote.setup {
             Setup::Active => false,
             Setup::Passive => true,
-            Setup::ActPass => return Err(Error::InvalidDescription("an answer cannot be a=setup:actpass".into())),
+            Setup::ActPass => {
+                return Err(Error::InvalidDescription("an answer cannot be a=setup:actpass".into()))
+            }
         };
         self.start(remote, dtls_client)
     }
 
     /// Adds a trickled remote candidate (`candidate:...`, with or without the
     /// `candidate:` prefix). An empty string (end of candidates) is accepted
-    /// and ignored. Candidates outside the address filter are dropped.
+    /// and ignored. Candidates outside the address filter are dropped, and so
+    /// are mDNS (`.local`) host candidates: see `docs/transport.md` for why
+    /// they need not be resolved.
     pub fn add_remote_candidate(&self, candidate: &str) -> Result<(), Error> {
         let raw = candidate.trim();
         let raw = raw.strip_prefix("a=").unwrap_or(raw);
@@ -208,15 +249,18 @@ impl Peer {
         if raw.is_empty() {
             return Ok(());
         }
-        let parsed = unmarshal_candidate(raw).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
+        let parsed =
+            unmarshal_candidate(raw).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
         if let Ok(ip) = parsed.address().parse::<std::net::IpAddr>() {
             if !self.inner.config.address_filter.allows_ip(ip) {
                 tracing::debug!(address = %ip, "dropping remote candidate outside the address filter");
                 return Ok(());
             }
-        } else if !self.inner.config.address_filter.is_open() {
-            // A hostname (mDNS) cannot be checked against the filter.
-            tracing::debug!(address = parsed.address(), "dropping remote hostname candidate under an address filter");
+        } else {
+            // A hostname (mDNS): never resolved, since that would multicast
+            // on every interface. The browser's checks reach our candidates
+            // and its address is learnt as peer-reflexive instead.
+            tracing::debug!(address = parsed.address(), "ignoring remote hostname candidate");
             return Ok(());
         }
         let c: Arc<dyn Candidate + Send + Sync> = Arc::new(parsed);
@@ -224,14 +268,40 @@ impl Peer {
         Ok(())
     }
 
-    /// The next local candidate to trickle, `Ok(None)` once gathering is
-    /// complete. Candidates already embedded in the offer/answer are not
-    /// returned again.
+    /// The next local candidate to trickle; `None` once gathering is
+    /// complete (or the peer is closed). Candidates already embedded in the
+    /// offer/answer are not returned again, so after a fully gathered
+    /// description this returns `None` at once.
+    ///
+    /// An ICE restart starts a new gathering: after
+    /// [`Peer::restart_offer`] or [`Peer::apply_restart_offer`], call this
+    /// again (until `None`) to trickle the restart's later candidates.
     pub async fn next_local_candidate(&self) -> Option<LocalCandidate> {
         let mut rx = self.inner.local_candidates.lock().await;
-        match rx.recv().await {
-            Some(Some(c)) => Some(LocalCandidate { candidate: c }),
-            _ => None,
+        let mut gathered = self.inner.gathered.subscribe();
+        loop {
+            let generation = self.inner.generation.load(Ordering::SeqCst);
+            let item = match rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Every candidate of a generation is queued before its
+                    // gathering is marked complete.
+                    if *gathered.borrow_and_update() == Some(generation) {
+                        return None;
+                    }
+                    tokio::select! {
+                        item = rx.recv() => item?,
+                        _ = gathered.changed() => continue,
+                        _ = self.inner.cancel.cancelled() => return None,
+                    }
+                }
+            };
+            match item {
+                (g, _) if g != generation => continue,
+                (_, Some(candidate)) => return Some(LocalCandidate { candidate }),
+                (_, None) => return None,
+            }
         }
     }
 
@@ -255,15 +325,25 @@ impl Peer {
         let stream = association.open_stream(id, PayloadProtocolIdentifier::Binary).await?;
         let config = ChannelConfig { label: label.to_owned(), ..Default::default() };
         let raw = RawChannel::client(Arc::clone(&stream), config).await?;
-        Ok(DataChannel::new(raw, stream, label.to_owned(), self.remote_max_message_size()))
+        Ok(DataChannel::new(
+            raw,
+            stream,
+            label.to_owned(),
+            self.remote_max_message_size(),
+            self.inner.config.max_message_size as usize,
+        ))
     }
 
-    /// Watches the connection state.
+    /// Watches the connection state. A dead path shows as
+    /// [`PeerState::Disconnected`] after [`PeerConfig::disconnected_timeout`]
+    /// of silence, and [`PeerState::Failed`] after
+    /// [`PeerConfig::failed_timeout`] more.
     pub fn state(&self) -> watch::Receiver<PeerState> {
         self.inner.state.subscribe()
     }
 
-    /// Waits until the connection is up, or fails with why it is not.
+    /// Waits until the connection is up, or fails with why it is not
+    /// ([`Error::FingerprintMismatch`], [`Error::Timeout`], ...).
     pub async fn connected(&self) -> Result<(), Error> {
         self.wait_association().await.map(|_| ())
     }
@@ -285,21 +365,64 @@ impl Peer {
         remote.as_ref().map_or(64 * 1024, |r| r.max_message_size as usize)
     }
 
+    /// Starts an ICE restart on an offerer: fresh ICE credentials, fresh
+    /// candidates, and a new offer to send to the remote peer, whose answer
+    /// goes to [`Peer::apply_answer`]. DTLS, SCTP and every open channel are
+    /// kept; messages sent meanwhile are delivered once the new path is up.
+    ///
+    /// Meant for a path that went [`PeerState::Disconnected`] or
+    /// [`PeerState::Failed`] (e.g. after a network change); allowed once the
+    /// connection was up and until it is closed.
+    pub async fn restart_offer(&self) -> Result<String, Error> {
+        if !self.inner.controlling {
+            return Err(Error::InvalidState("restart_offer on an answerer"));
+        }
+        let _guard = self.inner.restart_lock.lock().await;
+        self.restart_ice().await?;
+        self.inner.restart_pending.store(true, Ordering::SeqCst);
+        Ok(self.local_description(Setup::ActPass, "0").await)
+    }
+
+    /// Answers an ICE-restart offer from the remote peer (a new offer on a
+    /// connection that is up, with a new `a=ice-ufrag`/`a=ice-pwd`), and
+    /// returns the answer. DTLS, SCTP and every open channel are kept.
+    ///
+    /// An offer whose credentials did not change restarts nothing: its
+    /// candidates are added and the current answer is returned.
+    pub async fn apply_restart_offer(&self, offer_sdp: &str) -> Result<String, Error> {
+        if self.inner.controlling {
+            return Err(Error::InvalidState("apply_restart_offer on an offerer"));
+        }
+        let remote = RemoteDescription::parse(offer_sdp)?;
+        let _guard = self.inner.restart_lock.lock().await;
+        let (changed, mid) = {
+            let current = self.inner.remote.lock().expect("not poisoned");
+            let current = current.as_ref().ok_or(Error::InvalidState("no offer applied yet"))?;
+            if current.fingerprint != remote.fingerprint {
+                return Err(Error::InvalidDescription(
+                    "the restart offer changes the DTLS fingerprint".into(),
+                ));
+            }
+            ((current.ufrag != remote.ufrag || current.pwd != remote.pwd), current.mid.clone())
+        };
+        if changed {
+            self.restart_ice().await?;
+            self.inner.agent.set_remote_credentials(remote.ufrag.clone(), remote.pwd.clone()).await?;
+        }
+        self.add_description_candidates(&remote);
+        let setup =
+            if self.inner.dtls_client.load(Ordering::SeqCst) { Setup::Active } else { Setup::Passive };
+        self.replace_remote(remote);
+        Ok(self.local_description(setup, &mid).await)
+    }
+
     /// Closes every channel and the connection, and frees its sockets.
     pub async fn close(&self) {
         self.inner.shutdown().await;
     }
 
     async fn new(config: PeerConfig, controlling: bool) -> Result<Self, Error> {
-        let mut urls = Vec::new();
-        for server in &config.ice_servers {
-            for raw in &server.urls {
-                let mut url = Url::parse_url(raw).map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
-                url.username = server.username.clone().unwrap_or_default();
-                url.password = server.credential.clone().unwrap_or_default();
-                urls.push(url);
-            }
-        }
+        let urls = ice_server_urls(&config).await?;
         let filter = config.address_filter.clone();
         let ip_filter: Option<webrtc_ice::agent::agent_config::IpFilterFn> = if filter.is_open() {
             None
@@ -314,6 +437,11 @@ impl Peer {
                 let f = filter.clone();
                 Some(Box::new(move |name: &str| f.allows_interface(name)))
             };
+        // A pair whose checks get no answer is given up after this many
+        // checks: as long as the setup budget, so that a pair waiting for the
+        // other side's NAT to open (hole punching) is not given up early.
+        let max_binding_requests =
+            (config.connect_timeout.as_millis() / CHECK_INTERVAL.as_millis()).clamp(7, 400) as u16;
         let agent_config = AgentConfig {
             urls,
             network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
@@ -325,16 +453,17 @@ impl Peer {
             include_loopback: filter.wants_loopback(),
             ip_filter: Arc::new(ip_filter),
             interface_filter: Arc::new(interface_filter),
-            check_interval: Duration::from_millis(50),
+            check_interval: CHECK_INTERVAL,
+            max_binding_requests: Some(max_binding_requests),
             keepalive_interval: Some(config.keepalive_interval),
             disconnected_timeout: Some(config.disconnected_timeout),
             failed_timeout: Some(config.failed_timeout),
-            // Nominate as soon as a pair works; only relays wait a little for
-            // a direct path to win.
+            // Nominate as soon as a direct pair works; a relay waits a
+            // little so that a direct path found meanwhile wins.
             host_acceptance_min_wait: Some(Duration::ZERO),
             srflx_acceptance_min_wait: Some(Duration::ZERO),
             prflx_acceptance_min_wait: Some(Duration::ZERO),
-            relay_acceptance_min_wait: Some(Duration::from_millis(300)),
+            relay_acceptance_min_wait: Some(config.relay_wait),
             ..Default::default()
         };
         let agent = Arc::new(Agent::new(agent_config).await?);
@@ -343,11 +472,21 @@ impl Peer {
         let digest = Sha256::digest(certificate.certificate[0].as_ref());
         let fingerprint = format_fingerprint(&digest);
 
+        let generation = Arc::new(AtomicU32::new(0));
+        let (gathered, _) = watch::channel(None);
         let (cand_tx, cand_rx) = mpsc::unbounded_channel();
-        agent.on_candidate(Box::new(move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
-            let _ = cand_tx.send(c.map(|c| format!("candidate:{}", c.marshal())));
-            Box::pin(async {})
-        }));
+        {
+            let generation = Arc::clone(&generation);
+            let gathered = gathered.clone();
+            agent.on_candidate(Box::new(move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
+                let g = generation.load(Ordering::SeqCst);
+                if c.is_none() {
+                    gathered.send_replace(Some(g));
+                }
+                let _ = cand_tx.send((g, c.map(|c| format!("candidate:{}", c.marshal()))));
+                Box::pin(async {})
+            }));
+        }
 
         let (state, _) = watch::channel(PeerState::New);
         let (channels_tx, channels_rx) = mpsc::channel(16);
@@ -360,7 +499,12 @@ impl Peer {
             controlling,
             remote: StdMutex::new(None),
             state,
+            failure: StdMutex::new(None),
             local_candidates: Mutex::new(cand_rx),
+            generation,
+            gathered,
+            restart_pending: AtomicBool::new(false),
+            restart_lock: Mutex::new(()),
             channels_tx,
             channels_rx: Mutex::new(channels_rx),
             association,
@@ -373,16 +517,16 @@ impl Peer {
         let weak = Arc::downgrade(&inner);
         agent.on_connection_state_change(Box::new(move |s: ConnectionState| {
             if let Some(inner) = weak.upgrade() {
-                let next = match s {
-                    ConnectionState::Disconnected => Some(PeerState::Disconnected),
-                    ConnectionState::Failed => Some(PeerState::Failed),
-                    ConnectionState::Connected if inner.association.borrow().is_some() => {
-                        Some(PeerState::Connected)
+                tracing::debug!(ice = %s, "ICE connection state");
+                match s {
+                    ConnectionState::Disconnected => inner.set_state(PeerState::Disconnected),
+                    ConnectionState::Failed => {
+                        inner.fail(Failure::Other("ICE connectivity lost".into()));
                     }
-                    _ => None,
-                };
-                if let Some(next) = next {
-                    inner.set_state(next);
+                    ConnectionState::Connected if inner.association.borrow().is_some() => {
+                        inner.set_state(PeerState::Connected);
+                    }
+                    _ => {}
                 }
             }
             Box::pin(async {})
@@ -391,24 +535,41 @@ impl Peer {
         Ok(Self { inner })
     }
 
-    async fn local_ufrag(&self) -> String {
-        self.inner.agent.get_local_user_credentials().await.0
+    /// Our description with the current ICE credentials and the candidates
+    /// of the current generation gathered within `gather_wait`.
+    async fn local_description(&self, setup: Setup, mid: &str) -> String {
+        let (candidates, complete) = self.initial_candidates().await;
+        let (ufrag, pwd) = self.inner.agent.get_local_user_credentials().await;
+        LocalDescription {
+            ufrag: &ufrag,
+            pwd: &pwd,
+            fingerprint: &self.inner.fingerprint,
+            setup,
+            mid,
+            max_message_size: self.inner.config.max_message_size,
+            candidates: &candidates,
+            end_of_candidates: complete,
+        }
+        .to_sdp()
     }
 
-    async fn local_pwd(&self) -> String {
-        self.inner.agent.get_local_user_credentials().await.1
-    }
-
-    /// Collects local candidates until gathering completes or `gather_wait`
-    /// passes. Returns them and whether gathering completed.
+    /// Collects local candidates of the current generation until gathering
+    /// completes or `gather_wait` passes. Returns them and whether gathering
+    /// completed.
     async fn initial_candidates(&self) -> (Vec<String>, bool) {
         let mut out = Vec::new();
+        if self.inner.config.gather_wait.is_zero() {
+            // Pure trickle: every candidate goes through next_local_candidate.
+            return (out, false);
+        }
         let mut rx = self.inner.local_candidates.lock().await;
+        let generation = self.inner.generation.load(Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + self.inner.config.gather_wait;
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Some(c))) => out.push(c),
-                Ok(Some(None)) | Ok(None) => return (out, true),
+                Ok(Some((g, _))) if g != generation => {}
+                Ok(Some((_, Some(c)))) => out.push(c),
+                Ok(Some((_, None))) | Ok(None) => return (out, true),
                 Err(_) => return (out, false),
             }
         }
@@ -423,11 +584,7 @@ impl Peer {
             *slot = Some(remote.clone());
         }
         self.inner.dtls_client.store(dtls_client, Ordering::SeqCst);
-        for c in &remote.candidates {
-            if let Err(e) = self.add_remote_candidate(c) {
-                tracing::debug!(error = %e, candidate = c, "ignoring bad candidate in description");
-            }
-        }
+        self.add_description_candidates(&remote);
         self.inner.set_state(PeerState::Connecting);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
@@ -442,11 +599,74 @@ impl Peer {
                 Ok(association) => Inner::accept_loop(inner, association).await,
                 Err(e) => {
                     tracing::debug!(error = %e, "peer connection failed");
-                    inner.set_state(PeerState::Failed);
+                    inner.fail(match e {
+                        Error::FingerprintMismatch => Failure::FingerprintMismatch,
+                        Error::Timeout(d) => Failure::Timeout(d),
+                        other => Failure::Other(other.to_string()),
+                    });
                     inner.shutdown().await;
                 }
             }
         });
+        Ok(())
+    }
+
+    fn add_description_candidates(&self, remote: &RemoteDescription) {
+        for c in &remote.candidates {
+            if let Err(e) = self.add_remote_candidate(c) {
+                tracing::debug!(error = %e, candidate = c, "ignoring bad candidate in description");
+            }
+        }
+    }
+
+    fn replace_remote(&self, remote: RemoteDescription) {
+        *self.inner.remote.lock().expect("not poisoned") = Some(remote);
+    }
+
+    fn apply_restart_answer(&self, remote: RemoteDescription) -> Result<(), Error> {
+        {
+            let current = self.inner.remote.lock().expect("not poisoned");
+            let current = current.as_ref().ok_or(Error::InvalidState("no answer applied yet"))?;
+            if current.fingerprint != remote.fingerprint {
+                return Err(Error::InvalidDescription(
+                    "the restart answer changes the DTLS fingerprint".into(),
+                ));
+            }
+        }
+        self.inner.restart_pending.store(false, Ordering::SeqCst);
+        let agent = Arc::clone(&self.inner.agent);
+        let (ufrag, pwd) = (remote.ufrag.clone(), remote.pwd.clone());
+        // The agent takes the credentials asynchronously; a check sent
+        // before they land fails its integrity check and is simply repeated.
+        tokio::spawn(async move {
+            if let Err(e) = agent.set_remote_credentials(ufrag, pwd).await {
+                tracing::warn!(error = %e, "could not apply the restart answer's ICE credentials");
+            }
+        });
+        self.add_description_candidates(&remote);
+        self.replace_remote(remote);
+        Ok(())
+    }
+
+    /// Restarts ICE: new local credentials, the old candidates dropped, a
+    /// new gathering started. The caller holds `restart_lock`.
+    async fn restart_ice(&self) -> Result<(), Error> {
+        let state = *self.inner.state.borrow();
+        if matches!(state, PeerState::New | PeerState::Closed) || self.inner.remote.lock().expect("not poisoned").is_none() {
+            return Err(Error::InvalidState("ICE restart before the connection was set up or after it closed"));
+        }
+        if self.inner.association.borrow().is_none() {
+            return Err(Error::InvalidState("ICE restart before the connection was up"));
+        }
+        // The agent refuses to restart while it gathers: let the current
+        // gathering finish first.
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let mut gathered = self.inner.gathered.subscribe();
+        let _ = tokio::time::timeout(RESTART_GATHER_WAIT, gathered.wait_for(|g| *g == Some(generation))).await;
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        self.inner.agent.restart(String::new(), String::new()).await?;
+        self.inner.agent.gather_candidates()?;
+        self.inner.force_connecting();
         Ok(())
     }
 
@@ -458,7 +678,7 @@ impl Peer {
                 return Ok(a);
             }
             if matches!(*state.borrow_and_update(), PeerState::Failed | PeerState::Closed) {
-                return Err(Error::Closed);
+                return Err(self.inner.failure.lock().expect("not poisoned").as_ref().map_or(Error::Closed, Error::from));
             }
             tokio::select! {
                 r = assoc.changed() => r.map_err(|_| Error::Closed)?,
@@ -478,16 +698,74 @@ impl Drop for Peer {
     }
 }
 
+/// The ICE server URLs of `config`, with credentials. Under an address
+/// filter, a server is used only when its address is inside the filter
+/// (hostnames are resolved here for that check), so that STUN and TURN
+/// traffic is confined like every other ICE packet.
+async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
+    let filter = &config.address_filter;
+    let mut urls = Vec::new();
+    for server in &config.ice_servers {
+        for raw in &server.urls {
+            let mut url = Url::parse_url(raw)
+                .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
+            url.username = server.username.clone().unwrap_or_default();
+            url.password = server.credential.clone().unwrap_or_default();
+            if !filter.is_open() {
+                let host = url.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+                let resolved: Vec<std::net::IpAddr> = match host.parse() {
+                    Ok(ip) => vec![ip],
+                    Err(_) => match tokio::net::lookup_host((host.as_str(), url.port)).await {
+                        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                        Err(e) => {
+                            tracing::warn!(server = %raw, error = %e, "skipping ICE server that does not resolve");
+                            continue;
+                        }
+                    },
+                };
+                let Some(ip) = resolved.iter().copied().find(|ip| filter.allows_ip(*ip)) else {
+                    tracing::warn!(server = %raw, "skipping ICE server outside the address filter");
+                    continue;
+                };
+                url.host = ip.to_string();
+            }
+            urls.push(url);
+        }
+    }
+    Ok(urls)
+}
+
 impl Inner {
     fn set_state(&self, next: PeerState) {
         self.state.send_if_modified(|s| {
-            // Terminal states stay terminal.
+            // Terminal states stay terminal (only an ICE restart leaves Failed).
             if *s == next || matches!(*s, PeerState::Closed | PeerState::Failed) {
                 return false;
             }
             *s = next;
             true
         });
+    }
+
+    /// An ICE restart: back to connecting from anything but closed.
+    fn force_connecting(&self) {
+        self.state.send_if_modified(|s| {
+            if matches!(*s, PeerState::Closed | PeerState::Connecting) {
+                return false;
+            }
+            *s = PeerState::Connecting;
+            true
+        });
+    }
+
+    fn fail(&self, why: Failure) {
+        {
+            let mut failure = self.failure.lock().expect("not poisoned");
+            if failure.is_none() {
+                *failure = Some(why);
+            }
+        }
+        self.set_state(PeerState::Failed);
     }
 
     async fn connect(
@@ -528,6 +806,7 @@ impl Inner {
             verify_peer_certificate: Some(verify),
             ..Default::default()
         };
+        let ice: Arc<dyn Conn + Send + Sync> = Arc::new(IceConn::new(ice, inner.cancel.clone()));
         let dtls = match DTLSConn::new(ice, config, dtls_client, None).await {
             Ok(c) => Arc::new(c),
             Err(_) if mismatch.load(Ordering::SeqCst) => return Err(Error::FingerprintMismatch),
@@ -559,6 +838,7 @@ impl Inner {
             .expect("not poisoned")
             .as_ref()
             .map_or(64 * 1024, |r| r.max_message_size as usize);
+        let local_max = inner.config.max_message_size as usize;
         loop {
             let stream = tokio::select! {
                 s = association.accept_stream() => s,
@@ -567,10 +847,14 @@ impl Inner {
             let Some(stream) = stream else { break };
             stream.set_default_payload_type(PayloadProtocolIdentifier::Binary);
             // The DCEP open arrives right behind the stream's first chunk.
-            match RawChannel::server(Arc::clone(&stream), ChannelConfig::default()).await {
+            let opened = tokio::select! {
+                r = RawChannel::server(Arc::clone(&stream), ChannelConfig::default()) => r,
+                _ = inner.cancel.cancelled() => break,
+            };
+            match opened {
                 Ok(raw) => {
                     let label = raw.config.label.clone();
-                    let channel = DataChannel::new(raw, stream, label, remote_max);
+                    let channel = DataChannel::new(raw, stream, label, remote_max, local_max);
                     if inner.channels_tx.send(channel).await.is_err() {
                         break;
                     }

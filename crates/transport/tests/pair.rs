@@ -105,7 +105,17 @@ async fn tampered_fingerprint_is_refused() {
     .await
     .expect("answerer settles");
     assert_eq!(outcome, PeerState::Failed);
+    // The answerer is the DTLS client here: it checks the offerer's
+    // certificate against the tampered fingerprint and says so.
+    assert!(
+        matches!(answerer.connected().await, Err(Error::FingerprintMismatch)),
+        "{:?}",
+        answerer.connected().await
+    );
     assert!(tokio::time::timeout(Duration::from_secs(2), answerer.accept_channel()).await.unwrap().is_none());
+    // The offerer never gets a channel either.
+    let opened = tokio::time::timeout(Duration::from_secs(10), offerer.open_channel("http")).await.expect("settles");
+    assert!(opened.is_err(), "a channel opened despite the mismatch");
 }
 
 #[tokio::test]

@@ -29,16 +29,24 @@ pub async fn start(configure: impl FnOnce(&mut SignalConfig)) -> Harness {
 pub async fn start_at(db: &Path, configure: impl FnOnce(&mut SignalConfig)) -> Harness {
     let mut config = SignalConfig::new(db, HOME_TOKEN);
     configure(&mut config);
+    start_with(config).await
+}
+
+/// Starts a server with exactly `config`.
+pub async fn start_with(config: SignalConfig) -> Harness {
     let server = SignalServer::open(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = server.router();
     let stop = server.shutdown_token();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .unwrap();
     });
     Harness {
         server,
@@ -66,9 +74,15 @@ impl Harness {
 
     /// A client acting as the home peer.
     pub fn home(&self) -> SignalClient {
+        self.client_with_bearer(HOME_TOKEN)
+    }
+
+    /// A client sending `Authorization: Bearer <token>` (a home token, or a
+    /// browser JWT).
+    pub fn client_with_bearer(&self, token: &str) -> SignalClient {
         SignalClient::new(&self.base_url())
             .unwrap()
-            .with_bearer(HOME_TOKEN)
+            .with_bearer(token)
     }
 
     /// The value of one un-labelled or labelled series from `/metrics`.

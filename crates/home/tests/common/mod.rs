@@ -1,0 +1,257 @@
+//! Shared harness: signal-server, an upstream with test routes and the home
+//! loop in this process, and a Rust "browser" that connects through them
+//! over a real data channel on loopback.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Query;
+use axum::routing::{get, post};
+use axum::Router;
+use beeline_bridge::{Channel, ChannelClosed, HttpUpstream, Received};
+use beeline_frame::Encoded;
+use beeline_home::HomeConfig;
+use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
+use beeline_signal_server::{SignalConfig, SignalServer};
+use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-home-token";
+
+/// The SSE body the chat route streams for a message: one event per word.
+pub fn sse_reply(message: &str) -> Vec<String> {
+    message.split(' ').map(|w| format!("data: {w}\n\n")).chain(["data: [DONE]\n\n".to_owned()]).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift64), so both ends can
+/// compute what a transfer must contain without storing it.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    pattern_chunks(seed, len, len.max(1)).flatten().collect()
+}
+
+/// The same bytes as [`pattern`], produced lazily in chunks of `chunk` bytes.
+pub fn pattern_chunks(seed: u64, len: usize, chunk: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut x = seed | 1;
+    let mut left = len;
+    let mut carry: Vec<u8> = Vec::new();
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let want = chunk.min(left);
+        let mut out = std::mem::take(&mut carry);
+        while out.len() < want {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        carry = out.split_off(want);
+        left -= want;
+        Some(out)
+    })
+}
+
+/// SHA-256 of `pattern(seed, len)` without holding it in memory.
+pub fn pattern_sha256(seed: u64, len: usize) -> String {
+    let mut h = Sha256::new();
+    for c in pattern_chunks(seed, len, 1 << 20) {
+        h.update(&c);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(serde::Deserialize)]
+struct BytesQuery {
+    n: usize,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// The upstream the home peer proxies to.
+pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Router {
+    Router::new()
+        .route(
+            "/v1/chat",
+            post(|body: Bytes| async move {
+                let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let text = message["message"].as_str().unwrap_or("empty").to_owned();
+                let stream = futures::stream::iter(sse_reply(&text)).then(|e| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, std::io::Error>(Bytes::from(e))
+                });
+                ([("content-type", "text/event-stream")], Body::from_stream(stream))
+            }),
+        )
+        .route(
+            "/bytes",
+            get(|Query(q): Query<BytesQuery>| async move {
+                let chunks = pattern_chunks(q.seed, q.n, 64 * 1024).map(|c| Ok::<_, std::io::Error>(Bytes::from(c)));
+                let stream = futures::stream::iter(chunks);
+                ([("content-type", "application/octet-stream"), ("x-test", "bytes")], Body::from_stream(stream))
+            }),
+        )
+        .route(
+            "/sha256",
+            post(|body: Body| async move {
+                let mut hasher = Sha256::new();
+                let mut len = 0usize;
+                let mut stream = body.into_data_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| e.to_string())?;
+                    len += chunk.len();
+                    hasher.update(&chunk);
+                }
+                let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                Ok::<_, String>(format!("{len} {hex}"))
+            }),
+        )
+        .route(
+            "/headers",
+            get(|headers: axum::http::HeaderMap| async move {
+                let mut out: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?"))).collect();
+                out.sort();
+                out.join("\n")
+            }),
+        )
+        .route(
+            "/slow",
+            get(move || {
+                let disconnects = Arc::clone(&disconnects);
+                async move {
+                    // Headers now, body later; counts clients that leave early.
+                    struct Guard(Arc<std::sync::atomic::AtomicUsize>, bool);
+                    impl Drop for Guard {
+                        fn drop(&mut self) {
+                            if !self.1 {
+                                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    let stream = futures::stream::unfold((0, Guard(disconnects, false)), |(i, mut guard)| async move {
+                        if i == 20 {
+                            guard.1 = true;
+                            drop(guard);
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((Ok::<_, std::io::Error>(Bytes::from(format!("tick {i}\n"))), (i + 1, guard)))
+                    });
+                    ([("content-type", "text/plain"), ("x-slow", "yes")], Body::from_stream(stream))
+                }
+            }),
+        )
+}
+
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+pub struct World {
+    pub signal_url: String,
+    pub upstream_url: String,
+    pub disconnects: Arc<std::sync::atomic::AtomicUsize>,
+    _db: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn loopback_peer() -> PeerConfig {
+    PeerConfig { address_filter: AddressFilter::loopback(), ..Default::default() }
+}
+
+/// Signal server + upstream + (unless `with_home` is false) the home loop.
+pub async fn world_with(config: HomeConfig, with_home: bool) -> World {
+    let db = tempfile::tempdir().unwrap();
+    let server = SignalServer::open(SignalConfig::new(db.path().join("signal.db"), TOKEN)).await.unwrap();
+    let signal_url = format!("{}/webrtc", serve(server.router()).await);
+    let disconnects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream_url = serve(upstream_router(Arc::clone(&disconnects))).await;
+    let shutdown = CancellationToken::new();
+    if with_home {
+        let upstream = Arc::new(HttpUpstream::new(&upstream_url).unwrap());
+        let home_signal = SignalClient::new(&signal_url).unwrap().with_bearer(TOKEN);
+        tokio::spawn(beeline_home::run(home_signal, upstream, config, shutdown.clone()));
+    }
+    World { signal_url, upstream_url, disconnects, _db: db, shutdown }
+}
+
+pub async fn world() -> World {
+    world_with(HomeConfig { peer: loopback_peer(), ..Default::default() }, true).await
+}
+
+/// Does what the browser client does: session, offer, trickle, answer.
+pub async fn browser_connect(signal_url: &str) -> (Arc<Peer>, DataChannel) {
+    let signal = SignalClient::new(signal_url).unwrap();
+    let session = signal.create_session().await.unwrap();
+    let id = session.session_id.clone();
+    let (peer, offer) = Peer::offer(loopback_peer()).await.unwrap();
+    let peer = Arc::new(peer);
+    signal.post(&SignalMessage::offer(id.clone(), offer)).await.unwrap();
+    let mut cursor = 0;
+    let opener = Arc::clone(&peer);
+    let open = async move { opener.open_channel("http").await };
+    tokio::pin!(open);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::select! {
+            ch = &mut open => return (peer, ch.expect("channel opens")),
+            poll = signal.poll(Some(&id), cursor) => {
+                let poll = poll.unwrap();
+                cursor = poll.cursor;
+                for m in poll.messages {
+                    match m.kind {
+                        SignalKind::Answer => peer.apply_answer(m.sdp.as_deref().unwrap()).unwrap(),
+                        SignalKind::Candidate => {
+                            if let Some(c) = m.candidate.as_ref().and_then(|c| c["candidate"].as_str()) {
+                                peer.add_remote_candidate(c).unwrap();
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => panic!("no channel within 15 s"),
+        }
+    }
+}
+
+/// A transport data channel as the bridge client sees it.
+pub struct ClientChannel(pub DataChannel);
+
+impl Channel for ClientChannel {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        match message {
+            Encoded::Text(t) => self.0.send_text(&t).await,
+            Encoded::Binary(b) => self.0.send_binary(b).await,
+        }
+        .map_err(|_| ChannelClosed)
+    }
+
+    async fn recv(&self) -> Option<Received> {
+        let m = self.0.recv().await?;
+        Some(Received { data: m.data, binary: !m.is_text })
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.0.max_message_size()
+    }
+}

@@ -1,0 +1,246 @@
+//! Abuse limits: request rates per key, and concurrent long-polls per key.
+//!
+//! Both are plain data under a mutex, driven with an explicit clock so tests
+//! need no sleeps.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// Limits enforced by a [`SignalServer`](crate::SignalServer). A value of 0
+/// turns that limit off.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest request body on the signaling endpoints (413 above it).
+    pub max_body_bytes: usize,
+    /// Largest SDP in an offer or answer (413 above it).
+    pub max_sdp_bytes: usize,
+    /// Messages one session may hold, both sides together (429 above it).
+    pub max_messages_per_session: u32,
+    /// Sessions one identity may create per minute (429 with `Retry-After`).
+    pub sessions_per_identity_per_minute: u32,
+    /// Sessions one client address may create per minute (429 with
+    /// `Retry-After`). Also bounds outcome reports per address.
+    pub sessions_per_ip_per_minute: u32,
+    /// Long-polls one identity (a browser user or a home) may hold at once
+    /// (429 with `Retry-After`).
+    pub max_polls_per_identity: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: crate::MAX_BODY_BYTES,
+            max_sdp_bytes: 32 * 1024,
+            max_messages_per_session: 200,
+            sessions_per_identity_per_minute: 20,
+            sessions_per_ip_per_minute: 60,
+            max_polls_per_identity: 16,
+        }
+    }
+}
+
+/// Most keys a limiter tracks before it forgets the idle ones early.
+const MAX_TRACKED_KEYS: usize = 100_000;
+
+/// A token bucket per key: `per_minute` requests in a burst, refilled evenly
+/// over a minute.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refill_per_sec(&self) -> f64 {
+        f64::from(self.per_minute) / 60.0
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        Bucket {
+            tokens: (bucket.tokens + elapsed * self.refill_per_sec())
+                .min(f64::from(self.per_minute)),
+            updated: now,
+        }
+    }
+
+    /// Takes one request's worth for `key`, or says how long until one is
+    /// available.
+    pub(crate) fn acquire(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let mut buckets = self.lock();
+        if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
+            self.forget_idle(&mut buckets, now);
+        }
+        let full = Bucket {
+            tokens: f64::from(self.per_minute),
+            updated: now,
+        };
+        let bucket = buckets.entry(key.to_owned()).or_insert(full);
+        *bucket = self.refilled(*bucket, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / self.refill_per_sec();
+            Err(Duration::from_secs_f64(wait))
+        }
+    }
+
+    /// Gives back what [`acquire`](Self::acquire) took, when a later check
+    /// refused the request after all.
+    pub(crate) fn release(&self, key: &str) {
+        if let Some(bucket) = self.lock().get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(f64::from(self.per_minute));
+        }
+    }
+
+    /// Drops keys whose bucket has refilled completely (they behave exactly
+    /// like unknown keys).
+    pub(crate) fn sweep(&self, now: Instant) {
+        let mut buckets = self.lock();
+        self.forget_idle(&mut buckets, now);
+    }
+
+    fn forget_idle(&self, buckets: &mut HashMap<String, Bucket>, now: Instant) {
+        let max = f64::from(self.per_minute);
+        buckets.retain(|_, bucket| self.refilled(*bucket, now).tokens < max);
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Counts long-polls held per key.
+#[derive(Debug)]
+pub(crate) struct PollSlots {
+    max: u32,
+    held: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One held long-poll; its slot is freed when dropped.
+#[derive(Debug)]
+pub(crate) struct PollSlot {
+    key: String,
+    held: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl PollSlots {
+    pub(crate) fn new(max: u32) -> Self {
+        Self {
+            max,
+            held: Arc::default(),
+        }
+    }
+
+    /// A slot for `key`, or `None` when `key` already holds the maximum.
+    pub(crate) fn acquire(&self, key: &str) -> Option<PollSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(key.to_owned()).or_insert(0);
+        if self.max != 0 && *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(PollSlot {
+            key: key.to_owned(),
+            held: self.held.clone(),
+        })
+    }
+}
+
+impl Drop for PollSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_refills_evenly() {
+        let limiter = RateLimiter::new(3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            limiter.acquire("a", t0).unwrap();
+        }
+        let wait = limiter.acquire("a", t0).unwrap_err();
+        assert!(
+            (Duration::from_millis(19_900)..=Duration::from_secs(20)).contains(&wait),
+            "{wait:?}"
+        );
+        // Another key is unaffected.
+        limiter.acquire("b", t0).unwrap();
+        // One token back after 20 s.
+        limiter.acquire("a", t0 + Duration::from_secs(20)).unwrap();
+        assert!(limiter.acquire("a", t0 + Duration::from_secs(20)).is_err());
+        // Released tokens come back at once.
+        limiter.release("a");
+        limiter.acquire("a", t0 + Duration::from_secs(20)).unwrap();
+    }
+
+    #[test]
+    fn refilled_keys_are_forgotten() {
+        let limiter = RateLimiter::new(60);
+        let t0 = Instant::now();
+        limiter.acquire("a", t0).unwrap();
+        limiter.sweep(t0);
+        assert_eq!(limiter.tracked(), 1);
+        limiter.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let limiter = RateLimiter::new(0);
+        for _ in 0..1000 {
+            limiter.acquire("a", Instant::now()).unwrap();
+        }
+        let slots = PollSlots::new(0);
+        let held: Vec<_> = (0..100).map(|_| slots.acquire("a").unwrap()).collect();
+        assert_eq!(held.len(), 100);
+    }
+
+    #[test]
+    fn poll_slots_are_counted_and_freed() {
+        let slots = PollSlots::new(2);
+        let a = slots.acquire("u").unwrap();
+        let _b = slots.acquire("u").unwrap();
+        assert!(slots.acquire("u").is_none());
+        assert!(slots.acquire("v").is_some());
+        drop(a);
+        assert!(slots.acquire("u").is_some());
+    }
+}

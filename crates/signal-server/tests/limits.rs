@@ -1,0 +1,172 @@
+//! Each abuse limit answers its documented status with a JSON error:
+//! messages per session (429), sessions per address and per identity per
+//! minute (429 with `Retry-After`), concurrent long-polls per identity (429
+//! with `Retry-After`).
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use beeline_signal_client::{SignalError, SignalMessage};
+use beeline_signal_server::{AuthRejection, BrowserAuth, BrowserRequest, Identity};
+use common::{expect_error, start};
+
+/// Browsers name themselves in an `x-test-user` header (tests only).
+#[derive(Debug)]
+struct HeaderNamesUser;
+
+impl BrowserAuth for HeaderNamesUser {
+    fn authenticate(&self, request: &BrowserRequest<'_>) -> Result<Identity, AuthRejection> {
+        request
+            .headers()
+            .get("x-test-user")
+            .and_then(|v| v.to_str().ok())
+            .map(Identity::new)
+            .ok_or_else(|| AuthRejection::new("no x-test-user"))
+    }
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response
+        .headers()
+        .get("retry-after")
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_per_session_are_capped() {
+    let harness = start(|config| config.limits.max_messages_per_session = 3).await;
+    let browser = harness.browser();
+    let session = browser.create_session().await.unwrap().session_id;
+    browser
+        .post(&SignalMessage::offer(&session, "v=0"))
+        .await
+        .unwrap();
+    harness
+        .home()
+        .post(&SignalMessage::answer(&session, "v=0"))
+        .await
+        .unwrap();
+    browser
+        .post(&SignalMessage::candidate(&session, serde_json::Value::Null))
+        .await
+        .unwrap();
+    let err = browser
+        .post(&SignalMessage::bye(&session))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SignalError::Http { status: 429, message } if message.contains("maximum of 3 messages")),
+        "{err:?}"
+    );
+    // Other sessions are unaffected.
+    let other = browser.create_session().await.unwrap().session_id;
+    browser.post(&SignalMessage::bye(&other)).await.unwrap();
+    assert_eq!(
+        harness
+            .metric("beeline_limit_rejections_total{limit=\"session-messages\"}")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn sessions_per_address_per_minute_answer_429_with_retry_after() {
+    let harness = start(|config| config.limits.sessions_per_ip_per_minute = 2).await;
+    let http = reqwest::Client::new();
+    let url = harness.url("/webrtc/session");
+    for _ in 0..2 {
+        assert_eq!(http.post(&url).send().await.unwrap().status(), 200);
+    }
+    let response = http.post(&url).send().await.unwrap();
+    // Two per minute: the next one is 30 s away.
+    let wait = retry_after(&response);
+    assert!((29..=30).contains(&wait), "Retry-After: {wait}");
+    let message = expect_error(response, 429).await;
+    assert!(message.contains("from this address"), "{message}");
+    assert_eq!(harness.metric("beeline_sessions_created_total").await, 2);
+}
+
+#[tokio::test]
+async fn sessions_per_identity_per_minute_answer_429_with_retry_after() {
+    let harness = start(|config| {
+        config.browser_auth = Arc::new(HeaderNamesUser);
+        config.limits.sessions_per_identity_per_minute = 1;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = harness.url("/webrtc/session");
+    let create = |user: &'static str| http.post(&url).header("x-test-user", user).send();
+
+    assert_eq!(create("alice").await.unwrap().status(), 200);
+    let response = create("alice").await.unwrap();
+    let wait = retry_after(&response);
+    assert!((59..=60).contains(&wait), "Retry-After: {wait}");
+    let message = expect_error(response, 429).await;
+    assert!(message.contains("for this user"), "{message}");
+    // Another user from the same address is not held back by alice, and
+    // alice's refusal did not use up the address's allowance.
+    assert_eq!(create("bob").await.unwrap().status(), 200);
+    assert_eq!(
+        harness
+            .metric("beeline_limit_rejections_total{limit=\"identity-session-rate\"}")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn concurrent_long_polls_per_identity_are_capped() {
+    let harness = start(|config| {
+        config.limits.max_polls_per_identity = 2;
+        config.long_poll_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let browser = harness.browser();
+    let sessions = [
+        browser.create_session().await.unwrap().session_id,
+        browser.create_session().await.unwrap().session_id,
+        browser.create_session().await.unwrap().session_id,
+    ];
+    let held: Vec<_> = sessions[..2]
+        .iter()
+        .map(|id| {
+            let browser = browser.clone();
+            let id = id.clone();
+            tokio::spawn(async move { browser.poll(Some(&id), 0).await })
+        })
+        .collect();
+    harness.until_polls_waiting(2).await;
+
+    let response = reqwest::get(harness.url(&format!("/webrtc/signal?session_id={}", sessions[2])))
+        .await
+        .unwrap();
+    assert_eq!(retry_after(&response), 1);
+    let message = expect_error(response, 429).await;
+    assert!(message.contains("too many long-polls"), "{message}");
+
+    // The home peer is another identity: not affected.
+    let home = harness.home();
+    let home_poll = tokio::spawn(async move { home.poll(None, 0).await });
+    harness.until_polls_waiting(3).await;
+
+    // Once one poll is answered, its slot is free again.
+    harness
+        .home()
+        .post(&SignalMessage::bye(&sessions[0]))
+        .await
+        .unwrap();
+    held.into_iter().next().unwrap().await.unwrap().unwrap();
+    harness.until_polls_waiting(2).await;
+    let freed = browser.clone();
+    let third = sessions[2].clone();
+    let poll = tokio::spawn(async move { freed.poll(Some(&third), 0).await });
+    harness.until_polls_waiting(3).await;
+    harness.stop().await;
+    poll.await.unwrap().unwrap();
+    home_poll.await.unwrap().unwrap();
+}

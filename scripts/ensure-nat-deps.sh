@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what tests/nat needs when it is missing: iproute2 (`ip netns`),
+# iptables (NAT and packet drops inside the test's namespaces) and coturn
+# (through scripts/ensure-coturn.sh). Idempotent: when everything is present
+# it only checks and exits. Runs as root (it calls apt-get).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { echo "ensure-nat-deps: $*" >&2; }
+
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+        log "apt-get install failed; running apt-get update and retrying"
+        apt-get update
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+fi
+bash "$repo_root/scripts/ensure-coturn.sh"
