@@ -23,10 +23,17 @@ demo allow="":
 [group('test')]
 test: test-rust test-browser deny
 
-# Rust unit and integration tests (all WebRTC traffic on loopback).
+# Rust unit and integration tests (all WebRTC traffic on loopback); a real
+# coturn proves the TURN credentials.
 [group('test')]
-test-rust:
-    cargo test --workspace
+test-rust: ensure-coturn
+    BEELINE_REQUIRE_COTURN=1 cargo test --workspace --no-fail-fast
+
+# Run each frame-decoder fuzz target briefly (bounded; not part of `test`).
+[group('test')]
+fuzz-smoke seconds="20": ensure-cargo-fuzz
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_json -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_binary -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # Headless Chromium against the real binaries, inside a network namespace.
 [group('test')]
@@ -57,7 +64,24 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# --- benchmarks --------------------------------------------------------------
+
+# Signaling figures: posts/s, poll wake p50/p99, RSS at 1,000 waiting polls (target/bench/signal.json).
+[group('bench')]
+bench-signal:
+    cargo bench -p signal-api --bench signal
+
 # --- setup -------------------------------------------------------------------
+
+# Install Debian's coturn when missing (for the TURN credential test).
+[group('setup')]
+ensure-coturn:
+    scripts/ensure-coturn.sh
+
+# Install cargo-fuzz when missing (runs on stable through RUSTC_BOOTSTRAP).
+[group('setup')]
+ensure-cargo-fuzz:
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Install cargo-deny when missing.
 [group('setup')]
