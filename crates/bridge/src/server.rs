@@ -90,8 +90,13 @@ struct StreamEntry {
     upload: Option<Upload>,
 }
 
+/// Upload frames buffered per stream before the connection's reader waits.
+/// With credit a well-behaved client never fills it; without credit, waiting
+/// here pushes back on the whole channel, which bounds memory either way.
+const UPLOAD_QUEUE: usize = 64;
+
 struct Upload {
-    tx: mpsc::UnboundedSender<Result<Bytes, BridgeError>>,
+    tx: mpsc::Sender<Result<Bytes, BridgeError>>,
     window: Arc<RecvWindow>,
     received: u64,
 }
@@ -245,7 +250,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         if let Some(s) = self.streams.remove(&id) {
             s.cancel.cancel();
             if let Some(upload) = s.upload {
-                let _ = upload.tx.send(Err(BridgeError::BadRequest(message.clone())));
+                let _ = upload.tx.try_send(Err(BridgeError::BadRequest(message.clone())));
             }
         }
         self.remember_closed(id.clone());
@@ -268,10 +273,21 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         if !upload.window.consume(data.len()) {
             return self.fail_stream(id, ErrorCode::FlowControl, "data beyond the granted window".into()).await;
         }
-        if !data.is_empty() && upload.tx.send(Ok(data)).is_err() {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let tx = upload.tx.clone();
+        let cancel = stream.cancel.clone();
+        let sent = tokio::select! {
+            r = tx.send(Ok(data)) => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        };
+        if !sent {
             // The upstream stopped reading the body; the stream task reports
             // the outcome.
-            stream.upload = None;
+            if let Some(stream) = self.streams.get_mut(&id) {
+                stream.upload = None;
+            }
         }
         Ok(())
     }
@@ -310,7 +326,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         let (body, upload) = match (dialect, head.end, inline_body) {
             (_, _, Some(inline)) => (Some(futures::stream::once(async move { Ok(inline) }).boxed()), None),
             (Dialect::V2, false, None) => {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
                 let window = Arc::new(RecvWindow::new(credit.then_some(u64::from(self.config.window))));
                 let body = granting_body(rx, Arc::clone(&self.channel), id.clone(), Arc::clone(&window), credit, self.config.window, Arc::clone(&progress));
                 (Some(body), Some(Upload { tx, window, received: 0 }))
@@ -387,7 +403,7 @@ fn head_size(head: &RequestHead) -> usize {
 /// The request body as the upstream reads it; grants window back to the
 /// client as it is consumed (batched to a quarter of the window).
 fn granting_body<C: Channel>(
-    rx: mpsc::UnboundedReceiver<Result<Bytes, BridgeError>>,
+    rx: mpsc::Receiver<Result<Bytes, BridgeError>>,
     channel: Arc<C>,
     id: StreamId,
     window: Arc<RecvWindow>,
