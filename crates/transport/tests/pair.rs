@@ -55,13 +55,13 @@ async fn channel_opens_and_carries_messages_both_ways() {
     assert_eq!(&client.recv().await.unwrap().data[..], b"still here");
 
     let pair = answerer.selected_pair().expect("a selected pair");
-    assert!(pair.local_addr.starts_with("127."), "{pair:?}");
+    assert!(is_loopback(&pair.local_addr) && is_loopback(&pair.remote_addr), "{pair:?}");
     offerer.close().await;
     assert_eq!(*offerer.state().borrow(), PeerState::Closed);
 }
 
 async fn offer_has_only_loopback_candidates(peer: &Peer) -> bool {
-    peer.selected_pair().is_none_or(|p| p.local_addr.starts_with("127."))
+    peer.selected_pair().is_none_or(|p| is_loopback(&p.local_addr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,4 +123,11 @@ async fn broken_offers_are_errors_not_panics() {
     for sdp in ["", "v=0\r\n", "not sdp at all", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"] {
         assert!(Peer::answer(loopback_config(), sdp).await.is_err(), "accepted {sdp:?}");
     }
+}
+
+/// `ip:port` on loopback, IPv4 or IPv6.
+fn is_loopback(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .and_then(|(ip, _)| ip.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
 }
