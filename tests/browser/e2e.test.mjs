@@ -114,16 +114,20 @@ describe('demo chat in Chromium', () => {
     });
   });
 
-  test('client against a reference peer in Chromium: concurrent streams, abort, and losing the channel', async (t) => {
+  test('client against a v1-only reference peer in Chromium: v1 fallback, concurrent streams, abort, and losing the channel', async (t) => {
     await withStack({ homePeer: false }, t, async (stack) => {
       const peer = await startReferencePeer(browser, stack);
       t.after(peer.close);
       const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/`);
       t.after(close);
       assert.equal(await page.evaluate(() => window.__beeline.ready), 'direct');
+      // Sent while the client still waits for an `agree` that never comes.
       const reply = await sendChat(page, 'via the reference peer');
       assertFullReply(reply, 'via the reference peer');
       assert.equal(reply.path, 'direct');
+      // The peer ignored the hello, so the client settled on v1.
+      assert.deepEqual(await page.evaluate(() => window.__beeline.negotiated), { version: 1 });
+      assert.equal(await peer.hellos(), 1);
 
       const concurrent = await page.evaluate(() =>
         Promise.all(

@@ -117,7 +117,7 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30 } = {}) {
     },
   };
   try {
-    const demo = new Service('demo-chat', ['--listen', '127.0.0.1:0', '--token-delay-ms', String(tokenDelayMs)]);
+    const demo = new Service('demo-chat', ['--listen', '127.0.0.1:0', '--token-delay-ms', String(tokenDelayMs), '--test-endpoints']);
     services.push(demo);
     stack.demoUrl = await demo.listeningUrl();
 
@@ -245,10 +245,12 @@ export async function sendChat(page, message, timeoutMs = 15_000) {
 }
 
 /**
- * A stand-in for the home peer that runs in its own Chromium page, so the
- * client can be tested against a real RTCPeerConnection independently of the
- * Rust home peer. It answers every offer, and serves each request frame by
- * fetching the path from the page's origin (signal-api, which relays to
+ * A stand-in for a home peer that speaks only protocol v1 (the
+ * specification's format), running in its own Chromium page, so the client
+ * can be tested against a real RTCPeerConnection independently of the Rust
+ * home peer. It answers every offer, ignores frames that have a `type` (such
+ * as the client's `hello`, which it counts), and serves each request frame
+ * by fetching the path from the page's origin (signal-api, which relays to
  * demo-chat) and streaming `chunk` frames back, except that requests with
  * `hold=1` in their query are kept unanswered until the connection drops.
  */
@@ -260,7 +262,7 @@ export async function startReferencePeer(browser, stack) {
     const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     const post = (message) => fetch('/webrtc/signal', { method: 'POST', headers, body: JSON.stringify(message) });
     const peers = new Map();
-    const state = { held: 0, stopped: false };
+    const state = { held: 0, hellos: 0, stopped: false };
     window.__referencePeer = state;
 
     async function serve(channel, request) {
@@ -285,7 +287,15 @@ export async function startReferencePeer(browser, stack) {
       pc.onicecandidate = (event) =>
         post({ session_id: message.session_id, type: 'candidate', candidate: event.candidate ? event.candidate.toJSON() : null });
       pc.ondatachannel = ({ channel }) => {
-        channel.onmessage = (event) => serve(channel, JSON.parse(event.data));
+        channel.onmessage = (event) => {
+          const frame = JSON.parse(event.data);
+          // A v1 peer ignores typed frames; a request frame has no type.
+          if (frame.type !== undefined) {
+            if (frame.type === 'hello') state.hellos += 1;
+            return;
+          }
+          serve(channel, frame);
+        };
       };
       await pc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
       await pc.setLocalDescription(await pc.createAnswer());
@@ -313,6 +323,7 @@ export async function startReferencePeer(browser, stack) {
   }, stack.homeToken);
   return {
     heldRequests: () => page.evaluate(() => window.__referencePeer.held),
+    hellos: () => page.evaluate(() => window.__referencePeer.hellos),
     dropConnections: () => page.evaluate(() => window.__referencePeer.dropConnections()),
     close: () => context.close(),
   };

@@ -43,6 +43,10 @@ trap 'exit 143' TERM
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 
+# BEELINE_BROWSER_TESTS picks test files (space-separated); default: all.
+tests="${BEELINE_BROWSER_TESTS:-client.unit.test.mjs client.v2.test.mjs vectors.test.mjs e2e.test.mjs protocol-v2.test.mjs}"
+
 cd "$here"
+# shellcheck disable=SC2086
 ip netns exec "$ns" env BEELINE_BIN_DIR="$bin_dir" \
-    node --test "$@" client.unit.test.mjs e2e.test.mjs
+    node --test "$@" $tests

@@ -4,6 +4,9 @@
 //! server-sent events, one word per event, so the difference between the
 //! relayed path and beeline's direct path is visible token by token. The
 //! page loads beeline's browser client from `/webrtc/client.js`.
+//!
+//! With `--test-endpoints` it also serves the `/test/...` routes the browser
+//! tests use (see `test_endpoints`); they are off by default.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -18,6 +21,8 @@ use axum::{
 use clap::Parser;
 use futures::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
+
+mod test_endpoints;
 
 /// The chat page, with its inline script.
 const INDEX_HTML: &str = include_str!("../assets/index.html");
@@ -38,6 +43,12 @@ struct Args {
     /// Pause between streamed tokens, in milliseconds.
     #[arg(long, env = "BEELINE_DEMO_TOKEN_DELAY_MS", default_value_t = 30)]
     token_delay_ms: u64,
+
+    /// Also serve the `/test/...` endpoints the browser tests use (a slow
+    /// response head, a stream that records client disconnects, large
+    /// binary downloads, upload checksums, a header echo). Never in production.
+    #[arg(long, env = "BEELINE_DEMO_TEST_ENDPOINTS")]
+    test_endpoints: bool,
 }
 
 #[tokio::main]
@@ -56,7 +67,11 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{addr}");
 
-    let app = router(Duration::from_millis(args.token_delay_ms));
+    let mut app = router(Duration::from_millis(args.token_delay_ms));
+    if args.test_endpoints {
+        tracing::warn!("serving the /test/ endpoints (--test-endpoints)");
+        app = app.merge(test_endpoints::router());
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             // If the handler cannot be installed, run until killed.
@@ -213,6 +228,29 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"], "message must not be empty");
+    }
+
+    #[tokio::test]
+    async fn test_endpoints_are_off_unless_asked_for() {
+        for path in ["/test/bytes?size=10", "/test/disconnects", "/test/headers"] {
+            let response = router(Duration::ZERO)
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        let with_tests = router(Duration::ZERO).merge(test_endpoints::router());
+        let response = with_tests
+            .oneshot(
+                Request::get("/test/bytes?size=10")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 10);
     }
 
     #[tokio::test]

@@ -8,27 +8,53 @@
 // never surface to the page: they only show up as `console.debug` lines and as
 // `client.path` staying or becoming 'fallback'.
 //
-// Channel protocol v1: every data-channel message is one JSON text frame
-// (a trailing newline, or several newline-separated frames, are accepted).
-//   request:  {"id", "method", "path", "headers": {lowercase: value}, "body"?: base64}
-//   response: {"id", "type": "chunk", "data": text} ... {"id", "type": "done", "status"}
-// Unknown frame types and fields are ignored.
+// The channel protocol is docs/protocol.md. When the channel opens the client
+// sends `hello` (version 2, features binary/cancel/credit). If the home peer
+// answers `agree` within 2 s, requests use version 2: `fetch` resolves at the
+// response head with the real status and headers, request headers and bodies
+// (streamed, any size) go up, bodies are binary-safe both ways, aborting sends
+// `cancel`, and per-stream credit keeps a page that stops reading from
+// stalling anything but its own stream. Otherwise, and for requests made
+// before `agree` arrives, the client speaks version 1 (the specification's
+// format): one JSON request frame with a base64 body, `chunk`/`done` back.
 //
 // Plain ES module with no dependencies and no build step; served by signal-api
-// as `{signalBase}/client.js`.
+// as `{signalBase}/client.js`. `codec` (the frame encoder/decoder) is exported
+// for the golden-vector tests in tests/browser.
 
-/** Version of the channel protocol this client speaks. */
-export const PROTOCOL_VERSION = 1;
+/** Highest version of the channel protocol this client speaks. */
+export const PROTOCOL_VERSION = 2;
+
+/** The protocol features this client asks for in `hello`. */
+export const FEATURES = Object.freeze(['binary', 'cancel', 'credit']);
 
 const DEFAULT_SIGNAL_BASE = '/webrtc';
 const DEFAULT_BUDGET_MS = 8000;
+const DEFAULT_NEGOTIATE_MS = 2000;
+// Per-stream window granted to the home for response bodies (hello.window).
+const DEFAULT_WINDOW = 256 * 1024;
+// What to assume when the browser does not say how large a message may be.
+const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024;
+// Chrome's own receive limit, used when the remote allows "any size".
+const UNLIMITED_MAX_MESSAGE_SIZE = 256 * 1024;
+// Chrome closes a data channel whose send buffer passes 16 MB; uploads pause
+// above the high mark and resume when `bufferedamountlow` fires.
+const BUFFERED_HIGH = 2 * 1024 * 1024;
+const BUFFERED_LOW = 512 * 1024;
 const DATA_CHANNEL_LABEL = 'http';
 const INDICATOR_TEXT = '\u26a1 direct';
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD']);
+// Statuses whose responses have no body.
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
+// Stream errors that mean the request never reached the upstream, so an
+// idempotent request may be repeated over the normal path.
+const RETRYABLE_ERRORS = new Set(['too_many_streams', 'shutting_down']);
 
 function debug(...args) {
   if (typeof console !== 'undefined' && console.debug) console.debug('beeline:', ...args);
 }
+
+// ---- codec ------------------------------------------------------------------
 
 /** Base64 of a byte array, in slices so large bodies do not overflow the call stack. */
 export function encodeBase64(bytes) {
@@ -40,8 +66,329 @@ export function encodeBase64(bytes) {
   return btoa(binary);
 }
 
-// The channel refused a message, so nothing was sent.
-class ChannelSendError extends Error {}
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const BASE64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/** Bytes of canonical standard base64 (padded, no stray bits); null if it is not. */
+export function decodeBase64(text) {
+  if (typeof text !== 'string' || text.length % 4 !== 0 || !BASE64.test(text)) return null;
+  const padding = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  if (padding > 0) {
+    // The bits after the last byte must be zero, as strict decoders require.
+    const last = BASE64_ALPHABET.indexOf(text[text.length - padding - 1]);
+    if ((padding === 2 ? last & 0x0f : last & 0x03) !== 0) return null;
+  }
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/**
+ * A frame that cannot be decoded: `code` is the protocol error code
+ * (`bad_frame`), `id` the stream it belongs to when that could be told.
+ */
+export class FrameError extends Error {
+  constructor(message, id) {
+    super(message);
+    this.name = 'FrameError';
+    this.code = 'bad_frame';
+    this.id = id;
+  }
+}
+
+const BINARY_TYPES = Object.freeze({ request: 0x01, response: 0x02, data: 0x03, end: 0x04, cancel: 0x05, error: 0x06, credit: 0x07 });
+const BINARY_NAMES = Object.freeze(Object.fromEntries(Object.entries(BINARY_TYPES).map(([name, code]) => [code, name])));
+const BINARY_HEADER_BYTES = 5;
+const U32_MAX = 0xffffffff;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const utf8Encoder = new TextEncoder();
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const lenientUtf8 = new TextDecoder();
+
+function isObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function isU32(value) {
+  return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
+}
+
+// Field readers: each returns the checked value or throws a FrameError for
+// stream `id`.
+const field = {
+  id(obj, numeric = false) {
+    if (numeric ? isU32(obj.id) : typeof obj.id === 'string' && obj.id !== '') return obj.id;
+    throw new FrameError(numeric ? '`id` is missing or not a u32' : '`id` is missing or not a non-empty string');
+  },
+  method(obj, id) {
+    if (typeof obj.method === 'string' && TOKEN.test(obj.method)) return obj.method;
+    throw new FrameError('`method` is missing or not an HTTP token', id);
+  },
+  path(obj, id) {
+    const path = obj.path;
+    if (typeof path === 'string' && path.startsWith('/') && !path.startsWith('//')) return path;
+    throw new FrameError('`path` must start with a single /', id);
+  },
+  headers(obj, id, required) {
+    if (obj.headers === undefined && !required) return undefined;
+    if (!isObject(obj.headers)) throw new FrameError('`headers` must be an object', id);
+    const headers = {};
+    for (const [name, value] of Object.entries(obj.headers)) {
+      if (typeof value !== 'string') throw new FrameError(`header \`${name}\` is not a string`, id);
+      headers[name] = value;
+    }
+    return headers;
+  },
+  status(obj, id) {
+    if (Number.isInteger(obj.status) && obj.status >= 100 && obj.status <= 999) return obj.status;
+    throw new FrameError('`status` is missing or not a status code', id);
+  },
+  bytes(obj, id, name) {
+    const bytes = decodeBase64(obj[name]);
+    if (bytes === null) throw new FrameError(`\`${name}\` is not standard base64`, id);
+    return bytes;
+  },
+  string(obj, id, name) {
+    if (typeof obj[name] === 'string') return obj[name];
+    throw new FrameError(`\`${name}\` is missing or not a string`, id);
+  },
+  u32(obj, id, name) {
+    if (isU32(obj[name])) return obj[name];
+    throw new FrameError(`\`${name}\` is missing or not an integer in 0..2^32`, id);
+  },
+  boolean(obj, id, name) {
+    if (obj[name] === undefined) return false;
+    if (typeof obj[name] === 'boolean') return obj[name];
+    throw new FrameError(`\`${name}\` is not a boolean`, id);
+  },
+  features(obj) {
+    if (Array.isArray(obj.features) && obj.features.every((f) => typeof f === 'string')) return [...obj.features];
+    throw new FrameError('`features` must be an array of strings');
+  },
+};
+
+/**
+ * Checks a frame in its canonical JSON form (as parsed from a text message;
+ * see tests/vectors/README.md) and returns it as a frame: known fields only,
+ * `data`/`body` as Uint8Array, v2 `headers` always present, request `end`
+ * only when true. Returns null for a `type` this client does not know.
+ * `numericIds` reads the canonical form of a binary-framed stream frame.
+ */
+function frameFromObject(obj, numericIds = false) {
+  if (!isObject(obj)) throw new FrameError('frame is not a JSON object');
+  const type = obj.type;
+  if (numericIds && BINARY_TYPES[type] === undefined) throw new FrameError(`\`${type}\` frames have no binary form`);
+  const readId = (o) => field.id(o, numericIds);
+  if (type === undefined) {
+    // A v1 request: the only frame without a type.
+    const id = readId(obj);
+    const frame = { id, method: field.method(obj, id), path: field.path(obj, id) };
+    const headers = field.headers(obj, id, false);
+    if (headers !== undefined) frame.headers = headers;
+    if (obj.body !== undefined) frame.body = field.bytes(obj, id, 'body');
+    return frame;
+  }
+  if (typeof type !== 'string') throw new FrameError('`type` is not a string');
+  switch (type) {
+    case 'hello':
+      return { type, version: field.u32(obj, undefined, 'version'), features: field.features(obj), window: field.u32(obj, undefined, 'window') };
+    case 'agree': {
+      const frame = { type, version: field.u32(obj, undefined, 'version'), features: field.features(obj), window: field.u32(obj, undefined, 'window') };
+      for (const limit of ['max_streams', 'max_header_bytes', 'max_body_bytes']) {
+        if (obj[limit] === undefined) continue;
+        if (!Number.isSafeInteger(obj[limit]) || obj[limit] < 0) throw new FrameError(`\`${limit}\` is not a count`);
+        frame[limit] = obj[limit];
+      }
+      return frame;
+    }
+    case 'chunk': {
+      const id = readId(obj);
+      return { id, type, data: field.string(obj, id, 'data') };
+    }
+    case 'done': {
+      const id = readId(obj);
+      return { id, type, status: field.status(obj, id) };
+    }
+    case 'error': {
+      const frame = { type };
+      if (obj.id !== undefined) frame.id = readId(obj);
+      frame.code = field.string(obj, frame.id, 'code');
+      frame.message = field.string(obj, frame.id, 'message');
+      return frame;
+    }
+    case 'request': {
+      const id = readId(obj);
+      return requestHead(type, id, obj);
+    }
+    case 'response': {
+      const id = readId(obj);
+      return { type, id, status: field.status(obj, id), headers: field.headers(obj, id, false) ?? {} };
+    }
+    case 'data': {
+      const id = readId(obj);
+      return { type, id, data: field.bytes(obj, id, 'data') };
+    }
+    case 'end':
+    case 'cancel':
+      return { type, id: readId(obj) };
+    case 'credit': {
+      const id = readId(obj);
+      return { type, id, bytes: field.u32(obj, id, 'bytes') };
+    }
+    default:
+      return null;
+  }
+}
+
+function requestHead(type, id, obj) {
+  const frame = { type, id, method: field.method(obj, id), path: field.path(obj, id), headers: field.headers(obj, id, false) ?? {} };
+  if (field.boolean(obj, id, 'end')) frame.end = true;
+  return frame;
+}
+
+/** The canonical JSON form of a frame (the inverse of `frameFromObject`). */
+function frameToObject(frame) {
+  const obj = {};
+  for (const [key, value] of Object.entries(frame)) {
+    if (value === undefined) continue;
+    if (key === 'end' && frame.type === 'request' && value !== true) continue;
+    obj[key] = value instanceof Uint8Array ? encodeBase64(value) : value;
+  }
+  return obj;
+}
+
+/** Decodes one text message into a frame; null for an unknown `type`. */
+function decodeJson(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new FrameError('frame is not JSON');
+  }
+  return frameFromObject(value);
+}
+
+/** Encodes a frame as a JSON text message. */
+function encodeJson(frame) {
+  return JSON.stringify(frameToObject(frame));
+}
+
+function jsonPayload(payload, id) {
+  let value;
+  try {
+    value = JSON.parse(strictUtf8.decode(payload));
+  } catch {
+    throw new FrameError('binary payload is not UTF-8 JSON', id);
+  }
+  if (!isObject(value)) throw new FrameError('binary payload is not a JSON object', id);
+  return value;
+}
+
+function emptyPayload(payload, id, type) {
+  if (payload.length !== 0) throw new FrameError(`binary ${type} frame has a payload`, id);
+  return { type, id };
+}
+
+/** Decodes one binary message (ArrayBuffer or byte view) into a frame. */
+function decodeBinary(message) {
+  const bytes = message instanceof Uint8Array ? message : ArrayBuffer.isView(message) ? new Uint8Array(message.buffer, message.byteOffset, message.byteLength) : new Uint8Array(message);
+  if (bytes.length < BINARY_HEADER_BYTES) throw new FrameError('binary message shorter than its 5-byte header');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const id = view.getUint32(1);
+  const payload = bytes.subarray(BINARY_HEADER_BYTES);
+  const type = BINARY_NAMES[bytes[0]];
+  switch (type) {
+    case 'request':
+      return requestHead(type, id, jsonPayload(payload, id));
+    case 'response': {
+      const head = jsonPayload(payload, id);
+      return { type, id, status: field.status(head, id), headers: field.headers(head, id, false) ?? {} };
+    }
+    case 'data':
+      return { type, id, data: payload.slice() };
+    case 'end':
+    case 'cancel':
+      return emptyPayload(payload, id, type);
+    case 'error': {
+      const body = jsonPayload(payload, id);
+      return { type, id, code: field.string(body, id, 'code'), message: field.string(body, id, 'message') };
+    }
+    case 'credit':
+      if (payload.length !== 4) throw new FrameError('binary credit payload is not 4 bytes', id);
+      return { type, id, bytes: view.getUint32(BINARY_HEADER_BYTES) };
+    default:
+      throw new FrameError(`unknown binary frame type 0x${bytes[0].toString(16).padStart(2, '0')}`, id);
+  }
+}
+
+/** Encodes a stream frame (numeric `id`) as a binary message. */
+function encodeBinary(frame) {
+  const code = BINARY_TYPES[frame.type];
+  if (code === undefined) throw new TypeError(`frame type ${frame.type} has no binary form`);
+  if (!isU32(frame.id)) throw new TypeError('a binary frame needs a u32 id');
+  let payload;
+  switch (frame.type) {
+    case 'request': {
+      // Compact JSON in this key order; `headers` always, `end` only when true.
+      const head = { method: frame.method, path: frame.path, headers: frame.headers ?? {} };
+      if (frame.end === true) head.end = true;
+      payload = utf8Encoder.encode(JSON.stringify(head));
+      break;
+    }
+    case 'response':
+      payload = utf8Encoder.encode(JSON.stringify({ status: frame.status, headers: frame.headers ?? {} }));
+      break;
+    case 'data':
+      payload = frame.data;
+      break;
+    case 'error':
+      payload = utf8Encoder.encode(JSON.stringify({ code: frame.code, message: frame.message }));
+      break;
+    case 'credit':
+      payload = new Uint8Array(4);
+      new DataView(payload.buffer).setUint32(0, frame.bytes);
+      break;
+    default:
+      payload = new Uint8Array(0);
+  }
+  const message = new Uint8Array(BINARY_HEADER_BYTES + payload.length);
+  message[0] = code;
+  new DataView(message.buffer).setUint32(1, frame.id);
+  message.set(payload, BINARY_HEADER_BYTES);
+  return message;
+}
+
+/** Largest `data` payload that keeps a frame for stream `id` within `maxMessageSize`. */
+function maxDataPayload(id, maxMessageSize) {
+  if (typeof id === 'number') return maxMessageSize - BINARY_HEADER_BYTES;
+  const overhead = encodeJson({ type: 'data', id, data: new Uint8Array(0) }).length;
+  return Math.floor((maxMessageSize - overhead) / 4) * 3;
+}
+
+/**
+ * The frame codec of docs/protocol.md, exported for the golden-vector tests.
+ * Frames are plain objects in the canonical JSON form of
+ * tests/vectors/README.md, except that `data` (and a v1 request's `body`) is
+ * a Uint8Array; binary-framed streams have numeric ids.
+ */
+export const codec = Object.freeze({
+  decodeJson,
+  encodeJson,
+  decodeBinary,
+  encodeBinary,
+  fromCanonical: frameFromObject,
+  toCanonical: frameToObject,
+  maxDataPayload,
+  FrameError,
+});
+
+// ---- streams ----------------------------------------------------------------
+
+/** The channel refused a message, so nothing was sent: the request may take the normal path. */
+export class ChannelSendError extends Error {
+  name = 'ChannelSendError';
+}
 
 function channelClosedError(detail) {
   return new TypeError(`beeline: direct channel closed ${detail}`);
@@ -52,8 +399,16 @@ function abortReason(signal) {
   return new DOMException('The operation was aborted.', 'AbortError');
 }
 
+/** A failed stream, as fetch reports network errors: a TypeError, with the protocol's `code`. */
+function streamError(code, message) {
+  const error = new TypeError(`beeline: ${code}${message ? `: ${message}` : ''}`);
+  error.code = code;
+  return error;
+}
+
 /**
- * The requests in flight on one data channel, matched to response frames by id.
+ * The v1 requests in flight on one data channel, matched to `chunk`/`done`
+ * frames by id.
  *
  * Knows nothing of WebRTC: it is given a `send(text)` function and fed each
  * received message through `receive`, so tests can drive it with a fake channel.
@@ -62,7 +417,6 @@ export class ChannelRequests {
   #send;
   #inflight = new Map();
   #textEncoder = new TextEncoder();
-  #textDecoder = new TextDecoder();
 
   /** @param {(text: string) => void} send sends one text message; throws if it cannot. */
   constructor(send) {
@@ -117,19 +471,37 @@ export class ChannelRequests {
     return promise;
   }
 
-  /** Routes one received channel message (string or ArrayBuffer) to its request. */
+  /**
+   * Routes one received channel message (string or ArrayBuffer) to its
+   * request. Several newline-separated frames in one message are accepted.
+   */
   receive(message) {
-    const text = typeof message === 'string' ? message : this.#textDecoder.decode(message);
-    for (const line of text.split('\n')) {
-      if (line.trim() === '') continue;
-      let frame;
-      try {
-        frame = JSON.parse(line);
-      } catch {
-        debug('ignoring a channel message that is not JSON');
-        continue;
+    const text = typeof message === 'string' ? message : lenientUtf8.decode(message);
+    for (const frame of parseTextFrames(text)) this.route(frame);
+  }
+
+  /** Routes one parsed `chunk` or `done` frame; anything else is ignored. */
+  route(frame) {
+    const entry = typeof frame.id === 'string' ? this.#inflight.get(frame.id) : undefined;
+    if (!entry) return;
+    if (frame.type === 'chunk') {
+      const data = typeof frame.data === 'string' ? frame.data : '';
+      if (!entry.started) this.#startResponse(entry, 200, entry.stream);
+      entry.controller.enqueue(this.#textEncoder.encode(data));
+    } else if (frame.type === 'done') {
+      this.#forget(entry);
+      if (entry.started) {
+        entry.controller.close();
+        return;
       }
-      if (frame && typeof frame === 'object') this.#route(frame);
+      const status = frame.status;
+      if (!Number.isInteger(status) || status < 200 || status > 599) {
+        entry.reject(new TypeError(`beeline: invalid response status ${status}`));
+        return;
+      }
+      // An empty body, as fetch gives; these statuses may not have one at all.
+      entry.controller.close();
+      this.#startResponse(entry, status, NULL_BODY_STATUSES.has(status) ? null : entry.stream);
     }
   }
 
@@ -152,31 +524,6 @@ export class ChannelRequests {
     }
   }
 
-  #route(frame) {
-    const entry = typeof frame.id === 'string' ? this.#inflight.get(frame.id) : undefined;
-    if (!entry) return;
-    if (frame.type === 'chunk') {
-      const data = typeof frame.data === 'string' ? frame.data : '';
-      if (!entry.started) this.#startResponse(entry, 200, entry.stream);
-      entry.controller.enqueue(this.#textEncoder.encode(data));
-    } else if (frame.type === 'done') {
-      this.#forget(entry);
-      if (entry.started) {
-        entry.controller.close();
-        return;
-      }
-      const status = frame.status;
-      if (!Number.isInteger(status) || status < 200 || status > 599) {
-        entry.reject(new TypeError(`beeline: invalid response status ${status}`));
-        return;
-      }
-      // An empty body, as fetch gives; these statuses may not have one at all.
-      entry.controller.close();
-      const nullBody = status === 204 || status === 205 || status === 304;
-      this.#startResponse(entry, status, nullBody ? null : entry.stream);
-    }
-  }
-
   #startResponse(entry, status, body) {
     entry.started = true;
     entry.resolve(new Response(body, { status, headers: { 'x-beeline-path': 'direct' } }));
@@ -194,6 +541,734 @@ export class ChannelRequests {
     this.#inflight.delete(entry.id);
     if (entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
   }
+}
+
+/**
+ * The JSON objects in one text message: the whole message when it is one
+ * JSON value, else each newline-separated line that is (v1 peers may batch
+ * frames). Anything that is not a JSON object is dropped.
+ */
+function parseTextFrames(text) {
+  let values;
+  try {
+    values = [JSON.parse(text)];
+  } catch {
+    values = [];
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue;
+      try {
+        values.push(JSON.parse(line));
+      } catch {
+        debug('ignoring a channel message that is not JSON');
+      }
+    }
+  }
+  return values.filter(isObject);
+}
+
+/** Response headers from a frame, plus `x-beeline-path: direct`; bad ones are dropped. */
+function responseHeaders(fields) {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(fields)) {
+    // Several set-cookie values travel joined with newlines.
+    for (const one of name.toLowerCase() === 'set-cookie' ? value.split('\n') : [value]) {
+      try {
+        headers.append(name, one);
+      } catch {
+        debug(`dropping response header ${name}: not valid in a Response`);
+      }
+    }
+  }
+  headers.set('x-beeline-path', 'direct');
+  return headers;
+}
+
+function requestHeadSize(request) {
+  let size = request.path.length;
+  for (const [name, value] of Object.entries(request.headers)) size += name.length + value.length;
+  return size;
+}
+
+function asBytes(chunk) {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  if (typeof chunk === 'string') return utf8Encoder.encode(chunk);
+  throw new TypeError('beeline: request body chunks must be bytes');
+}
+
+/**
+ * The version-2 streams on one data channel (docs/protocol.md §4–§5).
+ *
+ * Knows nothing of WebRTC: it is given a `link` and fed each decoded frame
+ * through `receive`, so tests can drive it with a fake channel. The link is
+ * `{ send(message), maxMessageSize, congested?(), drained?() }`: `send` sends
+ * one text or binary message and throws a ChannelSendError when it cannot;
+ * `congested()` is true while the channel's send buffer is too full for body
+ * data, and `drained()` resolves when it may have emptied.
+ */
+export class ChannelStreams {
+  #link;
+  #binary;
+  #cancel;
+  #credit;
+  #sendWindow;
+  #recvWindow;
+  #grantThreshold;
+  #maxStreams;
+  #maxHeaderBytes;
+  #streams = new Map();
+  #nextId = 1;
+  #slots = 0; // streams open or about to be: at most maxStreams
+  #slotWaiters = [];
+  #closed = false;
+
+  /**
+   * @param {object} link see the class comment
+   * @param {object} options what `hello`/`agree` settled
+   * @param {boolean} [options.binary] binary framing (else JSON)
+   * @param {boolean} [options.cancel] the `cancel` feature
+   * @param {boolean} [options.credit] the `credit` feature
+   * @param {number} [options.sendWindow] the home's window for request bodies (agree.window)
+   * @param {number} [options.recvWindow] our window for response bodies (hello.window)
+   * @param {number} [options.maxStreams] streams the home serves at once; more wait here
+   * @param {number} [options.maxHeaderBytes] larger request heads are refused here
+   */
+  constructor(link, { binary = false, cancel = false, credit = false, sendWindow = DEFAULT_WINDOW, recvWindow = DEFAULT_WINDOW, maxStreams = Infinity, maxHeaderBytes = Infinity } = {}) {
+    this.#link = link;
+    this.#binary = binary;
+    this.#cancel = cancel;
+    this.#credit = credit;
+    this.#sendWindow = credit ? sendWindow : Infinity;
+    this.#recvWindow = recvWindow;
+    this.#grantThreshold = Math.max(1, Math.floor(recvWindow / 4));
+    this.#maxStreams = maxStreams > 0 ? maxStreams : Infinity;
+    this.#maxHeaderBytes = maxHeaderBytes > 0 ? maxHeaderBytes : Infinity;
+  }
+
+  /** True when streams use binary frames. */
+  get binary() {
+    return this.#binary;
+  }
+
+  /** Number of streams in flight (either direction unfinished). */
+  get size() {
+    return this.#streams.size;
+  }
+
+  /**
+   * Opens a stream and resolves with its `Response` as soon as the response
+   * head arrives; the body streams after it.
+   *
+   * Rejects with a ChannelSendError, having sent nothing, when the channel
+   * refuses the request head, so the caller may repeat the request on
+   * another path (a ReadableStream body has not been read then either).
+   *
+   * @param {{method: string, path: string, headers: Object<string,string>, body?: ReadableStream|Uint8Array|null}} request
+   * @param {{signal?: AbortSignal, retry?: () => Promise<Response>}} [options]
+   *   `retry` is called if the stream fails before its response starts in a
+   *   way that means the upstream never saw it; else the promise rejects.
+   */
+  async start(request, { signal, retry } = {}) {
+    if (signal?.aborted) throw abortReason(signal);
+    if (requestHeadSize(request) > this.#maxHeaderBytes) throw new ChannelSendError('request head above the home peer\'s limit');
+    await this.#acquireSlot(signal);
+    try {
+      if (this.#link.congested?.()) await this.#link.drained();
+      if (signal?.aborted) throw abortReason(signal);
+      if (this.#closed) throw new ChannelSendError('channel closed');
+      return this.#open(request, signal, retry);
+    } catch (err) {
+      this.#releaseSlot();
+      throw err;
+    }
+  }
+
+  // Sends the head of a new stream (a slot is held) and returns its response promise.
+  #open(request, signal, retry) {
+    const id = this.#allocateId();
+    const body = request.body instanceof Uint8Array ? (request.body.length > 0 ? request.body : null) : request.body ?? null;
+    const head = { type: 'request', id, method: request.method, path: request.path, headers: request.headers ?? {} };
+    if (body === null) head.end = true;
+    const message = this.#encode(head);
+    if ((typeof message === 'string' ? utf8Encoder.encode(message).length : message.length) > this.#link.maxMessageSize) {
+      throw new ChannelSendError('request head larger than a channel message');
+    }
+
+    const entry = {
+      id,
+      signal,
+      retry,
+      onAbort: null,
+      resolve: null,
+      reject: null,
+      controller: null,
+      stream: null,
+      head: false, // the response head arrived
+      settled: false, // the page has its outcome: a closed or errored body, or a rejection
+      live: true, // the stream is open on the channel
+      responseEnded: false,
+      uploadDone: body === null,
+      reader: null,
+      pending: [], // response bytes received, not yet read by the page
+      wantData: false, // the page is waiting for bytes
+      recvRemaining: this.#recvWindow,
+      owed: 0, // bytes read by the page and not yet granted back
+      sendWindow: this.#sendWindow,
+      wakeUpload: null,
+    };
+    const promise = new Promise((resolve, reject) => {
+      entry.resolve = resolve;
+      entry.reject = reject;
+    });
+    entry.stream = new ReadableStream(
+      {
+        start: (controller) => {
+          entry.controller = controller;
+        },
+        pull: () => this.#pull(entry),
+        cancel: () => this.#cancelByPage(entry),
+      },
+      // Nothing is queued ahead of the page's reads, so pulls track its pace.
+      { highWaterMark: 0 },
+    );
+    this.#streams.set(id, entry);
+    try {
+      this.#link.send(message);
+    } catch (err) {
+      this.#streams.delete(id);
+      throw err instanceof ChannelSendError ? err : new ChannelSendError(err?.message ?? String(err));
+    }
+    if (signal) {
+      entry.onAbort = () => this.#abort(entry);
+      signal.addEventListener('abort', entry.onAbort, { once: true });
+    }
+    if (body !== null) this.#upload(entry, body);
+    return promise;
+  }
+
+  /** Handles one decoded frame from the home peer. */
+  receive(frame) {
+    if (frame.type === 'error' && frame.id === undefined) {
+      debug(`home peer reported ${frame.code}: ${frame.message}`);
+      return;
+    }
+    const entry = this.#streams.get(frame.id);
+    // Frames for streams that ended (cancelled, failed) are ignored.
+    if (!entry) return;
+    switch (frame.type) {
+      case 'response':
+        this.#onResponse(entry, frame);
+        break;
+      case 'data':
+        this.#onData(entry, frame.data);
+        break;
+      case 'end':
+        this.#onEnd(entry);
+        break;
+      case 'cancel':
+        this.#end(entry);
+        this.#settle(entry, new DOMException('The home peer cancelled the request.', 'AbortError'));
+        break;
+      case 'error':
+        this.#end(entry);
+        this.#settle(entry, streamError(frame.code, frame.message), RETRYABLE_ERRORS.has(frame.code));
+        break;
+      case 'credit':
+        entry.sendWindow += frame.bytes;
+        entry.wakeUpload?.();
+        break;
+      default:
+        // A frame type the home peer should not send (request); ignore it.
+        break;
+    }
+  }
+
+  /** A frame from the home peer that could not be decoded. */
+  receiveBad(error) {
+    const entry = error.id === undefined ? undefined : this.#streams.get(error.id);
+    if (!entry) {
+      debug('ignoring a bad frame from the home peer:', error.message);
+      return;
+    }
+    this.#protocolError(entry, 'bad_frame', error.message);
+  }
+
+  /**
+   * Ends every stream because the channel is gone: bodies already streaming
+   * error out; the others are retried if they were given a `retry`, and
+   * reject with a TypeError otherwise.
+   */
+  closeAll() {
+    this.#closed = true;
+    for (const entry of [...this.#streams.values()]) {
+      this.#end(entry);
+      this.#settle(entry, channelClosedError(entry.head ? 'while the response was streaming' : 'before the response started'), true);
+    }
+    for (const wake of this.#slotWaiters.splice(0)) wake();
+  }
+
+  // -- sending --
+
+  #encode(frame) {
+    return typeof frame.id === 'number' ? encodeBinary(frame) : encodeJson(frame);
+  }
+
+  // Sends a control frame; a channel that is going away is handled by closeAll.
+  #sendQuietly(frame) {
+    try {
+      this.#link.send(this.#encode(frame));
+    } catch (err) {
+      debug(`could not send ${frame.type}:`, err?.message ?? err);
+    }
+  }
+
+  #allocateId() {
+    for (;;) {
+      const n = this.#nextId;
+      this.#nextId = n >= U32_MAX ? 1 : n + 1;
+      const id = this.#binary ? n : String(n);
+      if (!this.#streams.has(id)) return id;
+    }
+  }
+
+  // Takes one of the home's max_streams, waiting for one to free up.
+  async #acquireSlot(signal) {
+    while (!this.#closed && this.#slots >= this.#maxStreams) {
+      await new Promise((resolve) => {
+        this.#slotWaiters.push(resolve);
+        signal?.addEventListener('abort', resolve, { once: true });
+      });
+      if (signal?.aborted) throw abortReason(signal);
+    }
+    this.#slots += 1;
+  }
+
+  // Wakes every waiter; each checks again, so one that was aborted meanwhile
+  // cannot swallow the slot.
+  #releaseSlot() {
+    this.#slots -= 1;
+    for (const wake of this.#slotWaiters.splice(0)) wake();
+  }
+
+  // Streams the request body in `data` frames within the home's window, the
+  // channel's message size and its send buffer, then sends `end`.
+  async #upload(entry, body) {
+    const maxPayload = maxDataPayload(entry.id, this.#link.maxMessageSize);
+    try {
+      if (body instanceof Uint8Array) {
+        await this.#sendBody(entry, body, maxPayload);
+      } else {
+        entry.reader = body.getReader();
+        for (;;) {
+          const { value, done } = await entry.reader.read();
+          if (done || entry.uploadDone) break;
+          await this.#sendBody(entry, asBytes(value), maxPayload);
+        }
+      }
+      if (entry.uploadDone) return;
+      entry.uploadDone = true;
+      entry.reader = null;
+      // The stream stays open until the response ends (which, had it come
+      // first, would have stopped this upload).
+      this.#link.send(this.#encode({ type: 'end', id: entry.id }));
+    } catch (err) {
+      if (entry.uploadDone) return;
+      // The page's body failed, or the channel went away mid-upload.
+      debug('request body upload failed:', err?.message ?? err);
+      if (entry.live && this.#cancel) this.#sendQuietly({ type: 'cancel', id: entry.id });
+      this.#end(entry);
+      this.#settle(entry, err instanceof TypeError ? err : streamError('upload_failed', err?.message ?? String(err)));
+    }
+  }
+
+  async #sendBody(entry, bytes, maxPayload) {
+    let offset = 0;
+    while (offset < bytes.length) {
+      // Wait for window and for room in the send buffer; the send below
+      // follows the last check without yielding.
+      for (;;) {
+        if (entry.uploadDone) return;
+        if (entry.sendWindow <= 0) {
+          await new Promise((resolve) => {
+            entry.wakeUpload = resolve;
+          });
+          entry.wakeUpload = null;
+          continue;
+        }
+        if (this.#link.congested?.()) {
+          await this.#link.drained();
+          continue;
+        }
+        break;
+      }
+      const n = Math.min(bytes.length - offset, maxPayload, entry.sendWindow);
+      this.#link.send(this.#encode({ type: 'data', id: entry.id, data: bytes.subarray(offset, offset + n) }));
+      entry.sendWindow -= n;
+      offset += n;
+    }
+  }
+
+  // -- receiving --
+
+  #onResponse(entry, frame) {
+    if (entry.head) {
+      this.#protocolError(entry, 'bad_frame', 'second response head');
+      return;
+    }
+    if (frame.status < 200 || frame.status > 599) {
+      this.#protocolError(entry, 'bad_frame', `response status ${frame.status} cannot be given to the page`);
+      return;
+    }
+    entry.head = true;
+    const nullBody = NULL_BODY_STATUSES.has(frame.status);
+    try {
+      entry.resolve(new Response(nullBody ? null : entry.stream, { status: frame.status, headers: responseHeaders(frame.headers) }));
+    } catch (err) {
+      this.#protocolError(entry, 'bad_frame', err?.message ?? String(err));
+    }
+  }
+
+  #onData(entry, bytes) {
+    if (!entry.head || entry.responseEnded) {
+      this.#protocolError(entry, 'bad_frame', 'data outside a response');
+      return;
+    }
+    if (this.#credit) {
+      entry.recvRemaining -= bytes.length;
+      if (entry.recvRemaining < 0) {
+        this.#protocolError(entry, 'flow_control', 'data beyond the granted window');
+        return;
+      }
+    }
+    if (entry.settled || bytes.length === 0) return;
+    if (entry.wantData) {
+      entry.wantData = false;
+      this.#hand(entry, bytes);
+    } else {
+      entry.pending.push(bytes);
+    }
+  }
+
+  #onEnd(entry) {
+    if (!entry.head) {
+      this.#protocolError(entry, 'bad_frame', 'end before the response head');
+      return;
+    }
+    entry.responseEnded = true;
+    if (!entry.uploadDone) {
+      // The home answered without taking the whole body; stop sending it.
+      if (this.#cancel) this.#sendQuietly({ type: 'cancel', id: entry.id });
+    }
+    this.#end(entry);
+    if (entry.pending.length === 0) this.#closeBody(entry);
+  }
+
+  // The page wants more of the body.
+  #pull(entry) {
+    if (entry.settled) return;
+    const bytes = entry.pending.shift();
+    if (bytes === undefined) {
+      entry.wantData = true;
+      return;
+    }
+    this.#hand(entry, bytes);
+    if (entry.pending.length === 0 && entry.responseEnded) this.#closeBody(entry);
+  }
+
+  // Gives bytes to the page, and grants the window back once enough was read.
+  #hand(entry, bytes) {
+    entry.controller.enqueue(bytes);
+    if (!this.#credit || !entry.live) return;
+    entry.owed += bytes.length;
+    if (entry.owed >= this.#grantThreshold) {
+      const grant = entry.owed;
+      entry.owed = 0;
+      entry.recvRemaining += grant;
+      this.#sendQuietly({ type: 'credit', id: entry.id, bytes: grant });
+    }
+  }
+
+  // -- ending --
+
+  #abort(entry) {
+    if (entry.settled) return;
+    if (entry.live && this.#cancel) this.#sendQuietly({ type: 'cancel', id: entry.id });
+    this.#end(entry);
+    this.#settle(entry, abortReason(entry.signal));
+  }
+
+  #cancelByPage(entry) {
+    if (entry.live && this.#cancel) this.#sendQuietly({ type: 'cancel', id: entry.id });
+    this.#end(entry);
+    entry.settled = true;
+    entry.pending = [];
+    this.#forgetSignal(entry);
+  }
+
+  // Reports a home peer's protocol violation on its stream and fails it.
+  #protocolError(entry, code, message) {
+    debug(`stream ${entry.id}: ${code}: ${message}`);
+    if (entry.live) this.#sendQuietly({ type: 'error', id: entry.id, code, message });
+    this.#end(entry);
+    this.#settle(entry, streamError(code, message));
+  }
+
+  // Ends the stream on the channel: no more frames are sent or accepted for it.
+  #end(entry) {
+    if (!entry.live) return;
+    entry.live = false;
+    this.#streams.delete(entry.id);
+    this.#releaseSlot();
+    if (!entry.uploadDone) {
+      entry.uploadDone = true;
+      entry.reader?.cancel().catch(() => {});
+      entry.reader = null;
+    }
+    entry.wakeUpload?.();
+  }
+
+  // Gives the page its outcome when the stream failed.
+  #settle(entry, error, retryable = false) {
+    if (entry.settled) return;
+    entry.settled = true;
+    entry.pending = [];
+    this.#forgetSignal(entry);
+    if (entry.head) {
+      entry.controller.error(error);
+    } else if (retryable && entry.retry) {
+      entry.resolve(entry.retry());
+    } else {
+      entry.reject(error);
+    }
+  }
+
+  #closeBody(entry) {
+    if (entry.settled) return;
+    entry.settled = true;
+    this.#forgetSignal(entry);
+    entry.controller.close();
+  }
+
+  #forgetSignal(entry) {
+    if (entry.onAbort) entry.signal.removeEventListener('abort', entry.onAbort);
+    entry.onAbort = null;
+  }
+}
+
+/**
+ * One data channel's protocol: sends `hello` when the channel opens, speaks
+ * v1 until `agree` arrives (or for good when none comes within the
+ * negotiation timeout), and routes every received message to the v1 requests
+ * or the v2 streams.
+ *
+ * Knows nothing of WebRTC: it is given the same `link` as ChannelStreams.
+ */
+export class ChannelProtocol {
+  #link;
+  #window;
+  #features;
+  #timeoutMs;
+  #timer = null;
+  #state = 'idle'; // 'idle' | 'negotiating' | 'settled' | 'closed'
+  #resolveNegotiated;
+  #info = null;
+
+  /** The v1 requests (always available: a v2 home peer serves v1 too). */
+  requests;
+  /** The v2 streams, once `agree` arrived; else null. */
+  streams = null;
+  /** Resolves with `info` once negotiation settles (`{version: 1}` when it never does). */
+  negotiated;
+
+  /**
+   * @param {object} link `{ send(message), maxMessageSize, congested?(), drained?() }`
+   * @param {object} [options]
+   * @param {number} [options.window] hello.window: our per-stream window for response bodies
+   * @param {string[]} [options.features] the features to ask for
+   * @param {number} [options.timeoutMs] how long to wait for `agree` before settling on v1
+   */
+  constructor(link, { window = DEFAULT_WINDOW, features = FEATURES, timeoutMs = DEFAULT_NEGOTIATE_MS } = {}) {
+    this.#link = link;
+    this.#window = window;
+    this.#features = [...features];
+    this.#timeoutMs = timeoutMs;
+    this.requests = new ChannelRequests((text) => link.send(text));
+    this.negotiated = new Promise((resolve) => {
+      this.#resolveNegotiated = resolve;
+    });
+  }
+
+  /**
+   * What was agreed: `{version: 1}` or `{version: 2, features, binary}`;
+   * null while negotiating.
+   */
+  get info() {
+    return this.#info;
+  }
+
+  /** The version new requests use: 2 once agreed, else 1. */
+  get version() {
+    return this.streams ? 2 : 1;
+  }
+
+  /** Starts negotiation: call once, when the channel opens. */
+  open() {
+    if (this.#state !== 'idle') return;
+    this.#state = 'negotiating';
+    try {
+      this.#link.send(encodeJson({ type: 'hello', version: PROTOCOL_VERSION, features: this.#features, window: this.#window }));
+    } catch (err) {
+      debug('could not send hello; speaking v1:', err?.message ?? err);
+      this.#settle({ version: 1 });
+      return;
+    }
+    this.#timer = setTimeout(() => {
+      debug(`no agree within ${this.#timeoutMs} ms; speaking v1`);
+      this.#settle({ version: 1 });
+    }, this.#timeoutMs);
+  }
+
+  /** Handles one message from the channel (string, ArrayBuffer or byte view). */
+  receive(message) {
+    if (typeof message !== 'string') {
+      if (this.streams?.binary) {
+        let frame;
+        try {
+          frame = decodeBinary(message);
+        } catch (err) {
+          if (err instanceof FrameError) this.streams.receiveBad(err);
+          else throw err;
+          return;
+        }
+        this.streams.receive(frame);
+        return;
+      }
+      // Before binary framing is agreed, a binary message is UTF-8 JSON text.
+      message = lenientUtf8.decode(message);
+    }
+    for (const obj of parseTextFrames(message)) this.#route(obj);
+  }
+
+  /** Fails or retries everything in flight; the channel is gone. */
+  closeAll() {
+    clearTimeout(this.#timer);
+    if (this.#state !== 'settled') this.#settle({ version: 1 });
+    this.#state = 'closed';
+    this.requests.closeAll();
+    this.streams?.closeAll();
+  }
+
+  #route(obj) {
+    switch (obj.type) {
+      case 'chunk':
+      case 'done':
+        this.requests.route(obj);
+        return;
+      case 'agree':
+        this.#onAgree(obj);
+        return;
+      case 'response':
+      case 'data':
+      case 'end':
+      case 'cancel':
+      case 'error':
+      case 'credit': {
+        if (!this.streams) {
+          if (obj.type === 'error') debug(`home peer reported ${obj.code}: ${obj.message}`);
+          return;
+        }
+        let frame;
+        try {
+          frame = frameFromObject(obj);
+        } catch (err) {
+          if (err instanceof FrameError) this.streams.receiveBad(err);
+          else throw err;
+          return;
+        }
+        this.streams.receive(frame);
+        return;
+      }
+      default:
+        // Unknown types (and v1 requests, which a home never sends) are ignored.
+        return;
+    }
+  }
+
+  #onAgree(obj) {
+    if (this.#state !== 'negotiating') {
+      debug('ignoring an agree that came too late or twice');
+      return;
+    }
+    let agree;
+    try {
+      agree = frameFromObject(obj);
+    } catch (err) {
+      debug('ignoring a malformed agree; speaking v1:', err?.message ?? err);
+      this.#settle({ version: 1 });
+      return;
+    }
+    clearTimeout(this.#timer);
+    if (agree.version < 2) {
+      this.#settle({ version: 1 });
+      return;
+    }
+    const features = this.#features.filter((f) => agree.features.includes(f));
+    const has = (f) => features.includes(f);
+    this.streams = new ChannelStreams(this.#link, {
+      binary: has('binary'),
+      cancel: has('cancel'),
+      credit: has('credit'),
+      sendWindow: agree.window,
+      recvWindow: this.#window,
+      maxStreams: agree.max_streams,
+      maxHeaderBytes: agree.max_header_bytes,
+    });
+    this.#settle({ version: 2, features, binary: has('binary'), window: agree.window, maxStreams: agree.max_streams });
+  }
+
+  #settle(info) {
+    if (this.#state === 'settled' || this.#state === 'closed') return;
+    this.#state = 'settled';
+    this.#info = Object.freeze(info);
+    this.#resolveNegotiated(this.#info);
+  }
+}
+
+/** The link ChannelProtocol and ChannelStreams use, over an RTCDataChannel. */
+function dataChannelLink(channel, pc) {
+  const waiters = [];
+  const wake = () => {
+    for (const resolve of waiters.splice(0)) resolve();
+  };
+  channel.bufferedAmountLowThreshold = BUFFERED_LOW;
+  channel.onbufferedamountlow = wake;
+  return {
+    get maxMessageSize() {
+      const max = pc.sctp?.maxMessageSize;
+      if (typeof max !== 'number' || Number.isNaN(max) || max <= 0) return DEFAULT_MAX_MESSAGE_SIZE;
+      return Number.isFinite(max) ? max : UNLIMITED_MAX_MESSAGE_SIZE;
+    },
+    send(message) {
+      if (channel.readyState !== 'open') throw new ChannelSendError('channel is not open');
+      try {
+        channel.send(message);
+      } catch (err) {
+        throw new ChannelSendError(err?.message ?? String(err));
+      }
+    },
+    congested() {
+      return channel.readyState === 'open' && channel.bufferedAmount > BUFFERED_HIGH;
+    },
+    // Resolves on `bufferedamountlow`, or after a while in case it was missed.
+    drained() {
+      return new Promise((resolve) => {
+        waiters.push(resolve);
+        setTimeout(resolve, 250);
+      });
+    },
+    close: wake,
+  };
 }
 
 /**
@@ -223,6 +1298,9 @@ export function installIndicator(client, element) {
  * open and usable, and 'fallback' otherwise. Every change fires a
  * `pathchange` event (detail: `{path}`) and calls `onpathchange`.
  * `ready` resolves to 'direct' or 'fallback' once setup ends; it never rejects.
+ * `negotiated` resolves once the channel's protocol version is settled, with
+ * `protocol` (`{version: 1}` or `{version: 2, features, binary, ...}`), or
+ * with null when no channel opened.
  */
 class BeelineClient extends EventTarget {
   /** Called with the new path on every path change. */
@@ -235,7 +1313,9 @@ class BeelineClient extends EventTarget {
   #sessionId = null;
   #pc = null;
   #channel = null;
-  #requests = null;
+  #link = null;
+  #protocol = null;
+  #resolveNegotiated;
   #budgetTimer = null;
   #pollAbort = null;
   #signalQueue = Promise.resolve();
@@ -245,6 +1325,9 @@ class BeelineClient extends EventTarget {
     this.#opts = opts;
     this.ready = new Promise((resolve) => {
       this.#resolveReady = resolve;
+    });
+    this.negotiated = new Promise((resolve) => {
+      this.#resolveNegotiated = resolve;
     });
     // Bound so `const { fetch } = client` works like the global one.
     this.fetch = (input, init) => this.#fetch(input, init);
@@ -258,6 +1341,11 @@ class BeelineClient extends EventTarget {
   /** 'pending' | 'direct' | 'fallback' */
   get path() {
     return this.#path;
+  }
+
+  /** What the channel's `hello`/`agree` settled, or null (no channel, or still negotiating). */
+  get protocol() {
+    return this.#protocol?.info ?? null;
   }
 
   /** The signaling session id, once the session exists (for diagnostics). */
@@ -297,7 +1385,10 @@ class BeelineClient extends EventTarget {
     this.#setupDone = true;
     clearTimeout(this.#budgetTimer);
     this.#pollAbort?.abort();
-    if (outcome === 'fallback') debug(`using the normal path (${why})`);
+    if (outcome === 'fallback') {
+      debug(`using the normal path (${why})`);
+      this.#resolveNegotiated(null);
+    }
     this.#setPath(outcome);
     this.#resolveReady(outcome);
   }
@@ -335,14 +1426,22 @@ class BeelineClient extends EventTarget {
     request.headers.forEach((value, name) => {
       headers[name] = value;
     });
-    const body = request.body ? new Uint8Array(await request.arrayBuffer()) : undefined;
-    const frame = { method: request.method, path: url.pathname + url.search, headers, body };
-    if (!this.#directUsable() || this.#tooLarge(frame)) return fallback();
-
+    const path = url.pathname + url.search;
     const signal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
     const retry = IDEMPOTENT_METHODS.has(request.method) ? fallback : undefined;
+    const protocol = this.#protocol;
     try {
-      return await this.#requests.start(frame, { signal, retry });
+      if (protocol.streams) {
+        // v2: the body streams as the page produces it. The browser sets Host
+        // itself on the normal path; here the home peer forwards it as
+        // x-forwarded-host.
+        if (!('host' in headers)) headers.host = url.host;
+        return await protocol.streams.start({ method: request.method, path, headers, body: request.body }, { signal, retry });
+      }
+      const body = request.body ? new Uint8Array(await request.arrayBuffer()) : undefined;
+      const frame = { method: request.method, path, headers, body };
+      if (!this.#directUsable() || this.#tooLarge(frame)) return fallback();
+      return await protocol.requests.start(frame, { signal, retry });
     } catch (err) {
       // Nothing left the browser, so any method may safely go the normal way.
       if (err instanceof ChannelSendError) return fallback();
@@ -384,15 +1483,14 @@ class BeelineClient extends EventTarget {
     const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
     channel.binaryType = 'arraybuffer';
     this.#channel = channel;
-    this.#requests = new ChannelRequests((text) => {
-      if (channel.readyState !== 'open') throw new ChannelSendError('channel is not open');
-      try {
-        channel.send(text);
-      } catch (err) {
-        throw new ChannelSendError(err?.message ?? String(err));
-      }
+    this.#link = dataChannelLink(channel, pc);
+    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features: this.#opts.features, timeoutMs: this.#opts.negotiateMs });
+    this.#protocol = protocol;
+    protocol.negotiated.then((info) => {
+      debug(`speaking protocol v${info.version}${info.version >= 2 ? ` (${info.features.join(', ') || 'no features'})` : ''}`);
+      this.#resolveNegotiated(info);
     });
-    channel.onmessage = (event) => this.#requests.receive(event.data);
+    channel.onmessage = (event) => protocol.receive(event.data);
     channel.onopen = () => this.#onChannelOpen();
     channel.onclose = () => this.#onChannelLost('data channel closed');
     channel.onerror = (event) => debug('data channel error', event?.error ?? event);
@@ -469,6 +1567,7 @@ class BeelineClient extends EventTarget {
 
   #onChannelOpen() {
     if (this.#setupDone) return;
+    this.#protocol.open();
     this.#finishSetup('direct');
   }
 
@@ -509,7 +1608,8 @@ class BeelineClient extends EventTarget {
     if (this.#channel === null && this.#pc === null) return;
     debug(`direct channel lost (${why}); using the normal path`);
     this.#setPath('fallback');
-    this.#requests?.closeAll();
+    this.#protocol?.closeAll();
+    this.#link?.close();
     this.#closePeer();
     if (this.#sessionId) this.#postSignal({ type: 'bye' });
   }
@@ -520,7 +1620,7 @@ class BeelineClient extends EventTarget {
     this.#channel = null;
     this.#pc = null;
     if (channel) {
-      channel.onopen = channel.onclose = channel.onmessage = channel.onerror = null;
+      channel.onopen = channel.onclose = channel.onmessage = channel.onerror = channel.onbufferedamountlow = null;
     }
     if (pc) {
       pc.onicecandidate = pc.onconnectionstatechange = null;
@@ -565,6 +1665,9 @@ class BeelineClient extends EventTarget {
  * @param {string} [options.signalBase='/webrtc'] where the signaling endpoints live
  * @param {boolean} [options.enabled] defaults to `globalThis.__WEBRTC_ENABLED__ === true`
  * @param {number} [options.budgetMs=8000] how long setup may take before it is abandoned
+ * @param {number} [options.negotiateMs=2000] how long to wait for `agree` before speaking v1
+ * @param {number} [options.window=262144] per-stream window for response bodies (v2 credit)
+ * @param {string[]} [options.features] the v2 features to ask for (default: all of FEATURES)
  * @param {Element|string} [options.indicator] element (or selector) showing "⚡ direct"
  * @param {typeof fetch} [options.fallbackFetch] the normal path (default: global fetch)
  * @param {typeof fetch} [options.signalFetch] used for signaling (default: global fetch)
@@ -579,6 +1682,9 @@ export function createClient(options = {}) {
     signalBase,
     enabled: options.enabled ?? globalThis.__WEBRTC_ENABLED__ === true,
     budgetMs: options.budgetMs ?? DEFAULT_BUDGET_MS,
+    negotiateMs: options.negotiateMs ?? DEFAULT_NEGOTIATE_MS,
+    window: options.window ?? DEFAULT_WINDOW,
+    features: options.features ?? FEATURES,
     fallbackFetch: options.fallbackFetch ?? globalFetch,
     signalFetch: options.signalFetch ?? globalFetch,
     baseUrl: options.baseUrl ?? globalThis.location?.href,

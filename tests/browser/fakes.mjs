@@ -1,0 +1,190 @@
+// Fakes for the browser client's unit tests: an RTCPeerConnection and data
+// channel, a signaling server answering like signal-api, a recording fetch.
+
+import assert from 'node:assert/strict';
+
+import { codec, createClient } from '../../crates/signal-server/assets/client.js';
+
+export const BASE_URL = 'http://home.test/chat';
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Resolves once `check()` is truthy, or fails after `ms`.
+export async function until(check, ms = 2000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+// Records what the client sends: `hellos` holds its `hello` frames (sent when
+// the channel opens), `sent` every other frame (JSON parsed as is, binary
+// decoded). Nothing answers `hello` unless a test delivers an `agree`, so
+// the client speaks v1 by default.
+export class FakeDataChannel {
+  readyState = 'connecting';
+  bufferedAmount = 0;
+  sent = [];
+  hellos = [];
+  constructor(label, init) {
+    this.label = label;
+    this.init = init;
+  }
+  send(message) {
+    if (this.readyState !== 'open' || this.refuseSends) throw new Error('InvalidStateError');
+    if (typeof message !== 'string') {
+      this.sent.push(codec.decodeBinary(message));
+      return;
+    }
+    const frame = JSON.parse(message);
+    if (frame.type === 'hello') this.hellos.push(frame);
+    else this.sent.push(frame);
+  }
+  // Delivers a message from the home peer: a frame object (sent as JSON
+  // text, or as binary when it has a numeric id) or a raw message.
+  deliver(frame) {
+    let data = frame;
+    if (typeof frame === 'object' && !(frame instanceof ArrayBuffer)) {
+      data = typeof frame.id === 'number' ? codec.encodeBinary(frame).buffer : codec.encodeJson(frame);
+    }
+    this.onmessage?.({ data });
+  }
+  open() {
+    this.readyState = 'open';
+    this.onopen?.();
+  }
+  remoteClose() {
+    this.readyState = 'closed';
+    this.onclose?.();
+  }
+}
+
+export function fakePeerConnectionClass() {
+  const instances = [];
+  class FakePeerConnection {
+    connectionState = 'new';
+    localDescription = null;
+    remoteDescription = null;
+    remoteCandidates = [];
+    channels = [];
+    closed = false;
+    constructor(config) {
+      this.config = config;
+      instances.push(this);
+    }
+    createDataChannel(label, init) {
+      const channel = new FakeDataChannel(label, init);
+      this.channels.push(channel);
+      return channel;
+    }
+    async createOffer() {
+      return { type: 'offer', sdp: 'v=0\r\nfake offer\r\n' };
+    }
+    async setLocalDescription(description) {
+      this.localDescription = description;
+      // Gathering starts now; the first candidate may beat the offer's POST.
+      this.onicecandidate?.({ candidate: { toJSON: () => ({ candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host', sdpMid: '0', sdpMLineIndex: 0 }) } });
+      setTimeout(() => this.onicecandidate?.({ candidate: null }), 1);
+    }
+    async setRemoteDescription(description) {
+      this.remoteDescription = description;
+    }
+    async addIceCandidate(candidate) {
+      if (!this.remoteDescription) throw new Error('no remote description');
+      this.remoteCandidates.push(candidate);
+    }
+    close() {
+      this.closed = true;
+      this.connectionState = 'closed';
+    }
+    setConnectionState(state) {
+      this.connectionState = state;
+      this.onconnectionstatechange?.();
+    }
+  }
+  return { FakePeerConnection, instances };
+}
+
+// Answers the client's signaling requests the way signal-api does.
+export class FakeSignalServer {
+  calls = [];
+  posted = [];
+  sessionStatus = 200;
+  #queue = [];
+  #seq = 0;
+  #waiters = [];
+
+  fetch = async (url, init = {}) => {
+    const method = init.method ?? 'GET';
+    const parsed = new URL(url, 'http://home.test');
+    this.calls.push({ method, path: parsed.pathname, query: Object.fromEntries(parsed.searchParams) });
+    if (method === 'POST' && parsed.pathname === '/webrtc/session') {
+      if (this.sessionStatus !== 200) return new Response('{"error":"nope"}', { status: this.sessionStatus });
+      return Response.json({ session_id: 'sess-1', ice_servers: [{ urls: ['stun:127.0.0.1:3478'], username: 'u', credential: 'c' }], ttl: 300 });
+    }
+    if (method === 'POST' && parsed.pathname === '/webrtc/signal') {
+      this.posted.push(JSON.parse(init.body));
+      return Response.json({ seq: this.posted.length });
+    }
+    if (method === 'GET' && parsed.pathname === '/webrtc/signal') {
+      const after = Number(parsed.searchParams.get('after'));
+      const messages = await this.#waitFor(after, init.signal);
+      return Response.json({ messages, cursor: messages.length ? messages.at(-1).seq : after });
+    }
+    return new Response('not found', { status: 404 });
+  };
+
+  // Queues a message from the home peer for the browser's long-poll.
+  deliver(message) {
+    this.#seq += 1;
+    this.#queue.push({ ...message, seq: this.#seq, session_id: 'sess-1' });
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+
+  async #waitFor(after, signal) {
+    for (;;) {
+      const ready = this.#queue.filter((m) => m.seq > after);
+      if (ready.length) return ready;
+      await new Promise((resolve, reject) => {
+        this.#waiters.push(resolve);
+        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+        setTimeout(resolve, 200); // a short stand-in for the 10 s hold
+      });
+    }
+  }
+}
+
+export function recordingFetch() {
+  const calls = [];
+  const fetch = async (input, init) => {
+    calls.push({ input: String(input instanceof Request ? input.url : input), init });
+    return new Response('via fallback', { status: 200 });
+  };
+  return { calls, fetch };
+}
+
+// Runs setup up to an open channel and returns everything for inspection.
+export async function directClient(extra = {}) {
+  const server = new FakeSignalServer();
+  const { FakePeerConnection, instances } = fakePeerConnectionClass();
+  const fallback = recordingFetch();
+  const client = createClient({
+    enabled: true,
+    baseUrl: BASE_URL,
+    signalFetch: server.fetch,
+    fallbackFetch: fallback.fetch,
+    RTCPeerConnection: FakePeerConnection,
+    budgetMs: 2000,
+    ...extra,
+  });
+  await until(() => server.posted.some((m) => m.type === 'offer'), 2000, 'the offer');
+  server.deliver({ type: 'answer', sdp: 'v=0\r\nfake answer\r\n' });
+  server.deliver({ type: 'candidate', candidate: { candidate: 'candidate:2 1 udp 1 127.0.0.1 6000 typ host', sdpMid: '0', sdpMLineIndex: 0 } });
+  const pc = instances[0];
+  await until(() => pc.remoteCandidates.length === 1, 2000, 'the remote candidate');
+  const channel = pc.channels[0];
+  channel.open();
+  assert.equal(await client.ready, 'direct');
+  return { client, server, pc, channel, fallback };
+}
