@@ -21,7 +21,7 @@ demo allow="":
 
 # Every test: Rust unit/integration tests, headless Chromium, dependency policy.
 [group('test')]
-test: test-rust test-browser deny
+test: test-rust test-browser test-interop test-nat deny
 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
 # coturn proves the TURN credentials.
@@ -41,6 +41,18 @@ test-browser:
     cargo build --bins
     tests/browser/run.sh
 
+# Transport interop: headless Chromium (offerer and answerer) and aiortc against dc-echo, in a network namespace.
+[group('test')]
+test-interop:
+    cargo build -p beeline-transport --example dc-echo
+    tests/interop/run.sh
+
+# Transport NAT traversal in namespaces: direct via STUN, TURN relay, all UDP blocked, dead path + ICE restart.
+[group('test')]
+test-nat:
+    cargo build -p beeline-transport --example dc-echo --example dc-drive
+    tests/nat/run.sh
+
 # What CI runs (`.ci/run` calls the same test command).
 [group('test')]
 ci: test
@@ -57,6 +69,11 @@ deny: ensure-cargo-deny
 [group('check')]
 deny-advisories: ensure-cargo-deny
     cargo deny check advisories
+
+# Stripped size of the transport-only example vs a baseline tokio binary (size profile).
+[group('check')]
+size:
+    scripts/size.sh
 
 # Formatting and lints.
 [group('check')]

@@ -20,6 +20,11 @@
 #
 # Signaling between the two peers is two pipes (see the examples'
 # support/signal.rs). Must run as root. Usage: tests/nat/run.sh [scenario...]
+#
+# Debugging: BEELINE_NAT_LOGS=DIR keeps every log; BEELINE_NAT_DEBUG=1 adds
+# iptables counters; BEELINE_NAT_HOME_WRAP / BEELINE_NAT_TURN_WRAP prefix the
+# home peer's / coturn's command (e.g. "strace -f -o FILE"); RUST_LOG is
+# honoured by dc-drive. BEELINE_EXAMPLES_DIR skips the cargo build.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -63,7 +68,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pub="bl-pub-$tag"; nath="bl-nath-$tag"; natb="bl-natb-$tag"; home="bl-home-$tag"; browser="bl-brow-$tag"
+pub="bl-pub-$tag"; nath="bl-nath-$tag"; natb="bl-natb-$tag"; home="bl-home-$tag"; browser="bl-brow-$tag"; sink="bl-sink-$tag"
 
 in_ns() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
 
@@ -81,7 +86,7 @@ link() {
 }
 
 setup() {
-    for ns in "$pub" "$nath" "$natb" "$home" "$browser"; do
+    for ns in "$pub" "$nath" "$natb" "$home" "$browser" "$sink"; do
         ip netns add "$ns"
         namespaces+=("$ns")
         ip -n "$ns" link set lo up
@@ -90,6 +95,13 @@ setup() {
     link "$pub" pb 203.0.113.5/30 "$natb" wan 203.0.113.6/30
     link "$nath" lan 198.51.100.1/24 "$home" eth0 198.51.100.2/24
     link "$natb" lan 192.0.2.1/24 "$browser" eth0 192.0.2.2/24
+    # Like the internet, the public side swallows packets to private
+    # networks (a "sink" namespace that does not forward) instead of
+    # refusing them: coturn gives up relaying for an allocation once a send
+    # on its relay socket fails with ENETUNREACH.
+    link "$pub" void 203.0.113.9/30 "$sink" eth0 203.0.113.10/30
+    ip -n "$pub" route add 192.0.2.0/24 via 203.0.113.10
+    ip -n "$pub" route add 198.51.100.0/24 via 203.0.113.10
     ip -n "$nath" route add default via 203.0.113.1
     ip -n "$natb" route add default via 203.0.113.5
     ip -n "$home" route add default via 198.51.100.1
@@ -97,8 +109,15 @@ setup() {
     for ns in "$pub" "$nath" "$natb"; do
         in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1
     done
-    in_ns "$nath" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
-    in_ns "$natb" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+    for ns in "$nath" "$natb"; do
+        in_ns "$ns" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+        # Like a home router, drop unsolicited inbound packets. Dropping them
+        # also keeps their conntrack entries from being confirmed; otherwise a
+        # peer's early check would claim the tuple the NAT needs for our own
+        # outbound mapping, MASQUERADE would pick another port, and the NAT
+        # would behave as a symmetric one.
+        in_ns "$ns" iptables -A INPUT -i wan -p udp -m conntrack --ctstate NEW -j DROP
+    done
 
     cat >"$work/turnserver.conf" <<CONF
 listening-ip=203.0.113.1
@@ -119,8 +138,9 @@ no-multicast-peers
 pidfile=$work/turnserver.pid
 log-file=$work/turnserver.log
 simple-log
+
 CONF
-    in_ns "$pub" turnserver -c "$work/turnserver.conf" >/dev/null 2>&1 &
+    in_ns "$pub" ${BEELINE_NAT_TURN_WRAP:-} turnserver -c "$work/turnserver.conf" >/dev/null 2>&1 &
     local i
     for i in $(seq 1 50); do
         if in_ns "$pub" ss -uln 2>/dev/null | grep -q '203.0.113.1:3478'; then
@@ -150,13 +170,18 @@ run_case() {
     rm -rf "$dir"
     mkdir -p "$dir"
     mkfifo "$dir/to-home" "$dir/to-browser"
-    in_ns "$home" timeout 90 "$echo_bin" answer "${ice_flags[@]}" --turn-user "$turn_user" --turn-pass "$turn_pass" \
+    in_ns "$home" timeout 90 ${BEELINE_NAT_HOME_WRAP:-} "$echo_bin" answer "${ice_flags[@]}" --turn-user "$turn_user" --turn-pass "$turn_pass" \
         <"$dir/to-home" >"$dir/to-browser" 2>"$dir/home.log" &
     local home_pid=$!
     local status=0
     in_ns "$browser" timeout 90 "$drive_bin" "${ice_flags[@]}" --turn-secret "$secret" "$@" \
         >"$dir/to-home" <"$dir/to-browser" 2>"$dir/browser.log" || status=$?
     wait "$home_pid" 2>/dev/null || true
+    if [ -n "${BEELINE_NAT_DEBUG:-}" ]; then
+        for ns in "$pub" "$nath" "$natb"; do
+            echo "== $ns"; in_ns "$ns" iptables -L -v -n -x; in_ns "$ns" iptables -t nat -L -v -n -x
+        done >"$dir/iptables.txt" 2>&1
+    fi
     grep -h '^RESULT\|^connected\|^ICE restart' "$dir/browser.log" | sed "s/^/  [$name] /"
     grep -h '^pair' "$dir/home.log" | sed "s/^/  [$name] home: /" || true
     if [ "$status" -eq 0 ]; then
@@ -179,6 +204,12 @@ scenario() {
             # Nothing the NATs send each other gets through; coturn (INPUT/OUTPUT of
             # "public") still does.
             in_ns "$pub" iptables -A FORWARD -p udp -j DROP
+            if [ -n "${BEELINE_NAT_DEBUG:-}" ]; then
+                in_ns "$pub" iptables -A INPUT -p udp --dport 49152:49999
+                in_ns "$pub" iptables -A INPUT -p udp --dport 3478
+                in_ns "$pub" iptables -A OUTPUT -p udp --sport 49152:49999
+                in_ns "$pub" iptables -A OUTPUT -p udp --sport 3478
+            fi
             run_case relay --expect relay
             ;;
         blocked)

@@ -1302,6 +1302,18 @@ export function installIndicator(client, element) {
  * `protocol` (`{version: 1}` or `{version: 2, features, binary, ...}`), or
  * with null when no channel opened.
  */
+/** Maps why setup gave up to the reasons signal-api counts. */
+function reportReason(why) {
+  const w = String(why ?? '');
+  if (w.startsWith('no direct channel within')) return 'timeout';
+  if (w.includes('not available')) return 'unsupported';
+  if (w.includes('said bye')) return 'bye';
+  if (w.includes('closed by the page')) return 'closed';
+  if (w.includes('connection failed')) return 'ice-failed';
+  if (/session|signal|posting|poll|HTTP/i.test(w)) return 'signaling';
+  return 'other';
+}
+
 class BeelineClient extends EventTarget {
   /** Called with the new path on every path change. */
   onpathchange = null;
@@ -1317,6 +1329,7 @@ class BeelineClient extends EventTarget {
   #protocol = null;
   #resolveNegotiated;
   #budgetTimer = null;
+  #setupStarted = 0;
   #pollAbort = null;
   #signalQueue = Promise.resolve();
 
@@ -1391,6 +1404,44 @@ class BeelineClient extends EventTarget {
     }
     this.#setPath(outcome);
     this.#resolveReady(outcome);
+    if (why !== 'disabled') this.#report(outcome, why);
+  }
+
+  // Tells signal-api once per page load how setup went, so operators can see
+  // the direct-connection success rate. Never affects the page.
+  async #report(outcome, why) {
+    try {
+      const body = { outcome, setup_ms: Date.now() - this.#setupStarted };
+      if (this.#sessionId) body.session_id = this.#sessionId;
+      if (outcome === 'fallback') {
+        body.reason = reportReason(why);
+        body.detail = String(why ?? '').slice(0, 200);
+      } else if (await this.#usesRelay()) {
+        body.outcome = 'relay-candidate';
+      }
+      await this.#opts.signalFetch(this.#opts.signalBase + '/report', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        keepalive: true,
+      });
+    } catch (err) {
+      debug('outcome report not sent', err?.message ?? err);
+    }
+  }
+
+  // True when the selected candidate pair goes through a TURN relay.
+  async #usesRelay() {
+    const stats = await this.#pc?.getStats?.();
+    if (!stats) return false;
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    return local?.candidateType === 'relay' || remote?.candidateType === 'relay';
   }
 
   // ---- request routing -------------------------------------------------
@@ -1460,6 +1511,7 @@ class BeelineClient extends EventTarget {
   // ---- setup -----------------------------------------------------------
 
   #startSetup() {
+    this.#setupStarted = Date.now();
     this.#budgetTimer = setTimeout(() => this.#abandon(`no direct channel within ${this.#opts.budgetMs} ms`), this.#opts.budgetMs);
     this.#setup().catch((err) => this.#abandon(err?.message ?? String(err)));
   }

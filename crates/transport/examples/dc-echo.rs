@@ -24,14 +24,17 @@ use signal::{Signal, SignalIn};
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let config = match signal::peer_config(&mut args) {
         Ok(c) => c,
         Err(e) => fail(&e),
     };
     let role = args.first().cloned().unwrap_or_default();
-    let open = args.iter().position(|a| a == "--open").and_then(|i| args.get(i + 1)).cloned();
+    let open = args
+        .iter()
+        .position(|a| a == "--open")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let mut input = SignalIn::stdin();
 
     let peer = match role.as_str() {
@@ -55,7 +58,7 @@ async fn main() {
         _ => fail("usage: dc-echo answer|offer [--open LABEL] [--allow CIDR].. [--stun URL] [--turn URL --turn-user U --turn-pass P]"),
     };
     let peer = Arc::new(peer);
-    let mut answered = role == "offer";
+    let mut answered = role == "answer";
 
     {
         let peer = Arc::clone(&peer);
@@ -142,7 +145,10 @@ async fn report_state(peer: Arc<Peer>) {
         eprintln!("state {s:?}");
         if s == PeerState::Connected {
             if let Some(p) = peer.selected_pair() {
-                eprintln!("pair {:?} {} -> {:?} {}", p.local, p.local_addr, p.remote, p.remote_addr);
+                eprintln!(
+                    "pair {:?} {} -> {:?} {}",
+                    p.local, p.local_addr, p.remote, p.remote_addr
+                );
             }
         }
         if s == PeerState::Failed {

@@ -107,7 +107,8 @@ impl DataChannel {
 
     /// Sends a text message.
     pub async fn send_text(&self, text: &str) -> Result<(), Error> {
-        self.send(Bytes::copy_from_slice(text.as_bytes()), true).await
+        self.send(Bytes::copy_from_slice(text.as_bytes()), true)
+            .await
     }
 
     /// Sends a binary message.
@@ -117,7 +118,10 @@ impl DataChannel {
 
     async fn send(&self, data: Bytes, is_text: bool) -> Result<(), Error> {
         if data.len() > self.max_send {
-            return Err(Error::MessageTooLarge { size: data.len(), max: self.max_send });
+            return Err(Error::MessageTooLarge {
+                size: data.len(),
+                max: self.max_send,
+            });
         }
         let _writer = self.write_lock.lock().await;
         loop {
@@ -155,16 +159,29 @@ impl DataChannel {
             };
             let is_text = match ppi {
                 PayloadProtocolIdentifier::String => true,
-                PayloadProtocolIdentifier::StringEmpty => return Some(Message { data: Bytes::new(), is_text: true }),
+                PayloadProtocolIdentifier::StringEmpty => {
+                    return Some(Message {
+                        data: Bytes::new(),
+                        is_text: true,
+                    })
+                }
                 PayloadProtocolIdentifier::Binary => false,
-                PayloadProtocolIdentifier::BinaryEmpty => return Some(Message { data: Bytes::new(), is_text: false }),
+                PayloadProtocolIdentifier::BinaryEmpty => {
+                    return Some(Message {
+                        data: Bytes::new(),
+                        is_text: false,
+                    })
+                }
                 // The ack for a channel we opened; nothing to do for a
                 // reliable ordered channel.
                 PayloadProtocolIdentifier::Dcep => continue,
                 // A reset stream reads as (0, Unknown).
                 PayloadProtocolIdentifier::Unknown => return None,
             };
-            return Some(Message { data: Bytes::copy_from_slice(&buf[..n]), is_text });
+            return Some(Message {
+                data: Bytes::copy_from_slice(&buf[..n]),
+                is_text,
+            });
         }
     }
 

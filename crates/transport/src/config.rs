@@ -42,11 +42,15 @@ impl Network {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -142,8 +146,9 @@ pub struct PeerConfig {
     /// sent with the candidates found so far (the rest are trickled). Zero
     /// sends it at once with no candidate: everything is trickled.
     pub gather_wait: Duration,
-    /// From applying the remote description to an open SCTP association;
-    /// past it the peer reports [`crate::PeerState::Failed`] with
+    /// From creating the peer ([`crate::Peer::offer`] or
+    /// [`crate::Peer::answer`]) to an open SCTP association; past it the peer
+    /// reports [`crate::PeerState::Failed`] with
     /// [`Error::Timeout`]. The default is the specification's 8 s setup budget.
     pub connect_timeout: Duration,
     /// How long a working relayed pair waits before it is nominated, so that

@@ -52,11 +52,12 @@ impl RemoteDescription {
         let mut media = session.media_descriptions.iter();
         let m = media.next().ok_or_else(|| bad("no media section"))?;
         if media.next().is_some() {
-            return Err(bad("more than one media section (only a data channel is supported)"));
+            return Err(bad(
+                "more than one media section (only a data channel is supported)",
+            ));
         }
         let name = &m.media_name;
-        if name.media != "application" || !name.formats.iter().any(|f| f == "webrtc-datachannel")
-        {
+        if name.media != "application" || !name.formats.iter().any(|f| f == "webrtc-datachannel") {
             return Err(bad("the media section is not a WebRTC data channel"));
         }
         if !name.protos.iter().any(|p| p == "SCTP") || !name.protos.iter().any(|p| p == "DTLS") {
@@ -72,14 +73,23 @@ impl RemoteDescription {
             }
         };
 
-        let ufrag = attr("ice-ufrag").filter(|s| !s.is_empty()).ok_or_else(|| bad("missing a=ice-ufrag"))?;
-        let pwd = attr("ice-pwd").filter(|s| !s.is_empty()).ok_or_else(|| bad("missing a=ice-pwd"))?;
-        let fingerprint = parse_fingerprint(&attr("fingerprint").ok_or_else(|| bad("missing a=fingerprint"))?)?;
+        let ufrag = attr("ice-ufrag")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("missing a=ice-ufrag"))?;
+        let pwd = attr("ice-pwd")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("missing a=ice-pwd"))?;
+        let fingerprint =
+            parse_fingerprint(&attr("fingerprint").ok_or_else(|| bad("missing a=fingerprint"))?)?;
         let setup = match attr("setup").as_deref() {
             Some("active") => Setup::Active,
             Some("passive") => Setup::Passive,
             Some("actpass") | None => Setup::ActPass,
-            Some(other) => return Err(Error::InvalidDescription(format!("unsupported a=setup:{other}"))),
+            Some(other) => {
+                return Err(Error::InvalidDescription(format!(
+                    "unsupported a=setup:{other}"
+                )))
+            }
         };
         let mid = attr("mid").unwrap_or_else(|| "0".to_owned());
         let sctp_port = match attr("sctp-port") {
@@ -88,7 +98,11 @@ impl RemoteDescription {
         };
         let max_message_size = match attr("max-message-size") {
             // 0 means "no limit" (RFC 8841); cap it to something sane.
-            Some(v) => match v.trim().parse::<u64>().map_err(|_| bad("bad a=max-message-size"))? {
+            Some(v) => match v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad("bad a=max-message-size"))?
+            {
                 0 => u32::MAX,
                 n => n.min(u64::from(u32::MAX)) as u32,
             },
@@ -101,7 +115,16 @@ impl RemoteDescription {
             .filter_map(|a| a.value.clone())
             .collect();
 
-        Ok(Self { ufrag, pwd, fingerprint, setup, mid, sctp_port, max_message_size, candidates })
+        Ok(Self {
+            ufrag,
+            pwd,
+            fingerprint,
+            setup,
+            mid,
+            sctp_port,
+            max_message_size,
+            candidates,
+        })
     }
 
     /// The remote peer's media id of the data section (`a=mid`), needed to
@@ -138,7 +161,9 @@ fn parse_fingerprint(value: &str) -> Result<[u8; 32], Error> {
         n += 1;
     }
     if n != 32 {
-        return Err(Error::InvalidDescription("a=fingerprint is not 32 bytes".into()));
+        return Err(Error::InvalidDescription(
+            "a=fingerprint is not 32 bytes".into(),
+        ));
     }
     Ok(out)
 }
@@ -244,13 +269,20 @@ a=max-message-size:262144\r\n";
     #[test]
     fn missing_max_message_size_means_64k() {
         let sdp = CHROME_OFFER.replace("a=max-message-size:262144\r\n", "");
-        assert_eq!(RemoteDescription::parse(&sdp).unwrap().max_message_size(), 65_536);
+        assert_eq!(
+            RemoteDescription::parse(&sdp).unwrap().max_message_size(),
+            65_536
+        );
     }
 
     #[test]
     fn rejects_media_and_broken_descriptions() {
-        let audio = format!("{CHROME_OFFER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n");
-        assert!(matches!(RemoteDescription::parse(&audio), Err(Error::InvalidDescription(_))));
+        let audio =
+            format!("{CHROME_OFFER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n");
+        assert!(matches!(
+            RemoteDescription::parse(&audio),
+            Err(Error::InvalidDescription(_))
+        ));
         for broken in [
             "",
             "garbage",
@@ -261,7 +293,10 @@ a=max-message-size:262144\r\n";
             &CHROME_OFFER.replace("a=setup:actpass", "a=setup:sideways"),
             &CHROME_OFFER.replace("webrtc-datachannel", "111"),
         ] {
-            assert!(RemoteDescription::parse(broken).is_err(), "accepted: {broken:?}");
+            assert!(
+                RemoteDescription::parse(broken).is_err(),
+                "accepted: {broken:?}"
+            );
         }
     }
 
@@ -286,6 +321,9 @@ a=max-message-size:262144\r\n";
         assert_eq!(d.mid(), "data");
         assert_eq!(d.max_message_size(), 1234);
         assert_eq!(d.fingerprint, [0xAB; 32]);
-        assert_eq!(d.candidates, vec!["1 1 udp 2130706431 127.0.0.1 5000 typ host".to_owned()]);
+        assert_eq!(
+            d.candidates,
+            vec!["1 1 udp 2130706431 127.0.0.1 5000 typ host".to_owned()]
+        );
     }
 }

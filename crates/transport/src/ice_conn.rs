@@ -47,7 +47,10 @@ impl Conn for IceConn {
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         let n = self.recv(buf).await?;
-        let from = self.inner.remote_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let from = self
+            .inner
+            .remote_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         Ok((n, from))
     }
 

@@ -32,8 +32,8 @@ use webrtc_sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier;
 use webrtc_util::Conn;
 
 use crate::channel::DataChannel;
-use crate::ice_conn::IceConn;
 use crate::description::{format_fingerprint, LocalDescription, RemoteDescription, Setup};
+use crate::ice_conn::IceConn;
 use crate::{Error, PeerConfig};
 
 /// The state of a peer connection, as the application sees it.
@@ -99,10 +99,11 @@ pub struct LocalCandidate {
     pub candidate: String,
 }
 
-/// The DTLS server side must accept Chrome's `use_srtp` extension even though
-/// no media will flow, or Chrome aborts the handshake. The profile picked is
-/// never used.
-const SRTP_PROFILES_FOR_SERVER: [SrtpProtectionProfile; 3] = [
+/// SRTP profiles offered in the DTLS `use_srtp` extension in both roles,
+/// although no media will flow: as a server we must accept the extension
+/// Chrome sends, and as a client we must send it because aiortc fails a
+/// handshake that negotiated no SRTP profile. The keys are never used.
+const SRTP_PROFILES: [SrtpProtectionProfile; 3] = [
     SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
     SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
     SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
@@ -182,6 +183,8 @@ struct Inner {
     dtls_client: AtomicBool,
     next_stream_id: AtomicU16,
     cancel: CancellationToken,
+    /// When the peer was created: the setup budget counts from here.
+    created: tokio::time::Instant,
 }
 
 impl Peer {
@@ -231,7 +234,9 @@ impl Peer {
             Setup::Active => false,
             Setup::Passive => true,
             Setup::ActPass => {
-                return Err(Error::InvalidDescription("an answer cannot be a=setup:actpass".into()))
+                return Err(Error::InvalidDescription(
+                    "an answer cannot be a=setup:actpass".into(),
+                ))
             }
         };
         self.start(remote, dtls_client)
@@ -260,7 +265,10 @@ impl Peer {
             // A hostname (mDNS): never resolved, since that would multicast
             // on every interface. The browser's checks reach our candidates
             // and its address is learnt as peer-reflexive instead.
-            tracing::debug!(address = parsed.address(), "ignoring remote hostname candidate");
+            tracing::debug!(
+                address = parsed.address(),
+                "ignoring remote hostname candidate"
+            );
             return Ok(());
         }
         let c: Arc<dyn Candidate + Send + Sync> = Arc::new(parsed);
@@ -322,8 +330,13 @@ impl Peer {
         // RFC 8832: the DTLS client uses even stream ids, the server odd ones.
         let parity = u16::from(!self.inner.dtls_client.load(Ordering::SeqCst));
         let id = self.inner.next_stream_id.fetch_add(1, Ordering::SeqCst) * 2 + parity;
-        let stream = association.open_stream(id, PayloadProtocolIdentifier::Binary).await?;
-        let config = ChannelConfig { label: label.to_owned(), ..Default::default() };
+        let stream = association
+            .open_stream(id, PayloadProtocolIdentifier::Binary)
+            .await?;
+        let config = ChannelConfig {
+            label: label.to_owned(),
+            ..Default::default()
+        };
         let raw = RawChannel::client(Arc::clone(&stream), config).await?;
         Ok(DataChannel::new(
             raw,
@@ -362,7 +375,9 @@ impl Peer {
     /// The largest message the remote peer accepts (its `a=max-message-size`).
     pub fn remote_max_message_size(&self) -> usize {
         let remote = self.inner.remote.lock().expect("not poisoned");
-        remote.as_ref().map_or(64 * 1024, |r| r.max_message_size as usize)
+        remote
+            .as_ref()
+            .map_or(64 * 1024, |r| r.max_message_size as usize)
     }
 
     /// Starts an ICE restart on an offerer: fresh ICE credentials, fresh
@@ -397,21 +412,32 @@ impl Peer {
         let _guard = self.inner.restart_lock.lock().await;
         let (changed, mid) = {
             let current = self.inner.remote.lock().expect("not poisoned");
-            let current = current.as_ref().ok_or(Error::InvalidState("no offer applied yet"))?;
+            let current = current
+                .as_ref()
+                .ok_or(Error::InvalidState("no offer applied yet"))?;
             if current.fingerprint != remote.fingerprint {
                 return Err(Error::InvalidDescription(
                     "the restart offer changes the DTLS fingerprint".into(),
                 ));
             }
-            ((current.ufrag != remote.ufrag || current.pwd != remote.pwd), current.mid.clone())
+            (
+                (current.ufrag != remote.ufrag || current.pwd != remote.pwd),
+                current.mid.clone(),
+            )
         };
         if changed {
             self.restart_ice().await?;
-            self.inner.agent.set_remote_credentials(remote.ufrag.clone(), remote.pwd.clone()).await?;
+            self.inner
+                .agent
+                .set_remote_credentials(remote.ufrag.clone(), remote.pwd.clone())
+                .await?;
         }
         self.add_description_candidates(&remote);
-        let setup =
-            if self.inner.dtls_client.load(Ordering::SeqCst) { Setup::Active } else { Setup::Passive };
+        let setup = if self.inner.dtls_client.load(Ordering::SeqCst) {
+            Setup::Active
+        } else {
+            Setup::Passive
+        };
         self.replace_remote(remote);
         Ok(self.local_description(setup, &mid).await)
     }
@@ -478,14 +504,16 @@ impl Peer {
         {
             let generation = Arc::clone(&generation);
             let gathered = gathered.clone();
-            agent.on_candidate(Box::new(move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
-                let g = generation.load(Ordering::SeqCst);
-                if c.is_none() {
-                    gathered.send_replace(Some(g));
-                }
-                let _ = cand_tx.send((g, c.map(|c| format!("candidate:{}", c.marshal()))));
-                Box::pin(async {})
-            }));
+            agent.on_candidate(Box::new(
+                move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
+                    let g = generation.load(Ordering::SeqCst);
+                    if c.is_none() {
+                        gathered.send_replace(Some(g));
+                    }
+                    let _ = cand_tx.send((g, c.map(|c| format!("candidate:{}", c.marshal()))));
+                    Box::pin(async {})
+                },
+            ));
         }
 
         let (state, _) = watch::channel(PeerState::New);
@@ -512,6 +540,7 @@ impl Peer {
             dtls_client: AtomicBool::new(false),
             next_stream_id: AtomicU16::new(0),
             cancel: CancellationToken::new(),
+            created: tokio::time::Instant::now(),
         });
 
         let weak = Arc::downgrade(&inner);
@@ -588,9 +617,12 @@ impl Peer {
         self.inner.set_state(PeerState::Connecting);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
+            // The budget counts from the peer's creation, so an offerer's wait
+            // for the answer is part of it.
             let timeout = inner.config.connect_timeout;
+            let deadline = inner.created + timeout;
             let result = tokio::select! {
-                r = tokio::time::timeout(timeout, Inner::connect(Arc::clone(&inner), remote, dtls_client)) => {
+                r = tokio::time::timeout_at(deadline, Inner::connect(Arc::clone(&inner), remote, dtls_client)) => {
                     r.unwrap_or(Err(Error::Timeout(timeout)))
                 }
                 _ = inner.cancel.cancelled() => Err(Error::Closed),
@@ -626,7 +658,9 @@ impl Peer {
     fn apply_restart_answer(&self, remote: RemoteDescription) -> Result<(), Error> {
         {
             let current = self.inner.remote.lock().expect("not poisoned");
-            let current = current.as_ref().ok_or(Error::InvalidState("no answer applied yet"))?;
+            let current = current
+                .as_ref()
+                .ok_or(Error::InvalidState("no answer applied yet"))?;
             if current.fingerprint != remote.fingerprint {
                 return Err(Error::InvalidDescription(
                     "the restart answer changes the DTLS fingerprint".into(),
@@ -652,19 +686,32 @@ impl Peer {
     /// new gathering started. The caller holds `restart_lock`.
     async fn restart_ice(&self) -> Result<(), Error> {
         let state = *self.inner.state.borrow();
-        if matches!(state, PeerState::New | PeerState::Closed) || self.inner.remote.lock().expect("not poisoned").is_none() {
-            return Err(Error::InvalidState("ICE restart before the connection was set up or after it closed"));
+        if matches!(state, PeerState::New | PeerState::Closed)
+            || self.inner.remote.lock().expect("not poisoned").is_none()
+        {
+            return Err(Error::InvalidState(
+                "ICE restart before the connection was set up or after it closed",
+            ));
         }
         if self.inner.association.borrow().is_none() {
-            return Err(Error::InvalidState("ICE restart before the connection was up"));
+            return Err(Error::InvalidState(
+                "ICE restart before the connection was up",
+            ));
         }
         // The agent refuses to restart while it gathers: let the current
         // gathering finish first.
         let generation = self.inner.generation.load(Ordering::SeqCst);
         let mut gathered = self.inner.gathered.subscribe();
-        let _ = tokio::time::timeout(RESTART_GATHER_WAIT, gathered.wait_for(|g| *g == Some(generation))).await;
+        let _ = tokio::time::timeout(
+            RESTART_GATHER_WAIT,
+            gathered.wait_for(|g| *g == Some(generation)),
+        )
+        .await;
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        self.inner.agent.restart(String::new(), String::new()).await?;
+        self.inner
+            .agent
+            .restart(String::new(), String::new())
+            .await?;
         self.inner.agent.gather_candidates()?;
         self.inner.force_connecting();
         Ok(())
@@ -677,8 +724,17 @@ impl Peer {
             if let Some(a) = assoc.borrow_and_update().clone() {
                 return Ok(a);
             }
-            if matches!(*state.borrow_and_update(), PeerState::Failed | PeerState::Closed) {
-                return Err(self.inner.failure.lock().expect("not poisoned").as_ref().map_or(Error::Closed, Error::from));
+            if matches!(
+                *state.borrow_and_update(),
+                PeerState::Failed | PeerState::Closed
+            ) {
+                return Err(self
+                    .inner
+                    .failure
+                    .lock()
+                    .expect("not poisoned")
+                    .as_ref()
+                    .map_or(Error::Closed, Error::from));
             }
             tokio::select! {
                 r = assoc.changed() => r.map_err(|_| Error::Closed)?,
@@ -712,7 +768,11 @@ async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
             url.username = server.username.clone().unwrap_or_default();
             url.password = server.credential.clone().unwrap_or_default();
             if !filter.is_open() {
-                let host = url.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+                let host = url
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
                 let resolved: Vec<std::net::IpAddr> = match host.parse() {
                     Ok(ip) => vec![ip],
                     Err(_) => match tokio::net::lookup_host((host.as_str(), url.port)).await {
@@ -786,18 +846,24 @@ impl Inner {
         let expected = remote.fingerprint;
         let mismatch = Arc::new(AtomicBool::new(false));
         let mismatch_flag = Arc::clone(&mismatch);
-        let verify = Arc::new(move |certs: &[Vec<u8>], _: &[rustls_pki_types::CertificateDer<'static>]| {
-            let ok = certs.first().is_some_and(|der| Sha256::digest(der).as_slice() == expected);
-            if ok {
-                Ok(())
-            } else {
-                mismatch_flag.store(true, Ordering::SeqCst);
-                Err(dtls::Error::Other("certificate does not match a=fingerprint".into()))
-            }
-        });
+        let verify = Arc::new(
+            move |certs: &[Vec<u8>], _: &[rustls_pki_types::CertificateDer<'static>]| {
+                let ok = certs
+                    .first()
+                    .is_some_and(|der| Sha256::digest(der).as_slice() == expected);
+                if ok {
+                    Ok(())
+                } else {
+                    mismatch_flag.store(true, Ordering::SeqCst);
+                    Err(dtls::Error::Other(
+                        "certificate does not match a=fingerprint".into(),
+                    ))
+                }
+            },
+        );
         let config = DtlsConfig {
             certificates: vec![inner.certificate.clone()],
-            srtp_protection_profiles: if dtls_client { Vec::new() } else { SRTP_PROFILES_FOR_SERVER.to_vec() },
+            srtp_protection_profiles: SRTP_PROFILES.to_vec(),
             client_auth: ClientAuthType::RequireAnyClientCert,
             extended_master_secret: ExtendedMasterSecretType::Request,
             // The certificate is self-signed; it is authenticated by the
@@ -830,7 +896,9 @@ impl Inner {
     }
 
     async fn accept_loop(inner: Arc<Self>, association: Arc<Association>) {
-        inner.association.send_replace(Some(Arc::clone(&association)));
+        inner
+            .association
+            .send_replace(Some(Arc::clone(&association)));
         inner.set_state(PeerState::Connected);
         let remote_max = inner
             .remote

@@ -19,7 +19,9 @@ const FD_MARGIN: usize = 8;
 const RSS_MARGIN_KB: u64 = 4 * 1024;
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 fn rss_kb() -> u64 {
@@ -32,7 +34,9 @@ fn rss_kb() -> u64 {
 }
 
 async fn cycle(i: usize) {
-    let pair = tokio::time::timeout(Duration::from_secs(10), Pair::connect()).await.expect("connect hung");
+    let pair = tokio::time::timeout(Duration::from_secs(10), Pair::connect())
+        .await
+        .expect("connect hung");
     let (client, server) = pair.channel("leak").await;
     let echoing = echo(server);
     let client = Arc::new(client);
@@ -44,9 +48,14 @@ async fn cycle(i: usize) {
     }
     assert_eq!(within(10, client.recv()).await.unwrap().data, big);
     for n in 0..10 {
-        assert_eq!(within(10, client.recv()).await.unwrap().data, format!("{i}/{n}").as_bytes());
+        assert_eq!(
+            within(10, client.recv()).await.unwrap().data,
+            format!("{i}/{n}").as_bytes()
+        );
     }
-    tokio::time::timeout(Duration::from_secs(10), pair.close()).await.expect("close hung");
+    tokio::time::timeout(Duration::from_secs(10), pair.close())
+        .await
+        .expect("close hung");
     let _ = within(10, echoing).await;
 }
 
@@ -82,6 +91,12 @@ async fn two_hundred_cycles_leak_no_fds_or_memory() {
         rss_end as i64 - rss_warm as i64,
         started.elapsed().as_secs_f64()
     );
-    assert!(fds_end <= fds_warm + FD_MARGIN, "file descriptors leak: {fds_warm} → {fds_end}");
-    assert!(rss_end <= rss_warm + RSS_MARGIN_KB, "memory leaks: {rss_warm} kB → {rss_end} kB");
+    assert!(
+        fds_end <= fds_warm + FD_MARGIN,
+        "file descriptors leak: {fds_warm} → {fds_end}"
+    );
+    assert!(
+        rss_end <= rss_warm + RSS_MARGIN_KB,
+        "memory leaks: {rss_warm} kB → {rss_end} kB"
+    );
 }

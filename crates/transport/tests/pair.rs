@@ -6,7 +6,10 @@ use beeline_transport::{AddressFilter, Error, Peer, PeerConfig, PeerState};
 use bytes::Bytes;
 
 fn loopback_config() -> PeerConfig {
-    PeerConfig { address_filter: AddressFilter::loopback(), ..Default::default() }
+    PeerConfig {
+        address_filter: AddressFilter::loopback(),
+        ..Default::default()
+    }
 }
 
 /// Runs offer/answer between two peers, trickling whatever candidates were
@@ -38,7 +41,10 @@ async fn channel_opens_and_carries_messages_both_ways() {
     assert_eq!((&m.data[..], m.is_text), (&b"hello"[..], true));
 
     // Binary, empty, and a message at the peer's limit, answerer → offerer.
-    server.send_binary(Bytes::from_static(&[0, 1, 2, 255])).await.unwrap();
+    server
+        .send_binary(Bytes::from_static(&[0, 1, 2, 255]))
+        .await
+        .unwrap();
     server.send_binary(Bytes::new()).await.unwrap();
     let big = Bytes::from(vec![7u8; server.max_message_size()]);
     server.send_binary(big.clone()).await.unwrap();
@@ -50,18 +56,25 @@ async fn channel_opens_and_carries_messages_both_ways() {
 
     // One byte over the limit is refused locally, and the channel stays usable.
     let over = Bytes::from(vec![0u8; server.max_message_size() + 1]);
-    assert!(matches!(server.send_binary(over).await, Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(
+        server.send_binary(over).await,
+        Err(Error::MessageTooLarge { .. })
+    ));
     server.send_text("still here").await.unwrap();
     assert_eq!(&client.recv().await.unwrap().data[..], b"still here");
 
     let pair = answerer.selected_pair().expect("a selected pair");
-    assert!(is_loopback(&pair.local_addr) && is_loopback(&pair.remote_addr), "{pair:?}");
+    assert!(
+        is_loopback(&pair.local_addr) && is_loopback(&pair.remote_addr),
+        "{pair:?}"
+    );
     offerer.close().await;
     assert_eq!(*offerer.state().borrow(), PeerState::Closed);
 }
 
 async fn offer_has_only_loopback_candidates(peer: &Peer) -> bool {
-    peer.selected_pair().is_none_or(|p| is_loopback(&p.local_addr))
+    peer.selected_pair()
+        .is_none_or(|p| is_loopback(&p.local_addr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +97,10 @@ async fn several_channels_per_peer() {
 async fn tampered_fingerprint_is_refused() {
     let (offerer, offer) = Peer::offer(loopback_config()).await.unwrap();
     // Flip one hex digit of the offerer's fingerprint in transit.
-    let line = offer.lines().find(|l| l.starts_with("a=fingerprint:")).unwrap();
+    let line = offer
+        .lines()
+        .find(|l| l.starts_with("a=fingerprint:"))
+        .unwrap();
     let last = line.chars().last().unwrap();
     let flipped = if last == '0' { '1' } else { '0' };
     let tampered_line = format!("{}{}", &line[..line.len() - 1], flipped);
@@ -96,7 +112,10 @@ async fn tampered_fingerprint_is_refused() {
     let outcome = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let s = *state.borrow_and_update();
-            if matches!(s, PeerState::Failed | PeerState::Closed | PeerState::Connected) {
+            if matches!(
+                s,
+                PeerState::Failed | PeerState::Closed | PeerState::Connected
+            ) {
                 return s;
             }
             state.changed().await.unwrap();
@@ -112,16 +131,31 @@ async fn tampered_fingerprint_is_refused() {
         "{:?}",
         answerer.connected().await
     );
-    assert!(tokio::time::timeout(Duration::from_secs(2), answerer.accept_channel()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), answerer.accept_channel())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The offerer never gets a channel either.
-    let opened = tokio::time::timeout(Duration::from_secs(10), offerer.open_channel("http")).await.expect("settles");
+    let opened = tokio::time::timeout(Duration::from_secs(10), offerer.open_channel("http"))
+        .await
+        .expect("settles");
     assert!(opened.is_err(), "a channel opened despite the mismatch");
 }
 
 #[tokio::test]
 async fn broken_offers_are_errors_not_panics() {
-    for sdp in ["", "v=0\r\n", "not sdp at all", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"] {
-        assert!(Peer::answer(loopback_config(), sdp).await.is_err(), "accepted {sdp:?}");
+    for sdp in [
+        "",
+        "v=0\r\n",
+        "not sdp at all",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n",
+    ] {
+        assert!(
+            Peer::answer(loopback_config(), sdp).await.is_err(),
+            "accepted {sdp:?}"
+        );
     }
 }
 

@@ -86,7 +86,10 @@ pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
             "--allow" => {
                 filter.allow_network(&value()?).map_err(|e| e.to_string())?;
             }
-            "--stun" => config.ice_servers.push(IceServer { urls: vec![value()?], ..Default::default() }),
+            "--stun" => config.ice_servers.push(IceServer {
+                urls: vec![value()?],
+                ..Default::default()
+            }),
             "--turn" => turn.urls.push(value()?),
             "--turn-user" => turn.username = Some(value()?),
             "--turn-pass" => turn.credential = Some(value()?),
@@ -94,11 +97,13 @@ pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
                 config.max_message_size = value()?.parse().map_err(|_| "bad --max-message-size")?;
             }
             "--gather-wait-ms" => {
-                config.gather_wait = Duration::from_millis(value()?.parse().map_err(|_| "bad --gather-wait-ms")?);
+                config.gather_wait =
+                    Duration::from_millis(value()?.parse().map_err(|_| "bad --gather-wait-ms")?);
             }
             "--connect-timeout-ms" => {
-                config.connect_timeout =
-                    Duration::from_millis(value()?.parse().map_err(|_| "bad --connect-timeout-ms")?);
+                config.connect_timeout = Duration::from_millis(
+                    value()?.parse().map_err(|_| "bad --connect-timeout-ms")?,
+                );
             }
             _ => rest.push(flag),
         }

@@ -12,7 +12,10 @@ use bytes::Bytes;
 
 /// A peer that gathers and accepts candidates on loopback only.
 pub fn loopback_config() -> PeerConfig {
-    PeerConfig { address_filter: AddressFilter::loopback(), ..Default::default() }
+    PeerConfig {
+        address_filter: AddressFilter::loopback(),
+        ..Default::default()
+    }
 }
 
 /// An offerer and an answerer, connected.
@@ -37,13 +40,23 @@ impl Pair {
         offerer.apply_answer(&answer).expect("apply answer");
         let (offerer, answerer) = (Arc::new(offerer), Arc::new(answerer));
         let trickle = vec![trickle(&offerer, &answerer), trickle(&answerer, &offerer)];
-        Self { offerer, answerer, offer, answer, trickle }
+        Self {
+            offerer,
+            answerer,
+            offer,
+            answer,
+            trickle,
+        }
     }
 
     /// Opens `label` on the offerer and accepts it on the answerer.
     pub async fn channel(&self, label: &str) -> (DataChannel, DataChannel) {
-        let opened = within(10, self.offerer.open_channel(label)).await.expect("open channel");
-        let accepted = within(10, self.answerer.accept_channel()).await.expect("a channel");
+        let opened = within(10, self.offerer.open_channel(label))
+            .await
+            .expect("open channel");
+        let accepted = within(10, self.answerer.accept_channel())
+            .await
+            .expect("a channel");
         assert_eq!(accepted.label(), label);
         (opened, accepted)
     }
@@ -70,7 +83,9 @@ pub fn trickle(from: &Arc<Peer>, to: &Arc<Peer>) -> tokio::task::JoinHandle<()> 
 
 /// Awaits `f` for at most `secs` seconds.
 pub async fn within<F: std::future::Future>(secs: u64, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), f).await.expect("timed out")
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("timed out")
 }
 
 /// Echoes every message on `channel` back, text as text, binary as binary,
@@ -79,7 +94,9 @@ pub fn echo(channel: DataChannel) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(m) = channel.recv().await {
             let sent = if m.is_text {
-                channel.send_text(std::str::from_utf8(&m.data).expect("utf-8")).await
+                channel
+                    .send_text(std::str::from_utf8(&m.data).expect("utf-8"))
+                    .await
             } else {
                 channel.send_binary(m.data).await
             };
@@ -113,10 +130,16 @@ pub async fn echo_exchange(channel: Arc<DataChannel>, total: usize, chunk: usize
         tokio::spawn(async move {
             for i in 0..chunks {
                 let len = chunk.min(total - i * chunk);
-                channel.send_binary(pattern(i as u32, len)).await.expect("send bulk");
+                channel
+                    .send_binary(pattern(i as u32, len))
+                    .await
+                    .expect("send bulk");
             }
             for i in 0..1000 {
-                channel.send_text(&format!("small message {i}")).await.expect("send small");
+                channel
+                    .send_text(&format!("small message {i}"))
+                    .await
+                    .expect("send small");
             }
         })
     };
@@ -134,7 +157,11 @@ pub async fn echo_exchange(channel: Arc<DataChannel>, total: usize, chunk: usize
     for i in 0..1000 {
         let m = within(30, channel.recv()).await.expect("small echo");
         assert!(m.is_text);
-        assert_eq!(m.data, format!("small message {i}").as_bytes(), "small echo {i} differs");
+        assert_eq!(
+            m.data,
+            format!("small message {i}").as_bytes(),
+            "small echo {i} differs"
+        );
     }
     sender.await.expect("sender");
     bulk_secs
