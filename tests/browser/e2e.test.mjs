@@ -63,6 +63,8 @@ describe('demo chat in Chromium', () => {
       assert.equal(reply.path, 'direct');
       assert.equal((await stack.metrics())[RELAYED], relayedBefore, 'the chat went through the relay');
       assert.equal(await page.evaluate(() => window.__beeline.path), 'direct');
+      // The page reported its outcome once, for the operator's success rate.
+      await waitFor(async () => (await stack.metrics())['beeline_connection_outcomes_total{outcome="direct"}'] === 1, 5000, 'the direct outcome to be reported');
       assert.deepEqual(problems, []);
     });
   });
@@ -86,6 +88,7 @@ describe('demo chat in Chromium', () => {
       // The attempt is abandoned quietly once the budget runs out.
       assert.equal(await page.evaluate(() => window.__beeline.ready), 'fallback');
       await waitFor(async () => (await stack.metrics())[BYES] === 1, 5000, 'the abandoned session to say bye');
+      await waitFor(async () => (await stack.metrics())['beeline_connection_outcomes_total{outcome="fallback"}'] === 1, 5000, 'the fallback outcome to be reported');
       assert.equal(await page.locator('#beeline-indicator').isVisible(), false);
       assert.equal(await page.locator('.bubble.error').count(), 0);
 
