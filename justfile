@@ -83,6 +83,12 @@ lint:
 
 # --- benchmarks --------------------------------------------------------------
 
+# The benchmark suite: one table with goals, target/bench/report.json, the
+# latency chart and the README's bench section (see docs/performance.md).
+[group('bench')]
+bench:
+    scripts/bench.sh
+
 # Signaling figures: posts/s, poll wake p50/p99, RSS at 1,000 waiting polls (target/bench/signal.json).
 [group('bench')]
 bench-signal:
