@@ -2,55 +2,25 @@
 //! answer, channel, `hello`), timing each step, then speaks protocol v2
 //! through `beeline_bridge::Client`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use beeline_bridge::{Channel, ChannelClosed, Client, ClientOptions, Received};
+use beeline_bridge::{Client, ClientOptions};
 use beeline_frame::v2::RequestHead;
-use beeline_frame::Encoded;
+use beeline_home::DataChannelLink;
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
-use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
+use beeline_transport::{AddressFilter, Peer, PeerConfig};
 use bytes::Bytes;
 
 /// How long one setup may take before it counts as failed (the
 /// specification's budget).
 const SETUP_BUDGET: Duration = Duration::from_secs(8);
 
-/// A transport data channel as the bridge client sees it, counting the
-/// messages it receives (how a body is cut into frames shows up there).
-pub(crate) struct ClientChannel(pub(crate) DataChannel, pub(crate) AtomicU64);
-
-impl ClientChannel {
-    /// Messages received so far.
-    pub(crate) fn received(&self) -> u64 {
-        self.1.load(Ordering::Relaxed)
-    }
-}
-
-impl Channel for ClientChannel {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        match message {
-            Encoded::Text(t) => self.0.send_text(&t).await,
-            Encoded::Binary(b) => self.0.send_binary(b).await,
-        }
-        .map_err(|_| ChannelClosed)
-    }
-
-    async fn recv(&self) -> Option<Received> {
-        let m = self.0.recv().await?;
-        self.1.fetch_add(1, Ordering::Relaxed);
-        Some(Received {
-            data: m.data,
-            binary: !m.is_text,
-        })
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.0.max_message_size()
-    }
-}
+/// The bench's client end: a transport data channel as the bridge sees it.
+/// It counts the messages it receives, so how a body is cut into frames
+/// shows up in the figures.
+pub(crate) type ClientChannel = DataChannelLink;
 
 /// Milliseconds from `POST /session` to each setup milestone.
 #[derive(Debug, Clone, Copy, Default)]
@@ -183,7 +153,7 @@ async fn connect_inner(
         }
     };
     times.open_ms = ms(Instant::now());
-    let channel = Arc::new(ClientChannel(channel, AtomicU64::new(0)));
+    let channel = Arc::new(DataChannelLink::new(channel));
     let client = Client::connect(Arc::clone(&channel), options).await?;
     times.agree_ms = ms(Instant::now());
     Ok(Connection {

@@ -290,9 +290,9 @@ async fn throughput(
                 rep + 1
             );
             let before = probe();
-            let messages = conn.channel.received();
+            let messages = conn.channel.messages_received();
             let d = measure::download(&conn.client, args.transfer_bytes, TRANSFER_BUDGET).await?;
-            let messages = conn.channel.received() - messages;
+            let messages = conn.channel.messages_received() - messages;
             let mid = probe();
             let u = measure::upload(&conn.client, args.transfer_bytes, TRANSFER_BUDGET).await?;
             let after = probe();

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use beeline_bridge::{Client, ClientOptions};
 use beeline_frame::v2::RequestHead;
+use beeline_home::DataChannelLink;
 use bytes::Bytes;
-use common::{browser_connect, pattern_chunks, pattern_sha256, world_with, ClientChannel, TOKEN};
+use common::{browser_connect, pattern_chunks, pattern_sha256, world_with, TOKEN};
 use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
 
@@ -61,7 +62,7 @@ async fn hundred_megabytes_each_way_byte_identical_in_bounded_memory() {
     });
 
     let (_peer, channel) = browser_connect(&world.signal_url).await;
-    let client = Client::connect(Arc::new(ClientChannel(channel)), ClientOptions::default()).await.unwrap();
+    let client = Client::connect(Arc::new(DataChannelLink::new(channel)), ClientOptions::default()).await.unwrap();
     let idle_rss = rss_kb(pid).unwrap_or(0);
 
     // Download.

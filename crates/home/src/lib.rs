@@ -224,7 +224,7 @@ impl<U: Upstream> SessionTask<U> {
                             "direct channel open"
                         );
                     }
-                    let channel = Arc::new(BridgeChannel { inner: channel, activity: Arc::clone(&activity) });
+                    let channel = Arc::new(DataChannelLink::sharing(channel, Arc::clone(&activity)));
                     let mut bridge = self.config.bridge.clone();
                     bridge.peer_addr = peer.selected_pair().map(|p| match p.remote_addr.rsplit_once(':') {
                         Some((ip, _port)) => ip.to_owned(),
@@ -264,15 +264,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// When the connection last carried a message.
+/// When a connection last carried a message, and how many it received.
+/// Shared by every channel of one peer connection.
+#[derive(Debug)]
 struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
+    received: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { origin: Instant::now(), last_ms: AtomicU64::new(0) }
+        Self { origin: Instant::now(), last_ms: AtomicU64::new(0), received: AtomicU64::new(0) }
     }
     fn touch(&self) {
         self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -283,13 +286,37 @@ impl Activity {
     }
 }
 
-/// A data channel as the bridge sees it, recording activity.
-struct BridgeChannel {
+/// A transport [`DataChannel`] as the bridge sees it (a [`Channel`]), on
+/// either end: the home peer serves through it, and Rust clients (tests,
+/// benchmarks) send through it. It notes when it last carried a message.
+#[derive(Debug)]
+pub struct DataChannelLink {
     inner: DataChannel,
     activity: Arc<Activity>,
 }
 
-impl Channel for BridgeChannel {
+impl DataChannelLink {
+    /// Wraps `channel`.
+    pub fn new(channel: DataChannel) -> Self {
+        Self::sharing(channel, Arc::new(Activity::new()))
+    }
+
+    fn sharing(channel: DataChannel, activity: Arc<Activity>) -> Self {
+        Self { inner: channel, activity }
+    }
+
+    /// Messages received through this link (and any sharing its activity).
+    pub fn messages_received(&self) -> u64 {
+        self.activity.received.load(Ordering::Relaxed)
+    }
+
+    /// How long since a message last went either way.
+    pub fn idle_for(&self) -> Duration {
+        self.activity.idle_for()
+    }
+}
+
+impl Channel for DataChannelLink {
     async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
         self.activity.touch();
         let sent = match message {
@@ -302,6 +329,7 @@ impl Channel for BridgeChannel {
     async fn recv(&self) -> Option<Received> {
         let message = self.inner.recv().await?;
         self.activity.touch();
+        self.activity.received.fetch_add(1, Ordering::Relaxed);
         Some(Received { data: message.data, binary: !message.is_text })
     }
 

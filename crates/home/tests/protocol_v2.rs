@@ -11,20 +11,21 @@ use std::time::Duration;
 
 use beeline_bridge::{Client, ClientError, ClientOptions};
 use beeline_frame::v2::RequestHead;
+use beeline_home::DataChannelLink;
 use beeline_frame::{decode_binary, decode_response, decode_text, Frame, ResponseFrame};
 use bytes::Bytes;
-use common::{browser_connect, pattern, sha256_hex, world, ClientChannel};
+use common::{browser_connect, pattern, sha256_hex, world};
 use futures::StreamExt as _;
 
 fn get(path: &str) -> RequestHead {
     RequestHead { method: "GET".into(), path: path.into(), ..Default::default() }
 }
 
-async fn client(binary: bool) -> (common::World, Client<ClientChannel>, Arc<beeline_transport::Peer>) {
+async fn client(binary: bool) -> (common::World, Client<DataChannelLink>, Arc<beeline_transport::Peer>) {
     let world = world().await;
     let (peer, channel) = browser_connect(&world.signal_url).await;
     let options = ClientOptions { binary, ..Default::default() };
-    let client = Client::connect(Arc::new(ClientChannel(channel)), options).await.expect("agree");
+    let client = Client::connect(Arc::new(DataChannelLink::new(channel)), options).await.expect("agree");
     (world, client, peer)
 }
 

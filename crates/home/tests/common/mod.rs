@@ -11,8 +11,7 @@ use axum::body::Body;
 use axum::extract::Query;
 use axum::routing::{get, post};
 use axum::Router;
-use beeline_bridge::{Channel, ChannelClosed, HttpUpstream, Received};
-use beeline_frame::Encoded;
+use beeline_bridge::HttpUpstream;
 use beeline_home::HomeConfig;
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_signal_server::{SignalConfig, SignalServer};
@@ -231,27 +230,5 @@ pub async fn browser_connect(signal_url: &str) -> (Arc<Peer>, DataChannel) {
             }
             _ = tokio::time::sleep_until(deadline) => panic!("no channel within 15 s"),
         }
-    }
-}
-
-/// A transport data channel as the bridge client sees it.
-pub struct ClientChannel(pub DataChannel);
-
-impl Channel for ClientChannel {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        match message {
-            Encoded::Text(t) => self.0.send_text(&t).await,
-            Encoded::Binary(b) => self.0.send_binary(b).await,
-        }
-        .map_err(|_| ChannelClosed)
-    }
-
-    async fn recv(&self) -> Option<Received> {
-        let m = self.0.recv().await?;
-        Some(Received { data: m.data, binary: !m.is_text })
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.0.max_message_size()
     }
 }
