@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use beeline_frame::v2::{self, Agree, ErrorCode, Headers, RequestHead, ResponseHead, StreamId};
-use beeline_frame::{decode_binary, decode_text, split_text, Frame, FrameError, Utf8Chunker};
+use beeline_frame::{decode_binary, decode_text, split_text, Frame, FrameError, ResponseFrame, Utf8Chunker};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -434,7 +434,7 @@ fn granting_body<C: Channel>(
 /// Reports an error to a v1 stream: the reason as body text, then `done`.
 async fn send_v1_error<C: Channel + ?Sized>(channel: &C, id: &str, code: ErrorCode, message: &str) -> Result<(), ChannelClosed> {
     send_v1_text(channel, id, message).await?;
-    channel.send(Frame::Done { id: id.to_owned(), status: code.http_status() }.encode()).await
+    channel.send(Frame::V1Response(ResponseFrame::Done { id: id.to_owned(), status: code.http_status() }).encode()).await
 }
 
 /// Sends text as v1 `chunk` frames, each within the channel's message size.
@@ -443,10 +443,10 @@ async fn send_v1_text<C: Channel + ?Sized>(channel: &C, id: &str, text: &str) ->
         return Ok(());
     }
     // Worst-case JSON escaping is 6 bytes per input byte (\u00XX).
-    let room = channel.max_message_size().saturating_sub(beeline_frame::ResponseFrame::chunk_len(id, ""));
+    let room = channel.max_message_size().saturating_sub(ResponseFrame::chunk_len(id, ""));
     let max_piece = (room / 6).clamp(1, 16 * 1024);
     for piece in split_text(text, max_piece) {
-        channel.send(Frame::Chunk { id: id.to_owned(), data: piece.to_owned() }.encode()).await?;
+        channel.send(Frame::V1Response(ResponseFrame::Chunk { id: id.to_owned(), data: piece.to_owned() }).encode()).await?;
     }
     Ok(())
 }
@@ -498,7 +498,7 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
                     (StreamId::Text(id), Dialect::V1) if head_sent => {
                         // v1 has already committed to a status; end with a
                         // gateway error so the client sees a failure.
-                        self.channel.send(Frame::Done { id: id.clone(), status: code.http_status() }.encode()).await
+                        self.channel.send(Frame::V1Response(ResponseFrame::Done { id: id.clone(), status: code.http_status() }).encode()).await
                     }
                     (StreamId::Text(id), Dialect::V1) => send_v1_error(&*self.channel, id, code, &message).await,
                     _ => self.channel.send(Frame::Error { id: Some(self.id.clone()), code, message }.encode()).await,
@@ -556,7 +556,7 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         match (&self.id, self.dialect) {
             (StreamId::Text(id), Dialect::V1) => {
                 send_v1_text(&*self.channel, id, &chunker.finish()).await?;
-                self.send(Frame::Done { id: id.clone(), status }).await?;
+                self.send(Frame::V1Response(ResponseFrame::Done { id: id.clone(), status })).await?;
             }
             _ => self.send(Frame::End { id: self.id.clone() }).await?,
         }

@@ -191,20 +191,8 @@ impl ErrorCode {
 pub enum Frame {
     /// v1 request (a JSON object without `type`).
     V1Request(Request),
-    /// v1 response body text.
-    Chunk {
-        /// Stream id.
-        id: String,
-        /// Body text.
-        data: String,
-    },
-    /// v1 end of response.
-    Done {
-        /// Stream id.
-        id: String,
-        /// HTTP status.
-        status: u16,
-    },
+    /// v1 response frame (`chunk` or `done`).
+    V1Response(crate::ResponseFrame),
     /// Negotiation request.
     Hello(Hello),
     /// Negotiation answer.
@@ -312,7 +300,7 @@ impl Frame {
     pub fn stream_id(&self) -> Option<StreamId> {
         match self {
             Self::V1Request(r) => Some(StreamId::Text(r.id.clone())),
-            Self::Chunk { id, .. } | Self::Done { id, .. } => Some(StreamId::Text(id.clone())),
+            Self::V1Response(r) => Some(StreamId::Text(r.id().to_owned())),
             Self::Hello(_) | Self::Agree(_) => None,
             Self::Request { id, .. }
             | Self::Response { id, .. }
@@ -368,12 +356,7 @@ impl Frame {
         };
         match self {
             Self::V1Request(r) => return r.to_json(),
-            Self::Chunk { id, data } => {
-                return crate::ResponseFrame::Chunk { id: id.clone(), data: data.clone() }.to_json()
-            }
-            Self::Done { id, status } => {
-                return crate::ResponseFrame::Done { id: id.clone(), status: *status }.to_json()
-            }
+            Self::V1Response(r) => return r.to_json(),
             Self::Hello(h) => {
                 put("type", "hello".into());
                 merge(&mut m, h);
@@ -459,14 +442,7 @@ pub fn decode_text(message: &[u8]) -> Result<Option<Frame>, FrameError> {
     let need_id = || id.clone().ok_or(FrameError::BadField { id: None, field: "id" });
     let bad = |field: &'static str| FrameError::BadField { id: id.clone(), field };
     let frame = match kind {
-        "chunk" | "done" => {
-            let v1 = crate::decode_response(message)?;
-            match v1 {
-                Some(crate::ResponseFrame::Chunk { id, data }) => Frame::Chunk { id, data },
-                Some(crate::ResponseFrame::Done { id, status }) => Frame::Done { id, status },
-                None => return Ok(None),
-            }
-        }
+        "chunk" | "done" => return crate::decode_response(message).map(|r| r.map(Frame::V1Response)),
         "hello" => Frame::Hello(serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("hello"))?),
         "agree" => Frame::Agree(serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("agree"))?),
         "request" => {

@@ -1,7 +1,7 @@
 //! Property: every frame encodes to a message that decodes to the same frame.
 
 use beeline_frame::v2::{ErrorCode, Headers, RequestHead, ResponseHead};
-use beeline_frame::{decode_binary, decode_text, Encoded, Frame, StreamId};
+use beeline_frame::{decode_binary, decode_text, Encoded, Frame, ResponseFrame, StreamId};
 use bytes::Bytes;
 use proptest::prelude::*;
 
@@ -31,8 +31,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             code: ErrorCode::parse(&code),
             message
         }),
-        ("[a-z0-9\\-]{1,12}", ".{0,60}").prop_map(|(id, data)| Frame::Chunk { id, data }),
-        ("[a-z0-9\\-]{1,12}", 100u16..600).prop_map(|(id, status)| Frame::Done { id, status }),
+        ("[a-z0-9\\-]{1,12}", ".{0,60}").prop_map(|(id, data)| Frame::V1Response(ResponseFrame::Chunk { id, data })),
+        ("[a-z0-9\\-]{1,12}", 100u16..600).prop_map(|(id, status)| Frame::V1Response(ResponseFrame::Done { id, status })),
     ]
 }
 
