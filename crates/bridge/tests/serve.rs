@@ -6,49 +6,13 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::routing::{get, post};
 use axum::Router;
-use beeline_bridge::{serve, BridgeConfig, Channel, ChannelClosed, HttpUpstream, Received};
-use beeline_frame::{decode_response, Encoded, ResponseFrame};
+mod common;
+
+use beeline_bridge::{serve, BridgeConfig, HttpUpstream};
+use beeline_bridge::Channel as _;
+use beeline_frame::{decode_response, ResponseFrame};
+use common::{pipe, MemChannel};
 use bytes::Bytes;
-use tokio::sync::{mpsc, Mutex};
-
-/// One end of an in-memory message pipe.
-struct MemChannel {
-    tx: mpsc::UnboundedSender<Received>,
-    rx: Mutex<mpsc::UnboundedReceiver<Received>>,
-    max: usize,
-}
-
-impl Channel for MemChannel {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        assert!(message.len() <= self.max, "frame of {} bytes over the {} limit", message.len(), self.max);
-        let received = match message {
-            Encoded::Text(t) => Received { data: Bytes::from(t), binary: false },
-            Encoded::Binary(b) => Received { data: b, binary: true },
-        };
-        self.tx.send(received).map_err(|_| ChannelClosed)
-    }
-    async fn recv(&self) -> Option<Received> {
-        self.rx.lock().await.recv().await
-    }
-    fn max_message_size(&self) -> usize {
-        self.max
-    }
-}
-
-impl MemChannel {
-    async fn send_text(&self, text: String) -> Result<(), ChannelClosed> {
-        self.send(Encoded::Text(text)).await
-    }
-}
-
-fn pipe(max: usize) -> (MemChannel, MemChannel) {
-    let (a_tx, b_rx) = mpsc::unbounded_channel();
-    let (b_tx, a_rx) = mpsc::unbounded_channel();
-    (
-        MemChannel { tx: a_tx, rx: Mutex::new(a_rx), max },
-        MemChannel { tx: b_tx, rx: Mutex::new(b_rx), max },
-    )
-}
 
 async fn upstream() -> String {
     let app = Router::new()

@@ -5,34 +5,13 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use beeline_bridge::{serve, BridgeConfig, Channel, ChannelClosed, Client, ClientOptions, Received, ServiceUpstream};
+mod common;
+
+use beeline_bridge::{serve, BridgeConfig, Client, ClientOptions, ServiceUpstream};
 use beeline_frame::v2::RequestHead;
-use beeline_frame::Encoded;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use tokio::sync::{mpsc, Mutex};
-
-struct MemChannel {
-    tx: mpsc::UnboundedSender<Received>,
-    rx: Mutex<mpsc::UnboundedReceiver<Received>>,
-}
-
-impl Channel for MemChannel {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        assert!(message.len() <= self.max_message_size());
-        let r = match message {
-            Encoded::Text(t) => Received { data: Bytes::from(t), binary: false },
-            Encoded::Binary(b) => Received { data: b, binary: true },
-        };
-        self.tx.send(r).map_err(|_| ChannelClosed)
-    }
-    async fn recv(&self) -> Option<Received> {
-        self.rx.lock().await.recv().await
-    }
-    fn max_message_size(&self) -> usize {
-        16 * 1024
-    }
-}
+use common::pipe;
 
 #[tokio::test]
 async fn an_axum_router_served_in_process() {
@@ -44,10 +23,8 @@ async fn an_axum_router_served_in_process() {
         .route("/echo", post(|body: Bytes| async move { body }));
     // `hello` is once per channel: one channel per framing.
     for binary in [true, false] {
-        let (a_tx, b_rx) = mpsc::unbounded_channel();
-        let (b_tx, a_rx) = mpsc::unbounded_channel();
-        let client_end = Arc::new(MemChannel { tx: a_tx, rx: Mutex::new(a_rx) });
-        let server_end = Arc::new(MemChannel { tx: b_tx, rx: Mutex::new(b_rx) });
+        let (client_end, server_end) = pipe(16 * 1024);
+        let (client_end, server_end) = (Arc::new(client_end), Arc::new(server_end));
         tokio::spawn(serve(server_end, Arc::new(ServiceUpstream::new(app.clone())), BridgeConfig::default()));
         let client = Client::connect(Arc::clone(&client_end), ClientOptions { binary, ..Default::default() }).await.unwrap();
         let mut head = RequestHead { method: "GET".into(), path: "/hello".into(), ..Default::default() };
