@@ -7,7 +7,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = decode_binary(data) {
-        let Encoded::Binary(bytes) = frame.encode() else { panic!("binary stream frames encode as binary") };
-        assert_eq!(decode_binary(&bytes).expect("re-encoded frame decodes"), frame);
+        let Encoded::Binary(bytes) = frame.encode() else {
+            panic!("binary stream frames encode as binary")
+        };
+        assert_eq!(
+            decode_binary(&bytes).expect("re-encoded frame decodes"),
+            frame
+        );
     }
 });

@@ -39,7 +39,11 @@ struct Args {
     #[arg(long = "allow-ip", env = "BEELINE_ALLOW_IPS", value_delimiter = ',')]
     allow_ips: Vec<String>,
     /// Restrict ICE gathering to these interfaces (repeatable). Default: all.
-    #[arg(long = "allow-interface", env = "BEELINE_ALLOW_INTERFACES", value_delimiter = ',')]
+    #[arg(
+        long = "allow-interface",
+        env = "BEELINE_ALLOW_INTERFACES",
+        value_delimiter = ','
+    )]
     allow_interfaces: Vec<String>,
     /// STUN server for this side's server-reflexive candidates (repeatable).
     #[arg(long = "stun-url", env = "BEELINE_STUN_URLS", value_delimiter = ',')]
@@ -94,19 +98,28 @@ struct FileServe {
 }
 
 fn read_file_config(path: &Option<PathBuf>) -> Result<FileConfig> {
-    let Some(path) = path else { return Ok(FileConfig::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let root: FileRoot = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let root: FileRoot =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(root.serve.webrtc)
 }
 
 fn read_token(path: &PathBuf) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading token file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
     Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }
 
 fn or_file<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
-    if flag.is_empty() { file } else { flag }
+    if flag.is_empty() {
+        file
+    } else {
+        flag
+    }
 }
 
 #[tokio::main]
@@ -126,7 +139,9 @@ async fn main() -> std::process::ExitCode {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -140,8 +155,16 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("[serve.webrtc] enabled = false; nothing to do");
         return Ok(());
     }
-    let signal_url = args.signal_url.or(file.signaling_url).context("--signal-url is required")?;
-    let token = match (args.token, args.token_file, file.bearer_token, file.bearer_token_file) {
+    let signal_url = args
+        .signal_url
+        .or(file.signaling_url)
+        .context("--signal-url is required")?;
+    let token = match (
+        args.token,
+        args.token_file,
+        file.bearer_token,
+        file.bearer_token_file,
+    ) {
         (Some(t), ..) => t,
         (None, Some(p), ..) => read_token(&p)?,
         (None, None, Some(t), _) => t,
@@ -151,11 +174,16 @@ async fn run(args: Args) -> Result<()> {
     if token.is_empty() {
         bail!("the bearer token is empty");
     }
-    let upstream_url = args.upstream.or(file.upstream).context("--upstream is required")?;
+    let upstream_url = args
+        .upstream
+        .or(file.upstream)
+        .context("--upstream is required")?;
 
     let mut filter = AddressFilter::allow_all();
     for ip in or_file(args.allow_ips, file.allow_ips) {
-        filter.allow_network(&ip).with_context(|| format!("--allow-ip {ip}"))?;
+        filter
+            .allow_network(&ip)
+            .with_context(|| format!("--allow-ip {ip}"))?;
     }
     for iface in or_file(args.allow_interfaces, file.allow_interfaces) {
         filter.allow_interface(iface);
@@ -164,11 +192,18 @@ async fn run(args: Args) -> Result<()> {
     let ice_servers = if stun_urls.is_empty() {
         Vec::new()
     } else {
-        vec![IceServer { urls: stun_urls, ..Default::default() }]
+        vec![IceServer {
+            urls: stun_urls,
+            ..Default::default()
+        }]
     };
 
     let mut config = HomeConfig {
-        peer: PeerConfig { ice_servers, address_filter: filter.clone(), ..Default::default() },
+        peer: PeerConfig {
+            ice_servers,
+            address_filter: filter.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     if let Some(secs) = args.idle_timeout_secs.or(file.idle_timeout_secs) {

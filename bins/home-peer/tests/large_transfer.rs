@@ -39,7 +39,14 @@ async fn hundred_megabytes_each_way_byte_identical_in_bounded_memory() {
     let world = world_with(Default::default(), false).await;
     let child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_home-peer"))
-            .args(["--signal-url", &world.signal_url, "--token", TOKEN, "--upstream", &world.upstream_url])
+            .args([
+                "--signal-url",
+                &world.signal_url,
+                "--token",
+                TOKEN,
+                "--upstream",
+                &world.upstream_url,
+            ])
             .args(["--allow-ip", "127.0.0.1"])
             .env("RUST_LOG", "warn")
             .spawn()
@@ -62,12 +69,21 @@ async fn hundred_megabytes_each_way_byte_identical_in_bounded_memory() {
     });
 
     let (_peer, channel) = browser_connect(&world.signal_url).await;
-    let client = Client::connect(Arc::new(DataChannelLink::new(channel)), ClientOptions::default()).await.unwrap();
+    let client = Client::connect(
+        Arc::new(DataChannelLink::new(channel)),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
     let idle_rss = rss_kb(pid).unwrap_or(0);
 
     // Download.
     let started = Instant::now();
-    let head = RequestHead { method: "GET".into(), path: format!("/bytes?n={SIZE}&seed=11"), ..Default::default() };
+    let head = RequestHead {
+        method: "GET".into(),
+        path: format!("/bytes?n={SIZE}&seed=11"),
+        ..Default::default()
+    };
     let mut response = client.send(head, None).await.unwrap();
     assert_eq!(response.status, 200);
     let (mut hasher, mut len) = (Sha256::new(), 0usize);
@@ -77,17 +93,38 @@ async fn hundred_megabytes_each_way_byte_identical_in_bounded_memory() {
         hasher.update(&piece);
     }
     let down = started.elapsed();
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(len, SIZE);
     assert_eq!(digest, pattern_sha256(11, SIZE), "download differs");
 
     // Upload.
     let started = Instant::now();
-    let body = futures::stream::iter(pattern_chunks(12, SIZE, 256 * 1024).map(|c| Ok(Bytes::from(c)))).boxed();
-    let head = RequestHead { method: "POST".into(), path: "/sha256".into(), ..Default::default() };
-    let answer = client.send(head, Some(body)).await.unwrap().body.collect().await.unwrap();
+    let body =
+        futures::stream::iter(pattern_chunks(12, SIZE, 256 * 1024).map(|c| Ok(Bytes::from(c))))
+            .boxed();
+    let head = RequestHead {
+        method: "POST".into(),
+        path: "/sha256".into(),
+        ..Default::default()
+    };
+    let answer = client
+        .send(head, Some(body))
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
     let up = started.elapsed();
-    assert_eq!(String::from_utf8(answer).unwrap(), format!("{SIZE} {}", pattern_sha256(12, SIZE)), "upload differs");
+    assert_eq!(
+        String::from_utf8(answer).unwrap(),
+        format!("{SIZE} {}", pattern_sha256(12, SIZE)),
+        "upload differs"
+    );
 
     watcher.abort();
     let peak = peak.load(Ordering::Relaxed);

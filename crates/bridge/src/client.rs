@@ -59,7 +59,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { binary: true, window: 256 * 1024, hello_timeout: Duration::from_secs(2) }
+        Self {
+            binary: true,
+            window: 256 * 1024,
+            hello_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -127,9 +131,17 @@ impl ResponseBody {
                 return Some(Ok(data));
             }
             Some(Frame::End { .. }) => None,
-            Some(Frame::Error { code, message, .. }) => Some(Err(ClientError::Stream { code: code.as_str().to_owned(), message })),
+            Some(Frame::Error { code, message, .. }) => Some(Err(ClientError::Stream {
+                code: code.as_str().to_owned(),
+                message,
+            })),
             Some(Frame::Cancel { .. }) => Some(Err(ClientError::Cancelled)),
-            Some(_) => return Some(Err(ClientError::Stream { code: "bad_frame".into(), message: "unexpected frame".into() })),
+            Some(_) => {
+                return Some(Err(ClientError::Stream {
+                    code: "bad_frame".into(),
+                    message: "unexpected frame".into(),
+                }))
+            }
             None => Some(Err(ClientError::Closed)),
         };
         self.finished = true;
@@ -162,7 +174,11 @@ impl<C: Channel> Client<C> {
         if options.binary {
             features.insert(0, "binary".to_owned());
         }
-        let hello = Hello { version: v2::VERSION, features, window: options.window };
+        let hello = Hello {
+            version: v2::VERSION,
+            features,
+            window: options.window,
+        };
         channel.send(Frame::Hello(hello).encode()).await?;
         let agree = tokio::time::timeout(options.hello_timeout, async {
             while let Some(m) = channel.recv().await {
@@ -192,15 +208,40 @@ impl<C: Channel> Client<C> {
     }
 
     /// Sends a request; resolves when the response head arrives.
-    pub async fn send(&self, mut head: RequestHead, body: Option<BodyStream>) -> Result<ResponseHandle, ClientError> {
+    pub async fn send(
+        &self,
+        mut head: RequestHead,
+        body: Option<BodyStream>,
+    ) -> Result<ResponseHandle, ClientError> {
         let inner = &self.inner;
         let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = if inner.binary { StreamId::Binary(n) } else { StreamId::Text(format!("c{n}")) };
+        let id = if inner.binary {
+            StreamId::Binary(n)
+        } else {
+            StreamId::Text(format!("c{n}"))
+        };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let window = Arc::new(SendWindow::new(inner.credit.then_some(u64::from(inner.server_window))));
-        inner.slots.lock().expect("not poisoned").insert(id.clone(), Slot { frames: tx, window: Arc::clone(&window) });
+        let window = Arc::new(SendWindow::new(
+            inner.credit.then_some(u64::from(inner.server_window)),
+        ));
+        inner.slots.lock().expect("not poisoned").insert(
+            id.clone(),
+            Slot {
+                frames: tx,
+                window: Arc::clone(&window),
+            },
+        );
         head.end = body.is_none();
-        inner.channel.send(Frame::Request { id: id.clone(), head }.encode()).await?;
+        inner
+            .channel
+            .send(
+                Frame::Request {
+                    id: id.clone(),
+                    head,
+                }
+                .encode(),
+            )
+            .await?;
 
         let upload = body.map(|body| {
             let (inner, id) = (Arc::clone(inner), id.clone());
@@ -226,10 +267,15 @@ impl<C: Channel> Client<C> {
                             if let Some(upload) = upload {
                                 upload.abort();
                             }
-                            cancel_inner.slots.lock().expect("not poisoned").remove(&cancel_id);
+                            cancel_inner
+                                .slots
+                                .lock()
+                                .expect("not poisoned")
+                                .remove(&cancel_id);
                             let channel = Arc::clone(&cancel_inner.channel);
                             tokio::spawn(async move {
-                                let _ = channel.send(Frame::Cancel { id: cancel_id }.encode()).await;
+                                let _ =
+                                    channel.send(Frame::Cancel { id: cancel_id }.encode()).await;
                             });
                         })),
                         grant: Box::new(move |bytes| {
@@ -251,9 +297,15 @@ impl<C: Channel> Client<C> {
             other => {
                 inner.slots.lock().expect("not poisoned").remove(&id);
                 Err(match other {
-                    Some(Frame::Error { code, message, .. }) => ClientError::Stream { code: code.as_str().to_owned(), message },
+                    Some(Frame::Error { code, message, .. }) => ClientError::Stream {
+                        code: code.as_str().to_owned(),
+                        message,
+                    },
                     Some(Frame::Cancel { .. }) => ClientError::Cancelled,
-                    Some(_) => ClientError::Stream { code: ErrorCode::BadFrame.as_str().into(), message: "unexpected frame".into() },
+                    Some(_) => ClientError::Stream {
+                        code: ErrorCode::BadFrame.as_str().into(),
+                        message: "unexpected frame".into(),
+                    },
                     None => ClientError::Closed,
                 })
             }
@@ -261,25 +313,51 @@ impl<C: Channel> Client<C> {
     }
 }
 
-async fn upload<C: Channel>(inner: &Inner<C>, id: &StreamId, mut body: BodyStream, window: &SendWindow) -> Result<(), ClientError> {
+async fn upload<C: Channel>(
+    inner: &Inner<C>,
+    id: &StreamId,
+    mut body: BodyStream,
+    window: &SendWindow,
+) -> Result<(), ClientError> {
     let max = v2::max_data_payload(id, inner.channel.max_message_size());
     while let Some(piece) = body.next().await {
-        let mut piece = piece.map_err(|e| ClientError::Stream { code: "body".into(), message: e.to_string() })?;
+        let mut piece = piece.map_err(|e| ClientError::Stream {
+            code: "body".into(),
+            message: e.to_string(),
+        })?;
         while !piece.is_empty() {
             let n = window.take(piece.len().min(max)).await;
             let data = piece.split_to(n);
-            inner.channel.send(Frame::Data { id: id.clone(), data }.encode()).await?;
+            inner
+                .channel
+                .send(
+                    Frame::Data {
+                        id: id.clone(),
+                        data,
+                    }
+                    .encode(),
+                )
+                .await?;
         }
     }
-    inner.channel.send(Frame::End { id: id.clone() }.encode()).await?;
+    inner
+        .channel
+        .send(Frame::End { id: id.clone() }.encode())
+        .await?;
     Ok(())
 }
 
 async fn read_loop<C: Channel>(inner: Arc<Inner<C>>) {
     while let Some(message) = inner.channel.recv().await {
-        let frame = if message.binary { decode_binary(&message.data).ok() } else { decode_text(&message.data).ok().flatten() };
+        let frame = if message.binary {
+            decode_binary(&message.data).ok()
+        } else {
+            decode_text(&message.data).ok().flatten()
+        };
         let Some(frame) = frame else { continue };
-        let Some(id) = frame.stream_id() else { continue };
+        let Some(id) = frame.stream_id() else {
+            continue;
+        };
         let mut slots = inner.slots.lock().expect("not poisoned");
         match frame {
             Frame::Credit { bytes, .. } => {
@@ -288,7 +366,10 @@ async fn read_loop<C: Channel>(inner: Arc<Inner<C>>) {
                 }
             }
             frame => {
-                let last = matches!(frame, Frame::End { .. } | Frame::Error { .. } | Frame::Cancel { .. });
+                let last = matches!(
+                    frame,
+                    Frame::End { .. } | Frame::Error { .. } | Frame::Cancel { .. }
+                );
                 if let Some(slot) = slots.get(&id) {
                     let _ = slot.frames.send(frame);
                 }

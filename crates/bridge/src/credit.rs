@@ -15,7 +15,10 @@ pub(crate) struct SendWindow {
 
 impl SendWindow {
     pub(crate) fn new(initial: Option<u64>) -> Self {
-        Self { available: Mutex::new(initial), granted: Notify::new() }
+        Self {
+            available: Mutex::new(initial),
+            granted: Notify::new(),
+        }
     }
 
     /// Adds a grant from the receiver.
@@ -62,7 +65,10 @@ pub(crate) struct RecvWindow {
 
 impl RecvWindow {
     pub(crate) fn new(initial: Option<u64>) -> Self {
-        Self { remaining: initial.unwrap_or(0).into(), unlimited: initial.is_none() }
+        Self {
+            remaining: initial.unwrap_or(0).into(),
+            unlimited: initial.is_none(),
+        }
     }
 
     /// Accounts for `bytes` received; false if they exceed the window.
@@ -72,13 +78,16 @@ impl RecvWindow {
             return true;
         }
         self.remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(bytes as u64))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                r.checked_sub(bytes as u64)
+            })
             .is_ok()
     }
 
     /// Accounts for a grant we sent.
     pub(crate) fn grant(&self, bytes: u32) {
-        self.remaining.fetch_add(u64::from(bytes), std::sync::atomic::Ordering::AcqRel);
+        self.remaining
+            .fetch_add(u64::from(bytes), std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -36,7 +36,10 @@ use bytes::Bytes;
 
 pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandle};
 pub use server::serve;
-pub use upstream::{BodyStream, HttpUpstream, ServiceBody, ServiceUpstream, Upstream, UpstreamRequest, UpstreamResponse};
+pub use upstream::{
+    BodyStream, HttpUpstream, ServiceBody, ServiceUpstream, Upstream, UpstreamRequest,
+    UpstreamResponse,
+};
 
 /// A message received from a [`Channel`].
 #[derive(Debug, Clone, PartialEq, Eq)]

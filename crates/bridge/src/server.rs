@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use beeline_frame::v2::{self, Agree, ErrorCode, Headers, RequestHead, ResponseHead, StreamId};
-use beeline_frame::{decode_binary, decode_text, split_text, Frame, FrameError, ResponseFrame, Utf8Chunker};
+use beeline_frame::{
+    decode_binary, decode_text, split_text, Frame, FrameError, ResponseFrame, Utf8Chunker,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -30,7 +32,11 @@ const GRANT_DIVISOR: u32 = 4;
 /// Serves every request arriving on `channel` by calling `upstream`, until
 /// the channel closes. Requests still running then are dropped, which closes
 /// their upstream connections.
-pub async fn serve<C: Channel, U: Upstream>(channel: Arc<C>, upstream: Arc<U>, config: BridgeConfig) {
+pub async fn serve<C: Channel, U: Upstream>(
+    channel: Arc<C>,
+    upstream: Arc<U>,
+    config: BridgeConfig,
+) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         channel,
@@ -111,15 +117,23 @@ struct Progress {
 
 impl Progress {
     fn new() -> Self {
-        Self { origin: std::time::Instant::now(), last_ms: 0.into() }
+        Self {
+            origin: std::time::Instant::now(),
+            last_ms: 0.into(),
+        }
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.origin.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.last_ms.store(
+            self.origin.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn idle_for(&self) -> std::time::Duration {
-        let last = std::time::Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        let last = std::time::Duration::from_millis(
+            self.last_ms.load(std::sync::atomic::Ordering::Relaxed),
+        );
         self.origin.elapsed().saturating_sub(last)
     }
 }
@@ -150,9 +164,15 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         match frame {
             Frame::Hello(hello) => self.on_hello(hello).await,
             Frame::V1Request(r) => {
-                let head = RequestHead { method: r.method, path: r.path, headers: r.headers, end: r.body.is_empty() };
+                let head = RequestHead {
+                    method: r.method,
+                    path: r.path,
+                    headers: r.headers,
+                    end: r.body.is_empty(),
+                };
                 let body = (!r.body.is_empty()).then(|| Bytes::from(r.body));
-                self.open_stream(StreamId::Text(r.id), head, Dialect::V1, body).await
+                self.open_stream(StreamId::Text(r.id), head, Dialect::V1, body)
+                    .await
             }
             Frame::Request { id, head } => self.open_stream(id, head, Dialect::V2, None).await,
             Frame::Data { id, data } => self.on_data(id, data).await,
@@ -177,7 +197,11 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 }
                 Ok(())
             }
-            Frame::Error { id: None, code, message } => {
+            Frame::Error {
+                id: None,
+                code,
+                message,
+            } => {
                 tracing::debug!(code = code.as_str(), %message, "client reported an error");
                 Ok(())
             }
@@ -194,13 +218,24 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
 
     async fn on_hello(&mut self, hello: v2::Hello) -> Result<(), ChannelClosed> {
         if self.negotiated.is_some() {
-            let e = Frame::Error { id: None, code: ErrorCode::BadFrame, message: "hello sent twice".into() };
+            let e = Frame::Error {
+                id: None,
+                code: ErrorCode::BadFrame,
+                message: "hello sent twice".into(),
+            };
             return self.send(e).await;
         }
-        let features: Vec<String> =
-            hello.features.iter().filter(|f| FEATURES.contains(&f.as_str())).cloned().collect();
+        let features: Vec<String> = hello
+            .features
+            .iter()
+            .filter(|f| FEATURES.contains(&f.as_str()))
+            .cloned()
+            .collect();
         let credit = features.iter().any(|f| f == "credit");
-        self.negotiated = Some(Negotiated { credit, client_window: hello.window });
+        self.negotiated = Some(Negotiated {
+            credit,
+            client_window: hello.window,
+        });
         let agree = Agree {
             version: hello.version.min(v2::VERSION),
             features,
@@ -212,7 +247,11 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         self.send(Frame::Agree(agree)).await
     }
 
-    async fn on_bad_frame(&mut self, message: &Received, error: &FrameError) -> Result<(), ChannelClosed> {
+    async fn on_bad_frame(
+        &mut self,
+        message: &Received,
+        error: &FrameError,
+    ) -> Result<(), ChannelClosed> {
         tracing::debug!(%error, "bad frame");
         let id = error.stream_id();
         // A v1 request (no `type`) is answered the v1 way, so a client that
@@ -232,7 +271,12 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                         self.remember_closed(id.clone());
                     }
                 }
-                self.send(Frame::Error { id, code: ErrorCode::BadFrame, message: error.to_string() }).await
+                self.send(Frame::Error {
+                    id,
+                    code: ErrorCode::BadFrame,
+                    message: error.to_string(),
+                })
+                .await
             }
         }
     }
@@ -241,20 +285,36 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         if self.recently_closed_set.contains(&id) {
             return Ok(());
         }
-        let e = Frame::Error { id: Some(id), code: ErrorCode::UnknownStream, message: "no such stream".into() };
+        let e = Frame::Error {
+            id: Some(id),
+            code: ErrorCode::UnknownStream,
+            message: "no such stream".into(),
+        };
         self.send(e).await
     }
 
     /// Fails a stream that has an entry: tells the client, cancels the task.
-    async fn fail_stream(&mut self, id: StreamId, code: ErrorCode, message: String) -> Result<(), ChannelClosed> {
+    async fn fail_stream(
+        &mut self,
+        id: StreamId,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), ChannelClosed> {
         if let Some(s) = self.streams.remove(&id) {
             s.cancel.cancel();
             if let Some(upload) = s.upload {
-                let _ = upload.tx.try_send(Err(BridgeError::BadRequest(message.clone())));
+                let _ = upload
+                    .tx
+                    .try_send(Err(BridgeError::BadRequest(message.clone())));
             }
         }
         self.remember_closed(id.clone());
-        self.send(Frame::Error { id: Some(id), code, message }).await
+        self.send(Frame::Error {
+            id: Some(id),
+            code,
+            message,
+        })
+        .await
     }
 
     async fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ChannelClosed> {
@@ -263,7 +323,13 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             return self.on_unknown_stream(id).await;
         };
         let Some(upload) = stream.upload.as_mut() else {
-            return self.fail_stream(id, ErrorCode::BadFrame, "data after the end of the request body".into()).await;
+            return self
+                .fail_stream(
+                    id,
+                    ErrorCode::BadFrame,
+                    "data after the end of the request body".into(),
+                )
+                .await;
         };
         upload.received += data.len() as u64;
         if upload.received > max_body {
@@ -271,7 +337,13 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             return self.fail_stream(id, ErrorCode::BodyTooLarge, msg).await;
         }
         if !upload.window.consume(data.len()) {
-            return self.fail_stream(id, ErrorCode::FlowControl, "data beyond the granted window".into()).await;
+            return self
+                .fail_stream(
+                    id,
+                    ErrorCode::FlowControl,
+                    "data beyond the granted window".into(),
+                )
+                .await;
         }
         if data.is_empty() {
             return Ok(());
@@ -300,40 +372,94 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         inline_body: Option<Bytes>,
     ) -> Result<(), ChannelClosed> {
         if self.streams.contains_key(&id) {
-            let e = Frame::Error { id: Some(id), code: ErrorCode::BadFrame, message: "stream id already in use".into() };
+            let e = Frame::Error {
+                id: Some(id),
+                code: ErrorCode::BadFrame,
+                message: "stream id already in use".into(),
+            };
             return self.send(e).await;
         }
         let refusal = if self.streams.len() >= self.config.max_concurrent_streams {
-            Some((ErrorCode::TooManyStreams, format!("more than {} concurrent requests", self.config.max_concurrent_streams)))
+            Some((
+                ErrorCode::TooManyStreams,
+                format!(
+                    "more than {} concurrent requests",
+                    self.config.max_concurrent_streams
+                ),
+            ))
         } else if head_size(&head) > self.config.max_header_bytes {
-            Some((ErrorCode::HeaderTooLarge, format!("request head larger than {} bytes", self.config.max_header_bytes)))
+            Some((
+                ErrorCode::HeaderTooLarge,
+                format!(
+                    "request head larger than {} bytes",
+                    self.config.max_header_bytes
+                ),
+            ))
         } else {
             None
         };
         if let Some((code, message)) = refusal {
             return match (dialect, &id) {
-                (Dialect::V1, StreamId::Text(text)) => send_v1_error(&*self.channel, text, code, &message).await,
-                _ => self.send(Frame::Error { id: Some(id), code, message }).await,
+                (Dialect::V1, StreamId::Text(text)) => {
+                    send_v1_error(&*self.channel, text, code, &message).await
+                }
+                _ => {
+                    self.send(Frame::Error {
+                        id: Some(id),
+                        code,
+                        message,
+                    })
+                    .await
+                }
             };
         }
         self.forwarded_headers(&mut head.headers);
 
         let negotiated = self.negotiated;
         let credit = dialect == Dialect::V2 && negotiated.is_some_and(|n| n.credit);
-        let send_window = Arc::new(SendWindow::new(credit.then(|| u64::from(negotiated.map_or(0, |n| n.client_window)))));
+        let send_window = Arc::new(SendWindow::new(
+            credit.then(|| u64::from(negotiated.map_or(0, |n| n.client_window))),
+        ));
         let cancel = CancellationToken::new();
         let progress = Arc::new(Progress::new());
         let (body, upload) = match (dialect, head.end, inline_body) {
-            (_, _, Some(inline)) => (Some(futures::stream::once(async move { Ok(inline) }).boxed()), None),
+            (_, _, Some(inline)) => (
+                Some(futures::stream::once(async move { Ok(inline) }).boxed()),
+                None,
+            ),
             (Dialect::V2, false, None) => {
                 let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
-                let window = Arc::new(RecvWindow::new(credit.then_some(u64::from(self.config.window))));
-                let body = granting_body(rx, Arc::clone(&self.channel), id.clone(), Arc::clone(&window), credit, self.config.window, Arc::clone(&progress));
-                (Some(body), Some(Upload { tx, window, received: 0 }))
+                let window = Arc::new(RecvWindow::new(
+                    credit.then_some(u64::from(self.config.window)),
+                ));
+                let body = granting_body(
+                    rx,
+                    Arc::clone(&self.channel),
+                    id.clone(),
+                    Arc::clone(&window),
+                    credit,
+                    self.config.window,
+                    Arc::clone(&progress),
+                );
+                (
+                    Some(body),
+                    Some(Upload {
+                        tx,
+                        window,
+                        received: 0,
+                    }),
+                )
             }
             _ => (None, None),
         };
-        self.streams.insert(id.clone(), StreamEntry { cancel: cancel.clone(), send_window: Arc::clone(&send_window), upload });
+        self.streams.insert(
+            id.clone(),
+            StreamEntry {
+                cancel: cancel.clone(),
+                send_window: Arc::clone(&send_window),
+                upload,
+            },
+        );
 
         let task = StreamTask {
             id,
@@ -391,13 +517,21 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
 
 /// Removes a header whatever its case; returns its value.
 fn take_header(headers: &mut Headers, name: &str) -> Option<String> {
-    let key = headers.keys().find(|k| k.eq_ignore_ascii_case(name))?.clone();
+    let key = headers
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(name))?
+        .clone();
     headers.remove(&key)
 }
 
 /// The size counted against `max_header_bytes`: path plus names and values.
 fn head_size(head: &RequestHead) -> usize {
-    head.path.len() + head.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    head.path.len()
+        + head
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 /// The request body as the upstream reads it; grants window back to the
@@ -413,7 +547,12 @@ fn granting_body<C: Channel>(
 ) -> BodyStream {
     let threshold = (initial / GRANT_DIVISOR).max(1);
     futures::stream::unfold((rx, 0u32), move |(mut rx, mut owed)| {
-        let (channel, id, window, progress) = (Arc::clone(&channel), id.clone(), Arc::clone(&window), Arc::clone(&progress));
+        let (channel, id, window, progress) = (
+            Arc::clone(&channel),
+            id.clone(),
+            Arc::clone(&window),
+            Arc::clone(&progress),
+        );
         async move {
             let item = rx.recv().await?;
             progress.touch();
@@ -421,7 +560,9 @@ fn granting_body<C: Channel>(
                 owed = owed.saturating_add(bytes.len() as u32);
                 if credit && owed >= threshold {
                     window.grant(owed);
-                    let _ = channel.send(Frame::Credit { id, bytes: owed }.encode()).await;
+                    let _ = channel
+                        .send(Frame::Credit { id, bytes: owed }.encode())
+                        .await;
                     owed = 0;
                 }
             }
@@ -432,21 +573,48 @@ fn granting_body<C: Channel>(
 }
 
 /// Reports an error to a v1 stream: the reason as body text, then `done`.
-async fn send_v1_error<C: Channel + ?Sized>(channel: &C, id: &str, code: ErrorCode, message: &str) -> Result<(), ChannelClosed> {
+async fn send_v1_error<C: Channel + ?Sized>(
+    channel: &C,
+    id: &str,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), ChannelClosed> {
     send_v1_text(channel, id, message).await?;
-    channel.send(Frame::V1Response(ResponseFrame::Done { id: id.to_owned(), status: code.http_status() }).encode()).await
+    channel
+        .send(
+            Frame::V1Response(ResponseFrame::Done {
+                id: id.to_owned(),
+                status: code.http_status(),
+            })
+            .encode(),
+        )
+        .await
 }
 
 /// Sends text as v1 `chunk` frames, each within the channel's message size.
-async fn send_v1_text<C: Channel + ?Sized>(channel: &C, id: &str, text: &str) -> Result<(), ChannelClosed> {
+async fn send_v1_text<C: Channel + ?Sized>(
+    channel: &C,
+    id: &str,
+    text: &str,
+) -> Result<(), ChannelClosed> {
     if text.is_empty() {
         return Ok(());
     }
     // Worst-case JSON escaping is 6 bytes per input byte (\u00XX).
-    let room = channel.max_message_size().saturating_sub(ResponseFrame::chunk_len(id, ""));
+    let room = channel
+        .max_message_size()
+        .saturating_sub(ResponseFrame::chunk_len(id, ""));
     let max_piece = (room / 6).clamp(1, 16 * 1024);
     for piece in split_text(text, max_piece) {
-        channel.send(Frame::V1Response(ResponseFrame::Chunk { id: id.to_owned(), data: piece.to_owned() }).encode()).await?;
+        channel
+            .send(
+                Frame::V1Response(ResponseFrame::Chunk {
+                    id: id.to_owned(),
+                    data: piece.to_owned(),
+                })
+                .encode(),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -489,26 +657,56 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
             _ = self.cancel.cancelled() => Err(StreamFailure::Quiet),
         };
         match outcome {
-            Ok(status) => tracing::debug!(id = %self.id, %method, %path, status, ms = started.elapsed().as_millis() as u64, "served"),
+            Ok(status) => {
+                tracing::debug!(id = %self.id, %method, %path, status, ms = started.elapsed().as_millis() as u64, "served")
+            }
             Err(StreamFailure::Quiet) => tracing::debug!(id = %self.id, %path, "stream cancelled"),
-            Err(StreamFailure::Closed) => tracing::debug!(id = %self.id, %path, "channel closed mid-stream"),
+            Err(StreamFailure::Closed) => {
+                tracing::debug!(id = %self.id, %path, "channel closed mid-stream")
+            }
             Err(StreamFailure::Report(code, message)) => {
                 tracing::debug!(id = %self.id, %path, code = code.as_str(), %message, "stream failed");
                 let _ = match (&self.id, self.dialect) {
                     (StreamId::Text(id), Dialect::V1) if head_sent => {
                         // v1 has already committed to a status; end with a
                         // gateway error so the client sees a failure.
-                        self.channel.send(Frame::V1Response(ResponseFrame::Done { id: id.clone(), status: code.http_status() }).encode()).await
+                        self.channel
+                            .send(
+                                Frame::V1Response(ResponseFrame::Done {
+                                    id: id.clone(),
+                                    status: code.http_status(),
+                                })
+                                .encode(),
+                            )
+                            .await
                     }
-                    (StreamId::Text(id), Dialect::V1) => send_v1_error(&*self.channel, id, code, &message).await,
-                    _ => self.channel.send(Frame::Error { id: Some(self.id.clone()), code, message }.encode()).await,
+                    (StreamId::Text(id), Dialect::V1) => {
+                        send_v1_error(&*self.channel, id, code, &message).await
+                    }
+                    _ => {
+                        self.channel
+                            .send(
+                                Frame::Error {
+                                    id: Some(self.id.clone()),
+                                    code,
+                                    message,
+                                }
+                                .encode(),
+                            )
+                            .await
+                    }
                 };
             }
         }
         let _ = self.done.send(self.id);
     }
 
-    async fn exchange(&self, head: RequestHead, body: Option<BodyStream>, head_sent: &mut bool) -> Result<u16, StreamFailure> {
+    async fn exchange(
+        &self,
+        head: RequestHead,
+        body: Option<BodyStream>,
+        head_sent: &mut bool,
+    ) -> Result<u16, StreamFailure> {
         let idle = self.config.idle_timeout;
         let call = self.upstream.call(UpstreamRequest { head, body });
         tokio::pin!(call);
@@ -525,9 +723,21 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
             }
         };
         let response = match answered {
-            None => return Err(StreamFailure::Report(ErrorCode::IdleTimeout, "the upstream did not answer in time".into())),
-            Some(Err(BridgeError::BadRequest(m))) => return Err(StreamFailure::Report(ErrorCode::BadRequest, m)),
-            Some(Err(e)) => return Err(StreamFailure::Report(ErrorCode::UpstreamUnavailable, e.to_string())),
+            None => {
+                return Err(StreamFailure::Report(
+                    ErrorCode::IdleTimeout,
+                    "the upstream did not answer in time".into(),
+                ))
+            }
+            Some(Err(BridgeError::BadRequest(m))) => {
+                return Err(StreamFailure::Report(ErrorCode::BadRequest, m))
+            }
+            Some(Err(e)) => {
+                return Err(StreamFailure::Report(
+                    ErrorCode::UpstreamUnavailable,
+                    e.to_string(),
+                ))
+            }
             Some(Ok(r)) => r,
         };
         let status = response.status;
@@ -536,19 +746,35 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         if self.dialect == Dialect::V2 {
             let mut headers = response.headers;
             strip_hop_by_hop(&mut headers);
-            self.send(Frame::Response { id: self.id.clone(), head: ResponseHead { status, headers } }).await?;
+            self.send(Frame::Response {
+                id: self.id.clone(),
+                head: ResponseHead { status, headers },
+            })
+            .await?;
         }
         *head_sent = true;
         loop {
             let next = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => return Err(StreamFailure::Report(ErrorCode::IdleTimeout, "the upstream stalled".into())),
+                Err(_) => {
+                    return Err(StreamFailure::Report(
+                        ErrorCode::IdleTimeout,
+                        "the upstream stalled".into(),
+                    ))
+                }
                 Ok(next) => next,
             };
             match next {
                 None => break,
-                Some(Err(e)) => return Err(StreamFailure::Report(ErrorCode::UpstreamFailed, e.to_string())),
+                Some(Err(e)) => {
+                    return Err(StreamFailure::Report(
+                        ErrorCode::UpstreamFailed,
+                        e.to_string(),
+                    ))
+                }
                 Some(Ok(bytes)) => match (&self.id, self.dialect) {
-                    (StreamId::Text(id), Dialect::V1) => send_v1_text(&*self.channel, id, &chunker.push(&bytes)).await?,
+                    (StreamId::Text(id), Dialect::V1) => {
+                        send_v1_text(&*self.channel, id, &chunker.push(&bytes)).await?
+                    }
                     _ => self.send_data(bytes).await?,
                 },
             }
@@ -556,9 +782,18 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         match (&self.id, self.dialect) {
             (StreamId::Text(id), Dialect::V1) => {
                 send_v1_text(&*self.channel, id, &chunker.finish()).await?;
-                self.send(Frame::V1Response(ResponseFrame::Done { id: id.clone(), status })).await?;
+                self.send(Frame::V1Response(ResponseFrame::Done {
+                    id: id.clone(),
+                    status,
+                }))
+                .await?;
             }
-            _ => self.send(Frame::End { id: self.id.clone() }).await?,
+            _ => {
+                self.send(Frame::End {
+                    id: self.id.clone(),
+                })
+                .await?
+            }
         }
         Ok(status)
     }
@@ -570,7 +805,11 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         while !bytes.is_empty() {
             let n = self.send_window.take(bytes.len().min(max)).await;
             let piece = bytes.split_to(n);
-            self.send(Frame::Data { id: self.id.clone(), data: piece }).await?;
+            self.send(Frame::Data {
+                id: self.id.clone(),
+                data: piece,
+            })
+            .await?;
         }
         Ok(())
     }

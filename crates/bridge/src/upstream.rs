@@ -39,7 +39,10 @@ pub struct UpstreamResponse {
 pub trait Upstream: Send + Sync + 'static {
     /// Sends `request` and resolves once the response head has arrived.
     /// Dropping the returned body abandons the request.
-    fn call(&self, request: UpstreamRequest) -> impl Future<Output = Result<UpstreamResponse, BridgeError>> + Send;
+    fn call(
+        &self,
+        request: UpstreamRequest,
+    ) -> impl Future<Output = Result<UpstreamResponse, BridgeError>> + Send;
 }
 
 /// Headers that describe one connection, not the message (RFC 9110
@@ -62,7 +65,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut Headers) {
     let named: Vec<String> = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("connection"))
-        .map(|(_, v)| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect())
+        .map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        })
         .unwrap_or_default();
     headers.retain(|k, _| {
         let k = k.to_ascii_lowercase();
@@ -75,7 +82,11 @@ pub(crate) fn collect_headers(map: &http::HeaderMap) -> Headers {
     let mut out = Headers::new();
     for (name, value) in map {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        let sep = if name == http::header::SET_COOKIE { "\n" } else { ", " };
+        let sep = if name == http::header::SET_COOKIE {
+            "\n"
+        } else {
+            ", "
+        };
         out.entry(name.as_str().to_owned())
             .and_modify(|v: &mut String| {
                 v.push_str(sep);
@@ -96,9 +107,12 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// Proxies to `origin` (scheme, host and port; a path prefix is kept).
     pub fn new(origin: &str) -> Result<Self, BridgeError> {
-        let origin = reqwest::Url::parse(origin).map_err(|e| BridgeError::InvalidUpstream(format!("{origin}: {e}")))?;
+        let origin = reqwest::Url::parse(origin)
+            .map_err(|e| BridgeError::InvalidUpstream(format!("{origin}: {e}")))?;
         if !matches!(origin.scheme(), "http" | "https") || origin.host().is_none() {
-            return Err(BridgeError::InvalidUpstream(format!("{origin}: not an http(s) URL")));
+            return Err(BridgeError::InvalidUpstream(format!(
+                "{origin}: not an http(s) URL"
+            )));
         }
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -111,10 +125,15 @@ impl HttpUpstream {
     /// Builds the upstream URL for a request path, refusing anything that
     /// would leave the configured origin.
     fn url_for(&self, path: &str) -> Result<reqwest::Url, BridgeError> {
-        let url = reqwest::Url::parse(&format!("{}{path}", self.origin.as_str().trim_end_matches('/')))
-            .map_err(|e| BridgeError::BadRequest(format!("path {path:?}: {e}")))?;
+        let url = reqwest::Url::parse(&format!(
+            "{}{path}",
+            self.origin.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| BridgeError::BadRequest(format!("path {path:?}: {e}")))?;
         if url.origin() != self.origin.origin() {
-            return Err(BridgeError::BadRequest(format!("path {path:?} leaves the upstream origin")));
+            return Err(BridgeError::BadRequest(format!(
+                "path {path:?} leaves the upstream origin"
+            )));
         }
         Ok(url)
     }
@@ -137,11 +156,21 @@ impl Upstream for HttpUpstream {
         if let Some(body) = request.body {
             builder = builder.body(reqwest::Body::wrap_stream(body));
         }
-        let response = builder.send().await.map_err(|e| BridgeError::Unavailable(e.to_string()))?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| BridgeError::Unavailable(e.to_string()))?;
         let status = response.status().as_u16();
         let headers = collect_headers(response.headers());
-        let body = response.bytes_stream().map(|r| r.map_err(|e| BridgeError::Upstream(e.to_string()))).boxed();
-        Ok(UpstreamResponse { status, headers, body })
+        let body = response
+            .bytes_stream()
+            .map(|r| r.map_err(|e| BridgeError::Upstream(e.to_string())))
+            .boxed();
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -164,7 +193,11 @@ impl<S> ServiceUpstream<S> {
 
 impl<S, B> Upstream for ServiceUpstream<S>
 where
-    S: tower::Service<http::Request<ServiceBody>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S: tower::Service<http::Request<ServiceBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send,
     S::Error: std::fmt::Display + Send,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -174,7 +207,9 @@ where
         use tower::ServiceExt as _;
         let head = request.head;
         check_path(&head.path)?;
-        let mut builder = http::Request::builder().method(head.method.as_str()).uri(head.path.as_str());
+        let mut builder = http::Request::builder()
+            .method(head.method.as_str())
+            .uri(head.path.as_str());
         for (name, value) in &head.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -183,9 +218,13 @@ where
                 let frames = stream.map(|r| r.map(http_body::Frame::data));
                 http_body_util::StreamBody::new(frames).boxed_unsync()
             }
-            None => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            None => http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
         };
-        let request = builder.body(body).map_err(|e| BridgeError::BadRequest(e.to_string()))?;
+        let request = builder
+            .body(body)
+            .map_err(|e| BridgeError::BadRequest(e.to_string()))?;
         let response = self
             .service
             .clone()
@@ -202,7 +241,11 @@ where
                 }
             })
             .boxed();
-        Ok(UpstreamResponse { status, headers, body })
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -210,7 +253,9 @@ where
 /// header.
 fn check_path(path: &str) -> Result<(), BridgeError> {
     if !path.starts_with('/') || path.starts_with("//") || path.contains(['\r', '\n', '#']) {
-        return Err(BridgeError::BadRequest(format!("path must be an absolute path: {path:?}")));
+        return Err(BridgeError::BadRequest(format!(
+            "path must be an absolute path: {path:?}"
+        )));
     }
     Ok(())
 }
@@ -222,12 +267,23 @@ mod tests {
     #[test]
     fn paths_cannot_escape_the_origin() {
         let u = HttpUpstream::new("http://127.0.0.1:3000").unwrap();
-        assert_eq!(u.url_for("/v1/chat?x=1").unwrap().as_str(), "http://127.0.0.1:3000/v1/chat?x=1");
-        for bad in ["v1", "//evil.example/x", "/x\r\nHost: evil", "@evil.example/"] {
+        assert_eq!(
+            u.url_for("/v1/chat?x=1").unwrap().as_str(),
+            "http://127.0.0.1:3000/v1/chat?x=1"
+        );
+        for bad in [
+            "v1",
+            "//evil.example/x",
+            "/x\r\nHost: evil",
+            "@evil.example/",
+        ] {
             assert!(check_path(bad).is_err() || u.url_for(bad).is_err(), "{bad}");
         }
         let prefixed = HttpUpstream::new("http://127.0.0.1:3000/api/").unwrap();
-        assert_eq!(prefixed.url_for("/x").unwrap().as_str(), "http://127.0.0.1:3000/api/x");
+        assert_eq!(
+            prefixed.url_for("/x").unwrap().as_str(),
+            "http://127.0.0.1:3000/api/x"
+        );
     }
 
     #[test]
@@ -239,7 +295,13 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut h = Headers::new();
-        for (k, v) in [("Connection", "close, X-Secret"), ("x-secret", "1"), ("keep-alive", "5"), ("accept", "*/*"), ("Transfer-Encoding", "chunked")] {
+        for (k, v) in [
+            ("Connection", "close, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("accept", "*/*"),
+            ("Transfer-Encoding", "chunked"),
+        ] {
             h.insert(k.into(), v.into());
         }
         strip_hop_by_hop(&mut h);

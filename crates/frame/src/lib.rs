@@ -114,9 +114,17 @@ pub fn decode_request(message: &[u8]) -> Result<Option<Request>, FrameError> {
     }
     let id = match raw.id {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-        _ => return Err(FrameError::BadField { id: None, field: "id" }),
+        _ => {
+            return Err(FrameError::BadField {
+                id: None,
+                field: "id",
+            })
+        }
     };
-    let bad = |field| FrameError::BadField { id: Some(StreamId::Text(id.clone())), field };
+    let bad = |field| FrameError::BadField {
+        id: Some(StreamId::Text(id.clone())),
+        field,
+    };
     let method = match raw.method {
         Some(serde_json::Value::String(s)) if is_token(&s) => s,
         _ => return Err(bad("method")),
@@ -147,14 +155,21 @@ pub fn decode_request(message: &[u8]) -> Result<Option<Request>, FrameError> {
             .map_err(|_| FrameError::BadBody { id: id.clone() })?,
         Some(_) => return Err(bad("body")),
     };
-    Ok(Some(Request { id, method, path, headers, body }))
+    Ok(Some(Request {
+        id,
+        method,
+        path,
+        headers,
+        body,
+    }))
 }
 
 /// An HTTP method is a token (RFC 9110): no spaces or separators.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 pub(crate) fn trim_newline(message: &[u8]) -> &[u8] {
@@ -247,7 +262,10 @@ fn json_escaped_len(s: &str) -> usize {
 pub fn decode_response(message: &[u8]) -> Result<Option<ResponseFrame>, FrameError> {
     let value: serde_json::Value = serde_json::from_slice(trim_newline(message))
         .map_err(|e| FrameError::NotJson(e.to_string()))?;
-    let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+    let kind = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned);
     let kind = kind.as_deref();
     if !matches!(kind, Some("chunk" | "done")) {
         if value.is_object() {
@@ -255,11 +273,20 @@ pub fn decode_response(message: &[u8]) -> Result<Option<ResponseFrame>, FrameErr
         }
         return Err(FrameError::NotJson("not an object".into()));
     }
-    let id = value.get("id").and_then(|v| v.as_str()).map(|s| StreamId::Text(s.to_owned()));
-    serde_json::from_value(value).map(Some).map_err(|_| FrameError::BadField {
-        id,
-        field: if kind == Some("chunk") { "data" } else { "status" },
-    })
+    let id = value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(|s| StreamId::Text(s.to_owned()));
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|_| FrameError::BadField {
+            id,
+            field: if kind == Some("chunk") {
+                "data"
+            } else {
+                "status"
+            },
+        })
 }
 
 #[cfg(test)]
@@ -268,9 +295,11 @@ mod tests {
 
     #[test]
     fn decodes_the_specification_request() {
-        let r = decode_request(br#"{"id": "req-uuid", "method": "POST", "path": "/v1/chat", "body": "aGVsbG8="}"#)
-            .unwrap()
-            .unwrap();
+        let r = decode_request(
+            br#"{"id": "req-uuid", "method": "POST", "path": "/v1/chat", "body": "aGVsbG8="}"#,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.id, "req-uuid");
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/v1/chat");
@@ -280,60 +309,100 @@ mod tests {
 
     #[test]
     fn ignores_unknown_fields_and_trailing_newline() {
-        let r = decode_request(b"{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\",\"future\":[1,2]}\n")
-            .unwrap()
-            .unwrap();
+        let r =
+            decode_request(b"{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\",\"future\":[1,2]}\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(r.method, "GET");
         assert!(r.body.is_empty());
     }
 
     #[test]
     fn frames_with_a_type_are_not_requests() {
-        assert_eq!(decode_request(br#"{"type":"hello","id":"x"}"#).unwrap(), None);
+        assert_eq!(
+            decode_request(br#"{"type":"hello","id":"x"}"#).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn bad_requests_say_which_stream() {
         let e = decode_request(br#"{"id":"7","method":"GET","path":"v1"}"#).unwrap_err();
         assert_eq!(e.stream_id(), Some(StreamId::Text("7".into())));
-        let e = decode_request(br#"{"id":"8","method":"GET","path":"/","body":"***"}"#).unwrap_err();
+        let e =
+            decode_request(br#"{"id":"8","method":"GET","path":"/","body":"***"}"#).unwrap_err();
         assert_eq!(e, FrameError::BadBody { id: "8".into() });
         let e = decode_request(br#"{"method":"GET","path":"/"}"#).unwrap_err();
         assert_eq!(e.stream_id(), None);
         let e = decode_request(br#"{"id":"9","method":"G ET","path":"/"}"#).unwrap_err();
         assert_eq!(e.stream_id(), Some(StreamId::Text("9".into())));
-        let e = decode_request(br#"{"id":"9","method":"GET","path":"/","headers":{"a":1}}"#).unwrap_err();
+        let e = decode_request(br#"{"id":"9","method":"GET","path":"/","headers":{"a":1}}"#)
+            .unwrap_err();
         assert_eq!(e.stream_id(), Some(StreamId::Text("9".into())));
-        assert!(matches!(decode_request(b"[1,2]"), Err(FrameError::NotJson(_))));
-        assert!(matches!(decode_request(b"\xff\xfe"), Err(FrameError::NotJson(_))));
+        assert!(matches!(
+            decode_request(b"[1,2]"),
+            Err(FrameError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode_request(b"\xff\xfe"),
+            Err(FrameError::NotJson(_))
+        ));
     }
 
     #[test]
     fn request_round_trip() {
         let mut headers = BTreeMap::new();
         headers.insert("content-type".into(), "application/json".into());
-        let r = Request { id: "a".into(), method: "PUT".into(), path: "/x?y=1".into(), headers, body: vec![0, 255, 10] };
+        let r = Request {
+            id: "a".into(),
+            method: "PUT".into(),
+            path: "/x?y=1".into(),
+            headers,
+            body: vec![0, 255, 10],
+        };
         assert_eq!(decode_request(r.to_json().as_bytes()).unwrap().unwrap(), r);
     }
 
     #[test]
     fn response_frames_match_the_specification() {
-        let c = ResponseFrame::Chunk { id: "req-uuid".into(), data: "data: hi\n\n".into() };
+        let c = ResponseFrame::Chunk {
+            id: "req-uuid".into(),
+            data: "data: hi\n\n".into(),
+        };
         let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
-        assert_eq!(v, serde_json::json!({"id": "req-uuid", "type": "chunk", "data": "data: hi\n\n"}));
-        let d = ResponseFrame::Done { id: "req-uuid".into(), status: 200 };
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "req-uuid", "type": "chunk", "data": "data: hi\n\n"})
+        );
+        let d = ResponseFrame::Done {
+            id: "req-uuid".into(),
+            status: 200,
+        };
         let v: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
-        assert_eq!(v, serde_json::json!({"id": "req-uuid", "type": "done", "status": 200}));
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "req-uuid", "type": "done", "status": 200})
+        );
         assert_eq!(decode_response(d.to_json().as_bytes()).unwrap(), Some(d));
-        assert_eq!(decode_response(br#"{"id":"1","type":"head","status":200}"#).unwrap(), None);
+        assert_eq!(
+            decode_response(br#"{"id":"1","type":"head","status":200}"#).unwrap(),
+            None
+        );
         assert!(decode_response(br#"{"id":"1","type":"done","status":"x"}"#).is_err());
     }
 
     #[test]
     fn chunk_len_is_exact() {
         for data in ["", "plain", "quote\" back\\ nl\n tab\t ctl\u{1} é ☃"] {
-            let frame = ResponseFrame::Chunk { id: "i\"d".into(), data: data.into() };
-            assert_eq!(ResponseFrame::chunk_len("i\"d", data), frame.to_json().len(), "{data:?}");
+            let frame = ResponseFrame::Chunk {
+                id: "i\"d".into(),
+                data: data.into(),
+            };
+            assert_eq!(
+                ResponseFrame::chunk_len("i\"d", data),
+                frame.to_json().len(),
+                "{data:?}"
+            );
         }
     }
 }

@@ -331,9 +331,15 @@ impl Frame {
             Self::Cancel { .. } => (kind::CANCEL, Bytes::new()),
             Self::Error { code, message, .. } => (
                 kind::ERROR,
-                json(&ErrorBody { code: code.as_str().to_owned(), message: message.clone() }).into(),
+                json(&ErrorBody {
+                    code: code.as_str().to_owned(),
+                    message: message.clone(),
+                })
+                .into(),
             ),
-            Self::Credit { bytes, .. } => (kind::CREDIT, Bytes::copy_from_slice(&bytes.to_be_bytes())),
+            Self::Credit { bytes, .. } => {
+                (kind::CREDIT, Bytes::copy_from_slice(&bytes.to_be_bytes()))
+            }
             // Only stream frames carry binary ids.
             _ => unreachable!("frame without a binary stream id"),
         };
@@ -436,42 +442,78 @@ pub fn decode_text(message: &[u8]) -> Result<Option<Frame>, FrameError> {
         return crate::decode_request(bytes.as_bytes()).map(|r| r.map(Frame::V1Request));
     };
     let Some(kind) = kind.as_str() else {
-        return Err(FrameError::BadField { id: text_id(&obj), field: "type" });
+        return Err(FrameError::BadField {
+            id: text_id(&obj),
+            field: "type",
+        });
     };
     let id = text_id(&obj);
-    let need_id = || id.clone().ok_or(FrameError::BadField { id: None, field: "id" });
-    let bad = |field: &'static str| FrameError::BadField { id: id.clone(), field };
+    let need_id = || {
+        id.clone().ok_or(FrameError::BadField {
+            id: None,
+            field: "id",
+        })
+    };
+    let bad = |field: &'static str| FrameError::BadField {
+        id: id.clone(),
+        field,
+    };
     let frame = match kind {
-        "chunk" | "done" => return crate::decode_response(message).map(|r| r.map(Frame::V1Response)),
-        "hello" => Frame::Hello(serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("hello"))?),
-        "agree" => Frame::Agree(serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("agree"))?),
+        "chunk" | "done" => {
+            return crate::decode_response(message).map(|r| r.map(Frame::V1Response))
+        }
+        "hello" => Frame::Hello(
+            serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("hello"))?,
+        ),
+        "agree" => Frame::Agree(
+            serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("agree"))?,
+        ),
         "request" => {
             let id = need_id()?;
-            let head: RequestHead = serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("request"))?;
+            let head: RequestHead =
+                serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("request"))?;
             check_request_head(&head).map_err(bad)?;
             Frame::Request { id, head }
         }
         "response" => {
             let id = need_id()?;
-            let head: ResponseHead = serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("response"))?;
+            let head: ResponseHead =
+                serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("response"))?;
             Frame::Response { id, head }
         }
         "data" => {
             let id = need_id()?;
-            let data = obj.get("data").and_then(Value::as_str).ok_or_else(|| bad("data"))?;
+            let data = obj
+                .get("data")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("data"))?;
             let data = b64().decode(data).map_err(|_| bad("data"))?;
-            Frame::Data { id, data: data.into() }
+            Frame::Data {
+                id,
+                data: data.into(),
+            }
         }
         "end" => Frame::End { id: need_id()? },
         "cancel" => Frame::Cancel { id: need_id()? },
         "credit" => {
             let id = need_id()?;
-            let bytes = obj.get("bytes").and_then(Value::as_u64).and_then(|b| u32::try_from(b).ok());
-            Frame::Credit { id, bytes: bytes.ok_or_else(|| bad("bytes"))? }
+            let bytes = obj
+                .get("bytes")
+                .and_then(Value::as_u64)
+                .and_then(|b| u32::try_from(b).ok());
+            Frame::Credit {
+                id,
+                bytes: bytes.ok_or_else(|| bad("bytes"))?,
+            }
         }
         "error" => {
-            let body: ErrorBody = serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("code"))?;
-            Frame::Error { id, code: ErrorCode::parse(&body.code), message: body.message }
+            let body: ErrorBody =
+                serde_json::from_value(Value::Object(obj.clone())).map_err(|_| bad("code"))?;
+            Frame::Error {
+                id,
+                code: ErrorCode::parse(&body.code),
+                message: body.message,
+            }
         }
         _ => return Ok(None),
     };
@@ -504,8 +546,17 @@ pub fn decode_binary(message: &[u8]) -> Result<Frame, FrameError> {
     let n = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
     let id = StreamId::Binary(n);
     let payload = &message[BINARY_HEADER_LEN..];
-    let bad = |field: &'static str| FrameError::BadField { id: Some(StreamId::Binary(n)), field };
-    let empty = |field| if payload.is_empty() { Ok(()) } else { Err(bad(field)) };
+    let bad = |field: &'static str| FrameError::BadField {
+        id: Some(StreamId::Binary(n)),
+        field,
+    };
+    let empty = |field| {
+        if payload.is_empty() {
+            Ok(())
+        } else {
+            Err(bad(field))
+        }
+    };
     Ok(match kind {
         kind::REQUEST => {
             let head: RequestHead = serde_json::from_slice(payload).map_err(|_| bad("request"))?;
@@ -516,7 +567,10 @@ pub fn decode_binary(message: &[u8]) -> Result<Frame, FrameError> {
             id,
             head: serde_json::from_slice(payload).map_err(|_| bad("response"))?,
         },
-        kind::DATA => Frame::Data { id, data: Bytes::copy_from_slice(payload) },
+        kind::DATA => Frame::Data {
+            id,
+            data: Bytes::copy_from_slice(payload),
+        },
         kind::END => {
             empty("end")?;
             Frame::End { id }
@@ -527,11 +581,18 @@ pub fn decode_binary(message: &[u8]) -> Result<Frame, FrameError> {
         }
         kind::ERROR => {
             let body: ErrorBody = serde_json::from_slice(payload).map_err(|_| bad("error"))?;
-            Frame::Error { id: Some(id), code: ErrorCode::parse(&body.code), message: body.message }
+            Frame::Error {
+                id: Some(id),
+                code: ErrorCode::parse(&body.code),
+                message: body.message,
+            }
         }
         kind::CREDIT => {
             let bytes: [u8; 4] = payload.try_into().map_err(|_| bad("credit"))?;
-            Frame::Credit { id, bytes: u32::from_be_bytes(bytes) }
+            Frame::Credit {
+                id,
+                bytes: u32::from_be_bytes(bytes),
+            }
         }
         other => return Err(FrameError::UnknownBinaryType { id: n, kind: other }),
     })
@@ -562,19 +623,62 @@ mod tests {
         let mut frames = Vec::new();
         for id in [StreamId::Text("s-1".into()), StreamId::Binary(7)] {
             frames.extend([
-                Frame::Request { id: id.clone(), head: RequestHead { method: "PUT".into(), path: "/x?y".into(), headers: headers.clone(), end: false } },
-                Frame::Request { id: id.clone(), head: RequestHead { method: "GET".into(), path: "/".into(), headers: Headers::new(), end: true } },
-                Frame::Response { id: id.clone(), head: ResponseHead { status: 206, headers: headers.clone() } },
-                Frame::Data { id: id.clone(), data: Bytes::from_static(&[0, 1, 2, 255]) },
-                Frame::Data { id: id.clone(), data: Bytes::new() },
+                Frame::Request {
+                    id: id.clone(),
+                    head: RequestHead {
+                        method: "PUT".into(),
+                        path: "/x?y".into(),
+                        headers: headers.clone(),
+                        end: false,
+                    },
+                },
+                Frame::Request {
+                    id: id.clone(),
+                    head: RequestHead {
+                        method: "GET".into(),
+                        path: "/".into(),
+                        headers: Headers::new(),
+                        end: true,
+                    },
+                },
+                Frame::Response {
+                    id: id.clone(),
+                    head: ResponseHead {
+                        status: 206,
+                        headers: headers.clone(),
+                    },
+                },
+                Frame::Data {
+                    id: id.clone(),
+                    data: Bytes::from_static(&[0, 1, 2, 255]),
+                },
+                Frame::Data {
+                    id: id.clone(),
+                    data: Bytes::new(),
+                },
                 Frame::End { id: id.clone() },
                 Frame::Cancel { id: id.clone() },
-                Frame::Error { id: Some(id.clone()), code: ErrorCode::BodyTooLarge, message: "too big".into() },
-                Frame::Credit { id: id.clone(), bytes: 65536 },
+                Frame::Error {
+                    id: Some(id.clone()),
+                    code: ErrorCode::BodyTooLarge,
+                    message: "too big".into(),
+                },
+                Frame::Credit {
+                    id: id.clone(),
+                    bytes: 65536,
+                },
             ]);
         }
-        frames.push(Frame::Error { id: None, code: ErrorCode::BadFrame, message: "x".into() });
-        frames.push(Frame::Hello(Hello { version: 2, features: vec!["binary".into()], window: 1024 }));
+        frames.push(Frame::Error {
+            id: None,
+            code: ErrorCode::BadFrame,
+            message: "x".into(),
+        });
+        frames.push(Frame::Hello(Hello {
+            version: 2,
+            features: vec!["binary".into()],
+            window: 1024,
+        }));
         frames
     }
 
@@ -594,16 +698,29 @@ mod tests {
 
     #[test]
     fn binary_ids_give_binary_messages() {
-        let e = Frame::End { id: StreamId::Binary(0x01020304) }.encode();
+        let e = Frame::End {
+            id: StreamId::Binary(0x01020304),
+        }
+        .encode();
         assert_eq!(e, Encoded::Binary(Bytes::from_static(&[4, 1, 2, 3, 4])));
-        let e = Frame::Credit { id: StreamId::Binary(1), bytes: 258 }.encode();
-        assert_eq!(e, Encoded::Binary(Bytes::from_static(&[7, 0, 0, 0, 1, 0, 0, 1, 2])));
+        let e = Frame::Credit {
+            id: StreamId::Binary(1),
+            bytes: 258,
+        }
+        .encode();
+        assert_eq!(
+            e,
+            Encoded::Binary(Bytes::from_static(&[7, 0, 0, 0, 1, 0, 0, 1, 2]))
+        );
     }
 
     #[test]
     fn bad_binary_frames() {
         assert_eq!(decode_binary(&[1, 0, 0]), Err(FrameError::Truncated));
-        assert_eq!(decode_binary(&[0x42, 0, 0, 0, 9]), Err(FrameError::UnknownBinaryType { id: 9, kind: 0x42 }));
+        assert_eq!(
+            decode_binary(&[0x42, 0, 0, 0, 9]),
+            Err(FrameError::UnknownBinaryType { id: 9, kind: 0x42 })
+        );
         let e = decode_binary(&[kind::REQUEST, 0, 0, 0, 3, b'{']).unwrap_err();
         assert_eq!(e.stream_id(), Some(StreamId::Binary(3)));
         assert!(decode_binary(&[kind::CREDIT, 0, 0, 0, 3, 1]).is_err());
@@ -613,10 +730,20 @@ mod tests {
     #[test]
     fn data_payload_fits_the_message() {
         for max in [64, 1000, 65536, 262144] {
-            for id in [StreamId::Binary(1), StreamId::Text("a-\"quoted\"-id".into())] {
+            for id in [
+                StreamId::Binary(1),
+                StreamId::Text("a-\"quoted\"-id".into()),
+            ] {
                 let n = max_data_payload(&id, max);
-                let f = Frame::Data { id: id.clone(), data: Bytes::from(vec![0xff; n]) };
-                assert!(f.encode().len() <= max, "{id:?} {max}: {}", f.encode().len());
+                let f = Frame::Data {
+                    id: id.clone(),
+                    data: Bytes::from(vec![0xff; n]),
+                };
+                assert!(
+                    f.encode().len() <= max,
+                    "{id:?} {max}: {}",
+                    f.encode().len()
+                );
             }
         }
     }

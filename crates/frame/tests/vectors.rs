@@ -7,7 +7,9 @@ use beeline_frame::{decode_binary, decode_text, Encoded, Frame, StreamId};
 use serde_json::Value;
 
 fn vectors(kind: &str) -> Vec<(PathBuf, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/vectors")
+        .join(kind);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -23,7 +25,10 @@ fn vectors(kind: &str) -> Vec<(PathBuf, Value)> {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The canonical JSON form of a frame (binary ids as numbers).
@@ -46,7 +51,9 @@ fn from_semantic(v: &Value) -> Frame {
     if binary.is_some() {
         v["id"] = "\u{0}".into();
     }
-    let frame = decode_text(v.to_string().as_bytes()).unwrap().expect("known frame type");
+    let frame = decode_text(v.to_string().as_bytes())
+        .unwrap()
+        .expect("known frame type");
     match binary {
         Some(n) => with_id(frame, StreamId::Binary(n as u32)),
         None => frame,
@@ -61,7 +68,11 @@ fn with_id(frame: Frame, id: StreamId) -> Frame {
         Frame::End { .. } => Frame::End { id },
         Frame::Cancel { .. } => Frame::Cancel { id },
         Frame::Credit { bytes, .. } => Frame::Credit { id, bytes },
-        Frame::Error { code, message, .. } => Frame::Error { id: Some(id), code, message },
+        Frame::Error { code, message, .. } => Frame::Error {
+            id: Some(id),
+            code,
+            message,
+        },
         other => other,
     }
 }
@@ -72,21 +83,27 @@ fn valid_vectors_decode_and_re_encode() {
         let name = path.file_name().unwrap().to_string_lossy();
         let expected = &v["frame"];
         let frame = if let Some(text) = v.get("json").and_then(Value::as_str) {
-            decode_text(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}")).expect("known type")
+            decode_text(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .expect("known type")
         } else {
             let bytes = hex(v["binary_hex"].as_str().expect("json or binary_hex"));
             decode_binary(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
         };
         assert_eq!(&semantic(&frame), expected, "{name}: decoded frame differs");
         let rebuilt = from_semantic(expected);
-        assert_eq!(rebuilt, frame, "{name}: frame from the canonical form differs");
+        assert_eq!(
+            rebuilt, frame,
+            "{name}: frame from the canonical form differs"
+        );
         match (rebuilt.encode(), v.get("binary_hex")) {
             (Encoded::Binary(b), Some(h)) => {
                 assert_eq!(b.to_vec(), hex(h.as_str().unwrap()), "{name}: bytes")
             }
             (Encoded::Text(t), None) => {
                 let ours: Value = serde_json::from_str(&t).unwrap();
-                let theirs: Value = serde_json::from_str(v["json"].as_str().unwrap().trim_end()).unwrap();
+                let theirs: Value =
+                    serde_json::from_str(v["json"].as_str().unwrap().trim_end()).unwrap();
                 // Unknown fields in the vector are ignored by decoders.
                 let theirs = strip_unknown(theirs, &ours);
                 assert_eq!(ours, theirs, "{name}: re-encoded JSON");
@@ -121,7 +138,10 @@ fn invalid_vectors_are_errors_for_the_right_stream() {
                     Some(StreamId::Text(s)) => s.into(),
                     Some(StreamId::Binary(n)) => n.into(),
                 };
-                assert_eq!(id, expect["id"], "{name}: error attributed to the wrong stream");
+                assert_eq!(
+                    id, expect["id"],
+                    "{name}: error attributed to the wrong stream"
+                );
             }
             // Well-formed frames that only the connection state can reject.
             "unknown_stream" => assert!(result.is_ok(), "{name}: should decode"),

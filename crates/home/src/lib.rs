@@ -59,7 +59,12 @@ struct Session {
 type Sessions = Arc<Mutex<HashMap<String, Session>>>;
 
 /// Runs the home peer until `shutdown` is cancelled.
-pub async fn run<U: Upstream>(signal: SignalClient, upstream: Arc<U>, config: HomeConfig, shutdown: CancellationToken) {
+pub async fn run<U: Upstream>(
+    signal: SignalClient,
+    upstream: Arc<U>,
+    config: HomeConfig,
+    shutdown: CancellationToken,
+) {
     let sessions: Sessions = Arc::default();
     let mut cursor = 0;
     let mut backoff = config.backoff_initial;
@@ -114,7 +119,13 @@ fn dispatch<U: Upstream>(
             };
             let (tx, rx) = mpsc::unbounded_channel();
             let cancel = shutdown.child_token();
-            map.insert(id.clone(), Session { candidates: tx, cancel: cancel.clone() });
+            map.insert(
+                id.clone(),
+                Session {
+                    candidates: tx,
+                    cancel: cancel.clone(),
+                },
+            );
             let task = SessionTask {
                 id,
                 signal: signal.clone(),
@@ -167,15 +178,26 @@ impl<U: Upstream> SessionTask<U> {
     async fn run(self, offer: String, candidates: mpsc::UnboundedReceiver<String>) {
         let started = Instant::now();
         match self.serve(&offer, candidates, started).await {
-            Ok(()) => tracing::info!(session = %short(&self.id), secs = started.elapsed().as_secs(), "session ended"),
+            Ok(()) => {
+                tracing::info!(session = %short(&self.id), secs = started.elapsed().as_secs(), "session ended")
+            }
             Err(reason) => tracing::warn!(session = %short(&self.id), %reason, "session failed"),
         }
         self.sessions.lock().expect("not poisoned").remove(&self.id);
     }
 
-    async fn serve(&self, offer: &str, mut candidates: mpsc::UnboundedReceiver<String>, started: Instant) -> Result<(), String> {
-        let (peer, answer) = Peer::answer(self.config.peer.clone(), offer).await.map_err(|e| e.to_string())?;
-        let mid = beeline_transport::RemoteDescription::parse(offer).map(|d| d.mid().to_owned()).unwrap_or_else(|_| "0".into());
+    async fn serve(
+        &self,
+        offer: &str,
+        mut candidates: mpsc::UnboundedReceiver<String>,
+        started: Instant,
+    ) -> Result<(), String> {
+        let (peer, answer) = Peer::answer(self.config.peer.clone(), offer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mid = beeline_transport::RemoteDescription::parse(offer)
+            .map(|d| d.mid().to_owned())
+            .unwrap_or_else(|_| "0".into());
         self.signal
             .post(&SignalMessage::answer(self.id.clone(), answer))
             .await
@@ -188,7 +210,10 @@ impl<U: Upstream> SessionTask<U> {
             tokio::spawn(async move {
                 while let Some(c) = peer.next_local_candidate().await {
                     let init = serde_json::json!({"candidate": c.candidate, "sdpMid": mid, "sdpMLineIndex": 0});
-                    if let Err(e) = signal.post(&SignalMessage::candidate(id.clone(), init)).await {
+                    if let Err(e) = signal
+                        .post(&SignalMessage::candidate(id.clone(), init))
+                        .await
+                    {
                         tracing::debug!(error = %e, "could not trickle a candidate");
                         break;
                     }
@@ -199,7 +224,8 @@ impl<U: Upstream> SessionTask<U> {
 
         let activity = Arc::new(Activity::new());
         let mut state = peer.state();
-        let mut idle_check = tokio::time::interval(Duration::from_secs(5).min(self.config.idle_timeout));
+        let mut idle_check =
+            tokio::time::interval(Duration::from_secs(5).min(self.config.idle_timeout));
         let mut bridges = tokio::task::JoinSet::new();
         let outcome = loop {
             tokio::select! {
@@ -275,10 +301,15 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Self { origin: Instant::now(), last_ms: AtomicU64::new(0), received: AtomicU64::new(0) }
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
     }
     fn touch(&self) {
-        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
@@ -302,7 +333,10 @@ impl DataChannelLink {
     }
 
     fn sharing(channel: DataChannel, activity: Arc<Activity>) -> Self {
-        Self { inner: channel, activity }
+        Self {
+            inner: channel,
+            activity,
+        }
     }
 
     /// Messages received through this link (and any sharing its activity).
@@ -330,7 +364,10 @@ impl Channel for DataChannelLink {
         let message = self.inner.recv().await?;
         self.activity.touch();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
-        Some(Received { data: message.data, binary: !message.is_text })
+        Some(Received {
+            data: message.data,
+            binary: !message.is_text,
+        })
     }
 
     fn max_message_size(&self) -> usize {

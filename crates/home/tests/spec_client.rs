@@ -10,11 +10,17 @@ use beeline_transport::DataChannel;
 use common::{browser_connect, sse_reply, world};
 
 /// Collects `chunk` data per id until every id has its `done`.
-async fn collect(channel: &DataChannel, ids: &[String]) -> std::collections::HashMap<String, (String, u64)> {
+async fn collect(
+    channel: &DataChannel,
+    ids: &[String],
+) -> std::collections::HashMap<String, (String, u64)> {
     let mut out: std::collections::HashMap<String, (String, u64)> = Default::default();
     let mut done = 0;
     while done < ids.len() {
-        let m = tokio::time::timeout(Duration::from_secs(10), channel.recv()).await.expect("frame in time").expect("open");
+        let m = tokio::time::timeout(Duration::from_secs(10), channel.recv())
+            .await
+            .expect("frame in time")
+            .expect("open");
         // The specification's frames, read as plain JSON.
         let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
         let id = v["id"].as_str().unwrap().to_owned();
@@ -41,7 +47,8 @@ async fn specification_request_frame_streams_the_upstream_body() {
     let body = r#"{"message": "hello from the couch"}"#;
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(body);
-    let frame = format!(r#"{{"id": "req-uuid", "method": "POST", "path": "/v1/chat", "body": "{b64}"}}"#);
+    let frame =
+        format!(r#"{{"id": "req-uuid", "method": "POST", "path": "/v1/chat", "body": "{b64}"}}"#);
     channel.send_text(&frame).await.unwrap();
 
     let got = collect(&channel, &["req-uuid".to_owned()]).await;
@@ -67,7 +74,11 @@ async fn ten_requests_in_flight_on_one_channel() {
     let got = collect(&channel, &ids).await;
     for (i, id) in ids.iter().enumerate() {
         let (data, status) = &got[id];
-        assert_eq!(data, &sse_reply(&format!("request number {i} says hi")).concat(), "{id}");
+        assert_eq!(
+            data,
+            &sse_reply(&format!("request number {i} says hi")).concat(),
+            "{id}"
+        );
         assert_eq!(*status, 200);
     }
 }

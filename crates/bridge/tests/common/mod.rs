@@ -16,10 +16,21 @@ pub struct MemChannel {
 
 impl Channel for MemChannel {
     async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        assert!(message.len() <= self.max, "frame of {} bytes over the {} limit", message.len(), self.max);
+        assert!(
+            message.len() <= self.max,
+            "frame of {} bytes over the {} limit",
+            message.len(),
+            self.max
+        );
         let received = match message {
-            Encoded::Text(t) => Received { data: Bytes::from(t), binary: false },
-            Encoded::Binary(b) => Received { data: b, binary: true },
+            Encoded::Text(t) => Received {
+                data: Bytes::from(t),
+                binary: false,
+            },
+            Encoded::Binary(b) => Received {
+                data: b,
+                binary: true,
+            },
         };
         self.tx.send(received).map_err(|_| ChannelClosed)
     }
@@ -41,7 +52,15 @@ pub fn pipe(max: usize) -> (MemChannel, MemChannel) {
     let (a_tx, b_rx) = mpsc::unbounded_channel();
     let (b_tx, a_rx) = mpsc::unbounded_channel();
     (
-        MemChannel { tx: a_tx, rx: Mutex::new(a_rx), max },
-        MemChannel { tx: b_tx, rx: Mutex::new(b_rx), max },
+        MemChannel {
+            tx: a_tx,
+            rx: Mutex::new(a_rx),
+            max,
+        },
+        MemChannel {
+            tx: b_tx,
+            rx: Mutex::new(b_rx),
+            max,
+        },
     )
 }

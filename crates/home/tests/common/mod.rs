@@ -25,7 +25,11 @@ pub const TOKEN: &str = "test-home-token";
 
 /// The SSE body the chat route streams for a message: one event per word.
 pub fn sse_reply(message: &str) -> Vec<String> {
-    message.split(' ').map(|w| format!("data: {w}\n\n")).chain(["data: [DONE]\n\n".to_owned()]).collect()
+    message
+        .split(' ')
+        .map(|w| format!("data: {w}\n\n"))
+        .chain(["data: [DONE]\n\n".to_owned()])
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64), so both ends can
@@ -67,7 +71,10 @@ pub fn pattern_sha256(seed: u64, len: usize) -> String {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(serde::Deserialize)]
@@ -89,15 +96,25 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     Ok::<_, std::io::Error>(Bytes::from(e))
                 });
-                ([("content-type", "text/event-stream")], Body::from_stream(stream))
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(stream),
+                )
             }),
         )
         .route(
             "/bytes",
             get(|Query(q): Query<BytesQuery>| async move {
-                let chunks = pattern_chunks(q.seed, q.n, 64 * 1024).map(|c| Ok::<_, std::io::Error>(Bytes::from(c)));
+                let chunks = pattern_chunks(q.seed, q.n, 64 * 1024)
+                    .map(|c| Ok::<_, std::io::Error>(Bytes::from(c)));
                 let stream = futures::stream::iter(chunks);
-                ([("content-type", "application/octet-stream"), ("x-test", "bytes")], Body::from_stream(stream))
+                (
+                    [
+                        ("content-type", "application/octet-stream"),
+                        ("x-test", "bytes"),
+                    ],
+                    Body::from_stream(stream),
+                )
             }),
         )
         .route(
@@ -111,14 +128,21 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
                     len += chunk.len();
                     hasher.update(&chunk);
                 }
-                let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                let hex: String = hasher
+                    .finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 Ok::<_, String>(format!("{len} {hex}"))
             }),
         )
         .route(
             "/headers",
             get(|headers: axum::http::HeaderMap| async move {
-                let mut out: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?"))).collect();
+                let mut out: Vec<String> = headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                    .collect();
                 out.sort();
                 out.join("\n")
             }),
@@ -137,16 +161,25 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
                             }
                         }
                     }
-                    let stream = futures::stream::unfold((0, Guard(disconnects, false)), |(i, mut guard)| async move {
-                        if i == 20 {
-                            guard.1 = true;
-                            drop(guard);
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        Some((Ok::<_, std::io::Error>(Bytes::from(format!("tick {i}\n"))), (i + 1, guard)))
-                    });
-                    ([("content-type", "text/plain"), ("x-slow", "yes")], Body::from_stream(stream))
+                    let stream = futures::stream::unfold(
+                        (0, Guard(disconnects, false)),
+                        |(i, mut guard)| async move {
+                            if i == 20 {
+                                guard.1 = true;
+                                drop(guard);
+                                return None;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Some((
+                                Ok::<_, std::io::Error>(Bytes::from(format!("tick {i}\n"))),
+                                (i + 1, guard),
+                            ))
+                        },
+                    );
+                    (
+                        [("content-type", "text/plain"), ("x-slow", "yes")],
+                        Body::from_stream(stream),
+                    )
                 }
             }),
         )
@@ -174,13 +207,18 @@ impl Drop for World {
 }
 
 pub fn loopback_peer() -> PeerConfig {
-    PeerConfig { address_filter: AddressFilter::loopback(), ..Default::default() }
+    PeerConfig {
+        address_filter: AddressFilter::loopback(),
+        ..Default::default()
+    }
 }
 
 /// Signal server + upstream + (unless `with_home` is false) the home loop.
 pub async fn world_with(config: HomeConfig, with_home: bool) -> World {
     let db = tempfile::tempdir().unwrap();
-    let server = SignalServer::open(SignalConfig::new(db.path().join("signal.db"), TOKEN)).await.unwrap();
+    let server = SignalServer::open(SignalConfig::new(db.path().join("signal.db"), TOKEN))
+        .await
+        .unwrap();
     let signal_url = format!("{}/webrtc", serve(server.router()).await);
     let disconnects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let upstream_url = serve(upstream_router(Arc::clone(&disconnects))).await;
@@ -188,13 +226,31 @@ pub async fn world_with(config: HomeConfig, with_home: bool) -> World {
     if with_home {
         let upstream = Arc::new(HttpUpstream::new(&upstream_url).unwrap());
         let home_signal = SignalClient::new(&signal_url).unwrap().with_bearer(TOKEN);
-        tokio::spawn(beeline_home::run(home_signal, upstream, config, shutdown.clone()));
+        tokio::spawn(beeline_home::run(
+            home_signal,
+            upstream,
+            config,
+            shutdown.clone(),
+        ));
     }
-    World { signal_url, upstream_url, disconnects, _db: db, shutdown }
+    World {
+        signal_url,
+        upstream_url,
+        disconnects,
+        _db: db,
+        shutdown,
+    }
 }
 
 pub async fn world() -> World {
-    world_with(HomeConfig { peer: loopback_peer(), ..Default::default() }, true).await
+    world_with(
+        HomeConfig {
+            peer: loopback_peer(),
+            ..Default::default()
+        },
+        true,
+    )
+    .await
 }
 
 /// Does what the browser client does: session, offer, trickle, answer.
@@ -204,7 +260,10 @@ pub async fn browser_connect(signal_url: &str) -> (Arc<Peer>, DataChannel) {
     let id = session.session_id.clone();
     let (peer, offer) = Peer::offer(loopback_peer()).await.unwrap();
     let peer = Arc::new(peer);
-    signal.post(&SignalMessage::offer(id.clone(), offer)).await.unwrap();
+    signal
+        .post(&SignalMessage::offer(id.clone(), offer))
+        .await
+        .unwrap();
     let mut cursor = 0;
     let opener = Arc::clone(&peer);
     let open = async move { opener.open_channel("http").await };
