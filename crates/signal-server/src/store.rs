@@ -12,7 +12,21 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+
+/// The SQL that selects [`read_message`]'s columns from the messages `m`
+/// joined with their sessions `s`, `WHERE` the condition given (which goes on
+/// with the order and limit).
+macro_rules! select_messages {
+    ($condition:literal) => {
+        concat!(
+            "SELECT m.seq, m.session_id, m.side, m.kind, m.sdp, m.candidate
+             FROM messages m JOIN sessions s ON s.id = m.session_id
+             WHERE ",
+            $condition
+        )
+    };
+}
 
 /// How long a writer waits for a lock held by another connection to the same
 /// file (another process, or a store reopened in a test).
@@ -368,14 +382,11 @@ impl SessionStore {
         live_since_ms: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT m.seq, m.session_id, m.side, m.kind, m.sdp, m.candidate
-             FROM messages m JOIN sessions s ON s.id = m.session_id
-             WHERE m.session_id = ?1 AND m.side = ?2 AND m.seq > ?3 AND s.created_ms >= ?4
-             ORDER BY m.seq LIMIT ?5",
-        )?;
-        let rows = stmt.query_map(
+        self.query_messages(
+            select_messages!(
+                "m.session_id = ?1 AND m.side = ?2 AND m.seq > ?3 AND s.created_ms >= ?4
+                 ORDER BY m.seq LIMIT ?5"
+            ),
             params![
                 session_id,
                 from.as_str(),
@@ -383,9 +394,7 @@ impl SessionStore {
                 to_sql_int(live_since_ms),
                 to_sql_int(limit as u64)
             ],
-            read_message,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        )
     }
 
     /// Browser-written messages with `seq > after` of every live session
@@ -397,22 +406,29 @@ impl SessionStore {
         live_since_ms: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT m.seq, m.session_id, m.side, m.kind, m.sdp, m.candidate
-             FROM messages m JOIN sessions s ON s.id = m.session_id
-             WHERE s.home_id = ?1 AND m.side = 'browser' AND m.seq > ?2 AND s.created_ms >= ?3
-             ORDER BY m.seq LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(
+        self.query_messages(
+            select_messages!(
+                "s.home_id = ?1 AND m.side = 'browser' AND m.seq > ?2 AND s.created_ms >= ?3
+                 ORDER BY m.seq LIMIT ?4"
+            ),
             params![
                 home_id,
                 to_sql_int(after),
                 to_sql_int(live_since_ms),
                 to_sql_int(limit as u64)
             ],
-            read_message,
-        )?;
+        )
+    }
+
+    /// Runs a query made with [`select_messages!`] and reads every row.
+    fn query_messages(
+        &self,
+        sql: &str,
+        params: impl Params,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, read_message)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
