@@ -11,6 +11,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/netns.sh
+. "$repo_root/tests/lib/netns.sh"
 
 bash "$repo_root/scripts/ensure-browser-deps.sh"
 
@@ -26,22 +28,9 @@ for bin in signal-api home-peer demo-chat; do
 done
 
 ns="beeline-br-$$"
-cleanup() {
-    # Anything still running in the namespace was started by this run.
-    local pids
-    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
-    if [ -n "$pids" ]; then
-        # shellcheck disable=SC2086
-        kill -9 $pids 2>/dev/null || true
-    fi
-    ip netns delete "$ns" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+cleanup() { netns_destroy "$ns"; }
+netns_traps cleanup
+netns_add "$ns"
 
 # BEELINE_BROWSER_TESTS picks test files (space-separated); default: all.
 tests="${BEELINE_BROWSER_TESTS:-client.unit.test.mjs client.v2.test.mjs vectors.test.mjs e2e.test.mjs protocol-v2.test.mjs}"

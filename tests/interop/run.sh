@@ -12,6 +12,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/netns.sh
+. "$repo_root/tests/lib/netns.sh"
 
 bash "$repo_root/scripts/ensure-browser-deps.sh"
 python="$(bash "$repo_root/scripts/ensure-python-deps.sh")"
@@ -20,21 +22,9 @@ if [ -z "${BEELINE_EXAMPLES_DIR:-}" ]; then
 fi
 
 ns="beeline-interop-$$"
-cleanup() {
-    local pids
-    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
-    if [ -n "$pids" ]; then
-        # shellcheck disable=SC2086
-        kill -9 $pids 2>/dev/null || true
-    fi
-    ip netns delete "$ns" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+cleanup() { netns_destroy "$ns"; }
+netns_traps cleanup
+netns_add "$ns"
 # aioice skips 127.0.0.1 when it lists host addresses; a second loopback
 # address gives it one.
 ip -n "$ns" addr add 127.0.0.2/8 dev lo

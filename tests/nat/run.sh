@@ -29,6 +29,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/netns.sh
+. "$repo_root/tests/lib/netns.sh"
 bash "$repo_root/scripts/ensure-nat-deps.sh"
 
 if [ -z "${BEELINE_EXAMPLES_DIR:-}" ]; then
@@ -46,60 +48,31 @@ secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 namespaces=()
 
 teardown() {
-    local ns pids
-    for ns in "${namespaces[@]}"; do
-        # Anything running in these namespaces was started by this script.
-        pids="$(ip netns pids "$ns" 2>/dev/null || true)"
-        if [ -n "$pids" ]; then
-            # shellcheck disable=SC2086
-            kill -9 $pids 2>/dev/null || true
-        fi
-    done
-    for ns in "${namespaces[@]}"; do
-        ip netns delete "$ns" 2>/dev/null || true
-    done
+    netns_destroy "${namespaces[@]}"
     namespaces=()
 }
 cleanup() {
     teardown
     [ -n "${BEELINE_NAT_LOGS:-}" ] || rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+netns_traps cleanup
 
 pub="bl-pub-$tag"; nath="bl-nath-$tag"; natb="bl-natb-$tag"; home="bl-home-$tag"; browser="bl-brow-$tag"; sink="bl-sink-$tag"
 
 in_ns() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
 
-# veth between two namespaces: link NS1 IF1 ADDR1 NS2 IF2 ADDR2
-link() {
-    ip link add "$2-$tag" type veth peer name "$5-$tag"
-    ip link set "$2-$tag" netns "$1"
-    ip link set "$5-$tag" netns "$4"
-    ip -n "$1" link set "$2-$tag" name "$2"
-    ip -n "$4" link set "$5-$tag" name "$5"
-    ip -n "$1" addr add "$3" dev "$2"
-    ip -n "$4" addr add "$6" dev "$5"
-    ip -n "$1" link set "$2" up
-    ip -n "$4" link set "$5" up
-}
-
 setup() {
-    for ns in "$pub" "$nath" "$natb" "$home" "$browser" "$sink"; do
-        ip netns add "$ns"
-        namespaces+=("$ns")
-        ip -n "$ns" link set lo up
-    done
-    link "$pub" ph 203.0.113.1/30 "$nath" wan 203.0.113.2/30
-    link "$pub" pb 203.0.113.5/30 "$natb" wan 203.0.113.6/30
-    link "$nath" lan 198.51.100.1/24 "$home" eth0 198.51.100.2/24
-    link "$natb" lan 192.0.2.1/24 "$browser" eth0 192.0.2.2/24
+    namespaces=("$pub" "$nath" "$natb" "$home" "$browser" "$sink")
+    netns_add "${namespaces[@]}"
+    netns_link "$pub" ph 203.0.113.1/30 "$nath" wan 203.0.113.2/30
+    netns_link "$pub" pb 203.0.113.5/30 "$natb" wan 203.0.113.6/30
+    netns_link "$nath" lan 198.51.100.1/24 "$home" eth0 198.51.100.2/24
+    netns_link "$natb" lan 192.0.2.1/24 "$browser" eth0 192.0.2.2/24
     # Like the internet, the public side swallows packets to private
     # networks (a "sink" namespace that does not forward) instead of
     # refusing them: coturn gives up relaying for an allocation once a send
     # on its relay socket fails with ENETUNREACH.
-    link "$pub" void 203.0.113.9/30 "$sink" eth0 203.0.113.10/30
+    netns_link "$pub" void 203.0.113.9/30 "$sink" eth0 203.0.113.10/30
     ip -n "$pub" route add 192.0.2.0/24 via 203.0.113.10
     ip -n "$pub" route add 198.51.100.0/24 via 203.0.113.10
     ip -n "$nath" route add default via 203.0.113.1
