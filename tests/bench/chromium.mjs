@@ -12,13 +12,10 @@
 // side's (summaries: n, min, p50, p90, p99, max; raw round-trip samples).
 
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const { chromium } = await import(path.join(here, '../browser/node_modules/playwright-core/index.mjs'));
-
-const CHROMIUM = process.env.BEELINE_CHROMIUM ?? '/usr/bin/chromium';
+// The browser tests' launcher and context: the same Chromium, flags and
+// camera/microphone permission (plain host candidates, not mDNS names).
+import { launchBrowser, newContext } from '../browser/harness.mjs';
 
 function parseArgs(argv) {
   const out = {};
@@ -35,28 +32,15 @@ const num = (name, fallback) => (args[name] !== undefined ? Number(args[name]) :
 
 const log = (...a) => console.error('chromium bench:', ...a);
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--no-first-run',
-    '--disable-sync',
-    '--allow-loopback-in-peer-connection',
-    // Keep timers and the network stack at full speed in a background tab.
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-  ],
-});
+const browser = await launchBrowser([
+  // Keep timers and the network stack at full speed in a background tab.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+]);
 
 let exitCode = 0;
 try {
-  // Camera/microphone permission makes Chromium offer plain host candidates
-  // instead of mDNS names (see tests/browser/harness.mjs); no media is used.
-  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+  const context = await newContext(browser);
   const page = await context.newPage();
   page.on('pageerror', (err) => log('pageerror:', err.message));
   await page.goto(`${args.origin}/bench/page`);

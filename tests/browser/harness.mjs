@@ -175,8 +175,11 @@ export async function readMetrics(signalUrl) {
   return metrics;
 }
 
-/** Headless Debian Chromium, allowed to use loopback for WebRTC. */
-export function launchBrowser() {
+/**
+ * Headless Debian Chromium, allowed to use loopback for WebRTC; `extraArgs`
+ * go after the common flags (tests/bench/chromium.mjs adds its own).
+ */
+export function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -188,6 +191,7 @@ export function launchBrowser() {
       '--no-first-run',
       '--disable-sync',
       '--allow-loopback-in-peer-connection',
+      ...extraArgs,
     ],
   });
 }
