@@ -632,6 +632,22 @@ fn file_secret(
     }
 }
 
+/// The secret setting `id` (a value, or a file under `{id}_file`): from the
+/// flags/env if given there (see [`cli_secret`]), else from the config file,
+/// read and described as `what` in errors.
+fn read_secret(
+    matches: &ArgMatches,
+    id: &str,
+    (cli_value, cli_file): (Option<String>, Option<PathBuf>),
+    (file_value, file_file): (Option<String>, Option<PathBuf>),
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    cli_secret(matches, id, cli_value, &format!("{id}_file"), cli_file)?
+        .or(file_secret(file_value, file_file, id)?)
+        .map(|secret| secret.read(what))
+        .transpose()
+}
+
 fn non_empty<T>(values: Vec<T>) -> Option<Vec<T>> {
     (!values.is_empty()).then_some(values)
 }
@@ -726,20 +742,13 @@ fn resolve_browser_auth(
             Ok(BrowserAuth::ProxyHeader { header })
         }
         BrowserAuthMode::Jwt => {
-            let secret = cli_secret(
+            let secret = read_secret(
                 matches,
                 "jwt_secret",
-                cli.jwt_secret.take(),
-                "jwt_secret_file",
-                cli.jwt_secret_file.take(),
-            )?
-            .or(file_secret(
-                file.jwt_secret.take(),
-                file.jwt_secret_file.take(),
-                "jwt_secret",
-            )?)
-            .map(|secret| secret.read("JWT secret"))
-            .transpose()?;
+                (cli.jwt_secret.take(), cli.jwt_secret_file.take()),
+                (file.jwt_secret.take(), file.jwt_secret_file.take()),
+                "JWT secret",
+            )?;
             let public_key = cli
                 .jwt_public_key_file
                 .take()
@@ -814,34 +823,26 @@ impl Settings {
                 .collect::<anyhow::Result<_>>()?,
         };
         let browser_auth = resolve_browser_auth(&mut cli, matches, &mut file, &trusted_proxies)?;
-        let turn_secret = cli_secret(
+        let turn_secret = read_secret(
             matches,
             "turn_secret",
-            cli.turn_secret.take(),
-            "turn_secret_file",
-            cli.turn_secret_file.take(),
-        )?
-        .or(file_secret(
-            file.turn_secret.take(),
-            file.turn_secret_file.take(),
-            "turn_secret",
-        )?)
-        .map(|secret| secret.read("TURN secret"))
-        .transpose()?;
-        let turn_previous_secret = cli_secret(
+            (cli.turn_secret.take(), cli.turn_secret_file.take()),
+            (file.turn_secret.take(), file.turn_secret_file.take()),
+            "TURN secret",
+        )?;
+        let turn_previous_secret = read_secret(
             matches,
             "turn_previous_secret",
-            cli.turn_previous_secret.take(),
-            "turn_previous_secret_file",
-            cli.turn_previous_secret_file.take(),
-        )?
-        .or(file_secret(
-            file.turn_previous_secret.take(),
-            file.turn_previous_secret_file.take(),
-            "turn_previous_secret",
-        )?)
-        .map(|secret| secret.read("previous TURN secret"))
-        .transpose()?;
+            (
+                cli.turn_previous_secret.take(),
+                cli.turn_previous_secret_file.take(),
+            ),
+            (
+                file.turn_previous_secret.take(),
+                file.turn_previous_secret_file.take(),
+            ),
+            "previous TURN secret",
+        )?;
         if turn_previous_secret.is_some() && turn_secret.is_none() {
             bail!("a previous TURN secret was given without the current one (--turn-secret-file)");
         }
@@ -871,32 +872,23 @@ impl Settings {
             bail!("TURN URLs are configured but no TURN secret: pass --turn-secret-file (the static-auth-secret of coturn)");
         }
 
-        let defaults = Limits::default();
+        // Each limit: flag/env, else the file, else Limits' default.
         let mut limits = Limits::default();
-        limits.max_body_bytes = cli
-            .max_body_bytes
-            .or(file.max_body_bytes)
-            .unwrap_or(defaults.max_body_bytes);
-        limits.max_sdp_bytes = cli
-            .max_sdp_bytes
-            .or(file.max_sdp_bytes)
-            .unwrap_or(defaults.max_sdp_bytes);
-        limits.max_messages_per_session = cli
-            .max_messages_per_session
-            .or(file.max_messages_per_session)
-            .unwrap_or(defaults.max_messages_per_session);
-        limits.sessions_per_identity_per_minute = cli
-            .sessions_per_identity_per_minute
-            .or(file.sessions_per_identity_per_minute)
-            .unwrap_or(defaults.sessions_per_identity_per_minute);
-        limits.sessions_per_ip_per_minute = cli
-            .sessions_per_ip_per_minute
-            .or(file.sessions_per_ip_per_minute)
-            .unwrap_or(defaults.sessions_per_ip_per_minute);
-        limits.max_polls_per_identity = cli
-            .max_polls_per_identity
-            .or(file.max_polls_per_identity)
-            .unwrap_or(defaults.max_polls_per_identity);
+        macro_rules! set_limits {
+            ($($field:ident),+) => {
+                $(if let Some(value) = cli.$field.or(file.$field) {
+                    limits.$field = value;
+                })+
+            };
+        }
+        set_limits!(
+            max_body_bytes,
+            max_sdp_bytes,
+            max_messages_per_session,
+            sessions_per_identity_per_minute,
+            sessions_per_ip_per_minute,
+            max_polls_per_identity
+        );
         if limits.max_body_bytes == 0 {
             bail!("--max-body-bytes must be above 0");
         }
