@@ -363,6 +363,10 @@ impl Frame {
         match self {
             Self::V1Request(r) => return r.to_json(),
             Self::V1Response(r) => return r.to_json(),
+            Self::Data {
+                id: StreamId::Text(id),
+                data,
+            } => return data_json(id, data),
             Self::Hello(h) => {
                 put("type", "hello".into());
                 merge(&mut m, h);
@@ -410,6 +414,20 @@ impl Frame {
         }
         Value::Object(m).to_string()
     }
+}
+
+/// `{"type":"data","id":…,"data":"<base64>"}` written directly: the bulk
+/// of the message is base64, which never needs JSON escaping, so it is not
+/// built as a `Value` and scanned again.
+fn data_json(id: &str, data: &[u8]) -> String {
+    let id = Value::String(id.to_owned()).to_string();
+    let mut out = String::with_capacity(32 + id.len() + data.len().div_ceil(3) * 4);
+    out.push_str(r#"{"type":"data","id":"#);
+    out.push_str(&id);
+    out.push_str(r#","data":""#);
+    b64().encode_string(data, &mut out);
+    out.push_str(r#""}"#);
+    out
 }
 
 fn merge<T: Serialize>(m: &mut Map<String, Value>, v: &T) {
