@@ -60,6 +60,13 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "BEELINE_LOG_JSON")]
     log_json: bool,
+    /// Runtime worker threads. One is fastest for a few connections (the
+    /// WebRTC stack's tasks hand every packet to each other; on one worker
+    /// those hand-offs stay on one core, see docs/performance.md); raise it
+    /// when many connections move data at once. Flag or environment only.
+    #[arg(long, env = "BEELINE_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    worker_threads: u16,
 }
 
 /// The `[serve.webrtc]` table, shaped like the specification's config.
@@ -122,11 +129,21 @@ fn or_file<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_tracing(args.log_json);
-    match run(args).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.into())
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("home-peer: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
