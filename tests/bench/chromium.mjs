@@ -50,6 +50,12 @@ try {
   if (mode === 'loopback') {
     result.setup = await phase('setup', () => page.evaluate(measureSetup, { n: num('setups', 20) }));
     result.chromium_echo = await phase('Chromium↔Chromium echo', () => page.evaluate(measureChromiumEcho, { n: 500 }));
+    result.chromium_throughput = await phase('Chromium↔Chromium throughput', async () => {
+      const before = treeCpuSecs(process.pid);
+      const run = await page.evaluate(measureChromiumThroughput, { bytes: num('transfer-bytes', 100_000_000), budgetMs: 60_000 });
+      run.chromium_and_node_cpu_secs = treeCpuSecs(process.pid) - before;
+      return run;
+    });
     result.clientjs_protocol = await phase('client.js protocol alone', () => page.evaluate(measureClientJsProtocol, { n: 1000 }));
     result.rtt = await phase('round trips', () =>
       page.evaluate(measureRoundTrips, { warmup: 50, n: num('round-trips', 500), upstream: args.upstream, relay: true, budgetMs: 60_000 }),
@@ -192,7 +198,25 @@ function installHelpers() {
       onChunk(value);
     }
   }
-  window.__bench = { now, sleep, withTimeout, summary, openClient, sseParser, readAll };
+  // Chromium's own floor: two RTCPeerConnections in this page with no beeline
+  // code on either side. `onRemote` gets the answering side's channel.
+  async function chromiumPair(onRemote) {
+    const a = new RTCPeerConnection();
+    const b = new RTCPeerConnection();
+    a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate).catch(() => {});
+    b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate).catch(() => {});
+    b.ondatachannel = ({ channel }) => onRemote(channel);
+    const ch = a.createDataChannel('floor');
+    ch.binaryType = 'arraybuffer';
+    await a.setLocalDescription(await a.createOffer());
+    await b.setRemoteDescription(a.localDescription);
+    await b.setLocalDescription(await b.createAnswer());
+    await a.setRemoteDescription(b.localDescription);
+    await withTimeout(new Promise((resolve) => (ch.onopen = resolve)), 10_000, 'floor channel');
+    return { ch, close: () => (a.close(), b.close()) };
+  }
+
+  window.__bench = { now, sleep, withTimeout, summary, openClient, sseParser, readAll, chromiumPair };
 }
 
 async function measureSetup({ n }) {
@@ -348,37 +372,65 @@ async function transferOnce({ framing, direction, bytes, budgetMs }) {
   return { bytes: got, secs, mb_per_s: complete ? got / 1e6 / secs : null, complete };
 }
 
-// Chromium's own floor: two RTCPeerConnections in this page, one echoing,
-// with no beeline code on either side (what Chromium alone costs per round
-// trip of a small message).
+// What Chromium alone costs per round trip of a small message.
 async function measureChromiumEcho({ n }) {
-  const { now, summary, withTimeout } = window.__bench;
-  const a = new RTCPeerConnection();
-  const b = new RTCPeerConnection();
-  a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate).catch(() => {});
-  b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate).catch(() => {});
-  b.ondatachannel = ({ channel }) => {
+  const { now, summary, chromiumPair } = window.__bench;
+  const pair = await chromiumPair((channel) => {
     channel.onmessage = (e) => channel.send(e.data);
-  };
-  const ch = a.createDataChannel('echo');
-  await a.setLocalDescription(await a.createOffer());
-  await b.setRemoteDescription(a.localDescription);
-  await b.setLocalDescription(await b.createAnswer());
-  await a.setRemoteDescription(b.localDescription);
-  await withTimeout(new Promise((resolve) => (ch.onopen = resolve)), 10_000, 'echo channel');
+  });
   const payload = new Uint8Array(64);
   const samples = [];
   for (let i = 0; i < n + 50; i++) {
     const t = now();
     await new Promise((resolve) => {
-      ch.onmessage = resolve;
-      ch.send(payload);
+      pair.ch.onmessage = resolve;
+      pair.ch.send(payload);
     });
     if (i >= 50) samples.push(now() - t);
   }
-  a.close();
-  b.close();
+  pair.close();
   return summary(samples);
+}
+
+// How fast Chromium moves bytes between two of its own peers here: `bytes`
+// one way in 64 KiB messages, the sender kept at most 1 MiB ahead (as
+// client.js and the home peer are). Both ends are Chromium, so this is the
+// ceiling for a page whose other end costs nothing.
+async function measureChromiumThroughput({ bytes, budgetMs }) {
+  const { now, withTimeout, chromiumPair } = window.__bench;
+  let got = 0;
+  let done;
+  const finished = new Promise((resolve) => (done = resolve));
+  const pair = await chromiumPair((channel) => {
+    channel.binaryType = 'arraybuffer';
+    channel.onmessage = (e) => {
+      got += e.data.byteLength;
+      if (got >= bytes) done();
+    };
+  });
+  const { ch } = pair;
+  const piece = new Uint8Array(64 * 1024);
+  ch.bufferedAmountLowThreshold = 256 * 1024;
+  const t = now();
+  const send = (async () => {
+    for (let sent = 0; sent < bytes; ) {
+      if (ch.bufferedAmount > 1024 * 1024) {
+        await new Promise((resolve) => (ch.onbufferedamountlow = resolve));
+      }
+      const n = Math.min(piece.length, bytes - sent);
+      ch.send(n === piece.length ? piece : piece.subarray(0, n));
+      sent += n;
+    }
+  })();
+  let complete = true;
+  try {
+    await withTimeout(Promise.all([send, finished]), budgetMs, 'Chromium↔Chromium transfer');
+  } catch {
+    complete = false;
+  }
+  const secs = (now() - t) / 1000;
+  pair.close();
+  return { bytes: got, secs, mb_per_s: complete ? got / 1e6 / secs : null, complete };
 }
 
 // client.js alone: its v2 protocol (binary framing) against a fake link

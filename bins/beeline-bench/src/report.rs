@@ -385,6 +385,41 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "MB/s",
         None,
     );
+    rows.add(
+        "chromium_floor_one_way_mb_per_s",
+        "Chromium↔Chromium, same page: 100 MB one way, 64 KiB messages (Chromium's floor)",
+        num(&chromium, "chromium_throughput.mb_per_s"),
+        "MB/s",
+        None,
+    );
+    rows.add(
+        "chromium_floor_cpu_secs",
+        "Chromium↔Chromium 100 MB: Chromium's CPU time (both ends)",
+        num(&chromium, "chromium_throughput.chromium_and_node_cpu_secs"),
+        "CPU-s",
+        None,
+    );
+    rows.add(
+        "throughput_rust_binary_down_home_cpu_secs",
+        "100 MB download, Rust, binary: home-peer CPU time",
+        num(&rust, "throughput.binary.down.runs.0.home_peer_cpu_secs"),
+        "CPU-s",
+        None,
+    );
+    rows.add(
+        "throughput_chromium_binary_down_home_cpu_secs",
+        "100 MB download, Chromium, binary: home-peer CPU time",
+        num(&chromium, "throughput.binary.down.runs.0.home_peer_cpu_secs"),
+        "CPU-s",
+        None,
+    );
+    rows.add(
+        "throughput_chromium_binary_down_chromium_cpu_secs",
+        "100 MB download, Chromium, binary: Chromium's CPU time",
+        num(&chromium, "throughput.binary.down.runs.0.chromium_and_node_cpu_secs"),
+        "CPU-s",
+        None,
+    );
 
     rows.add(
         "throughput_rust_binary_down_frames_per_mb",
