@@ -409,14 +409,20 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
     rows.add(
         "throughput_chromium_binary_down_home_cpu_secs",
         "100 MB download, Chromium, binary: home-peer CPU time",
-        num(&chromium, "throughput.binary.down.runs.0.home_peer_cpu_secs"),
+        num(
+            &chromium,
+            "throughput.binary.down.runs.0.home_peer_cpu_secs",
+        ),
         "CPU-s",
         None,
     );
     rows.add(
         "throughput_chromium_binary_down_chromium_cpu_secs",
         "100 MB download, Chromium, binary: Chromium's CPU time",
-        num(&chromium, "throughput.binary.down.runs.0.chromium_and_node_cpu_secs"),
+        num(
+            &chromium,
+            "throughput.binary.down.runs.0.chromium_and_node_cpu_secs",
+        ),
         "CPU-s",
         None,
     );
