@@ -19,9 +19,9 @@ demo allow="":
 
 # --- tests -------------------------------------------------------------------
 
-# Every test: Rust unit/integration tests, headless Chromium, dependency policy.
+# Every test: formatting and lints, Rust unit/integration tests, headless Chromium, dependency policy.
 [group('test')]
-test: test-rust test-browser test-interop test-nat deny
+test: lint test-rust test-browser test-interop test-nat deny
 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
 # coturn proves the TURN credentials.
@@ -77,7 +77,7 @@ size:
 
 # Formatting and lints.
 [group('check')]
-lint:
+lint: ensure-lint-tools
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
@@ -110,6 +110,12 @@ ensure-cargo-fuzz:
 [group('setup')]
 ensure-cargo-deny:
     command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+
+# Install rustfmt and clippy when missing.
+[group('setup')]
+ensure-lint-tools:
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 # Install chromium, iproute2 and playwright-core when missing.
 [group('setup')]
