@@ -31,6 +31,7 @@ mod config;
 mod description;
 mod error;
 mod ice_conn;
+mod ice_url;
 mod peer;
 
 pub use channel::{DataChannel, Message, SEND_LIMIT};
