@@ -1,15 +1,13 @@
 //! Session descriptions for a data-channel-only peer: parsing the remote one
-//! and writing our own.
+//! (with the `sdp` crate) and writing our own.
 //!
 //! Only one `m=application ... UDP/DTLS/SCTP webrtc-datachannel` section is
 //! accepted. Values may sit at session or media level; media level wins.
-//!
-//! The remote description is read by the small line parser below rather than
-//! the `sdp` crate: a data-channel peer needs a handful of attributes, and the
-//! `sdp` crate parses `u=` and `a=extmap` URIs with the `url` crate, whose
-//! IDNA tables cost ~150 KB in every binary.
 
 use std::fmt::Write as _;
+use std::io::Cursor;
+
+use sdp::description::session::SessionDescription;
 
 use crate::Error;
 
@@ -49,27 +47,30 @@ impl RemoteDescription {
     /// Parses and checks an offer or answer.
     pub fn parse(sdp_text: &str) -> Result<Self, Error> {
         let bad = |msg: &str| Error::InvalidDescription(msg.to_owned());
-        let sdp = Sdp::parse(sdp_text)?;
-        let mut media = sdp.media.iter();
+        let session = SessionDescription::unmarshal(&mut Cursor::new(sdp_text.as_bytes()))
+            .map_err(|e| Error::InvalidDescription(e.to_string()))?;
+        let mut media = session.media_descriptions.iter();
         let m = media.next().ok_or_else(|| bad("no media section"))?;
         if media.next().is_some() {
             return Err(bad(
                 "more than one media section (only a data channel is supported)",
             ));
         }
-        if m.media != "application" || !m.formats.contains(&"webrtc-datachannel") {
+        let name = &m.media_name;
+        if name.media != "application" || !name.formats.iter().any(|f| f == "webrtc-datachannel") {
             return Err(bad("the media section is not a WebRTC data channel"));
         }
-        let mut protos = m.proto.split('/');
-        if !protos.clone().any(|p| p == "SCTP") || !protos.any(|p| p == "DTLS") {
+        if !name.protos.iter().any(|p| p == "SCTP") || !name.protos.iter().any(|p| p == "DTLS") {
             return Err(bad("the data channel is not carried over DTLS/SCTP"));
         }
 
         // Media-level attribute first, then session-level.
         let attr = |key: &str| -> Option<String> {
-            find_attribute(&m.attributes, key)
-                .or_else(|| find_attribute(&sdp.session, key))
-                .map(|v| v.unwrap_or_default().to_owned())
+            match m.attribute(key) {
+                Some(Some(v)) => Some(v.to_owned()),
+                Some(None) => Some(String::new()),
+                None => session.attribute(key).cloned(),
+            }
         };
 
         let ufrag = attr("ice-ufrag")
@@ -110,8 +111,8 @@ impl RemoteDescription {
         let candidates = m
             .attributes
             .iter()
-            .filter(|(key, _)| *key == "candidate")
-            .filter_map(|(_, value)| value.map(str::to_owned))
+            .filter(|a| a.key == "candidate")
+            .filter_map(|a| a.value.clone())
             .collect();
 
         Ok(Self {
@@ -135,101 +136,6 @@ impl RemoteDescription {
     /// The largest message the remote peer accepts.
     pub fn max_message_size(&self) -> u32 {
         self.max_message_size
-    }
-}
-
-/// An attribute: `a=key:value`, or `a=flag` (no value).
-type Attribute<'a> = (&'a str, Option<&'a str>);
-
-/// The value of the first attribute named `key`.
-fn find_attribute<'a>(attributes: &[Attribute<'a>], key: &str) -> Option<Option<&'a str>> {
-    attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-}
-
-/// One `m=` section: `m=<media> <port> <proto> <fmt> ...` and its attributes.
-struct MediaSection<'a> {
-    media: &'a str,
-    proto: &'a str,
-    formats: Vec<&'a str>,
-    attributes: Vec<Attribute<'a>>,
-}
-
-/// An SDP description (RFC 8866) reduced to its attributes and media lines.
-/// The structure is checked (`<type>=<value>` lines, `v=0` then `o=` then
-/// `s=`, a `t=` line, well-formed `m=` lines); the other lines are skipped.
-struct Sdp<'a> {
-    session: Vec<Attribute<'a>>,
-    media: Vec<MediaSection<'a>>,
-}
-
-impl<'a> Sdp<'a> {
-    fn parse(text: &'a str) -> Result<Self, Error> {
-        let bad = |msg: String| Error::InvalidDescription(msg);
-        let text = text.strip_suffix('\n').unwrap_or(text);
-        let lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let mut sdp = Sdp {
-            session: Vec::new(),
-            media: Vec::new(),
-        };
-        let mut has_timing = false;
-        for (n, line) in lines.enumerate() {
-            let (kind, value) = split_line(line)
-                .ok_or_else(|| bad(format!("line {}: not a <type>=<value> SDP line", n + 1)))?;
-            match (n, kind) {
-                (0, b'v') if value == "0" => {}
-                (0, _) => return Err(bad("not an SDP description (no v=0)".into())),
-                (1, b'o') | (2, b's') => {}
-                (1, _) => return Err(bad("o= must follow v=".into())),
-                (2, _) => return Err(bad("s= must follow o=".into())),
-                (_, b't') if sdp.media.is_empty() => has_timing = true,
-                (_, b'a') => {
-                    let attribute = match value.split_once(':') {
-                        Some((k, v)) => (k, Some(v)),
-                        None => (value, None),
-                    };
-                    match sdp.media.last_mut() {
-                        Some(m) => m.attributes.push(attribute),
-                        None => sdp.session.push(attribute),
-                    }
-                }
-                (_, b'm') => {
-                    let mut fields = value.split(' ');
-                    let (Some(media), Some(port), Some(proto)) =
-                        (fields.next(), fields.next(), fields.next())
-                    else {
-                        return Err(bad(format!("line {}: malformed m= line", n + 1)));
-                    };
-                    let formats: Vec<&str> = fields.collect();
-                    let port_ok = port
-                        .split_once('/')
-                        .map_or(port, |(p, _)| p)
-                        .parse::<u16>()
-                        .is_ok();
-                    if media.is_empty() || proto.is_empty() || formats.is_empty() || !port_ok {
-                        return Err(bad(format!("line {}: malformed m= line", n + 1)));
-                    }
-                    sdp.media.push(MediaSection {
-                        media,
-                        proto,
-                        formats,
-                        attributes: Vec::new(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        if !has_timing {
-            return Err(bad("missing t= line".into()));
-        }
-        Ok(sdp)
-    }
-}
-
-/// `x=value` with `x` a lower-case letter.
-fn split_line(line: &str) -> Option<(u8, &str)> {
-    match line.as_bytes() {
-        [kind @ b'a'..=b'z', b'=', ..] => Some((*kind, &line[2..])),
-        _ => None,
     }
 }
 

@@ -31,7 +31,6 @@ mod config;
 mod description;
 mod error;
 mod ice_conn;
-mod ice_url;
 mod peer;
 
 pub use channel::{DataChannel, Message, SEND_LIMIT};

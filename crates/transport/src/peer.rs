@@ -763,7 +763,7 @@ async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
     let mut urls = Vec::new();
     for server in &config.ice_servers {
         for raw in &server.urls {
-            let mut url = crate::ice_url::parse(raw)
+            let mut url = Url::parse_url(raw)
                 .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
             url.username = server.username.clone().unwrap_or_default();
             url.password = server.credential.clone().unwrap_or_default();
