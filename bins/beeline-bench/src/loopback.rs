@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use beeline_bridge::ClientOptions;
 use beeline_signal_client::SignalClient;
 use serde_json::{json, Value};
@@ -50,7 +50,7 @@ pub(crate) struct LoopbackArgs {
     /// The Chromium script to run against the same stack; none skips Chromium.
     #[arg(long)]
     chromium_script: Option<PathBuf>,
-    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,chromium).
+    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,parallel,chromium).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -144,6 +144,12 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
         out.insert(
             "throughput".into(),
             throughput(&signal, &filter, &args, stack.home.pid()).await?,
+        );
+    }
+    if wants("parallel") {
+        out.insert(
+            "parallel".into(),
+            parallel(&signal, &filter, &args, stack.home.pid()).await?,
         );
     }
     write(
@@ -313,6 +319,68 @@ async fn throughput(
         );
     }
     Ok(Value::Object(out))
+}
+
+/// Connections that download at once in the `parallel` phase.
+const PARALLEL: usize = 3;
+
+/// Several peer connections downloading at the same time (binary framing),
+/// `transfer_bytes` in all: what home-peer's runtime setting costs when more
+/// than one connection is busy.
+async fn parallel(
+    signal: &SignalClient,
+    filter: &beeline_transport::AddressFilter,
+    args: &LoopbackArgs,
+    home_pid: u32,
+) -> Result<Value> {
+    eprintln!(
+        "bench: {PARALLEL} connections downloading {} MB in all at once…",
+        args.transfer_bytes / 1_000_000
+    );
+    let mut conns = Vec::new();
+    for _ in 0..PARALLEL {
+        conns.push(
+            client::connect(
+                signal,
+                filter,
+                ClientOptions {
+                    binary: true,
+                    ..Default::default()
+                },
+            )
+            .await?,
+        );
+    }
+    let each = args.transfer_bytes / PARALLEL;
+    let cpu_before = cpu_secs(Some(home_pid)).unwrap_or(f64::NAN);
+    let started = Instant::now();
+    let runs = futures::future::join_all(
+        conns
+            .iter()
+            .map(|c| measure::download(&c.client, each, TRANSFER_BUDGET)),
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs(Some(home_pid)).unwrap_or(f64::NAN) - cpu_before;
+    for c in conns {
+        c.close().await;
+    }
+    let mut bytes = 0;
+    let mut per_connection = Vec::new();
+    for run in runs {
+        let run = run?;
+        if !run.complete {
+            bail!("a parallel download stopped at {} bytes", run.bytes);
+        }
+        bytes += run.bytes;
+        per_connection.push(run.mb_per_s());
+    }
+    Ok(json!({
+        "connections": PARALLEL, "bytes": bytes, "secs": secs,
+        "mb_per_s": bytes as f64 / 1e6 / secs,
+        "per_connection_mb_per_s": per_connection,
+        "home_peer_cpu_secs": cpu,
+    }))
 }
 
 struct Probe {

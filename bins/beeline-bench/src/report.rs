@@ -400,6 +400,13 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         None,
     );
     rows.add(
+        "parallel_rust_binary_down_mb_per_s",
+        "3 connections downloading 100 MB in all at once, Rust, binary: aggregate",
+        num(&rust, "parallel.mb_per_s"),
+        "MB/s",
+        None,
+    );
+    rows.add(
         "throughput_rust_binary_down_home_cpu_secs",
         "100 MB download, Rust, binary: home-peer CPU time",
         num(&rust, "throughput.binary.down.runs.0.home_peer_cpu_secs"),

@@ -60,10 +60,11 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "BEELINE_LOG_JSON")]
     log_json: bool,
-    /// Runtime worker threads. One is fastest for a few connections (the
-    /// WebRTC stack's tasks hand every packet to each other; on one worker
-    /// those hand-offs stay on one core, see docs/performance.md); raise it
-    /// when many connections move data at once. Flag or environment only.
+    /// Runtime worker threads. One measured fastest here, for one busy
+    /// connection and for three at once: the WebRTC stack's tasks hand every
+    /// packet to each other, and with more workers those hand-offs cross
+    /// cores and packets leave in bursts that overflow the receiver's socket
+    /// (see docs/performance.md). Flag or environment only.
     #[arg(long, env = "BEELINE_WORKER_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     worker_threads: u16,
