@@ -363,10 +363,7 @@ impl Frame {
         match self {
             Self::V1Request(r) => return r.to_json(),
             Self::V1Response(r) => return r.to_json(),
-            Self::Data {
-                id: StreamId::Text(id),
-                data,
-            } => return data_json(id, data),
+            Self::Data { id, data } => return data_json(&id_value(id), data),
             Self::Hello(h) => {
                 put("type", "hello".into());
                 merge(&mut m, h);
@@ -384,11 +381,6 @@ impl Frame {
                 put("type", "response".into());
                 put("id", id_value(id));
                 merge(&mut m, head);
-            }
-            Self::Data { id, data } => {
-                put("type", "data".into());
-                put("id", id_value(id));
-                put("data", b64().encode(data).into());
             }
             Self::End { id } => {
                 put("type", "end".into());
@@ -419,8 +411,8 @@ impl Frame {
 /// `{"type":"data","id":…,"data":"<base64>"}` written directly: the bulk
 /// of the message is base64, which never needs JSON escaping, so it is not
 /// built as a `Value` and scanned again.
-fn data_json(id: &str, data: &[u8]) -> String {
-    let id = Value::String(id.to_owned()).to_string();
+fn data_json(id: &Value, data: &[u8]) -> String {
+    let id = id.to_string();
     let mut out = String::with_capacity(32 + id.len() + data.len().div_ceil(3) * 4);
     out.push_str(r#"{"type":"data","id":"#);
     out.push_str(&id);
