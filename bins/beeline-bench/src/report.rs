@@ -141,6 +141,14 @@ impl Rows {
             r.note = note.into();
         }
     }
+
+    /// "label: note" for every row that has a note.
+    fn notes(&self) -> impl Iterator<Item = String> + '_ {
+        self.0
+            .iter()
+            .filter(|r| !r.note.is_empty())
+            .map(|r| format!("{}: {}", r.label, r.note))
+    }
 }
 
 pub(crate) fn run(args: ReportArgs) -> Result<()> {
@@ -622,13 +630,7 @@ fn print_table(rows: &Rows, meta: &Value) {
             r.met_text()
         );
     }
-    let notes: Vec<String> = rows
-        .0
-        .iter()
-        .filter(|r| !r.note.is_empty())
-        .map(|r| format!("{}: {}", r.label, r.note))
-        .collect();
-    for n in notes {
+    for n in rows.notes() {
         println!("  note — {n}");
     }
     let (met, missed, na) = rows
@@ -672,12 +674,7 @@ fn update_readme(path: &Path, rows: &Rows, meta: &Value, chart: Option<&Path>) -
             r.met_text()
         ));
     }
-    let notes: Vec<String> = rows
-        .0
-        .iter()
-        .filter(|r| !r.note.is_empty())
-        .map(|r| format!("- {}: {}", r.label, r.note))
-        .collect();
+    let notes: Vec<String> = rows.notes().map(|n| format!("- {n}")).collect();
     if !notes.is_empty() {
         section.push('\n');
         section.push_str(&notes.join("\n"));
