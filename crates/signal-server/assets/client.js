@@ -1129,19 +1129,25 @@ export class ChannelProtocol {
     }, this.#timeoutMs);
   }
 
+  // Hands the frame `decode` returns to the streams; a malformed frame is
+  // reported to them instead (it fails its own stream, if it names one).
+  #deliver(decode) {
+    let frame;
+    try {
+      frame = decode();
+    } catch (err) {
+      if (err instanceof FrameError) this.streams.receiveBad(err);
+      else throw err;
+      return;
+    }
+    this.streams.receive(frame);
+  }
+
   /** Handles one message from the channel (string, ArrayBuffer or byte view). */
   receive(message) {
     if (typeof message !== 'string') {
       if (this.streams?.binary) {
-        let frame;
-        try {
-          frame = decodeBinary(message);
-        } catch (err) {
-          if (err instanceof FrameError) this.streams.receiveBad(err);
-          else throw err;
-          return;
-        }
-        this.streams.receive(frame);
+        this.#deliver(() => decodeBinary(message));
         return;
       }
       // Before binary framing is agreed, a binary message is UTF-8 JSON text.
@@ -1178,15 +1184,7 @@ export class ChannelProtocol {
           if (obj.type === 'error') debug(`home peer reported ${obj.code}: ${obj.message}`);
           return;
         }
-        let frame;
-        try {
-          frame = frameFromObject(obj);
-        } catch (err) {
-          if (err instanceof FrameError) this.streams.receiveBad(err);
-          else throw err;
-          return;
-        }
-        this.streams.receive(frame);
+        this.#deliver(() => frameFromObject(obj));
         return;
       }
       default:
