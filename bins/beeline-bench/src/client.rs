@@ -72,6 +72,22 @@ pub(crate) fn filter(allow: &[String]) -> Result<AddressFilter> {
     Ok(f)
 }
 
+/// The bench's own peers: confined to `filter`, and with the UDP socket
+/// buffer that `BEELINE_UDP_BUFFER` gives home-peer (the bench starts
+/// home-peer with this process's environment), so one variable sets both
+/// ends when comparing buffer sizes. Unset: the transport's default.
+pub(crate) fn peer_config(filter: &AddressFilter) -> PeerConfig {
+    let socket_buffer = match std::env::var("BEELINE_UDP_BUFFER") {
+        Ok(v) => v.parse().ok().filter(|&n: &usize| n > 0),
+        Err(_) => PeerConfig::default().socket_buffer,
+    };
+    PeerConfig {
+        address_filter: filter.clone(),
+        socket_buffer,
+        ..Default::default()
+    }
+}
+
 /// Connects to the home peer behind `signal` the way the browser does.
 pub(crate) async fn connect(
     signal: &SignalClient,
@@ -95,10 +111,7 @@ async fn connect_inner(
     let session = signal.create_session().await.context("POST /session")?;
     times.session_ms = ms(Instant::now());
     let id = session.session_id.clone();
-    let config = PeerConfig {
-        address_filter: filter.clone(),
-        ..Default::default()
-    };
+    let config = peer_config(filter);
     let (peer, offer) = Peer::offer(config).await?;
     let peer = Arc::new(peer);
     signal

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::client::{self, filter};
 use crate::measure::{self, Transfer};
-use crate::procs::{context_switches, cpu_secs, Bins, Stack};
+use crate::procs::{context_switches, cpu_secs, udp_rcvbuf_errors, Bins, Stack};
 use crate::stats::Samples;
 
 /// What the loopback run does; every count is bounded and every phase has a
@@ -288,6 +288,7 @@ async fn throughput(
             client_cpu: cpu_secs(None).unwrap_or(f64::NAN),
             home_switches: context_switches(Some(home_pid)).unwrap_or(0),
             client_switches: context_switches(None).unwrap_or(0),
+            rcvbuf_errors: udp_rcvbuf_errors().unwrap_or(0),
         };
         for rep in 0..reps {
             eprintln!(
@@ -353,6 +354,7 @@ async fn parallel(
     }
     let each = args.transfer_bytes / PARALLEL;
     let cpu_before = cpu_secs(Some(home_pid)).unwrap_or(f64::NAN);
+    let drops_before = udp_rcvbuf_errors().unwrap_or(0);
     let started = Instant::now();
     let runs = futures::future::join_all(
         conns
@@ -362,6 +364,7 @@ async fn parallel(
     .await;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(Some(home_pid)).unwrap_or(f64::NAN) - cpu_before;
+    let drops = udp_rcvbuf_errors().unwrap_or(0) - drops_before;
     for c in conns {
         c.close().await;
     }
@@ -380,6 +383,7 @@ async fn parallel(
         "mb_per_s": bytes as f64 / 1e6 / secs,
         "per_connection_mb_per_s": per_connection,
         "home_peer_cpu_secs": cpu,
+        "udp_rcvbuf_errors": drops,
     }))
 }
 
@@ -388,6 +392,7 @@ struct Probe {
     client_cpu: f64,
     home_switches: u64,
     client_switches: u64,
+    rcvbuf_errors: u64,
 }
 
 fn with_costs(t: &Transfer, before: &Probe, after: &Probe) -> (f64, Value) {
@@ -399,6 +404,7 @@ fn with_costs(t: &Transfer, before: &Probe, after: &Probe) -> (f64, Value) {
         json!((after.home_switches - before.home_switches) as f64 / mb);
     j["client_switches_per_mb"] =
         json!((after.client_switches - before.client_switches) as f64 / mb);
+    j["udp_rcvbuf_errors"] = json!(after.rcvbuf_errors - before.rcvbuf_errors);
     (t.mb_per_s(), j)
 }
 

@@ -399,3 +399,18 @@ pub(crate) async fn wait_home_polling(signal_url: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// UDP datagrams this network namespace dropped because a socket's receive
+/// buffer was full (`RcvbufErrors` in /proc/net/snmp). The bench runs in a
+/// namespace of its own, so every drop counted is one of its packets, and
+/// each costs webrtc-sctp a retransmission.
+pub(crate) fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let names = udp.next()?.split_whitespace();
+    let values = udp.next()?.split_whitespace();
+    names
+        .zip(values)
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+}

@@ -415,6 +415,20 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         None,
     );
     rows.add(
+        "udp_drops_rust_binary_down",
+        "100 MB download, Rust, binary: UDP datagrams dropped at a full receive buffer",
+        num(&rust, "throughput.binary.down.runs.0.udp_rcvbuf_errors"),
+        "packets",
+        None,
+    );
+    rows.add(
+        "udp_drops_parallel",
+        "3 connections at once: UDP datagrams dropped at a full receive buffer",
+        num(&rust, "parallel.udp_rcvbuf_errors"),
+        "packets",
+        None,
+    );
+    rows.add(
         "throughput_rust_binary_down_home_cpu_secs",
         "100 MB download, Rust, binary: home-peer CPU time",
         num(&rust, "throughput.binary.down.runs.0.home_peer_cpu_secs"),

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
+use beeline_transport::{AddressFilter, DataChannel, Peer};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::client::peer_config;
 use crate::procs::context_switches;
 use crate::stats::Samples;
 
@@ -23,10 +24,7 @@ struct Pair {
 }
 
 async fn pair(filter: &AddressFilter) -> Result<Pair> {
-    let config = PeerConfig {
-        address_filter: filter.clone(),
-        ..Default::default()
-    };
+    let config = peer_config(filter);
     let (offerer, offer) = Peer::offer(config.clone()).await?;
     let (answerer, answer) = Peer::answer(config, &offer).await?;
     offerer.apply_answer(&answer)?;

@@ -60,14 +60,19 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "BEELINE_LOG_JSON")]
     log_json: bool,
-    /// Runtime worker threads. One measured fastest here, for one busy
-    /// connection and for three at once: the WebRTC stack's tasks hand every
-    /// packet to each other, and with more workers those hand-offs cross
-    /// cores and packets leave in bursts that overflow the receiver's socket
-    /// (see docs/performance.md). Flag or environment only.
+    /// Runtime worker threads. The WebRTC stack's tasks hand every packet
+    /// to each other, so more workers mostly move those hand-offs across
+    /// cores: on two cores, two workers measured no faster than one for one
+    /// busy connection or three at once (see docs/performance.md). Flag or
+    /// environment only.
     #[arg(long, env = "BEELINE_WORKER_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     worker_threads: u16,
+    /// UDP receive/send buffer asked of the kernel per ICE socket, in bytes
+    /// (capped by net.core.rmem_max / wmem_max); 0 keeps the kernel default.
+    /// Flag or environment only.
+    #[arg(long, env = "BEELINE_UDP_BUFFER", default_value_t = beeline_transport::DEFAULT_SOCKET_BUFFER)]
+    udp_buffer: usize,
 }
 
 /// The `[serve.webrtc]` table, shaped like the specification's config.
@@ -220,6 +225,7 @@ async fn run(args: Args) -> Result<()> {
         peer: PeerConfig {
             ice_servers,
             address_filter: filter.clone(),
+            socket_buffer: (args.udp_buffer > 0).then_some(args.udp_buffer),
             ..Default::default()
         },
         ..Default::default()

@@ -5,6 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::description::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// [`PeerConfig::socket_buffer`] unless set otherwise.
+pub const DEFAULT_SOCKET_BUFFER: usize = 2 * 1024 * 1024;
 use crate::Error;
 
 /// A STUN or TURN server, as `RTCIceServer` describes one.
@@ -160,6 +163,13 @@ pub struct PeerConfig {
     pub disconnected_timeout: Duration,
     /// Silence after which the peer is reported [`crate::PeerState::Failed`].
     pub failed_timeout: Duration,
+    /// Receive and send buffer size asked of the kernel for every UDP socket
+    /// ICE binds for host and server-reflexive candidates (Linux caps it at
+    /// `net.core.rmem_max` / `wmem_max`). A bulk transfer sends bursts that
+    /// overflow the default buffer (about 208 KiB), and every lost packet
+    /// costs webrtc-sctp at least a 1 s retransmission timeout. `None`
+    /// leaves the kernel default.
+    pub socket_buffer: Option<usize>,
 }
 
 impl Default for PeerConfig {
@@ -174,6 +184,7 @@ impl Default for PeerConfig {
             keepalive_interval: Duration::from_secs(1),
             disconnected_timeout: Duration::from_secs(3),
             failed_timeout: Duration::from_secs(10),
+            socket_buffer: Some(DEFAULT_SOCKET_BUFFER),
         }
     }
 }

@@ -504,8 +504,14 @@ impl Peer {
         {
             let generation = Arc::clone(&generation);
             let gathered = gathered.clone();
+            let socket_buffer = config.socket_buffer;
             agent.on_candidate(Box::new(
                 move |c: Option<Arc<dyn Candidate + Send + Sync>>| {
+                    if let Some((size, conn)) =
+                        socket_buffer.zip(c.as_ref().and_then(|c| c.get_conn()))
+                    {
+                        size_socket_buffers(conn.as_ref(), size);
+                    }
                     let g = generation.load(Ordering::SeqCst);
                     if c.is_none() {
                         gathered.send_replace(Some(g));
@@ -945,5 +951,74 @@ impl Inner {
             let _ = dtls.close().await;
         }
         let _ = self.agent.close().await;
+    }
+}
+
+/// Asks the kernel for `size` bytes of receive and send buffer on a UDP
+/// socket ICE gathered a candidate on, and returns what it granted. A
+/// relayed candidate's connection (a TURN client, not a socket of ours) is
+/// left alone (`None`). A refusal is logged: the default buffer still works,
+/// only slower.
+fn size_socket_buffers(conn: &(dyn Conn + Send + Sync), size: usize) -> Option<(usize, usize)> {
+    let socket = conn.as_any().downcast_ref::<tokio::net::UdpSocket>()?;
+    let socket = socket2::SockRef::from(socket);
+    let sized = socket
+        .set_recv_buffer_size(size)
+        .and_then(|()| socket.set_send_buffer_size(size))
+        .and_then(|()| Ok((socket.recv_buffer_size()?, socket.send_buffer_size()?)));
+    match sized {
+        Ok(sizes) => {
+            tracing::trace!(recv = sizes.0, send = sizes.1, "UDP socket buffers");
+            // Linux reports twice what it granted; less than asked means the
+            // request hit net.core.rmem_max. Say so once per process.
+            static CAPPED: AtomicBool = AtomicBool::new(false);
+            if sizes.0 < size && !CAPPED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    asked = size,
+                    granted = sizes.0,
+                    "the kernel capped the UDP receive buffer; bulk transfers may lose \
+                     packets and stall on retransmission (raise net.core.rmem_max)"
+                );
+            }
+            Some(sizes)
+        }
+        Err(err) => {
+            tracing::debug!(%err, "could not size a UDP socket's buffers");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_limit(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[tokio::test]
+    async fn ice_sockets_get_the_asked_buffers() {
+        let asked = 1024 * 1024;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        let (recv, send) = size_socket_buffers(&socket, asked).expect("a UDP socket is sized");
+        // Linux grants min(asked, rmem_max) and reports twice that.
+        let floor = asked.min(kernel_limit("rmem_max"));
+        assert!(recv >= floor, "receive buffer {recv} < {floor}");
+        let send_floor = asked.min(kernel_limit("wmem_max"));
+        assert!(send >= send_floor, "send buffer {send} < {send_floor}");
+        if floor > before {
+            assert!(recv > before, "receive buffer did not grow from {before}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_connections_are_left_alone() {
+        let (pipe, _other) = webrtc_util::conn::conn_pipe::pipe();
+        assert_eq!(size_socket_buffers(&pipe, 1 << 20), None);
     }
 }
