@@ -91,7 +91,7 @@ fn trim(v: f64) -> String {
 }
 
 fn fmt(v: f64) -> String {
-    if v.abs() >= 100.0 {
+    if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -743,5 +743,14 @@ mod tests {
         };
         assert_eq!(r.met(), None);
         assert_eq!(r.value_text(), "not measured");
+    }
+
+    #[test]
+    fn counts_print_without_decimals() {
+        assert_eq!(fmt(0.0), "0");
+        assert_eq!(fmt(12.0), "12");
+        assert_eq!(fmt(0.527), "0.527");
+        assert_eq!(fmt(21.24), "21.2");
+        assert_eq!(fmt(10555.4), "10555");
     }
 }
