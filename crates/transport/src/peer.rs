@@ -90,6 +90,11 @@ pub struct SelectedPair {
     pub remote: CandidateKind,
     /// `ip:port` of the remote side.
     pub remote_addr: String,
+    /// The receive buffer the kernel gives our socket of this pair, as it
+    /// reports it (Linux reports twice the payload it holds); see
+    /// [`crate::PeerConfig::socket_buffer`]. `None` for a relayed pair, whose
+    /// connection is a TURN client rather than a socket of ours.
+    pub receive_buffer: Option<usize>,
 }
 
 /// A local candidate to trickle to the remote peer.
@@ -369,6 +374,11 @@ impl Peer {
             local_addr: format!("{}:{}", pair.local.address(), pair.local.port()),
             remote: pair.remote.candidate_type().into(),
             remote_addr: format!("{}:{}", pair.remote.address(), pair.remote.port()),
+            receive_buffer: pair
+                .local
+                .get_conn()
+                .and_then(|conn| udp_socket(conn.as_ref()))
+                .and_then(|socket| socket.recv_buffer_size().ok()),
         })
     }
 
@@ -954,14 +964,21 @@ impl Inner {
     }
 }
 
+/// The UDP socket behind an ICE connection, when it is one of ours (host
+/// and server-reflexive candidates; not a relayed candidate's TURN client).
+fn udp_socket(conn: &(dyn Conn + Send + Sync)) -> Option<socket2::SockRef<'_>> {
+    conn.as_any()
+        .downcast_ref::<tokio::net::UdpSocket>()
+        .map(socket2::SockRef::from)
+}
+
 /// Asks the kernel for `size` bytes of receive and send buffer on a UDP
 /// socket ICE gathered a candidate on, and returns what it granted. A
 /// relayed candidate's connection (a TURN client, not a socket of ours) is
 /// left alone (`None`). A refusal is logged: the default buffer still works,
 /// only slower.
 fn size_socket_buffers(conn: &(dyn Conn + Send + Sync), size: usize) -> Option<(usize, usize)> {
-    let socket = conn.as_any().downcast_ref::<tokio::net::UdpSocket>()?;
-    let socket = socket2::SockRef::from(socket);
+    let socket = udp_socket(conn)?;
     let sized = socket
         .set_recv_buffer_size(size)
         .and_then(|()| socket.set_send_buffer_size(size))
@@ -1014,6 +1031,18 @@ mod tests {
         if floor > before {
             assert!(recv > before, "receive buffer did not grow from {before}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_capped_request_reports_what_was_granted() {
+        // Above net.core.rmem_max the kernel grants less than asked, which
+        // is what makes the transport warn.
+        let Some(asked) = kernel_limit("rmem_max").checked_mul(4) else {
+            return;
+        };
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (recv, _) = size_socket_buffers(&socket, asked).expect("a UDP socket is sized");
+        assert!(recv < asked, "asked {asked}, granted {recv}");
     }
 
     #[tokio::test]
