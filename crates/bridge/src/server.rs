@@ -580,15 +580,20 @@ async fn send_v1_error<C: Channel + ?Sized>(
     message: &str,
 ) -> Result<(), ChannelClosed> {
     send_v1_text(channel, id, message).await?;
-    channel
-        .send(
-            Frame::V1Response(ResponseFrame::Done {
-                id: id.to_owned(),
-                status: code.http_status(),
-            })
-            .encode(),
-        )
-        .await
+    send_v1_done(channel, id, code.http_status()).await
+}
+
+/// Ends a v1 stream with `done` and its status.
+async fn send_v1_done<C: Channel + ?Sized>(
+    channel: &C,
+    id: &str,
+    status: u16,
+) -> Result<(), ChannelClosed> {
+    let done = Frame::V1Response(ResponseFrame::Done {
+        id: id.to_owned(),
+        status,
+    });
+    channel.send(done.encode()).await
 }
 
 /// Sends text as v1 `chunk` frames, each within the channel's message size.
@@ -670,15 +675,7 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
                     (StreamId::Text(id), Dialect::V1) if head_sent => {
                         // v1 has already committed to a status; end with a
                         // gateway error so the client sees a failure.
-                        self.channel
-                            .send(
-                                Frame::V1Response(ResponseFrame::Done {
-                                    id: id.clone(),
-                                    status: code.http_status(),
-                                })
-                                .encode(),
-                            )
-                            .await
+                        send_v1_done(&*self.channel, id, code.http_status()).await
                     }
                     (StreamId::Text(id), Dialect::V1) => {
                         send_v1_error(&*self.channel, id, code, &message).await
@@ -782,11 +779,7 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         match (&self.id, self.dialect) {
             (StreamId::Text(id), Dialect::V1) => {
                 send_v1_text(&*self.channel, id, &chunker.finish()).await?;
-                self.send(Frame::V1Response(ResponseFrame::Done {
-                    id: id.clone(),
-                    status,
-                }))
-                .await?;
+                send_v1_done(&*self.channel, id, status).await?;
             }
             _ => {
                 self.send(Frame::End {
