@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beeline_bridge::{Client, ClientError, ClientOptions};
+use beeline_bridge::{BodyStream, Client, ClientError, ClientOptions};
 use beeline_frame::v2::RequestHead;
 use beeline_frame::{decode_binary, decode_response, decode_text, Frame, ResponseFrame};
 use beeline_home::DataChannelLink;
@@ -23,6 +23,16 @@ fn get(path: &str) -> RequestHead {
         path: path.into(),
         ..Default::default()
     }
+}
+
+/// Sends a request and returns the whole response body.
+async fn fetch(
+    client: &Client<DataChannelLink>,
+    head: RequestHead,
+    body: Option<BodyStream>,
+) -> Vec<u8> {
+    let response = client.send(head, body).await.expect("response head");
+    response.body.collect().await.expect("response body")
 }
 
 async fn client(
@@ -76,17 +86,7 @@ async fn forwarded_headers_and_binary_bodies() {
         .insert("connection".into(), "close, x-drop-me".into());
     head.headers.insert("x-drop-me".into(), "secret".into());
     head.headers.insert("host".into(), "example.com".into());
-    let text = String::from_utf8(
-        client
-            .send(head, None)
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let text = String::from_utf8(fetch(&client, head, None).await).unwrap();
     assert!(text.contains("x-custom: 42"), "{text}");
     assert!(text.contains("x-forwarded-host: example.com"), "{text}");
     assert!(text.contains("x-forwarded-proto: https"), "{text}");
@@ -110,26 +110,9 @@ async fn forwarded_headers_and_binary_bodies() {
         path: "/sha256".into(),
         ..Default::default()
     };
-    let answer = String::from_utf8(
-        client
-            .send(head, Some(body))
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let answer = String::from_utf8(fetch(&client, head, Some(body)).await).unwrap();
     assert_eq!(answer, format!("{} {}", data.len(), sha256_hex(&data)));
-    let down = client
-        .send(get(&format!("/bytes?n={}&seed=3", 1 << 20)), None)
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap();
+    let down = fetch(&client, get(&format!("/bytes?n={}&seed=3", 1 << 20)), None).await;
     assert_eq!(sha256_hex(&down), sha256_hex(&pattern(3, 1 << 20)));
 }
 
@@ -148,14 +131,7 @@ async fn cancel_drops_the_upstream_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The channel still serves.
-    let ok = client
-        .send(get("/bytes?n=10"), None)
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap();
+    let ok = fetch(&client, get("/bytes?n=10"), None).await;
     assert_eq!(ok, pattern(0, 10));
 }
 
