@@ -5,10 +5,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::description::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::Error;
 
 /// [`PeerConfig::socket_buffer`] unless set otherwise.
 pub const DEFAULT_SOCKET_BUFFER: usize = 2 * 1024 * 1024;
-use crate::Error;
 
 /// A STUN or TURN server, as `RTCIceServer` describes one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
