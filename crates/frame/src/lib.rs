@@ -24,6 +24,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 mod chunker;
+pub mod proxy;
 pub mod v2;
 
 pub use chunker::{split_text, Utf8Chunker};
