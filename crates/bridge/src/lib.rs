@@ -32,6 +32,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use beeline_frame::Encoded;
+pub use beeline_frame::proxy::ClientHeaderFilter;
 use bytes::Bytes;
 
 pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandle};
@@ -100,8 +101,11 @@ pub struct BridgeConfig {
     /// A stream whose upstream makes no progress for this long fails with
     /// `idle_timeout`.
     pub idle_timeout: Duration,
-    /// The remote peer's address, appended to `x-forwarded-for`.
+    /// The remote peer's address, sent as `x-forwarded-for`.
     pub peer_addr: Option<String>,
+    /// Request headers no client may set (forwarding and identity headers,
+    /// plus the operator's own); every copy is dropped, in any spelling.
+    pub client_headers: ClientHeaderFilter,
 }
 
 impl Default for BridgeConfig {
@@ -113,6 +117,7 @@ impl Default for BridgeConfig {
             window: 256 * 1024,
             idle_timeout: Duration::from_secs(300),
             peer_addr: None,
+            client_headers: ClientHeaderFilter::default(),
         }
     }
 }

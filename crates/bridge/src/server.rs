@@ -105,6 +105,8 @@ struct Upload {
     tx: mpsc::Sender<Result<Bytes, BridgeError>>,
     window: Arc<RecvWindow>,
     received: u64,
+    /// The length the client declared, which the body must meet exactly.
+    expected: Option<u64>,
 }
 
 /// When a stream last made progress; an upload counts, so a slow upstream
@@ -168,6 +170,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                     method: r.method,
                     path: r.path,
                     headers: r.headers,
+                    scheme: None,
                     end: r.body.is_empty(),
                 };
                 let body = (!r.body.is_empty()).then(|| Bytes::from(r.body));
@@ -177,11 +180,24 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             Frame::Request { id, head } => self.open_stream(id, head, Dialect::V2, None).await,
             Frame::Data { id, data } => self.on_data(id, data).await,
             Frame::End { id } => {
-                match self.streams.get_mut(&id) {
-                    Some(s) => s.upload = None,
-                    None => return self.on_unknown_stream(id).await,
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return self.on_unknown_stream(id).await;
+                };
+                let short = stream.upload.as_ref().and_then(|u| {
+                    u.expected
+                        .filter(|&n| n != u.received)
+                        .map(|n| (u.received, n))
+                });
+                match short {
+                    Some((got, n)) => {
+                        let m = format!("request body ended after {got} of {n} bytes");
+                        self.fail_stream(id, ErrorCode::BadRequest, m).await
+                    }
+                    None => {
+                        stream.upload = None;
+                        Ok(())
+                    }
                 }
-                Ok(())
             }
             Frame::Cancel { id } | Frame::Error { id: Some(id), .. } => {
                 if let Some(s) = self.streams.remove(&id) {
@@ -336,6 +352,10 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             let msg = format!("request body larger than {max_body} bytes");
             return self.fail_stream(id, ErrorCode::BodyTooLarge, msg).await;
         }
+        if let Some(n) = upload.expected.filter(|&n| upload.received > n) {
+            let msg = format!("request body longer than its content-length {n}");
+            return self.fail_stream(id, ErrorCode::BadRequest, msg).await;
+        }
         if !upload.window.consume(data.len()) {
             return self
                 .fail_stream(
@@ -379,8 +399,8 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             };
             return self.send(e).await;
         }
-        let refusal = if self.streams.len() >= self.config.max_concurrent_streams {
-            Some((
+        let admitted = if self.streams.len() >= self.config.max_concurrent_streams {
+            Err((
                 ErrorCode::TooManyStreams,
                 format!(
                     "more than {} concurrent requests",
@@ -388,7 +408,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 ),
             ))
         } else if head_size(&head) > self.config.max_header_bytes {
-            Some((
+            Err((
                 ErrorCode::HeaderTooLarge,
                 format!(
                     "request head larger than {} bytes",
@@ -396,24 +416,27 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 ),
             ))
         } else {
-            None
+            body_length(&head, dialect, inline_body.as_ref(), self.config.max_body_bytes)
         };
-        if let Some((code, message)) = refusal {
-            return match (dialect, &id) {
-                (Dialect::V1, StreamId::Text(text)) => {
-                    send_v1_error(&*self.channel, text, code, &message).await
-                }
-                _ => {
-                    self.send(Frame::Error {
-                        id: Some(id),
-                        code,
-                        message,
-                    })
-                    .await
-                }
-            };
-        }
-        self.forwarded_headers(&mut head.headers);
+        let expected = match admitted {
+            Ok(expected) => expected,
+            Err((code, message)) => {
+                return match (dialect, &id) {
+                    (Dialect::V1, StreamId::Text(text)) => {
+                        send_v1_error(&*self.channel, text, code, &message).await
+                    }
+                    _ => {
+                        self.send(Frame::Error {
+                            id: Some(id),
+                            code,
+                            message,
+                        })
+                        .await
+                    }
+                };
+            }
+        };
+        self.forwarded_headers(&mut head, expected);
 
         let negotiated = self.negotiated;
         let credit = dialect == Dialect::V2 && negotiated.is_some_and(|n| n.credit);
@@ -422,6 +445,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         ));
         let cancel = CancellationToken::new();
         let progress = Arc::new(Progress::new());
+        let head_end = head.end;
         let (body, upload) = match (dialect, head.end, inline_body) {
             (_, _, Some(inline)) => (
                 Some(futures::stream::once(async move { Ok(inline) }).boxed()),
@@ -440,6 +464,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                     credit,
                     self.config.window,
                     Arc::clone(&progress),
+                    expected,
                 );
                 (
                     Some(body),
@@ -447,6 +472,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                         tx,
                         window,
                         received: 0,
+                        expected,
                     }),
                 )
             }
@@ -462,6 +488,9 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         );
 
         let task = StreamTask {
+            settle_first: dialect == Dialect::V2
+                && !head_end
+                && expected.is_some_and(|n| n <= u64::from(self.config.window)),
             id,
             dialect,
             channel: Arc::clone(&self.channel),
@@ -476,25 +505,33 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         Ok(())
     }
 
-    /// Applies the reverse-proxy header rules of `docs/protocol.md` §4.2.
-    fn forwarded_headers(&self, headers: &mut Headers) {
+    /// Applies the reverse-proxy header rules of `docs/protocol.md` §4.2:
+    /// hop-by-hop headers and every client-sent copy of a forwarding or
+    /// identity header go, in any spelling; the home's own
+    /// `x-forwarded-for` (the peer's address), `-host` (the client's `host`)
+    /// and `-proto` (the scheme the client addressed) take their place, and
+    /// `content-length` states the body length when it is known.
+    fn forwarded_headers(&self, head: &mut RequestHead, length: Option<u64>) {
+        let headers = &mut head.headers;
         strip_hop_by_hop(headers);
-        let host = take_header(headers, "host");
-        let forwarded_for = take_header(headers, "x-forwarded-for");
-        take_header(headers, "x-forwarded-proto");
-        take_header(headers, "x-forwarded-host");
-        let peer = self.config.peer_addr.clone();
-        let chain = match (forwarded_for, peer) {
-            (Some(prev), Some(peer)) => Some(format!("{prev}, {peer}")),
-            (prev, peer) => prev.or(peer),
-        };
-        if let Some(chain) = chain {
-            headers.insert("x-forwarded-for".into(), chain);
+        let host = take_all(headers, "host").into_iter().next();
+        take_all(headers, "content-length");
+        let filter = &self.config.client_headers;
+        headers.retain(|name, _| !filter.forbids(name));
+        if let Some(peer) = &self.config.peer_addr {
+            headers.insert("x-forwarded-for".into(), peer.clone());
         }
         if let Some(host) = host {
             headers.insert("x-forwarded-host".into(), host);
         }
-        headers.insert("x-forwarded-proto".into(), "https".into());
+        let proto = match head.scheme.as_deref() {
+            Some(s) if s.eq_ignore_ascii_case("http") => "http",
+            _ => "https",
+        };
+        headers.insert("x-forwarded-proto".into(), proto.into());
+        if let Some(length) = length {
+            headers.insert("content-length".into(), length.to_string());
+        }
     }
 
     fn forget(&mut self, id: StreamId) {
@@ -515,13 +552,70 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
     }
 }
 
-/// Removes a header whatever its case; returns its value.
-fn take_header(headers: &mut Headers, name: &str) -> Option<String> {
-    let key = headers
+/// Removes every copy of a header, whatever its case; returns their values.
+fn take_all(headers: &mut Headers, name: &str) -> Vec<String> {
+    let keys: Vec<String> = headers
         .keys()
-        .find(|k| k.eq_ignore_ascii_case(name))?
-        .clone();
-    headers.remove(&key)
+        .filter(|k| k.eq_ignore_ascii_case(name))
+        .cloned()
+        .collect();
+    keys.iter().filter_map(|k| headers.remove(k)).collect()
+}
+
+/// Methods whose requests carry a body as a rule, so an empty one is
+/// stated as `content-length: 0` rather than left unsaid.
+const BODY_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
+
+/// The request body's length when it is known: a v1 body is complete in
+/// its frame; a v2 client may declare one with `content-length`, which the
+/// bridge then holds it to. An unknown length (`Ok(None)`) is sent chunked.
+fn body_length(
+    head: &RequestHead,
+    dialect: Dialect,
+    inline: Option<&Bytes>,
+    max_body: u64,
+) -> Result<Option<u64>, (ErrorCode, String)> {
+    let bad = |m: String| (ErrorCode::BadRequest, m);
+    if let Some(inline) = inline {
+        return Ok(Some(inline.len() as u64));
+    }
+    let mut declared: Option<u64> = None;
+    if dialect == Dialect::V2 {
+        for (_, value) in head
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            let value = value.trim();
+            let n = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| bad(format!("content-length {value:?} is not a length")))?;
+            if declared.is_some_and(|d| d != n) {
+                return Err(bad("conflicting content-length headers".into()));
+            }
+            declared = Some(n);
+        }
+    }
+    if head.end {
+        return match declared {
+            Some(n) if n > 0 => Err(bad(format!(
+                "content-length {n} declared for a request without a body"
+            ))),
+            Some(_) => Ok(Some(0)),
+            None if BODY_METHODS.contains(&head.method.to_ascii_uppercase().as_str()) => {
+                Ok(Some(0))
+            }
+            None => Ok(None),
+        };
+    }
+    match declared {
+        Some(n) if n > max_body => Err((
+            ErrorCode::BodyTooLarge,
+            format!("request body larger than {max_body} bytes"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// The size counted against `max_header_bytes`: path plus names and values.
@@ -544,9 +638,11 @@ fn granting_body<C: Channel>(
     credit: bool,
     initial: u32,
     progress: Arc<Progress>,
+    expected: Option<u64>,
 ) -> BodyStream {
     let threshold = (initial / GRANT_DIVISOR).max(1);
-    futures::stream::unfold((rx, 0u32), move |(mut rx, mut owed)| {
+    let state = (rx, 0u32, 0u64, false);
+    futures::stream::unfold(state, move |(mut rx, mut owed, mut total, failed)| {
         let (channel, id, window, progress) = (
             Arc::clone(&channel),
             id.clone(),
@@ -554,9 +650,27 @@ fn granting_body<C: Channel>(
             Arc::clone(&progress),
         );
         async move {
-            let item = rx.recv().await?;
+            if failed {
+                return None;
+            }
+            let Some(item) = rx.recv().await else {
+                // The body ended: a declared length must have been met, or
+                // the upstream sees an error rather than a short body.
+                return match expected {
+                    Some(n) if n != total => {
+                        let m = format!("request body ended after {total} of {n} bytes");
+                        Some((Err(BridgeError::BadRequest(m)), (rx, owed, total, true)))
+                    }
+                    _ => None,
+                };
+            };
             progress.touch();
             if let Ok(bytes) = &item {
+                total += bytes.len() as u64;
+                if let Some(n) = expected.filter(|&n| total > n) {
+                    let m = format!("request body longer than its content-length {n}");
+                    return Some((Err(BridgeError::BadRequest(m)), (rx, owed, total, true)));
+                }
                 owed = owed.saturating_add(bytes.len() as u32);
                 if credit && owed >= threshold {
                     window.grant(owed);
@@ -566,7 +680,8 @@ fn granting_body<C: Channel>(
                     owed = 0;
                 }
             }
-            Some((item, (rx, owed)))
+            let failed = item.is_err();
+            Some((item, (rx, owed, total, failed)))
         }
     })
     .boxed()
@@ -643,6 +758,9 @@ impl From<ChannelClosed> for StreamFailure {
 struct StreamTask<C, U> {
     id: StreamId,
     dialect: Dialect,
+    /// The body has a declared length within one window: read it whole
+    /// before calling the upstream (`settle`).
+    settle_first: bool,
     channel: Arc<C>,
     upstream: Arc<U>,
     config: Arc<BridgeConfig>,
@@ -705,6 +823,10 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         head_sent: &mut bool,
     ) -> Result<u16, StreamFailure> {
         let idle = self.config.idle_timeout;
+        let body = match body {
+            Some(body) if self.settle_first => Some(self.settle(body).await?),
+            body => body,
+        };
         let call = self.upstream.call(UpstreamRequest { head, body });
         tokio::pin!(call);
         // Wait for the head while the upload (if any) keeps making progress.
@@ -789,6 +911,30 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
             }
         }
         Ok(status)
+    }
+
+    /// Reads a small request body of declared length to its end before the
+    /// upstream is called, so a body that falls short of its
+    /// `content-length` never reaches the upstream at all.
+    async fn settle(&self, mut body: BodyStream) -> Result<BodyStream, StreamFailure> {
+        let mut whole = bytes::BytesMut::new();
+        loop {
+            match tokio::time::timeout(self.config.idle_timeout, body.next()).await {
+                Err(_) => {
+                    return Err(StreamFailure::Report(
+                        ErrorCode::IdleTimeout,
+                        "the request body stalled".into(),
+                    ))
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(StreamFailure::Report(ErrorCode::BadRequest, e.to_string()))
+                }
+                Ok(Some(Ok(piece))) => whole.extend_from_slice(&piece),
+            }
+        }
+        let whole = whole.freeze();
+        Ok(futures::stream::once(async move { Ok(whole) }).boxed())
     }
 
     /// Sends body bytes in frames that fit the channel, within the window

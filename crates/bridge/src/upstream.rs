@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use beeline_frame::proxy::{join_prefix, normalize_path};
 use beeline_frame::v2::{Headers, RequestHead};
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -46,7 +47,8 @@ pub trait Upstream: Send + Sync + 'static {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110
-/// §7.6.1), plus ones the bridge recomputes.
+/// §7.6.1). `content-length` is not one: the bridge checks a request's and
+/// states it again (`server.rs`), and a response's is passed on.
 pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -57,7 +59,6 @@ pub(crate) const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "content-length",
 ];
 
 /// Drops hop-by-hop headers, including any the `connection` header names.
@@ -122,17 +123,26 @@ impl HttpUpstream {
         Ok(Self { client, origin })
     }
 
-    /// Builds the upstream URL for a request path, refusing anything that
-    /// would leave the configured origin.
+    /// Builds the upstream URL for a request path: the path is resolved on
+    /// its own root first, so with an upstream of `http://h/api/` nothing
+    /// (`/../admin`, `/%2e%2e/admin`) can leave `/api/`.
     fn url_for(&self, path: &str) -> Result<reqwest::Url, BridgeError> {
-        let url = reqwest::Url::parse(&format!(
-            "{}{path}",
-            self.origin.as_str().trim_end_matches('/')
-        ))
-        .map_err(|e| BridgeError::BadRequest(format!("path {path:?}: {e}")))?;
-        if url.origin() != self.origin.origin() {
+        let normalized = normalize_path(path)
+            .map_err(|e| BridgeError::BadRequest(format!("path {path:?}: {e}")))?;
+        let prefix = self.origin.path();
+        let joined = join_prefix(prefix, &normalized);
+        let mut url = self.origin.clone();
+        let (p, q) = match joined.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (joined.as_str(), None),
+        };
+        url.set_path(p);
+        url.set_query(q);
+        if url.origin() != self.origin.origin()
+            || !url.path().starts_with(prefix.trim_end_matches('/'))
+        {
             return Err(BridgeError::BadRequest(format!(
-                "path {path:?} leaves the upstream origin"
+                "path {path:?} leaves the upstream prefix"
             )));
         }
         Ok(url)
@@ -142,7 +152,6 @@ impl HttpUpstream {
 impl Upstream for HttpUpstream {
     async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, BridgeError> {
         let head = request.head;
-        check_path(&head.path)?;
         let url = self.url_for(&head.path)?;
         let method = reqwest::Method::from_bytes(head.method.as_bytes())
             .map_err(|_| BridgeError::BadRequest(format!("bad method {:?}", head.method)))?;
@@ -206,10 +215,11 @@ where
     async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, BridgeError> {
         use tower::ServiceExt as _;
         let head = request.head;
-        check_path(&head.path)?;
+        let path = normalize_path(&head.path)
+            .map_err(|e| BridgeError::BadRequest(format!("path {:?}: {e}", head.path)))?;
         let mut builder = http::Request::builder()
             .method(head.method.as_str())
-            .uri(head.path.as_str());
+            .uri(path.as_str());
         for (name, value) in &head.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -249,17 +259,6 @@ where
     }
 }
 
-/// The path must be absolute and must not smuggle another authority or a
-/// header.
-fn check_path(path: &str) -> Result<(), BridgeError> {
-    if !path.starts_with('/') || path.starts_with("//") || path.contains(['\r', '\n', '#']) {
-        return Err(BridgeError::BadRequest(format!(
-            "path must be an absolute path: {path:?}"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,13 +276,20 @@ mod tests {
             "/x\r\nHost: evil",
             "@evil.example/",
         ] {
-            assert!(check_path(bad).is_err() || u.url_for(bad).is_err(), "{bad}");
+            assert!(u.url_for(bad).is_err(), "{bad}");
         }
         let prefixed = HttpUpstream::new("http://127.0.0.1:3000/api/").unwrap();
         assert_eq!(
             prefixed.url_for("/x").unwrap().as_str(),
             "http://127.0.0.1:3000/api/x"
         );
+        assert_eq!(
+            prefixed.url_for("/a/../x?q=../y").unwrap().as_str(),
+            "http://127.0.0.1:3000/api/x?q=../y"
+        );
+        for escape in ["/../admin", "/%2e%2e/admin", "/%2E%2e/admin", "/x/..%2f..%2fadmin"] {
+            assert!(prefixed.url_for(escape).is_err(), "{escape}");
+        }
     }
 
     #[test]

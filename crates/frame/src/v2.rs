@@ -80,6 +80,11 @@ pub struct RequestHead {
     /// Request headers.
     #[serde(default)]
     pub headers: Headers,
+    /// The scheme of the URL the client addressed (`http` or `https`), told
+    /// to the home service as `x-forwarded-proto`; absent means `https`
+    /// (the channel itself is encrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
     /// True when no body follows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub end: bool,
@@ -639,6 +644,7 @@ mod tests {
                         method: "PUT".into(),
                         path: "/x?y".into(),
                         headers: headers.clone(),
+                        scheme: Some("http".into()),
                         end: false,
                     },
                 },
@@ -648,6 +654,7 @@ mod tests {
                         method: "GET".into(),
                         path: "/".into(),
                         headers: Headers::new(),
+                        scheme: None,
                         end: true,
                     },
                 },
