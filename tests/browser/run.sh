@@ -33,7 +33,7 @@ netns_traps cleanup
 netns_add "$ns"
 
 # BEELINE_BROWSER_TESTS picks test files (space-separated); default: all.
-tests="${BEELINE_BROWSER_TESTS:-client.unit.test.mjs client.v2.test.mjs vectors.test.mjs e2e.test.mjs protocol-v2.test.mjs}"
+tests="${BEELINE_BROWSER_TESTS:-client.unit.test.mjs client.v2.test.mjs client.bodies.test.mjs vectors.test.mjs e2e.test.mjs protocol-v2.test.mjs}"
 
 cd "$here"
 # shellcheck disable=SC2086

@@ -12,9 +12,13 @@
 // sends `hello` (version 2, features binary/cancel/credit). If the home peer
 // answers `agree` within 2 s, requests use version 2: `fetch` resolves at the
 // response head with the real status and headers, request headers and bodies
-// (streamed, any size) go up, bodies are binary-safe both ways, aborting sends
+// (any size) go up, bodies are binary-safe both ways, aborting sends
 // `cancel`, and per-stream credit keeps a page that stops reading from
-// stalling anything but its own stream. Otherwise, and for requests made
+// stalling anything but its own stream. A request body whose length is known
+// (everything but a ReadableStream, which streams only in browsers that
+// support request streams) goes with a `content-length` the home peer holds
+// it to; the client never needs `Request.prototype.body`, which Firefox does
+// not have. Otherwise, and for requests made
 // before `agree` arrives, the client speaks version 1 (the specification's
 // format): one JSON request frame with a base64 body, `chunk`/`done` back.
 //
@@ -44,6 +48,10 @@ const BUFFERED_LOW = 512 * 1024;
 const DATA_CHANNEL_LABEL = 'http';
 const INDICATOR_TEXT = '\u26a1 direct';
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD']);
+// Methods whose requests cannot have a body (the Request constructor refuses one).
+const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
+// Methods sent with `content-length: 0` when their body is empty, as browsers do.
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 // Statuses whose responses have no body.
 const NULL_BODY_STATUSES = new Set([204, 205, 304]);
 // Stream errors that mean the request never reached the upstream, so an
@@ -587,6 +595,42 @@ function requestHeadSize(request) {
   let size = request.path.length;
   for (const [name, value] of Object.entries(request.headers)) size += name.length + value.length;
   return size;
+}
+
+function isReadableStream(value) {
+  return typeof ReadableStream === 'function' && value instanceof ReadableStream;
+}
+
+/** The whole body of a Request as the browser would send it (empty for none). */
+async function readBody(request) {
+  if (NO_BODY_METHODS.has(request.method)) return new Uint8Array(0);
+  return new Uint8Array(await request.arrayBuffer());
+}
+
+/**
+ * True when this browser takes a ReadableStream as a request body (streaming
+ * uploads, with `duplex: 'half'`). Detected as the web platform suggests: a
+ * browser that supports them reads the `duplex` member and sets no
+ * content-type for a stream; one that does not (Firefox, Safari) ignores
+ * `duplex` and turns the stream into the string "[object ReadableStream]",
+ * typed text/plain.
+ */
+export function supportsRequestStreams() {
+  if (typeof Request !== 'function' || typeof ReadableStream !== 'function') return false;
+  let duplexRead = false;
+  try {
+    const probe = new Request('http://beeline.invalid/', {
+      method: 'POST',
+      body: new ReadableStream(),
+      get duplex() {
+        duplexRead = true;
+        return 'half';
+      },
+    });
+    return duplexRead && !probe.headers.has('content-type');
+  } catch {
+    return false;
+  }
 }
 
 function asBytes(chunk) {
@@ -1481,14 +1525,19 @@ class BeelineClient extends EventTarget {
     const protocol = this.#protocol;
     try {
       if (protocol.streams) {
-        // v2: the body streams as the page produces it. The browser sets Host
-        // itself on the normal path; here the home peer forwards it as
-        // x-forwarded-host.
+        // v2. The browser sets Host itself on the normal path; here the home
+        // peer forwards it as x-forwarded-host.
         if (!('host' in headers)) headers.host = url.host;
-        return await protocol.streams.start({ method: request.method, path, headers, body: request.body }, { signal, retry });
+        const body = await this.#streamBody(request, init);
+        if (body.length !== undefined && (body.length > 0 || BODY_METHODS.has(request.method))) {
+          headers['content-length'] = String(body.length);
+        }
+        if (signal?.aborted) throw abortReason(signal);
+        return await protocol.streams.start({ method: request.method, path, headers, body: body.source }, { signal, retry });
       }
-      const body = request.body ? new Uint8Array(await request.arrayBuffer()) : undefined;
-      const frame = { method: request.method, path, headers, body };
+      const bytes = await readBody(request);
+      const frame = { method: request.method, path, headers, body: bytes.length > 0 ? bytes : undefined };
+      if (signal?.aborted) throw abortReason(signal);
       if (!this.#directUsable() || this.#tooLarge(frame)) return fallback();
       return await protocol.requests.start(frame, { signal, retry });
     } catch (err) {
@@ -1496,6 +1545,29 @@ class BeelineClient extends EventTarget {
       if (err instanceof ChannelSendError) return fallback();
       throw err;
     }
+  }
+
+  // The body of a v2 request and its length when known (then sent as
+  // content-length, which the home peer holds the body to):
+  // - a ReadableStream in `init.body` streams as the page produces it, with
+  //   no length, where the browser takes streams as request bodies
+  //   (`requestStreams`); where it does not, the browser has already turned
+  //   it into whatever its own fetch would send, read below like any body;
+  // - a Blob streams from the Blob, whose size is its length;
+  // - everything else (string, ArrayBuffer, typed array, FormData,
+  //   URLSearchParams, a Request's own body) is read whole, serialised by the
+  //   browser exactly as its fetch would send it, with the content-type the
+  //   Request constructor derived from it. This needs no
+  //   `Request.prototype.body`, which Firefox does not have.
+  async #streamBody(request, init) {
+    if (NO_BODY_METHODS.has(request.method)) return { source: null, length: undefined };
+    const given = init?.body;
+    if (isReadableStream(given) && this.#opts.requestStreams) return { source: request.body, length: undefined };
+    if (typeof Blob === 'function' && given instanceof Blob && given.size > 0 && typeof given.stream === 'function') {
+      return { source: given.stream(), length: given.size };
+    }
+    const bytes = await readBody(request);
+    return { source: bytes.length > 0 ? bytes : null, length: bytes.length };
   }
 
   #tooLarge(frame) {
@@ -1724,6 +1796,9 @@ class BeelineClient extends EventTarget {
  * @param {string} [options.baseUrl] what relative URLs resolve against and what
  *   counts as same-origin (default: `location.href`)
  * @param {typeof RTCPeerConnection} [options.RTCPeerConnection] for tests
+ * @param {boolean} [options.requestStreams] whether a ReadableStream request
+ *   body streams up (default: whether this browser supports request streams;
+ *   tests set it to act like a browser that does not)
  */
 export function createClient(options = {}) {
   const globalFetch = typeof globalThis.fetch === 'function' ? globalThis.fetch.bind(globalThis) : undefined;
@@ -1739,6 +1814,7 @@ export function createClient(options = {}) {
     signalFetch: options.signalFetch ?? globalFetch,
     baseUrl: options.baseUrl ?? globalThis.location?.href,
     RTCPeerConnection: 'RTCPeerConnection' in options ? options.RTCPeerConnection : globalThis.RTCPeerConnection,
+    requestStreams: options.requestStreams ?? supportsRequestStreams(),
   };
   const client = new BeelineClient(opts);
   if (options.indicator) installIndicator(client, options.indicator);
