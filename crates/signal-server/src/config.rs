@@ -60,6 +60,11 @@ pub struct SignalConfig {
     /// When set, every request no signaling route matches is forwarded to
     /// this base URL (e.g. `http://127.0.0.1:3000`) and streamed back.
     pub relay_upstream: Option<String>,
+    /// Extra request headers the relay never passes on (any case, every
+    /// copy), on top of the forwarding and identity headers no client may
+    /// set (`beeline_frame::proxy::ClientHeaderFilter`): for example the
+    /// identity header an auth proxy in front of the home service trusts.
+    pub strip_request_headers: Vec<String>,
     /// Abuse limits.
     pub limits: Limits,
 }
@@ -96,6 +101,7 @@ impl SignalConfig {
             tombstone_ttl: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(30),
             relay_upstream: None,
+            strip_request_headers: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -121,6 +127,7 @@ impl fmt::Debug for SignalConfig {
             .field("tombstone_ttl", &self.tombstone_ttl)
             .field("sweep_interval", &self.sweep_interval)
             .field("relay_upstream", &self.relay_upstream)
+            .field("strip_request_headers", &self.strip_request_headers)
             .field("limits", &self.limits)
             .finish()
     }

@@ -102,11 +102,20 @@ pub(crate) fn is_trusted(nets: &[IpNet], ip: IpAddr) -> bool {
 /// itself a trusted proxy is the client. Anything an untrusted peer writes
 /// there is ignored, so a client cannot choose its own address.
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    forwarded_chain(peer, headers, trusted)[0]
+}
+
+/// The addresses a request came through, the client first and `peer` last:
+/// the `X-Forwarded-For` an untrusted peer wrote is ignored (the chain is
+/// the peer alone); from a trusted proxy, its hops are kept from the client
+/// [`client_ip`] finds onward, and whatever the client itself put in front
+/// of them is dropped. Never empty; the first entry is [`client_ip`].
+pub(crate) fn forwarded_chain(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Vec<IpAddr> {
     let peer = peer.to_canonical();
     if !is_trusted(trusted, peer) {
-        return peer;
+        return vec![peer];
     }
-    let hops: Vec<IpAddr> = headers
+    let mut hops: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok())
@@ -114,12 +123,33 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
         .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
         .map(|ip| ip.to_canonical())
         .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(trusted, **ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+    let client = hops
+        .iter()
+        .rposition(|ip| !is_trusted(trusted, *ip))
+        .unwrap_or(0);
+    hops.drain(..client);
+    hops.push(peer);
+    hops
+}
+
+/// The last value a trusted `peer` gave for the list header `name` (the
+/// statement of the proxy nearest to us), or `None` from any other peer.
+pub(crate) fn trusted_proxy_says<'h>(
+    peer: IpAddr,
+    headers: &'h HeaderMap,
+    name: &str,
+    trusted: &[IpNet],
+) -> Option<&'h str> {
+    if !is_trusted(trusted, peer.to_canonical()) {
+        return None;
+    }
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .rfind(|value| !value.is_empty())
 }
 
 #[cfg(test)]
@@ -175,6 +205,63 @@ mod tests {
         assert_eq!(
             client_ip(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
             ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn the_forwarded_chain_starts_at_the_client() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7"),
+        );
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        // The client's made-up 6.6.6.6 is dropped; the trusted hops stay.
+        assert_eq!(
+            forwarded_chain(ip("127.0.0.1"), &headers, &trusted),
+            [ip("203.0.113.7"), ip("10.0.0.2"), ip("127.0.0.1")]
+        );
+        assert_eq!(
+            forwarded_chain(ip("::ffff:198.51.100.1"), &headers, &trusted),
+            [ip("198.51.100.1")]
+        );
+        assert_eq!(
+            forwarded_chain(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
+            [ip("127.0.0.1")]
+        );
+        // Only trusted hops: the first of them is the client.
+        let mut inside = HeaderMap::new();
+        inside.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.3, junk"),
+        );
+        assert_eq!(
+            forwarded_chain(ip("10.0.0.1"), &inside, &trusted),
+            [ip("10.0.0.3"), ip("10.0.0.1")]
+        );
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_is_listened_to() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.append(
+            "x-forwarded-proto",
+            HeaderValue::from_static("http, https "),
+        );
+        assert_eq!(
+            trusted_proxy_says(ip("127.0.0.1"), &headers, "x-forwarded-proto", &trusted),
+            Some("https")
+        );
+        assert_eq!(
+            trusted_proxy_says(ip("127.0.0.2"), &headers, "x-forwarded-proto", &trusted),
+            None
+        );
+        assert_eq!(
+            trusted_proxy_says(ip("127.0.0.1"), &headers, "x-forwarded-host", &trusted),
+            None
         );
     }
 }

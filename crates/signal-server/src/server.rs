@@ -130,7 +130,7 @@ impl SignalServer {
         let relay = config
             .relay_upstream
             .as_deref()
-            .map(Relay::new)
+            .map(|upstream| Relay::new(upstream, &config))
             .transpose()?;
         let db_path = config.db_path.clone();
         let store = tokio::task::spawn_blocking(move || SessionStore::open(&db_path))
