@@ -134,17 +134,17 @@ impl Relay {
         // can say the client used HTTPS.
         let https =
             proxy_says("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
-        // The host the client asked for: as a trusted proxy reports it, else
-        // the request's own.
-        let host = proxy_says("x-forwarded-host")
-            .and_then(|host| HeaderValue::from_str(host).ok())
-            .or_else(|| headers.get(header::HOST).cloned())
-            .or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+        // The host the request was sent to. Proxies pass `Host` on as the
+        // client gave it (nginx's `proxy_set_header Host $host`, Caddy and
+        // Traefik by default); an `X-Forwarded-Host` even from a trusted
+        // proxy may be the client's own copy passed through, so it is not
+        // believed.
+        let host = headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         Forwarding {
             chain: chain.and_then(|chain| HeaderValue::from_str(&chain).ok()),
             proto: HeaderValue::from_static(if https { "https" } else { "http" }),

@@ -348,13 +348,14 @@ async fn a_trusted_proxy_says_who_the_client_is_and_whether_it_used_https() {
     .await;
     // What a fronting proxy on 127.0.0.1 sends: the chain it got from the
     // client (whose first entry the client made up) plus the client address
-    // it saw, the scheme the client used, and the host it asked for.
+    // it saw, the scheme the client used and the client's `Host`; and, passed
+    // through from the client, an `X-Forwarded-Host` and identity headers.
     let head = [
         "POST /behind-proxy HTTP/1.1".to_owned(),
-        "Host: 127.0.0.1:8080".to_owned(),
+        "Host: app.example.com".to_owned(),
         "X-Forwarded-For: 6.6.6.6, 203.0.113.7".to_owned(),
         "X-Forwarded-Proto: https".to_owned(),
-        "X-Forwarded-Host: app.example.com".to_owned(),
+        "X-Forwarded-Host: evil.example".to_owned(),
         "X-Forwarded-User: admin".to_owned(),
         "X-Real-IP: 203.0.113.7".to_owned(),
         "Content-Length: 2".to_owned(),
@@ -371,6 +372,8 @@ async fn a_trusted_proxy_says_who_the_client_is_and_whether_it_used_https() {
         "the chain starts at the client the trusted proxy saw and ends with the proxy"
     );
     assert_eq!(header_values(seen, "x-forwarded-proto"), ["https"]);
+    // The host is the request's own: a proxy passes `Host` on, while an
+    // `X-Forwarded-Host` it sends may be the client's copy passed through.
     assert_eq!(header_values(seen, "x-forwarded-host"), ["app.example.com"]);
     assert!(header_values(seen, "x-forwarded-user").is_empty());
     assert!(header_values(seen, "x-real-ip").is_empty());
@@ -387,7 +390,7 @@ async fn a_trusted_proxy_says_who_the_client_is_and_whether_it_used_https() {
     let seen = &requests[0];
     assert_eq!(header_values(seen, "x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(header_values(seen, "x-forwarded-proto"), ["http"]);
-    assert_eq!(header_values(seen, "x-forwarded-host"), ["127.0.0.1:8080"]);
+    assert_eq!(header_values(seen, "x-forwarded-host"), ["app.example.com"]);
 }
 
 #[tokio::test]
