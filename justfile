@@ -21,7 +21,7 @@ demo allow="":
 
 # Every test: formatting and lints, Rust unit/integration tests, headless Chromium, dependency policy.
 [group('test')]
-test: lint test-rust test-browser test-interop test-nat deny
+test: lint test-rust test-browser test-proxy test-interop test-nat deny
 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
 # coturn proves the TURN credentials.
@@ -40,6 +40,12 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
 test-browser:
     cargo build --bins
     tests/browser/run.sh
+
+# beeline-proxy driven by curl and the OpenAI Python SDK, with a Python http.server home service, in a network namespace.
+[group('test')]
+test-proxy:
+    cargo build --bins
+    tests/proxy/run.sh
 
 # Transport interop: headless Chromium (offerer and answerer) and aiortc against dc-echo, in a network namespace.
 [group('test')]

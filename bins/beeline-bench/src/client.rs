@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use beeline_bridge::{Client, ClientOptions};
 use beeline_frame::v2::RequestHead;
-use beeline_home::DataChannelLink;
+use beeline_bridge::DataChannelLink;
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_transport::{AddressFilter, Peer, PeerConfig};
 use bytes::Bytes;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use beeline_bridge::HttpUpstream;
+use beeline_bridge::{ClientHeaderFilter, HttpUpstream};
 use beeline_home::HomeConfig;
 use beeline_signal_client::SignalClient;
 use beeline_transport::{AddressFilter, IceServer, PeerConfig};
@@ -54,6 +54,19 @@ struct Args {
     /// Most concurrent requests per data channel.
     #[arg(long, env = "BEELINE_MAX_STREAMS")]
     max_streams: Option<usize>,
+    /// Largest request body forwarded, in bytes; more gets 413.
+    #[arg(long, env = "BEELINE_MAX_BODY_BYTES")]
+    max_body_bytes: Option<u64>,
+    /// A request header no client may set for the home service to believe
+    /// (repeatable), e.g. the identity header an auth proxy in front of the
+    /// service trusts. Forwarding headers (`X-Forwarded-*`, `Forwarded`,
+    /// `X-Real-IP`, ...) are always dropped from clients.
+    #[arg(
+        long = "strip-header",
+        env = "BEELINE_STRIP_HEADERS",
+        value_delimiter = ','
+    )]
+    strip_headers: Vec<String>,
     /// TOML config file with a `[serve.webrtc]` table.
     #[arg(long, env = "BEELINE_CONFIG")]
     config: Option<PathBuf>,
@@ -96,6 +109,9 @@ struct FileConfig {
     stun_urls: Vec<String>,
     idle_timeout_secs: Option<u64>,
     max_streams: Option<usize>,
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    strip_headers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +252,11 @@ async fn run(args: Args) -> Result<()> {
     if let Some(n) = args.max_streams.or(file.max_streams) {
         config.bridge.max_concurrent_streams = n.max(1);
     }
+    if let Some(n) = args.max_body_bytes.or(file.max_body_bytes) {
+        config.bridge.max_body_bytes = n;
+    }
+    config.bridge.client_headers =
+        ClientHeaderFilter::new(or_file(args.strip_headers, file.strip_headers));
 
     let upstream = Arc::new(HttpUpstream::new(&upstream_url)?);
     let signal = SignalClient::new(&signal_url)?.with_bearer(token);

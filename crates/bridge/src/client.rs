@@ -80,6 +80,35 @@ struct Inner<C> {
     server_window: u32,
     next_id: AtomicU32,
     slots: Mutex<HashMap<StreamId, Slot>>,
+    /// What the home peer agreed to.
+    agree: v2::Agree,
+    /// Cancelled when the channel has closed.
+    closed: tokio_util::sync::CancellationToken,
+}
+
+/// Cancels a stream whose response head has not arrived when the request
+/// future is dropped (the caller gave up), so the home peer drops the
+/// upstream request too.
+struct PendingGuard<C: Channel> {
+    inner: Arc<Inner<C>>,
+    id: Option<StreamId>,
+    upload: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<C: Channel> Drop for PendingGuard<C> {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            upload.abort();
+        }
+        let Some(id) = self.id.take() else { return };
+        self.inner.slots.lock().expect("not poisoned").remove(&id);
+        let channel = Arc::clone(&self.inner.channel);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = channel.send(Frame::Cancel { id }.encode()).await;
+            });
+        }
+    }
 }
 
 /// A protocol-v2 client on one channel.
@@ -202,12 +231,31 @@ impl<C: Channel> Client<C> {
             server_window: agree.window,
             next_id: AtomicU32::new(1),
             slots: Mutex::new(HashMap::new()),
+            agree,
+            closed: tokio_util::sync::CancellationToken::new(),
         });
         let reader = tokio::spawn(read_loop(Arc::clone(&inner)));
         Ok(Self { inner, reader })
     }
 
-    /// Sends a request; resolves when the response head arrives.
+    /// What the home peer agreed to: its limits (`max_streams`,
+    /// `max_header_bytes`, `max_body_bytes`) and window.
+    pub fn agree(&self) -> &v2::Agree {
+        &self.inner.agree
+    }
+
+    /// Whether the channel has closed (no request can be sent any more).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves once the channel has closed.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Sends a request; resolves when the response head arrives. Dropping
+    /// the future before then cancels the stream.
     pub async fn send(
         &self,
         mut head: RequestHead,
@@ -232,6 +280,11 @@ impl<C: Channel> Client<C> {
             },
         );
         head.end = body.is_none();
+        let mut guard = PendingGuard {
+            inner: Arc::clone(inner),
+            id: Some(id.clone()),
+            upload: None,
+        };
         inner
             .channel
             .send(
@@ -243,7 +296,7 @@ impl<C: Channel> Client<C> {
             )
             .await?;
 
-        let upload = body.map(|body| {
+        guard.upload = body.map(|body| {
             let (inner, id) = (Arc::clone(inner), id.clone());
             tokio::spawn(async move {
                 let _ = upload(&inner, &id, body, &window).await;
@@ -251,6 +304,9 @@ impl<C: Channel> Client<C> {
         });
 
         let first = rx.recv().await;
+        // From here the stream is settled one way or the other.
+        guard.id = None;
+        let upload = guard.upload.take();
         match first {
             Some(Frame::Response { head, .. }) => {
                 let cancel_inner = Arc::clone(inner);
@@ -381,4 +437,5 @@ async fn read_loop<C: Channel>(inner: Arc<Inner<C>>) {
     }
     // The channel is gone: every open stream sees `Closed`.
     inner.slots.lock().expect("not poisoned").clear();
+    inner.closed.cancel();
 }

@@ -21,21 +21,27 @@
 //! - When the channel ends, every upstream request still running is dropped,
 //!   which closes its upstream connection.
 //! - The bridge knows nothing of WebRTC: anything that moves whole messages
-//!   can implement [`Channel`].
+//!   can implement [`Channel`]. The one adapter for a transport data
+//!   channel, [`DataChannelLink`], sits behind the `transport` feature (on
+//!   by default).
 
 mod client;
 mod credit;
+#[cfg(feature = "transport")]
+mod link;
 mod server;
 mod upstream;
 
 use std::future::Future;
 use std::time::Duration;
 
-use beeline_frame::Encoded;
 pub use beeline_frame::proxy::ClientHeaderFilter;
+use beeline_frame::Encoded;
 use bytes::Bytes;
 
 pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandle};
+#[cfg(feature = "transport")]
+pub use link::{DataChannelLink, LinkActivity};
 pub use server::serve;
 pub use upstream::{
     BodyStream, HttpUpstream, ServiceBody, ServiceUpstream, Upstream, UpstreamRequest,

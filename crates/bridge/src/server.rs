@@ -416,7 +416,12 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 ),
             ))
         } else {
-            body_length(&head, dialect, inline_body.as_ref(), self.config.max_body_bytes)
+            body_length(
+                &head,
+                dialect,
+                inline_body.as_ref(),
+                self.config.max_body_bytes,
+            )
         };
         let expected = match admitted {
             Ok(expected) => expected,
@@ -456,16 +461,14 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 let window = Arc::new(RecvWindow::new(
                     credit.then_some(u64::from(self.config.window)),
                 ));
-                let body = granting_body(
-                    rx,
-                    Arc::clone(&self.channel),
-                    id.clone(),
-                    Arc::clone(&window),
+                let grants = Grants {
+                    channel: Arc::clone(&self.channel),
+                    id: id.clone(),
+                    window: Arc::clone(&window),
                     credit,
-                    self.config.window,
-                    Arc::clone(&progress),
-                    expected,
-                );
+                    initial: self.config.window,
+                };
+                let body = granting_body(rx, grants, Arc::clone(&progress), expected);
                 (
                     Some(body),
                     Some(Upload {
@@ -628,18 +631,31 @@ fn head_size(head: &RequestHead) -> usize {
             .sum::<usize>()
 }
 
-/// The request body as the upstream reads it; grants window back to the
-/// client as it is consumed (batched to a quarter of the window).
-fn granting_body<C: Channel>(
-    rx: mpsc::Receiver<Result<Bytes, BridgeError>>,
+/// Where and how a request body's consumption is granted back.
+struct Grants<C> {
     channel: Arc<C>,
     id: StreamId,
     window: Arc<RecvWindow>,
     credit: bool,
+    /// The initial window; grants go out per quarter of it.
     initial: u32,
+}
+
+/// The request body as the upstream reads it; grants window back to the
+/// client as it is consumed (batched to a quarter of the window).
+fn granting_body<C: Channel>(
+    rx: mpsc::Receiver<Result<Bytes, BridgeError>>,
+    grants: Grants<C>,
     progress: Arc<Progress>,
     expected: Option<u64>,
 ) -> BodyStream {
+    let Grants {
+        channel,
+        id,
+        window,
+        credit,
+        initial,
+    } = grants;
     let threshold = (initial / GRANT_DIVISOR).max(1);
     let state = (rx, 0u32, 0u64, false);
     futures::stream::unfold(state, move |(mut rx, mut owed, mut total, failed)| {

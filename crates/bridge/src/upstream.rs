@@ -287,7 +287,12 @@ mod tests {
             prefixed.url_for("/a/../x?q=../y").unwrap().as_str(),
             "http://127.0.0.1:3000/api/x?q=../y"
         );
-        for escape in ["/../admin", "/%2e%2e/admin", "/%2E%2e/admin", "/x/..%2f..%2fadmin"] {
+        for escape in [
+            "/../admin",
+            "/%2e%2e/admin",
+            "/%2E%2e/admin",
+            "/x/..%2f..%2fadmin",
+        ] {
             assert!(prefixed.url_for(escape).is_err(), "{escape}");
         }
     }

@@ -204,9 +204,16 @@ async fn an_undeclared_body_goes_chunked_and_an_empty_post_says_zero() {
     assert_eq!(echo["chunked"], true, "{echo}");
     assert!(seen(&echo, "content-length").is_empty());
 
-    let response = client.send(head("POST", "/empty", &[]), None).await.unwrap();
+    let response = client
+        .send(head("POST", "/empty", &[]), None)
+        .await
+        .unwrap();
     let echo: Value = serde_json::from_slice(&response.body.collect().await.unwrap()).unwrap();
-    assert_eq!(seen(&echo, "content-length"), vec!["0".to_owned()], "{echo}");
+    assert_eq!(
+        seen(&echo, "content-length"),
+        vec!["0".to_owned()],
+        "{echo}"
+    );
     let response = client.send(head("GET", "/get", &[]), None).await.unwrap();
     let echo: Value = serde_json::from_slice(&response.body.collect().await.unwrap()).unwrap();
     assert!(seen(&echo, "content-length").is_empty(), "{echo}");
@@ -219,7 +226,10 @@ async fn a_body_that_misses_its_length_never_reaches_the_upstream() {
     let cases: [(&str, Vec<Bytes>); 4] = [
         ("10", vec![Bytes::from_static(b"short")]),
         ("3", vec![Bytes::from_static(b"too long")]),
-        ("3", vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")]),
+        (
+            "3",
+            vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")],
+        ),
         ("x", vec![Bytes::from_static(b"abc")]),
     ];
     for (declared, pieces) in cases {
@@ -285,9 +295,17 @@ async fn forwarding_headers_are_the_homes_own_and_identity_cannot_be_forged() {
     h.scheme = Some("http".into());
     let response = client.send(h, None).await.unwrap();
     let echo: Value = serde_json::from_slice(&response.body.collect().await.unwrap()).unwrap();
-    assert_eq!(seen(&echo, "x-forwarded-for"), vec!["198.51.100.7"], "{echo}");
+    assert_eq!(
+        seen(&echo, "x-forwarded-for"),
+        vec!["198.51.100.7"],
+        "{echo}"
+    );
     assert_eq!(seen(&echo, "x-forwarded-proto"), vec!["http"], "{echo}");
-    assert_eq!(seen(&echo, "x-forwarded-host"), vec!["app.example"], "{echo}");
+    assert_eq!(
+        seen(&echo, "x-forwarded-host"),
+        vec!["app.example"],
+        "{echo}"
+    );
     for gone in ["x-forwarded-user", "x-real-ip", "forwarded", "x-auth-token"] {
         assert!(seen(&echo, gone).is_empty(), "{gone} arrived: {echo}");
     }

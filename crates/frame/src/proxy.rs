@@ -68,7 +68,7 @@ impl ClientHeaderFilter {
         let name = name.trim().to_ascii_lowercase();
         FORWARDING_HEADERS.contains(&name.as_str())
             || FORWARDING_PREFIXES.iter().any(|p| name.starts_with(p))
-            || self.extra.iter().any(|e| *e == name)
+            || self.extra.contains(&name)
     }
 }
 
@@ -131,9 +131,7 @@ pub fn normalize_path(target: &str) -> Result<String, PathError> {
                     out.push("");
                 }
             }
-            s if s.contains('%') && is_encoded_trap(s) => {
-                return Err(PathError::EncodedDotSegment)
-            }
+            s if s.contains('%') && is_encoded_trap(s) => return Err(PathError::EncodedDotSegment),
             s => out.push(s),
         }
     }

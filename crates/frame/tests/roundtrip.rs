@@ -20,17 +20,24 @@ fn frame() -> impl Strategy<Value = Frame> {
     let method = "(GET|POST|PUT|DELETE|PATCH|X-CUSTOM)";
     let path = "/[a-z0-9/?=&%]{0,20}";
     prop_oneof![
-        (stream_id(), method, path, headers(), any::<bool>()).prop_map(
-            |(id, method, path, headers, end)| Frame::Request {
+        (
+            stream_id(),
+            method,
+            path,
+            headers(),
+            proptest::option::of("(http|https)"),
+            any::<bool>()
+        )
+            .prop_map(|(id, method, path, headers, scheme, end)| Frame::Request {
                 id,
                 head: RequestHead {
                     method,
                     path,
                     headers,
+                    scheme,
                     end
                 }
-            }
-        ),
+            }),
         (stream_id(), 100u16..600, headers()).prop_map(|(id, status, headers)| Frame::Response {
             id,
             head: ResponseHead { status, headers }

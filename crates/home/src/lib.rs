@@ -10,14 +10,12 @@
 //! signal-api cannot be reached, polling retries with exponential backoff.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use beeline_bridge::{BridgeConfig, Channel, ChannelClosed, Received, Upstream};
-use beeline_frame::Encoded;
+use beeline_bridge::{BridgeConfig, DataChannelLink, LinkActivity, Upstream};
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
-use beeline_transport::{DataChannel, Peer, PeerConfig, PeerState};
+use beeline_transport::{Peer, PeerConfig, PeerState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -222,7 +220,7 @@ impl<U: Upstream> SessionTask<U> {
         };
         let _trickle_guard = AbortOnDrop(trickle);
 
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(LinkActivity::default());
         let mut state = peer.state();
         let mut idle_check =
             tokio::time::interval(Duration::from_secs(5).min(self.config.idle_timeout));
@@ -287,90 +285,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// When a connection last carried a message, and how many it received.
-/// Shared by every channel of one peer connection.
-#[derive(Debug)]
-struct Activity {
-    origin: Instant,
-    last_ms: AtomicU64,
-    received: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-        }
-    }
-    fn touch(&self) {
-        self.last_ms
-            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(last)
-    }
-}
-
-/// A transport [`DataChannel`] as the bridge sees it (a [`Channel`]), on
-/// either end: the home peer serves through it, and Rust clients (tests,
-/// benchmarks) send through it. It notes when it last carried a message.
-#[derive(Debug)]
-pub struct DataChannelLink {
-    inner: DataChannel,
-    activity: Arc<Activity>,
-}
-
-impl DataChannelLink {
-    /// Wraps `channel`.
-    pub fn new(channel: DataChannel) -> Self {
-        Self::sharing(channel, Arc::new(Activity::new()))
-    }
-
-    fn sharing(channel: DataChannel, activity: Arc<Activity>) -> Self {
-        Self {
-            inner: channel,
-            activity,
-        }
-    }
-
-    /// Messages received through this link (and any sharing its activity).
-    pub fn messages_received(&self) -> u64 {
-        self.activity.received.load(Ordering::Relaxed)
-    }
-
-    /// How long since a message last went either way.
-    pub fn idle_for(&self) -> Duration {
-        self.activity.idle_for()
-    }
-}
-
-impl Channel for DataChannelLink {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        self.activity.touch();
-        let sent = match message {
-            Encoded::Text(text) => self.inner.send_text(&text).await,
-            Encoded::Binary(bytes) => self.inner.send_binary(bytes).await,
-        };
-        sent.map_err(|_| ChannelClosed)
-    }
-
-    async fn recv(&self) -> Option<Received> {
-        let message = self.inner.recv().await?;
-        self.activity.touch();
-        self.activity.received.fetch_add(1, Ordering::Relaxed);
-        Some(Received {
-            data: message.data,
-            binary: !message.is_text,
-        })
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.inner.max_message_size()
     }
 }

@@ -1,0 +1,194 @@
+//! `beeline-proxy`: the home service on a local port. Every HTTP/1.1
+//! request to `--listen` becomes one protocol-v2 stream on a data channel
+//! to the home peer (through `beeline_client`), so curl, editors and the
+//! OpenAI SDKs (`OPENAI_BASE_URL=http://127.0.0.1:8000/v1`) take the direct
+//! path. Flags and environment are read here and nowhere else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse as _, Response};
+use beeline_client::{connect, Auth, ClientConfig, HomeClient, PathState};
+use beeline_transport::{AddressFilter, IceServer, PeerConfig};
+use clap::Parser;
+
+/// Serves the home service on a local port over beeline's direct path.
+///
+/// Each flag has an environment variable. When the channel is down,
+/// requests wait for it up to the setup budget, then take --relay-url if
+/// given, or get a 502 with a JSON error saying why.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Signaling base URL, e.g. https://example.com/webrtc.
+    #[arg(long, env = "BEELINE_SIGNAL_URL")]
+    signal_url: String,
+    /// Where to listen for HTTP requests.
+    #[arg(long, env = "BEELINE_PROXY_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// A bearer token (JWT) for signal-api's browser auth.
+    #[arg(long, env = "BEELINE_BEARER", hide_env_values = true)]
+    bearer: Option<String>,
+    /// A file holding the bearer token (first line).
+    #[arg(long, env = "BEELINE_BEARER_FILE")]
+    bearer_file: Option<PathBuf>,
+    /// A header signal-api's trusted-proxy auth reads, as NAME:VALUE.
+    #[arg(long, env = "BEELINE_AUTH_HEADER", hide_env_values = true)]
+    auth_header: Option<String>,
+    /// The public URL of the normal path (e.g. https://example.com), used
+    /// while the direct path is down.
+    #[arg(long, env = "BEELINE_RELAY_URL")]
+    relay_url: Option<String>,
+    /// Restrict ICE to these addresses or CIDR networks (repeatable). Default: all.
+    #[arg(long = "allow-ip", env = "BEELINE_ALLOW_IPS", value_delimiter = ',')]
+    allow_ips: Vec<String>,
+    /// STUN server for server-reflexive candidates (repeatable).
+    #[arg(long = "stun-url", env = "BEELINE_STUN_URLS", value_delimiter = ',')]
+    stun_urls: Vec<String>,
+    /// How long a connection attempt, or a request waiting for the channel,
+    /// may take, in milliseconds.
+    #[arg(long, env = "BEELINE_SETUP_BUDGET_MS", default_value_t = 8000)]
+    setup_budget_ms: u64,
+    /// UDP receive/send buffer asked of the kernel per ICE socket, in bytes;
+    /// 0 keeps the kernel default.
+    #[arg(long, env = "BEELINE_UDP_BUFFER", default_value_t = beeline_transport::DEFAULT_SOCKET_BUFFER)]
+    udp_buffer: usize,
+    /// Log as JSON lines.
+    #[arg(long, env = "BEELINE_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("beeline-proxy: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("beeline-proxy: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn auth(args: &Args) -> Result<Auth> {
+    let bearer = match (&args.bearer, &args.bearer_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    Ok(match (bearer, &args.auth_header) {
+        (Some(_), Some(_)) => bail!("give either a bearer token or --auth-header, not both"),
+        (Some(t), None) if t.is_empty() => bail!("the bearer token is empty"),
+        (Some(t), None) => Auth::Bearer(t),
+        (None, Some(h)) => {
+            let (name, value) = h
+                .split_once(':')
+                .context("--auth-header must be NAME:VALUE")?;
+            Auth::Header {
+                name: name.trim().to_owned(),
+                value: value.trim().to_owned(),
+            }
+        }
+        (None, None) => Auth::Open,
+    })
+}
+
+async fn run(args: Args) -> Result<()> {
+    let auth = auth(&args)?;
+    let mut filter = AddressFilter::allow_all();
+    for ip in &args.allow_ips {
+        filter
+            .allow_network(ip)
+            .with_context(|| format!("--allow-ip {ip}"))?;
+    }
+    let ice_servers = if args.stun_urls.is_empty() {
+        Vec::new()
+    } else {
+        vec![IceServer {
+            urls: args.stun_urls.clone(),
+            ..Default::default()
+        }]
+    };
+    let config = ClientConfig {
+        peer: PeerConfig {
+            ice_servers,
+            address_filter: filter,
+            socket_buffer: (args.udp_buffer > 0).then_some(args.udp_buffer),
+            ..Default::default()
+        },
+        setup_budget: Duration::from_millis(args.setup_budget_ms.max(1)),
+        relay_url: args.relay_url.clone(),
+        // The proxy's own listener speaks plain HTTP.
+        scheme: Some("http".into()),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let home = connect(&args.signal_url, auth, config).await?;
+    let path = match home.path() {
+        PathState::Direct => "direct".to_owned(),
+        PathState::Connecting => "connecting".to_owned(),
+        PathState::Down(why) if args.relay_url.is_some() => format!("relay ({why})"),
+        PathState::Down(why) => format!("none ({why})"),
+        other => format!("{other:?}"),
+    };
+    tracing::info!(listen = %listener.local_addr()?, signal = %args.signal_url, %path, "beeline-proxy ready");
+    let app = axum::Router::new().fallback(forward).with_state(home);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+async fn forward(State(home): State<HomeClient>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    match home.send(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(error) => {
+            tracing::debug!(%error, %method, %path, "request failed");
+            let status = axum::http::StatusCode::from_u16(error.http_status())
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            let body = serde_json::json!({
+                "error": error.code(),
+                "message": error.to_string(),
+            });
+            (status, axum::Json(body)).into_response()
+        }
+    }
+}
