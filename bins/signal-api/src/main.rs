@@ -128,6 +128,7 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
         config.tombstone_ttl = ttl;
     }
     config.relay_upstream = settings.relay_upstream.clone();
+    config.strip_request_headers = settings.strip_headers.clone();
     config.limits = settings.limits.clone();
     Ok(config)
 }

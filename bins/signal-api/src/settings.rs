@@ -116,6 +116,15 @@ pub(crate) struct Cli {
         help_heading = "General"
     )]
     relay_upstream: Option<String>,
+    /// Request header the relay never passes on to --relay-upstream, on top of the forwarding and identity headers no client may set (e.g. the identity header an auth proxy in front of the home service trusts); repeat for more (env: comma-separated).
+    #[arg(
+        long = "strip-header",
+        env = "BEELINE_STRIP_HEADERS",
+        value_delimiter = ',',
+        value_name = "NAME",
+        help_heading = "General"
+    )]
+    strip_headers: Vec<String>,
     /// Log as JSON lines instead of text (RUST_LOG sets the level; default info).
     #[arg(long, env = "BEELINE_LOG_JSON", help_heading = "General")]
     log_json: bool,
@@ -431,6 +440,8 @@ pub(crate) struct FileConfig {
     db: Option<PathBuf>,
     base_path: Option<String>,
     relay_upstream: Option<String>,
+    #[serde(alias = "strip_header")]
+    strip_headers: Option<Vec<String>>,
     log_json: Option<bool>,
     home_token: Option<String>,
     home_token_file: Option<PathBuf>,
@@ -557,6 +568,7 @@ pub(crate) struct Settings {
     pub(crate) db: PathBuf,
     pub(crate) base_path: String,
     pub(crate) relay_upstream: Option<String>,
+    pub(crate) strip_headers: Vec<String>,
     pub(crate) log_json: bool,
     pub(crate) homes: Vec<HomeCredential>,
     pub(crate) default_home: Option<String>,
@@ -913,6 +925,9 @@ impl Settings {
                 .or(file.base_path)
                 .unwrap_or_else(|| DEFAULT_BASE_PATH.to_owned()),
             relay_upstream: cli.relay_upstream.or(file.relay_upstream),
+            strip_headers: non_empty(cli.strip_headers)
+                .or(file.strip_headers)
+                .unwrap_or_default(),
             log_json: cli.log_json || file.log_json.unwrap_or(false),
             homes,
             default_home: cli.default_home.or(file.default_home),
@@ -1181,6 +1196,33 @@ mod tests {
             ""
         )
         .is_err());
+    }
+
+    #[test]
+    fn headers_to_strip_come_from_flags_or_the_file() {
+        let text = r#"
+            home_token = "t"
+            browser_auth = "open"
+            strip_header = ["X-Auth-Token"]
+        "#;
+        let from_file = resolve(&[], text).unwrap();
+        assert_eq!(from_file.strip_headers, ["X-Auth-Token"]);
+        let from_flags = resolve(
+            &[
+                "--strip-header",
+                "Remote-Email",
+                "--strip-header",
+                "x-user-id,x-groups",
+            ],
+            text,
+        )
+        .unwrap();
+        assert_eq!(
+            from_flags.strip_headers,
+            ["Remote-Email", "x-user-id", "x-groups"]
+        );
+        let none = resolve(&["--home-token", "t", "--browser-auth", "open"], "").unwrap();
+        assert!(none.strip_headers.is_empty());
     }
 
     #[test]
