@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use beeline_bridge::DataChannelLink;
 use beeline_bridge::{Client, ClientOptions};
 use beeline_frame::v2::RequestHead;
-use beeline_bridge::DataChannelLink;
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_transport::{AddressFilter, Peer, PeerConfig};
 use bytes::Bytes;

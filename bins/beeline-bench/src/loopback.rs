@@ -50,7 +50,7 @@ pub(crate) struct LoopbackArgs {
     /// The Chromium script to run against the same stack; none skips Chromium.
     #[arg(long)]
     chromium_script: Option<PathBuf>,
-    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,parallel,chromium).
+    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,parallel,chromium).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -144,6 +144,21 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
         out.insert(
             "throughput".into(),
             throughput(&signal, &filter, &args, stack.home.pid()).await?,
+        );
+    }
+    if wants("proxy") {
+        eprintln!("bench: beeline-proxy: small GETs against plain HTTP, then a download…");
+        out.insert(
+            "proxy".into(),
+            crate::local_proxy::run(
+                &bins,
+                &stack.signal_base(),
+                &stack.upstream_url,
+                args.round_trips,
+                args.transfer_bytes,
+                args.transfer_reps,
+            )
+            .await?,
         );
     }
     if wants("parallel") {

@@ -324,6 +324,51 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         }
     }
 
+    // beeline-proxy on a local port (issue 10).
+    let (px50, ht50) = (
+        num(&rust, "proxy.small_get.proxy.p50"),
+        num(&rust, "proxy.small_get.http.p50"),
+    );
+    rows.add(
+        "proxy_small_get_p50_ms",
+        "small GET through beeline-proxy (keep-alive HTTP client) p50",
+        px50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "proxy_http_small_get_p50_ms",
+        "small GET straight to the home service, same client, p50",
+        ht50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "proxy_small_get_ratio",
+        "small GET: beeline-proxy p50 / straight to the home service p50",
+        ratio(px50, ht50),
+        "×",
+        AtMost(2.0),
+    );
+    let (pxd, rd) = (
+        num(&rust, "proxy.download.median_mb_per_s"),
+        num(&rust, "throughput.binary.down.median_mb_per_s"),
+    );
+    rows.add(
+        "proxy_download_mb_per_s",
+        "100 MB download through beeline-proxy, median",
+        pxd,
+        "MB/s",
+        None,
+    );
+    rows.add(
+        "proxy_download_vs_rust_client",
+        "100 MB download: beeline-proxy / the Rust client (binary framing)",
+        ratio(pxd, rd),
+        "×",
+        AtLeast(0.8),
+    );
+
     // Near vs far.
     let far_note = match args.far_delay.as_str() {
         "netem" => "125 ms one-way by tc netem".to_owned(),

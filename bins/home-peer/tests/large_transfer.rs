@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use beeline_bridge::DataChannelLink;
 use beeline_bridge::{Client, ClientOptions};
 use beeline_frame::v2::RequestHead;
-use beeline_bridge::DataChannelLink;
 use bytes::Bytes;
 use common::{browser_connect, pattern_chunks, pattern_sha256, world_with, TOKEN};
 use futures::StreamExt as _;

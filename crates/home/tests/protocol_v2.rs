@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use beeline_bridge::DataChannelLink;
 use beeline_bridge::{BodyStream, Client, ClientError, ClientOptions};
 use beeline_frame::v2::RequestHead;
 use beeline_frame::{decode_binary, decode_response, decode_text, Frame, ResponseFrame};
-use beeline_bridge::DataChannelLink;
 use bytes::Bytes;
 use common::{browser_connect, pattern, sha256_hex, world};
 use futures::StreamExt as _;
