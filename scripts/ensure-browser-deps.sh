@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what tests/browser needs when it is missing: Debian's chromium,
-# iproute2 (for `ip netns`) and playwright-core under tests/browser.
+# Installs what tests/browser needs when it is missing: Debian's chromium
+# and firefox-esr, iproute2 (for `ip netns`), python3 (the plain upstream),
+# and playwright-core (drives Chromium) and puppeteer-core (drives Firefox
+# over WebDriver BiDi) under tests/browser.
 # Idempotent: when everything is present it only checks and exits.
 # Runs as root (it calls apt-get). Never downloads a browser build of its own.
 set -euo pipefail
@@ -23,6 +25,8 @@ apt_install() {
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
@@ -34,25 +38,29 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt_install nodejs npm
 fi
 
-# True when node_modules holds the playwright-core version the lock file asks for.
-playwright_current() {
+# True when node_modules holds the versions of playwright-core and
+# puppeteer-core that the lock file asks for.
+node_modules_current() {
     (cd "$browser_dir" && node -e '
         const fs = require("fs");
-        const installed = JSON.parse(fs.readFileSync("node_modules/playwright-core/package.json", "utf8")).version;
-        const locked = fs.existsSync("package-lock.json")
-            ? JSON.parse(fs.readFileSync("package-lock.json", "utf8")).packages["node_modules/playwright-core"].version
-            : installed;
-        process.exit(installed === locked ? 0 : 1);
+        const lock = fs.existsSync("package-lock.json") ? JSON.parse(fs.readFileSync("package-lock.json", "utf8")) : null;
+        for (const name of ["playwright-core", "puppeteer-core"]) {
+            const installed = JSON.parse(fs.readFileSync(`node_modules/${name}/package.json`, "utf8")).version;
+            const locked = lock ? lock.packages[`node_modules/${name}`].version : installed;
+            if (installed !== locked) process.exit(1);
+        }
     ' 2>/dev/null)
 }
 
-if ! playwright_current; then
-    log "installing playwright-core"
-    # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD keeps npm from fetching a browser build;
-    # the tests use Debian's /usr/bin/chromium.
+if ! node_modules_current; then
+    log "installing playwright-core and puppeteer-core"
+    # PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD and PUPPETEER_SKIP_DOWNLOAD keep npm
+    # from fetching browser builds; the tests use Debian's /usr/bin/chromium
+    # and /usr/bin/firefox-esr.
+    export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1
     if [ -f "$browser_dir/package-lock.json" ]; then
-        (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+        (cd "$browser_dir" && npm ci --no-audit --no-fund)
     else
-        (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund)
+        (cd "$browser_dir" && npm install --no-audit --no-fund)
     fi
 fi

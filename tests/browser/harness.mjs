@@ -1,18 +1,23 @@
-// Shared setup for the browser tests: starts demo-chat, signal-api and
-// (optionally) home-peer on 127.0.0.1 with free ports, launches headless
-// Chromium, and drives the demo chat page the way a person would.
+// Shared setup for the browser tests: starts an upstream (demo-chat, or the
+// plain http.server of tests/upstreams), signal-api and (optionally)
+// home-peer on 127.0.0.1 with free ports, launches headless Chromium
+// (playwright-core) or Firefox ESR (puppeteer-core over WebDriver BiDi), and
+// drives the demo chat page the way a person would. Firefox pages are
+// wrapped in the small part of Playwright's page API the tests use, so one
+// test body runs in both browsers.
 //
 // Everything binds to loopback only; run.sh puts the whole run in a fresh
 // network namespace so no WebRTC packet can leave it.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -20,6 +25,8 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 export const binDir = path.resolve(repoRoot, process.env.BEELINE_BIN_DIR ?? 'target/debug');
 
 const CHROMIUM = process.env.BEELINE_CHROMIUM ?? '/usr/bin/chromium';
+const FIREFOX = process.env.BEELINE_FIREFOX ?? '/usr/bin/firefox-esr';
+const PLAIN_UPSTREAM = path.join(repoRoot, 'tests/upstreams/plain_upstream.py');
 const START_TIMEOUT_MS = 15_000;
 
 const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g;
@@ -32,9 +39,10 @@ class Service {
   #exited = null;
   #exitWaiters = [];
 
-  constructor(name, args) {
-    const file = path.join(binDir, name);
-    if (!existsSync(file)) {
+  /** `name` is a binary in binDir unless `command` names the program to run. */
+  constructor(name, args, { command } = {}) {
+    const file = command ?? path.join(binDir, name);
+    if (!command && !existsSync(file)) {
       throw new Error(`${file} does not exist; build the binaries first (cargo build --bins)`);
     }
     this.name = name;
@@ -97,10 +105,16 @@ class Service {
 }
 
 /**
- * Starts demo-chat and signal-api (relaying to demo-chat), and home-peer
- * unless `homePeer` is false. Call `stop()` when done.
+ * Starts the upstream, signal-api (relaying to it), and home-peer (forwarding
+ * to it) unless `homePeer` is false. Call `stop()` when done.
+ *
+ * `upstream` is 'demo-chat' (the default; `stack.demoUrl` is its URL),
+ * 'plain' (tests/upstreams/plain_upstream.py, which reads no chunked body;
+ * `stack.upstreamRequests()` reads its request log), or the URL of an
+ * upstream the test runs itself. `stack.upstreamUrl` is the URL in every case.
+ * `allowIps` are home-peer's ICE addresses (`--allow-ip`).
  */
-export async function startStack({ homePeer = true, tokenDelayMs = 30 } = {}) {
+export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream = 'demo-chat', allowIps = ['127.0.0.1'] } = {}) {
   const workDir = mkdtempSync(path.join(tmpdir(), 'beeline-browser-'));
   const token = randomBytes(24).toString('hex');
   const services = [];
@@ -117,16 +131,27 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30 } = {}) {
     },
   };
   try {
-    const demo = new Service('demo-chat', ['--listen', '127.0.0.1:0', '--token-delay-ms', String(tokenDelayMs), '--test-endpoints']);
-    services.push(demo);
-    stack.demoUrl = await demo.listeningUrl();
+    if (upstream === 'demo-chat') {
+      const demo = new Service('demo-chat', ['--listen', '127.0.0.1:0', '--token-delay-ms', String(tokenDelayMs), '--test-endpoints']);
+      services.push(demo);
+      stack.demoUrl = await demo.listeningUrl();
+      stack.upstreamUrl = stack.demoUrl;
+    } else if (upstream === 'plain') {
+      const log = path.join(workDir, 'upstream.jsonl');
+      const plain = new Service('plain-upstream', [PLAIN_UPSTREAM, '--host', '127.0.0.1', '--port', '0', '--log', log], { command: 'python3' });
+      services.push(plain);
+      stack.upstreamUrl = `http://127.0.0.1:${await plain.waitForLine(/^listening (\d+)/)}`;
+      stack.upstreamRequests = () => readJsonLines(log);
+    } else {
+      stack.upstreamUrl = upstream;
+    }
 
     const signal = new Service('signal-api', [
       '--listen', '127.0.0.1:0',
       '--db', path.join(workDir, 'signal.db'),
       '--home-token', token,
       '--browser-auth', 'open',
-      '--relay-upstream', stack.demoUrl,
+      '--relay-upstream', stack.upstreamUrl,
     ]);
     services.push(signal);
     stack.signalUrl = await signal.listeningUrl();
@@ -137,8 +162,8 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30 } = {}) {
       const peer = new Service('home-peer', [
         '--signal-url', `${stack.signalUrl}/webrtc`,
         '--token', token,
-        '--upstream', stack.demoUrl,
-        '--allow-ip', '127.0.0.1',
+        '--upstream', stack.upstreamUrl,
+        ...allowIps.flatMap((ip) => ['--allow-ip', ip]),
       ]);
       services.push(peer);
       stack.homePeer = peer;
@@ -150,6 +175,15 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30 } = {}) {
     await stack.stop();
     throw err;
   }
+}
+
+/** The records of a JSON-lines file (none when it does not exist yet). */
+function readJsonLines(file) {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line));
 }
 
 /** Polls `check` until it resolves truthy, or throws after `timeoutMs`. */
@@ -175,11 +209,43 @@ export async function readMetrics(signalUrl) {
   return metrics;
 }
 
+/** The browsers the tests can run in. */
+export const BROWSER_KINDS = Object.freeze(['chromium', 'firefox']);
+
 /**
- * Headless Debian Chromium, allowed to use loopback for WebRTC; `extraArgs`
- * go after the common flags (tests/bench/chromium.mjs adds its own).
+ * The browsers a test file runs its browser tests in: `$BEELINE_BROWSERS`
+ * (space-separated) or all of BROWSER_KINDS. A browser that cannot be
+ * launched fails its tests; none is skipped.
  */
-export function launchBrowser(extraArgs = []) {
+export function browserKinds() {
+  const chosen = (process.env.BEELINE_BROWSERS ?? BROWSER_KINDS.join(' ')).split(/\s+/).filter(Boolean);
+  for (const kind of chosen) if (!BROWSER_KINDS.includes(kind)) throw new Error(`BEELINE_BROWSERS: unknown browser ${kind}`);
+  return chosen;
+}
+
+/**
+ * home-peer's ICE addresses (`--allow-ip`) for a page in `kind`. Chromium
+ * pairs over 127.0.0.1. Firefox gathers host candidates only on the
+ * interface of the default route, so it needs the namespace's veth address,
+ * which run.sh passes as BEELINE_NS_ADDR; both stay inside the namespace.
+ */
+export function allowIpsFor(kind) {
+  if (kind !== 'firefox') return ['127.0.0.1'];
+  const addr = process.env.BEELINE_NS_ADDR;
+  if (!addr) throw new Error('BEELINE_NS_ADDR is not set: Firefox tests need the namespace run.sh builds (a veth link with a default route)');
+  return ['127.0.0.1', addr];
+}
+
+/**
+ * Launches headless `kind` ('chromium' or 'firefox'). For Chromium,
+ * `extraArgs` go after the common flags (tests/bench/chromium.mjs adds its
+ * own); the result is Playwright's Browser. For Firefox the result is a
+ * FirefoxBrowser, which offers the same `newContext`/`newPage`/`close` and a
+ * page with the part of Playwright's API the tests use.
+ */
+export function launchBrowser(extraArgs = [], { kind = 'chromium' } = {}) {
+  if (kind === 'firefox') return FirefoxBrowser.launch();
+  if (kind !== 'chromium') throw new Error(`unknown browser ${kind}`);
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -197,12 +263,160 @@ export function launchBrowser(extraArgs = []) {
 }
 
 /**
+ * Preferences for Firefox ESR, on top of the ones puppeteer-core sets to keep
+ * an automated profile quiet (no updates, telemetry, safe-browsing fetches).
+ */
+const FIREFOX_PREFS = {
+  // Without camera or microphone permission Firefox names its host
+  // candidates with mDNS (`….local`), which beeline drops; the page would
+  // then depend on the browser's checks turning into peer-reflexive
+  // candidates at the home peer. Plain addresses, as Chromium gives once it
+  // has the permission, keep the two browsers comparable.
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  // The home peer listens on 127.0.0.1 in the tests: let Firefox offer and
+  // pair loopback candidates (off by default).
+  'media.peerconnection.ice.loopback': true,
+};
+
+/** Headless Firefox ESR driven by puppeteer-core over WebDriver BiDi. */
+export class FirefoxBrowser {
+  kind = 'firefox';
+
+  constructor(browser) {
+    this.browser = browser;
+  }
+
+  static async launch() {
+    if (!existsSync(FIREFOX)) throw new Error(`${FIREFOX} does not exist (scripts/ensure-browser-deps.sh installs firefox-esr)`);
+    const browser = await puppeteer.launch({
+      browser: 'firefox',
+      executablePath: FIREFOX,
+      headless: true,
+      extraPrefsFirefox: FIREFOX_PREFS,
+      // MOZ_HEADLESS as well as --headless: some of Firefox's start-up checks
+      // (as root, without a display) look only at the variable.
+      env: { ...process.env, MOZ_HEADLESS: '1' },
+    });
+    return new FirefoxBrowser(browser);
+  }
+
+  /** A fresh browser context; `options` (Playwright's) are not needed here. */
+  async newContext() {
+    const context = await this.browser.createBrowserContext();
+    return {
+      newPage: async () => new FirefoxPage(await context.newPage()),
+      close: () => context.close(),
+    };
+  }
+
+  close() {
+    return this.browser.close();
+  }
+}
+
+/** A puppeteer page behind the subset of Playwright's Page the tests call. */
+class FirefoxPage {
+  constructor(page) {
+    this.page = page;
+  }
+
+  goto(url) {
+    return this.page.goto(url);
+  }
+
+  on(event, handler) {
+    if (event === 'console') this.page.on('console', (msg) => handler({ type: () => msg.type(), text: () => msg.text() }));
+    else this.page.on(event, handler);
+  }
+
+  /** Playwright's form: one argument. */
+  evaluate(fn, arg) {
+    return this.page.evaluate(fn, arg);
+  }
+
+  /** Playwright's form: (fn, arg, {timeout}). */
+  waitForFunction(fn, arg, { timeout = 30_000 } = {}) {
+    return this.page.waitForFunction(fn, { timeout, polling: 50 }, arg);
+  }
+
+  fill(selector, value) {
+    return this.page.evaluate(
+      (selector, value) => {
+        const el = document.querySelector(selector);
+        el.focus();
+        el.value = value;
+        el.dispatchEvent(new Event('input', { bubbles: true }));
+      },
+      selector,
+      value,
+    );
+  }
+
+  click(selector) {
+    return this.page.click(selector);
+  }
+
+  locator(selector) {
+    return new FirefoxLocator(this, selector, null);
+  }
+}
+
+/** Playwright's Locator, as far as the tests use it: `selector`, or its `index`th match. */
+class FirefoxLocator {
+  constructor(page, selector, index) {
+    this.page = page;
+    this.selector = selector;
+    this.index = index;
+  }
+
+  nth(index) {
+    return new FirefoxLocator(this.page, this.selector, index);
+  }
+
+  count() {
+    return this.page.page.evaluate((selector) => document.querySelectorAll(selector).length, this.selector);
+  }
+
+  async #handle() {
+    const handles = await this.page.page.$$(this.selector);
+    const handle = handles[this.index ?? 0];
+    if (!handle) throw new Error(`no element matches ${this.selector}${this.index === null ? '' : ` #${this.index}`}`);
+    return handle;
+  }
+
+  /** Only state 'attached' is supported. */
+  waitFor({ state = 'attached', timeout = 30_000 } = {}) {
+    if (state !== 'attached') throw new Error(`waitFor state ${state} is not supported for Firefox`);
+    return this.page.waitForFunction(({ selector, index }) => document.querySelectorAll(selector).length > index, { selector: this.selector, index: this.index ?? 0 }, { timeout });
+  }
+
+  async evaluate(fn, arg) {
+    return (await this.#handle()).evaluate(fn, arg);
+  }
+
+  async isVisible() {
+    const handles = await this.page.page.$$(this.selector);
+    const handle = handles[this.index ?? 0];
+    if (!handle) return false;
+    return handle.evaluate((el) => {
+      const style = getComputedStyle(el);
+      return el.getClientRects().length > 0 && style.visibility !== 'hidden' && style.display !== 'none';
+    });
+  }
+
+  async textContent() {
+    return (await this.#handle()).evaluate((el) => el.textContent);
+  }
+}
+
+/**
  * A fresh browser context for the chat page.
  *
  * Without camera or microphone permission Chromium hides its host addresses
  * behind mDNS names, and in a namespace with only loopback (no multicast, no
  * default route) it then gathers no ICE candidate at all. The permission
  * makes it offer plain 127.0.0.1 host candidates; no media is captured.
+ * (Firefox gets the same effect from a preference, see FIREFOX_PREFS.)
  */
 export function newContext(browser) {
   return browser.newContext({ permissions: ['camera', 'microphone'] });
@@ -210,9 +424,10 @@ export function newContext(browser) {
 
 /**
  * A fresh page that records console errors and uncaught exceptions, so tests
- * can assert that nothing surfaced.
+ * can assert that nothing surfaced. Waits for the demo page's client
+ * (`window.__beeline`) unless `waitForClient` is false.
  */
-export async function openPage(browser, url) {
+export async function openPage(browser, url, { waitForClient = true } = {}) {
   const context = await newContext(browser);
   const page = await context.newPage();
   const problems = [];
@@ -221,7 +436,7 @@ export async function openPage(browser, url) {
     if (msg.type() === 'error') problems.push(`console.error: ${msg.text()}`);
   });
   await page.goto(url);
-  await page.waitForFunction(() => window.__beeline !== undefined);
+  if (waitForClient) await page.waitForFunction(() => window.__beeline !== undefined);
   return { page, problems, close: () => context.close() };
 }
 

@@ -7,6 +7,12 @@
 #   netns_link NS_A IF_A ADDR_A NS_B IF_B ADDR_B
 #                            a veth pair between two namespaces, IF_A in NS_A
 #                            and IF_B in NS_B, with ADDR_* (CIDR) and up
+#   netns_default_route NS IF ADDR GW_NS GW_IF GW_ADDR
+#                            netns_link, then a default route in NS via
+#                            GW_ADDR, so NS has a route "out" that ends in
+#                            GW_NS (a namespace the caller created, holding
+#                            nothing else). Firefox gathers no host ICE
+#                            candidate in a namespace without a default route
 #   netns_destroy NS...      kills whatever still runs in the namespaces
 #                            (all of it was started by the caller), then
 #                            deletes them; missing ones are skipped
@@ -27,6 +33,11 @@ netns_link() {
     ip -n "$4" addr add "$6" dev "$5"
     ip -n "$1" link set "$2" up
     ip -n "$4" link set "$5" up
+}
+
+netns_default_route() {
+    netns_link "$@"
+    ip -n "$1" route add default via "${6%/*}"
 }
 
 netns_destroy() {
