@@ -1,6 +1,8 @@
-// End-to-end tests in headless Chromium: the demo chat page, opened through
-// signal-api, chats over the direct WebRTC path when the home peer is there
-// and over signal-api's relay when it is not, without the person noticing.
+// End-to-end tests in headless Chromium and Firefox ESR: the demo chat page,
+// opened through signal-api, chats over the direct WebRTC path when the home
+// peer is there and over signal-api's relay when it is not, without the
+// person noticing. The test against the v1 reference peer (itself a
+// Chromium page) runs in Chromium only.
 //
 // Run through run.sh, which builds nothing, installs what is missing and
 // confines everything to a fresh network namespace.
@@ -8,7 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { launchBrowser, openPage, sendChat, startReferencePeer, startStack, waitFor } from './harness.mjs';
+import { allowIpsFor, browserKinds, launchBrowser, openPage, sendChat, startReferencePeer, startStack, waitFor } from './harness.mjs';
 
 const RELAYED = 'beeline_relay_requests_total';
 const SESSIONS = 'beeline_sessions_created_total';
@@ -38,17 +40,17 @@ function assertFullReply(reply, message) {
   assert.ok(reply.firstTokenMs + 200 < reply.doneMs, `first token at ${reply.firstTokenMs} ms, done at ${reply.doneMs} ms`);
 }
 
-describe('demo chat in Chromium', () => {
+for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
   let browser;
   before(async () => {
-    browser = await launchBrowser();
+    browser = await launchBrowser([], { kind });
   });
   after(async () => {
     await browser?.close();
   });
 
   test('direct: the reply streams over the data channel and the relay carries none of it', async (t) => {
-    await withStack({ homePeer: true }, t, async (stack) => {
+    await withStack({ homePeer: true, allowIps: allowIpsFor(kind) }, t, async (stack) => {
       const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/`);
       t.after(close);
       assert.equal(await page.evaluate(() => window.__beeline.ready), 'direct');
@@ -117,7 +119,10 @@ describe('demo chat in Chromium', () => {
     });
   });
 
-  test('client against a v1-only reference peer in Chromium: v1 fallback, concurrent streams, abort, and losing the channel', async (t) => {
+  // The reference peer is a Chromium page.
+  const chromiumOnly = kind === 'chromium' ? test : () => {};
+
+  chromiumOnly('client against a v1-only reference peer in Chromium: v1 fallback, concurrent streams, abort, and losing the channel', async (t) => {
     await withStack({ homePeer: false }, t, async (stack) => {
       const peer = await startReferencePeer(browser, stack);
       t.after(peer.close);
