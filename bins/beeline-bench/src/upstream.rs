@@ -33,15 +33,10 @@ pub(crate) const PATTERN_LEN: usize = 1 << 20;
 pub(crate) fn pattern() -> &'static Bytes {
     static PATTERN: OnceLock<Bytes> = OnceLock::new();
     PATTERN.get_or_init(|| {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut out = Vec::with_capacity(PATTERN_LEN);
-        while out.len() < PATTERN_LEN {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        Bytes::from(out)
+        Bytes::from(beeline_test_support::xorshift64(
+            0x9e37_79b9_7f4a_7c15,
+            PATTERN_LEN,
+        ))
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use beeline_bridge::{Client, ClientOptions, DataChannelLink};
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
-use beeline_transport::{IceServer, Peer, PeerConfig, PeerState};
+use beeline_transport::{DataChannel, IceServer, Peer, PeerConfig, PeerState};
 
 use crate::Error;
 
@@ -112,23 +112,69 @@ pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
-/// Connects once to the home peer behind `signal`, within `budget`.
+/// Connects once to the home peer behind `signal` and negotiates protocol
+/// v2 on the channel, within `budget`.
 pub async fn dial(
     signal: &SignalClient,
     peer: PeerConfig,
     options: ClientOptions,
     budget: Duration,
 ) -> Result<Connection, Error> {
-    tokio::time::timeout(budget, dial_inner(signal, peer, options))
+    tokio::time::timeout(budget, async {
+        let opened = open_inner(signal, peer).await?;
+        let OpenChannel {
+            peer,
+            channel,
+            mut times,
+            session_id,
+            trickle,
+            started,
+        } = opened;
+        let channel = Arc::new(DataChannelLink::new(channel));
+        let client = Client::connect(Arc::clone(&channel), options).await?;
+        times.agree_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(Connection {
+            client,
+            channel,
+            times,
+            peer,
+            signal: signal.clone(),
+            session_id,
+            trickle: trickle.take(),
+        })
+    })
+    .await
+    .map_err(|_| Error::SetupTimeout(budget))?
+}
+
+/// A freshly opened `http` channel on which nothing has been said yet (for
+/// callers that speak the protocol themselves, e.g. protocol tests).
+pub struct OpenChannel {
+    /// The peer connection.
+    pub peer: Arc<Peer>,
+    /// The open `http` data channel.
+    pub channel: DataChannel,
+    /// Setup milestones (`agree_ms` is 0: no `hello` was sent).
+    pub times: SetupTimes,
+    /// The signaling session.
+    pub session_id: String,
+    trickle: AbortOnDrop,
+    started: Instant,
+}
+
+/// Opens the `http` channel to the home peer behind `signal` as the
+/// browser does, within `budget`, without negotiating anything on it.
+pub async fn open_channel(
+    signal: &SignalClient,
+    peer: PeerConfig,
+    budget: Duration,
+) -> Result<OpenChannel, Error> {
+    tokio::time::timeout(budget, open_inner(signal, peer))
         .await
         .map_err(|_| Error::SetupTimeout(budget))?
 }
 
-async fn dial_inner(
-    signal: &SignalClient,
-    mut config: PeerConfig,
-    options: ClientOptions,
-) -> Result<Connection, Error> {
+async fn open_inner(signal: &SignalClient, mut config: PeerConfig) -> Result<OpenChannel, Error> {
     let started = Instant::now();
     let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1e3;
     let mut times = SetupTimes::default();
@@ -200,18 +246,13 @@ async fn dial_inner(
         }
     };
     times.open_ms = ms(Instant::now());
-    let channel = Arc::new(DataChannelLink::new(channel));
-    let client = Client::connect(Arc::clone(&channel), options).await?;
-    times.agree_ms = ms(Instant::now());
-    let trickle = abort_trickle.take();
-    Ok(Connection {
-        client,
+    Ok(OpenChannel {
+        peer,
         channel,
         times,
-        peer,
-        signal: signal.clone(),
         session_id: id,
-        trickle,
+        trickle: abort_trickle,
+        started,
     })
 }
 

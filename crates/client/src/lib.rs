@@ -45,12 +45,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beeline_bridge::ClientOptions;
-use beeline_signal_client::SignalClient;
 use beeline_transport::PeerConfig;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use dial::{dial, Connection, SetupTimes, HTTP_CHANNEL_LABEL};
+pub use beeline_signal_client::SignalClient;
+pub use dial::{dial, open_channel, Connection, OpenChannel, SetupTimes, HTTP_CHANNEL_LABEL};
 pub use error::Error;
 pub use service::{Body, HomeClient, PathState};
 

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use beeline_transport::{CandidateKind, DataChannel, Peer, PeerState};
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use signal::{Signal, SignalIn};
 
@@ -334,19 +333,7 @@ fn assert_within_budget(elapsed: Duration, budget: Duration) {
     }
 }
 
-fn pattern(seed: u32, len: usize) -> Bytes {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    Bytes::from(
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect::<Vec<u8>>(),
-    )
-}
+use beeline_test_support::xorshift32_bytes as pattern;
 
 fn run(cmd: &str) {
     eprintln!("running: {cmd}");

@@ -13,9 +13,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use beeline_bridge::HttpUpstream;
 use beeline_home::HomeConfig;
-use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
+use beeline_signal_client::SignalClient;
 use beeline_signal_server::{SignalConfig, SignalServer};
-use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
@@ -32,50 +31,13 @@ pub fn sse_reply(message: &str) -> Vec<String> {
         .collect()
 }
 
-/// Deterministic pseudo-random bytes (xorshift64), so both ends can
-/// compute what a transfer must contain without storing it.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    pattern_chunks(seed, len, len.max(1)).flatten().collect()
-}
-
-/// The same bytes as [`pattern`], produced lazily in chunks of `chunk` bytes.
-pub fn pattern_chunks(seed: u64, len: usize, chunk: usize) -> impl Iterator<Item = Vec<u8>> {
-    let mut x = seed | 1;
-    let mut left = len;
-    let mut carry: Vec<u8> = Vec::new();
-    std::iter::from_fn(move || {
-        if left == 0 {
-            return None;
-        }
-        let want = chunk.min(left);
-        let mut out = std::mem::take(&mut carry);
-        while out.len() < want {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        carry = out.split_off(want);
-        left -= want;
-        Some(out)
-    })
-}
-
-/// SHA-256 of `pattern(seed, len)` without holding it in memory.
-pub fn pattern_sha256(seed: u64, len: usize) -> String {
-    let mut h = Sha256::new();
-    for c in pattern_chunks(seed, len, 1 << 20) {
-        h.update(&c);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+// The pattern generator and the connect step live in beeline-test-support;
+// the names below are the ones these tests were written with.
+#[allow(unused_imports)]
+pub use beeline_test_support::{
+    browser_connect, loopback_peer, sha256_hex, xorshift64 as pattern,
+    xorshift64_chunks as pattern_chunks, xorshift64_sha256 as pattern_sha256,
+};
 
 #[derive(serde::Deserialize)]
 struct BytesQuery {
@@ -206,13 +168,6 @@ impl Drop for World {
     }
 }
 
-pub fn loopback_peer() -> PeerConfig {
-    PeerConfig {
-        address_filter: AddressFilter::loopback(),
-        ..Default::default()
-    }
-}
-
 /// Signal server + upstream + (unless `with_home` is false) the home loop.
 pub async fn world_with(config: HomeConfig, with_home: bool) -> World {
     let db = tempfile::tempdir().unwrap();
@@ -251,43 +206,4 @@ pub async fn world() -> World {
         true,
     )
     .await
-}
-
-/// Does what the browser client does: session, offer, trickle, answer.
-pub async fn browser_connect(signal_url: &str) -> (Arc<Peer>, DataChannel) {
-    let signal = SignalClient::new(signal_url).unwrap();
-    let session = signal.create_session().await.unwrap();
-    let id = session.session_id.clone();
-    let (peer, offer) = Peer::offer(loopback_peer()).await.unwrap();
-    let peer = Arc::new(peer);
-    signal
-        .post(&SignalMessage::offer(id.clone(), offer))
-        .await
-        .unwrap();
-    let mut cursor = 0;
-    let opener = Arc::clone(&peer);
-    let open = async move { opener.open_channel("http").await };
-    tokio::pin!(open);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        tokio::select! {
-            ch = &mut open => return (peer, ch.expect("channel opens")),
-            poll = signal.poll(Some(&id), cursor) => {
-                let poll = poll.unwrap();
-                cursor = poll.cursor;
-                for m in poll.messages {
-                    match m.kind {
-                        SignalKind::Answer => peer.apply_answer(m.sdp.as_deref().unwrap()).unwrap(),
-                        SignalKind::Candidate => {
-                            if let Some(c) = m.candidate.as_ref().and_then(|c| c["candidate"].as_str()) {
-                                peer.add_remote_candidate(c).unwrap();
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => panic!("no channel within 15 s"),
-        }
-    }
 }

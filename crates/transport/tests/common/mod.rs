@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
-use bytes::Bytes;
 
 /// A peer that gathers and accepts candidates on loopback only.
 pub fn loopback_config() -> PeerConfig {
@@ -108,17 +107,7 @@ pub fn echo(channel: DataChannel) -> tokio::task::JoinHandle<()> {
 }
 
 /// A deterministic payload, so corruption or reordering shows.
-pub fn pattern(seed: u32, len: usize) -> Bytes {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    let mut v = Vec::with_capacity(len);
-    for _ in 0..len {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        v.push(x as u8);
-    }
-    Bytes::from(v)
-}
+pub use beeline_test_support::xorshift32_bytes as pattern;
 
 /// Sends `total` bytes in `chunk`-sized binary messages and 1,000 small text
 /// messages through `channel`, whose far end echoes, and checks every echo
