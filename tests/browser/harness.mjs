@@ -265,19 +265,22 @@ export function launchBrowser(extraArgs = [], { kind = 'chromium' } = {}) {
 /**
  * Preferences for Firefox ESR, on top of the ones puppeteer-core sets to keep
  * an automated profile quiet (no updates, telemetry, safe-browsing fetches).
+ * Nothing else is needed: Firefox as root, headless (puppeteer passes
+ * --headless; MOZ_HEADLESS was not needed) and without any permission
+ * grant opens data channels. What it does need is a default route in the
+ * namespace (run.sh), or it gathers no host candidate at all; loopback
+ * candidates (`media.peerconnection.ice.loopback`) did not help there and
+ * are not needed once the veth address is allowed.
  */
 const FIREFOX_PREFS = {
   // Without camera or microphone permission Firefox names its host
-  // candidates with mDNS (`….local`), which beeline drops; the page would
-  // then depend on the browser's checks turning into peer-reflexive
-  // candidates at the home peer. Plain addresses, as Chromium gives once it
-  // has the permission, keep the two browsers comparable.
+  // candidates with mDNS (`….local`), which beeline drops. The direct path
+  // still opens then (tried: Firefox's checks reach the home peer and
+  // become peer-reflexive candidates), but with plain addresses the pair is
+  // host-to-host, as Chromium's is with its camera permission, and Firefox
+  // sends no mDNS traffic.
   'media.peerconnection.ice.obfuscate_host_addresses': false,
-  // The home peer listens on 127.0.0.1 in the tests: let Firefox offer and
-  // pair loopback candidates (off by default).
-  'media.peerconnection.ice.loopback': true,
 };
-
 /** Headless Firefox ESR driven by puppeteer-core over WebDriver BiDi. */
 export class FirefoxBrowser {
   kind = 'firefox';
@@ -293,9 +296,6 @@ export class FirefoxBrowser {
       executablePath: FIREFOX,
       headless: true,
       extraPrefsFirefox: FIREFOX_PREFS,
-      // MOZ_HEADLESS as well as --headless: some of Firefox's start-up checks
-      // (as root, without a display) look only at the variable.
-      env: { ...process.env, MOZ_HEADLESS: '1' },
     });
     return new FirefoxBrowser(browser);
   }
