@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use beeline_bridge::{ClientHeaderFilter, HttpUpstream};
+use beeline_bridge::{ClientHeaderFilter, CookieKey, HttpUpstream};
 use beeline_home::HomeConfig;
 use beeline_signal_client::SignalClient;
 use beeline_transport::{AddressFilter, IceServer, PeerConfig};
@@ -258,6 +258,7 @@ async fn run(args: Args) -> Result<()> {
     config.bridge.client_headers =
         ClientHeaderFilter::new(or_file(args.strip_headers, file.strip_headers));
 
+    config.cookie_key = Some(CookieKey::from_home_token(&token));
     let upstream = Arc::new(HttpUpstream::new(&upstream_url)?);
     let signal = SignalClient::new(&signal_url)?.with_bearer(token);
     tracing::info!(

@@ -55,6 +55,8 @@ pub struct ClientOptions {
     pub window: u32,
     /// How long to wait for `agree`.
     pub hello_timeout: Duration,
+    /// Ask for sealed cookie jars (`docs/cookies.md`), as a browser does.
+    pub cookies: bool,
 }
 
 impl Default for ClientOptions {
@@ -63,6 +65,7 @@ impl Default for ClientOptions {
             binary: true,
             window: 256 * 1024,
             hello_timeout: Duration::from_secs(2),
+            cookies: false,
         }
     }
 }
@@ -202,6 +205,9 @@ impl<C: Channel> Client<C> {
         let mut features = vec!["cancel".to_owned(), "credit".to_owned()];
         if options.binary {
             features.insert(0, "binary".to_owned());
+        }
+        if options.cookies {
+            features.push("cookies".to_owned());
         }
         let hello = Hello {
             version: v2::VERSION,

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 pub use beeline_frame::proxy::ClientHeaderFilter;
 use beeline_frame::Encoded;
+pub use beeline_seal::CookieKey;
 use bytes::Bytes;
 
 pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandle};
@@ -91,6 +92,15 @@ pub enum BridgeError {
     InvalidUpstream(String),
 }
 
+/// The key and session a channel's cookie jars are sealed with.
+#[derive(Debug, Clone)]
+pub struct CookieSeal {
+    /// The key derived from the home token.
+    pub key: beeline_seal::CookieKey,
+    /// The signaling session the channel belongs to.
+    pub session: String,
+}
+
 /// Limits and settings applied by [`serve`] to one channel.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -109,6 +119,11 @@ pub struct BridgeConfig {
     pub idle_timeout: Duration,
     /// The remote peer's address, sent as `x-forwarded-for`.
     pub peer_addr: Option<String>,
+    /// Sealed cookie jars for this channel's session (`docs/cookies.md`):
+    /// when set and the client asks for the `cookies` feature, a request's
+    /// `x-beeline-jar` becomes its `Cookie` header and a response's
+    /// `Set-Cookie` lines travel sealed as `x-beeline-set-cookie`.
+    pub cookies: Option<CookieSeal>,
     /// Request headers no client may set (forwarding and identity headers,
     /// plus the operator's own); every copy is dropped, in any spelling.
     pub client_headers: ClientHeaderFilter,
@@ -124,6 +139,7 @@ impl Default for BridgeConfig {
             idle_timeout: Duration::from_secs(300),
             peer_addr: None,
             client_headers: ClientHeaderFilter::default(),
+            cookies: None,
         }
     }
 }

@@ -16,10 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credit::{RecvWindow, SendWindow};
 use crate::upstream::{strip_hop_by_hop, BodyStream, UpstreamRequest};
-use crate::{BridgeConfig, BridgeError, Channel, ChannelClosed, Received, Upstream};
+use crate::{BridgeConfig, BridgeError, Channel, ChannelClosed, CookieSeal, Received, Upstream};
 
 /// Features this side supports (`docs/protocol.md` §3).
-const FEATURES: [&str; 3] = ["binary", "cancel", "credit"];
+const FEATURES: [&str; 4] = ["binary", "cancel", "credit", "cookies"];
+
+/// How long a sealed cookie jar stays good (`docs/cookies.md`); client.js
+/// refreshes its jar well before.
+const JAR_MAX_AGE_SECS: u64 = 12 * 3600;
 
 /// How many finished stream ids are remembered, so late frames for them are
 /// ignored rather than reported as unknown.
@@ -74,6 +78,9 @@ pub async fn serve<C: Channel, U: Upstream>(
 #[derive(Debug, Clone, Copy)]
 struct Negotiated {
     credit: bool,
+    /// Sealed cookie jars (`docs/cookies.md`): asked for by the client and
+    /// configured here.
+    cookies: bool,
     /// The client's window for response bodies.
     client_window: u32,
 }
@@ -245,11 +252,13 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             .features
             .iter()
             .filter(|f| FEATURES.contains(&f.as_str()))
+            .filter(|f| *f != "cookies" || self.config.cookies.is_some())
             .cloned()
             .collect();
         let credit = features.iter().any(|f| f == "credit");
         self.negotiated = Some(Negotiated {
             credit,
+            cookies: features.iter().any(|f| f == "cookies"),
             client_window: hello.window,
         });
         let agree = Agree {
@@ -441,7 +450,26 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 };
             }
         };
+        let jar = match self.open_jar(dialect, &mut head.headers) {
+            Ok(jar) => jar,
+            Err(message) => {
+                return self
+                    .send(Frame::Error {
+                        id: Some(id),
+                        code: ErrorCode::BadRequest,
+                        message,
+                    })
+                    .await
+            }
+        };
         self.forwarded_headers(&mut head, expected);
+        if let Some(jar) = jar.filter(|j| !j.is_empty()) {
+            let cookie = match take_all(&mut head.headers, "cookie").as_slice() {
+                [] => jar,
+                own => format!("{}; {jar}", own.join("; ")),
+            };
+            head.headers.insert("cookie".into(), cookie);
+        }
 
         let negotiated = self.negotiated;
         let credit = dialect == Dialect::V2 && negotiated.is_some_and(|n| n.credit);
@@ -491,6 +519,11 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         );
 
         let task = StreamTask {
+            cookies: self
+                .config
+                .cookies
+                .clone()
+                .filter(|_| dialect == Dialect::V2 && negotiated.is_some_and(|n| n.cookies)),
             settle_first: dialect == Dialect::V2
                 && !head_end
                 && expected.is_some_and(|n| n <= u64::from(self.config.window)),
@@ -506,6 +539,27 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         };
         self.tasks.spawn(task.run(head, body));
         Ok(())
+    }
+
+    /// The `Cookie` header a v2 request's sealed jar (`x-beeline-jar`)
+    /// holds, when cookie jars were negotiated; the jar header itself is
+    /// always removed.
+    fn open_jar(&self, dialect: Dialect, headers: &mut Headers) -> Result<Option<String>, String> {
+        let sealed = take_all(headers, "x-beeline-jar");
+        let (Some(seal), Some(sealed), Dialect::V2) = (
+            self.config
+                .cookies
+                .as_ref()
+                .filter(|_| self.negotiated.is_some_and(|n| n.cookies)),
+            sealed.first(),
+            dialect,
+        ) else {
+            return Ok(None);
+        };
+        seal.key
+            .open_jar(&seal.session, sealed, unix_now(), JAR_MAX_AGE_SECS)
+            .map(Some)
+            .map_err(|e| format!("cookie jar: {e}"))
     }
 
     /// Applies the reverse-proxy header rules of `docs/protocol.md` §4.2:
@@ -553,6 +607,12 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Removes every copy of a header, whatever its case; returns their values.
@@ -774,6 +834,8 @@ impl From<ChannelClosed> for StreamFailure {
 struct StreamTask<C, U> {
     id: StreamId,
     dialect: Dialect,
+    /// Seal the response's `Set-Cookie` lines (cookie jars negotiated).
+    cookies: Option<CookieSeal>,
     /// The body has a declared length within one window: read it whole
     /// before calling the upstream (`settle`).
     settle_first: bool,
@@ -881,6 +943,18 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
         if self.dialect == Dialect::V2 {
             let mut headers = response.headers;
             strip_hop_by_hop(&mut headers);
+            if let Some(seal) = &self.cookies {
+                // The page cannot store these itself; signal-api will.
+                let lines: Vec<String> = take_all(&mut headers, "set-cookie")
+                    .iter()
+                    .flat_map(|v| v.split('\n'))
+                    .map(str::to_owned)
+                    .collect();
+                if !lines.is_empty() {
+                    let sealed = seal.key.seal_set_cookies(&seal.session, &lines, unix_now());
+                    headers.insert("x-beeline-set-cookie".into(), sealed);
+                }
+            }
             self.send(Frame::Response {
                 id: self.id.clone(),
                 head: ResponseHead { status, headers },

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beeline_bridge::{Client, ClientOptions, DataChannelLink};
-use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
+use beeline_signal_client::{SessionInfo, SignalClient, SignalKind, SignalMessage};
 use beeline_transport::{DataChannel, IceServer, Peer, PeerConfig, PeerState};
 
 use crate::Error;
@@ -129,6 +129,7 @@ pub async fn dial(
             session_id,
             trickle,
             started,
+            ..
         } = opened;
         let channel = Arc::new(DataChannelLink::new(channel));
         let client = Client::connect(Arc::clone(&channel), options).await?;
@@ -158,6 +159,8 @@ pub struct OpenChannel {
     pub times: SetupTimes,
     /// The signaling session.
     pub session_id: String,
+    /// What `POST /session` answered.
+    pub session: SessionInfo,
     trickle: AbortOnDrop,
     started: Instant,
 }
@@ -185,10 +188,10 @@ async fn open_inner(signal: &SignalClient, mut config: PeerConfig) -> Result<Ope
     // TURN credentials from signal-api join whatever the caller configured.
     config
         .ice_servers
-        .extend(session.ice_servers.into_iter().map(|s| IceServer {
-            urls: s.urls,
-            username: s.username,
-            credential: s.credential,
+        .extend(session.ice_servers.iter().map(|s| IceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
         }));
     let (peer, offer) = Peer::offer(config).await?;
     let peer = Arc::new(peer);
@@ -251,6 +254,7 @@ async fn open_inner(signal: &SignalClient, mut config: PeerConfig) -> Result<Ope
         channel,
         times,
         session_id: id,
+        session,
         trickle: abort_trickle,
         started,
     })

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use beeline_bridge::{BridgeConfig, DataChannelLink, LinkActivity, Upstream};
+use beeline_bridge::{
+    BridgeConfig, CookieKey, CookieSeal, DataChannelLink, LinkActivity, Upstream,
+};
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_transport::{Peer, PeerConfig, PeerState};
 use tokio::sync::mpsc;
@@ -35,6 +37,9 @@ pub struct HomeConfig {
     pub backoff_initial: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
+    /// The key cookie jars are sealed with, derived from the home token
+    /// (`docs/cookies.md`); `None` turns sealed cookie jars off.
+    pub cookie_key: Option<CookieKey>,
 }
 
 impl Default for HomeConfig {
@@ -45,6 +50,7 @@ impl Default for HomeConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            cookie_key: None,
         }
     }
 }
@@ -250,6 +256,10 @@ impl<U: Upstream> SessionTask<U> {
                     }
                     let channel = Arc::new(DataChannelLink::sharing(channel, Arc::clone(&activity)));
                     let mut bridge = self.config.bridge.clone();
+                    bridge.cookies = self.config.cookie_key.clone().map(|key| CookieSeal {
+                        key,
+                        session: self.id.clone(),
+                    });
                     bridge.peer_addr = peer.selected_pair().map(|p| match p.remote_addr.rsplit_once(':') {
                         Some((ip, _port)) => ip.to_owned(),
                         None => p.remote_addr,

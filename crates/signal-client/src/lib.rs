@@ -171,6 +171,10 @@ pub struct SessionInfo {
     pub ice_servers: Vec<IceServer>,
     /// How many seconds the TURN credentials stay valid.
     pub ttl: u64,
+    /// The browser's cookies sealed for the home peer, when the server
+    /// keeps cookie jars (`docs/cookies.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_jar: Option<String>,
 }
 
 /// How a browser's connection attempt ended, for [`SignalClient::report`].

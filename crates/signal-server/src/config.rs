@@ -65,6 +65,12 @@ pub struct SignalConfig {
     /// set (`beeline_frame::proxy::ClientHeaderFilter`): for example the
     /// identity header an auth proxy in front of the home service trusts.
     pub strip_request_headers: Vec<String>,
+    /// Sealed cookie jars (`docs/cookies.md`): a session hands the page its
+    /// cookies sealed for the home peer, and `POST {base}/cookie` turns
+    /// `Set-Cookie` lines the home peer sealed into real ones, so a
+    /// cookie-authenticated home app works on the data channel. On by
+    /// default.
+    pub cookie_jar: bool,
     /// Abuse limits.
     pub limits: Limits,
 }
@@ -102,6 +108,7 @@ impl SignalConfig {
             sweep_interval: Duration::from_secs(30),
             relay_upstream: None,
             strip_request_headers: Vec::new(),
+            cookie_jar: true,
             limits: Limits::default(),
         }
     }

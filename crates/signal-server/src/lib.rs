@@ -60,6 +60,7 @@
 
 mod auth;
 mod config;
+mod cookies;
 mod limits;
 mod metrics;
 mod net;

@@ -184,6 +184,9 @@ pub struct RelayConfigError {
     reason: String,
 }
 
+/// Set on a relayed response that set cookies.
+const COOKIES_CHANGED: HeaderName = HeaderName::from_static("x-beeline-cookies-changed");
+
 /// Fallback handler: forwards to the relay, or answers 404 without one.
 pub(crate) async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let Some(relay) = &shared.relay else {
@@ -251,6 +254,11 @@ pub(crate) async fn forward(State(shared): State<Arc<Shared>>, request: Request)
     let status = response.status();
     let mut headers = response.headers().clone();
     strip_hop_by_hop(&mut headers);
+    if headers.contains_key(header::SET_COOKIE) {
+        // The page's sealed cookie jar is stale now (docs/cookies.md):
+        // client.js refreshes it before its next request on the channel.
+        headers.insert(COOKIES_CHANGED, http::HeaderValue::from_static("1"));
+    }
     let mut reply = Response::new(Body::from_stream(response.bytes_stream()));
     *reply.status_mut() = status;
     *reply.headers_mut() = headers;

@@ -27,6 +27,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::{
     auth::{bearer_token, BrowserRequest, HomeTokens, Identity},
     config::SignalConfig,
+    cookies::{self, CookieKeys},
     limits::{PollSlots, RateLimiter},
     metrics::{Metrics, Outcome, FALLBACK_REASONS},
     net::client_ip,
@@ -91,6 +92,8 @@ pub(crate) struct Shared {
     store: Arc<SessionStore>,
     pub(crate) metrics: Metrics,
     pub(crate) relay: Option<Relay>,
+    /// Per-home keys for sealed cookie jars (empty when they are off).
+    cookie_keys: CookieKeys,
     wakeups: Wakeups,
     sessions_per_identity: RateLimiter,
     sessions_per_ip: RateLimiter,
@@ -143,6 +146,11 @@ impl SignalServer {
             store: Arc::new(store),
             metrics: Metrics::default(),
             relay,
+            cookie_keys: if config.cookie_jar {
+                CookieKeys::new(&config.homes)
+            } else {
+                CookieKeys::default()
+            },
             wakeups: Wakeups::default(),
             sessions_per_identity: RateLimiter::new(limits.sessions_per_identity_per_minute),
             sessions_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
@@ -171,6 +179,7 @@ impl SignalServer {
                 post(post_signal).get(poll_signal),
             )
             .route(&format!("{base}/report"), post(report))
+            .route(&format!("{base}/cookie"), post(cookie_exchange))
             // Set before the layers so that the CORS layer also wraps it and
             // answers preflights (OPTIONS) on these paths.
             .method_not_allowed_fallback(method_not_allowed)
@@ -683,6 +692,9 @@ struct SessionCreated {
     home: String,
     ice_servers: Vec<IceServerOut>,
     ttl: u64,
+    /// The browser's cookies, sealed for the home peer (`docs/cookies.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cookie_jar: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -705,6 +717,7 @@ fn read_body(shared: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Byt
 async fn create_session(
     State(shared): State<Arc<Shared>>,
     caller: Caller,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SessionCreated>, ApiError> {
     let Who::Browser(identity) = &caller.who else {
@@ -778,12 +791,83 @@ async fn create_session(
             credential: Some(creds.credential),
         });
     }
+    let cookie_jar = shared.cookie_keys.get(&home).map(|key| {
+        key.seal_jar(
+            &session_id,
+            &cookies::cookie_header(&headers),
+            cookies::now_secs(),
+        )
+    });
     Ok(Json(SessionCreated {
         session_id,
         home: home.to_string(),
         ice_servers,
         ttl: config.credential_ttl.as_secs(),
+        cookie_jar,
     }))
+}
+
+#[derive(Deserialize)]
+struct CookieRequest {
+    session_id: String,
+    /// `Set-Cookie` lines the home peer sealed; absent to refresh the jar.
+    #[serde(default)]
+    set_cookie: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CookieReply {
+    cookie_jar: String,
+}
+
+/// `POST {base}/cookie`: sets the cookies a channel response carried
+/// (sealed by the home peer) and answers the session's new jar.
+async fn cookie_exchange(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Who::Browser(identity) = &caller.who else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cookies are exchanged by browsers",
+        ));
+    };
+    let body = read_body(&shared, body)?;
+    let request: CookieRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"session_id\": ..., \"set_cookie\"?: ...}}: {e}"
+        ))
+    })?;
+    let id = request.session_id.clone();
+    let session = run_blocking(&shared, move |store| store.session(&id))
+        .await?
+        .filter(|s| Access::Owner(identity.subject()).allows(s))
+        .ok_or_else(ApiError::unknown_session)?;
+    let key = shared
+        .cookie_keys
+        .get(&session.home_id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "cookie jars are off"))?;
+    let (lines, jar) = cookies::exchange(
+        key,
+        &request.session_id,
+        &cookies::cookie_header(&headers),
+        request.set_cookie.as_deref(),
+    )
+    .map_err(|e| ApiError::bad_request(format!("set_cookie: {e}")))?;
+    let mut response = Json(CookieReply { cookie_jar: jar }).into_response();
+    let out = response.headers_mut();
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for line in lines {
+        match HeaderValue::from_str(&line) {
+            Ok(v) => {
+                out.append(header::SET_COOKIE, v);
+            }
+            Err(_) => tracing::debug!("dropping a Set-Cookie line that is not a header value"),
+        }
+    }
+    Ok(response)
 }
 
 /// Sessions per client address, then per identity (anonymous browsers are

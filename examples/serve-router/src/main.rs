@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use beeline_bridge::ServiceUpstream;
+use beeline_bridge::{CookieKey, ServiceUpstream};
 use beeline_home::HomeConfig;
 use beeline_signal_client::SignalClient;
 use beeline_transport::{AddressFilter, PeerConfig};
@@ -43,6 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             address_filter: filter,
             ..Default::default()
         },
+        // Cookie-authenticated routes work on the channel too (docs/cookies.md).
+        cookie_key: Some(CookieKey::from_home_token(&token)),
         ..Default::default()
     };
     let signal = SignalClient::new(&signal_url)?.with_bearer(token);
