@@ -129,6 +129,7 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
     }
     config.relay_upstream = settings.relay_upstream.clone();
     config.strip_request_headers = settings.strip_headers.clone();
+    config.cookie_jar = settings.cookie_jar;
     config.limits = settings.limits.clone();
     Ok(config)
 }

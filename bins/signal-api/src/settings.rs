@@ -125,6 +125,9 @@ pub(crate) struct Cli {
         help_heading = "General"
     )]
     strip_headers: Vec<String>,
+    /// Turn sealed cookie jars off: pages get no jar and `POST <base>/cookie` answers 404, so requests on the data channel carry no browser cookies (docs/cookies.md).
+    #[arg(long, env = "BEELINE_NO_COOKIE_JAR", help_heading = "General")]
+    no_cookie_jar: bool,
     /// Log as JSON lines instead of text (RUST_LOG sets the level; default info).
     #[arg(long, env = "BEELINE_LOG_JSON", help_heading = "General")]
     log_json: bool,
@@ -442,6 +445,7 @@ pub(crate) struct FileConfig {
     relay_upstream: Option<String>,
     #[serde(alias = "strip_header")]
     strip_headers: Option<Vec<String>>,
+    cookie_jar: Option<bool>,
     log_json: Option<bool>,
     home_token: Option<String>,
     home_token_file: Option<PathBuf>,
@@ -569,6 +573,7 @@ pub(crate) struct Settings {
     pub(crate) base_path: String,
     pub(crate) relay_upstream: Option<String>,
     pub(crate) strip_headers: Vec<String>,
+    pub(crate) cookie_jar: bool,
     pub(crate) log_json: bool,
     pub(crate) homes: Vec<HomeCredential>,
     pub(crate) default_home: Option<String>,
@@ -928,6 +933,7 @@ impl Settings {
             strip_headers: non_empty(cli.strip_headers)
                 .or(file.strip_headers)
                 .unwrap_or_default(),
+            cookie_jar: !cli.no_cookie_jar && file.cookie_jar.unwrap_or(true),
             log_json: cli.log_json || file.log_json.unwrap_or(false),
             homes,
             default_home: cli.default_home.or(file.default_home),
