@@ -238,6 +238,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends: refused, or a stable absolute path with
+        /// no dot segment, that stays under any prefix.
+        #[test]
+        fn normalized_paths_stay_put(target in "(/|[a-z]|\\.|%|2|e|E|f|5|c|\\?|#| |\\\\){0,24}") {
+            if let Ok(path) = normalize_path(&target) {
+                proptest::prop_assert!(path.starts_with('/') && !path.starts_with("//"));
+                proptest::prop_assert_eq!(normalize_path(&path), Ok(path.clone()));
+                let only_path = path.split('?').next().unwrap_or_default();
+                proptest::prop_assert!(!only_path.split('/').any(|s| s == ".." || s == "."));
+                proptest::prop_assert!(join_prefix("/api/", &path).starts_with("/api/"));
+            }
+        }
+    }
+
     #[test]
     fn prefix_join() {
         assert_eq!(join_prefix("/api/", "/v1/x?y=1"), "/api/v1/x?y=1");
