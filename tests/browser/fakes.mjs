@@ -111,6 +111,19 @@ export class FakeSignalServer {
   calls = [];
   posted = [];
   sessionStatus = 200;
+  // Sealed cookie jars (docs/cookies.md): the session answers `cookieJar`
+  // when it is set (as signal-api with jars on), and `POST /webrtc/cookie`
+  // answers jar-2, jar-3, ... (recorded in `cookieCalls`; held while
+  // `holdCookie`, until `releaseCookie()`).
+  cookieJar = undefined;
+  cookieCalls = [];
+  cookieStatus = 200;
+  holdCookie = false;
+  cookieWaiters = [];
+  releaseCookie() {
+    this.holdCookie = false;
+    for (const wake of this.cookieWaiters.splice(0)) wake();
+  }
   #queue = [];
   #seq = 0;
   #waiters = [];
@@ -121,7 +134,16 @@ export class FakeSignalServer {
     this.calls.push({ method, path: parsed.pathname, query: Object.fromEntries(parsed.searchParams) });
     if (method === 'POST' && parsed.pathname === '/webrtc/session') {
       if (this.sessionStatus !== 200) return new Response('{"error":"nope"}', { status: this.sessionStatus });
-      return Response.json({ session_id: 'sess-1', ice_servers: [{ urls: ['stun:127.0.0.1:3478'], username: 'u', credential: 'c' }], ttl: 300 });
+      const session = { session_id: 'sess-1', ice_servers: [{ urls: ['stun:127.0.0.1:3478'], username: 'u', credential: 'c' }], ttl: 300 };
+      if (this.cookieJar !== undefined) session.cookie_jar = this.cookieJar;
+      return Response.json(session);
+    }
+    if (method === 'POST' && parsed.pathname === '/webrtc/cookie') {
+      const body = JSON.parse(init.body);
+      this.cookieCalls.push({ body, credentials: init.credentials });
+      if (this.holdCookie) await new Promise((resolve) => this.cookieWaiters.push(resolve));
+      if (this.cookieStatus !== 200) return new Response('{"error":"nope"}', { status: this.cookieStatus });
+      return Response.json({ cookie_jar: `jar-${this.cookieCalls.length + 1}` });
     }
     if (method === 'POST' && parsed.pathname === '/webrtc/signal') {
       this.posted.push(JSON.parse(init.body));
@@ -155,20 +177,26 @@ export class FakeSignalServer {
   }
 }
 
-export function recordingFetch() {
+// The normal path: records each call and answers 'via fallback', or what
+// `answer(input, init)` returns.
+export function recordingFetch(answer) {
   const calls = [];
   const fetch = async (input, init) => {
     calls.push({ input: String(input instanceof Request ? input.url : input), init });
-    return new Response('via fallback', { status: 200 });
+    return answer ? answer(input, init) : new Response('via fallback', { status: 200 });
   };
   return { calls, fetch };
 }
 
 // Runs setup up to an open channel and returns everything for inspection.
-export async function directClient(extra = {}) {
+// `cookieJar` is the session's sealed jar (none by default), `fallbackFetch`
+// answers the normal path, and `beforeOpen(client, {server, fallback})` runs
+// once signaling is done, before the channel opens.
+export async function directClient(extra = {}, { cookieJar, fallbackFetch, beforeOpen } = {}) {
   const server = new FakeSignalServer();
+  server.cookieJar = cookieJar;
   const { FakePeerConnection, instances } = fakePeerConnectionClass();
-  const fallback = recordingFetch();
+  const fallback = recordingFetch(fallbackFetch);
   const client = createClient({
     enabled: true,
     baseUrl: BASE_URL,
@@ -184,6 +212,7 @@ export async function directClient(extra = {}) {
   const pc = instances[0];
   await until(() => pc.remoteCandidates.length === 1, 2000, 'the remote candidate');
   const channel = pc.channels[0];
+  await beforeOpen?.(client, { server, fallback });
   channel.open();
   assert.equal(await client.ready, 'direct');
   return { client, server, pc, channel, fallback };

@@ -27,6 +27,7 @@ export const binDir = path.resolve(repoRoot, process.env.BEELINE_BIN_DIR ?? 'tar
 const CHROMIUM = process.env.BEELINE_CHROMIUM ?? '/usr/bin/chromium';
 const FIREFOX = process.env.BEELINE_FIREFOX ?? '/usr/bin/firefox-esr';
 const PLAIN_UPSTREAM = path.join(repoRoot, 'tests/upstreams/plain_upstream.py');
+const COOKIE_APP = path.join(repoRoot, 'tests/upstreams/cookie_app.py');
 const START_TIMEOUT_MS = 15_000;
 
 const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g;
@@ -110,8 +111,12 @@ class Service {
  *
  * `upstream` is 'demo-chat' (the default; `stack.demoUrl` is its URL),
  * 'plain' (tests/upstreams/plain_upstream.py, which reads no chunked body;
- * `stack.upstreamRequests()` reads its request log), or the URL of an
- * upstream the test runs itself. `stack.upstreamUrl` is the URL in every case.
+ * `stack.upstreamRequests()` reads its request log), 'cookie'
+ * (tests/upstreams/cookie_app.py, a cookie-login app; the relay and
+ * home-peer reach it on two ports of one process, so each record of
+ * `stack.upstreamRequests()` says `via: 'relay'` or `'channel'`), or the URL
+ * of an upstream the test runs itself. `stack.upstreamUrl` is home-peer's
+ * upstream URL and `stack.relayUrl` the relay's (the same, except for 'cookie').
  * `allowIps` are home-peer's ICE addresses (`--allow-ip`).
  */
 export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream = 'demo-chat', allowIps = ['127.0.0.1'] } = {}) {
@@ -142,16 +147,26 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream 
       services.push(plain);
       stack.upstreamUrl = `http://127.0.0.1:${await plain.waitForLine(/^listening (\d+)/)}`;
       stack.upstreamRequests = () => readJsonLines(log);
+    } else if (upstream === 'cookie') {
+      const log = path.join(workDir, 'cookie-app.jsonl');
+      const app = new Service('cookie-app', [COOKIE_APP, '--host', '127.0.0.1', '--log', log], { command: 'python3' });
+      services.push(app);
+      const ports = await app.waitForLine(/^listening (relay=\d+ channel=\d+)/);
+      const [, relayPort, channelPort] = ports.match(/relay=(\d+) channel=(\d+)/);
+      stack.upstreamUrl = `http://127.0.0.1:${channelPort}`;
+      stack.relayUrl = `http://127.0.0.1:${relayPort}`;
+      stack.upstreamRequests = () => readJsonLines(log);
     } else {
       stack.upstreamUrl = upstream;
     }
+    stack.relayUrl ??= stack.upstreamUrl;
 
     const signal = new Service('signal-api', [
       '--listen', '127.0.0.1:0',
       '--db', path.join(workDir, 'signal.db'),
       '--home-token', token,
       '--browser-auth', 'open',
-      '--relay-upstream', stack.upstreamUrl,
+      '--relay-upstream', stack.relayUrl,
     ]);
     services.push(signal);
     stack.signalUrl = await signal.listeningUrl();
@@ -334,6 +349,13 @@ class FirefoxPage {
     return this.page.evaluate(fn, arg);
   }
 
+  /** The cookies the browser stores for this page's URL (HttpOnly ones too). */
+  async cookies() {
+    const all = await this.page.browserContext().cookies();
+    const url = new URL(this.page.url());
+    return all.filter((c) => url.hostname === c.domain.replace(/^\./, ''));
+  }
+
   /** Playwright's form: (fn, arg, {timeout}). */
   waitForFunction(fn, arg, { timeout = 30_000 } = {}) {
     return this.page.waitForFunction(fn, { timeout, polling: 50 }, arg);
@@ -407,6 +429,16 @@ class FirefoxLocator {
   async textContent() {
     return (await this.#handle()).evaluate((el) => el.textContent);
   }
+}
+
+/**
+ * The cookies the browser holds for `page`'s URL, HttpOnly ones included, as
+ * `[{name, value, httpOnly, path, ...}]`: Playwright's context store for
+ * Chromium, the BiDi storage for Firefox.
+ */
+export async function browserCookies(page) {
+  if (page instanceof FirefoxPage) return page.cookies();
+  return page.context().cookies(page.url());
 }
 
 /**

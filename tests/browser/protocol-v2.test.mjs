@@ -106,11 +106,12 @@ for (const kind of browserKinds()) describe(`protocol v2 in ${kind} against home
     }
   }
 
-  test('the client negotiates v2 with binary framing, cancel and credit', async () => {
+  test('the client negotiates v2 with binary framing, cancel, credit and cookies', async () => {
     const protocol = await page.evaluate(() => window.__beeline.negotiated);
     assert.equal(protocol.version, 2);
     assert.equal(protocol.binary, true);
-    assert.deepEqual([...protocol.features].sort(), ['binary', 'cancel', 'credit']);
+    // cookies: signal-api gave the session a sealed jar (docs/cookies.md).
+    assert.deepEqual([...protocol.features].sort(), ['binary', 'cancel', 'cookies', 'credit']);
   });
 
   test('fetch resolves with the upstream status and headers before the body finishes', async () => {
@@ -303,7 +304,7 @@ for (const kind of browserKinds()) describe(`protocol v2 in ${kind} against home
       });
       console.log(`# 24 MB upload without credit: ${(result.ms / 1000).toFixed(1)} s`);
       assert.equal(result.protocol.version, 2);
-      assert.deepEqual(result.protocol.features, ['binary', 'cancel']);
+      assert.deepEqual(result.protocol.features, ['binary', 'cancel', 'cookies']);
       assert.equal(result.got.bytes, result.want.bytes);
       assert.equal(result.got.fnv1a32, result.want.fnv1a32);
       assert.equal(result.path, 'direct', 'the channel closed');

@@ -22,6 +22,19 @@
 // before `agree` arrives, the client speaks version 1 (the specification's
 // format): one JSON request frame with a base64 body, `chunk`/`done` back.
 //
+// Cookies (docs/cookies.md): the session answer carries `cookie_jar`, the
+// browser's cookies sealed for the home peer. With a jar the client also asks
+// for the `cookies` feature; when it is agreed, every v2 request carries the
+// jar as `x-beeline-jar`, and a response's sealed `x-beeline-set-cookie` is
+// handed to `POST {signalBase}/cookie` (which sets the real cookies and
+// answers the new jar) before the page gets the response. The jar is
+// refreshed before the next channel request when a normal-path response seen
+// by `fetch` says `x-beeline-cookies-changed: 1`, when `document.cookie`
+// changed, when it is older than 6 h, or when the page calls
+// `cookiesChanged()` (after cookies changed where this client cannot see it,
+// such as a login through the page's own `fetch`). v1 requests carry no
+// cookies.
+//
 // Plain ES module with no dependencies and no build step; served by signal-api
 // as `{signalBase}/client.js`. `codec` (the frame encoder/decoder) is exported
 // for the golden-vector tests in tests/browser.
@@ -31,6 +44,9 @@ export const PROTOCOL_VERSION = 2;
 
 /** The protocol features this client asks for in `hello`. */
 export const FEATURES = Object.freeze(['binary', 'cancel', 'credit']);
+
+/** The feature that carries sealed cookie jars (docs/cookies.md); asked for only with a jar. */
+export const COOKIES_FEATURE = 'cookies';
 
 const DEFAULT_SIGNAL_BASE = '/webrtc';
 const DEFAULT_BUDGET_MS = 8000;
@@ -57,6 +73,29 @@ const NULL_BODY_STATUSES = new Set([204, 205, 304]);
 // Stream errors that mean the request never reached the upstream, so an
 // idempotent request may be repeated over the normal path.
 const RETRYABLE_ERRORS = new Set(['too_many_streams', 'shutting_down']);
+// Sealed cookie jars (docs/cookies.md): the request header that carries the
+// jar, the response header with sealed Set-Cookie lines, and the relay's
+// mark on a normal-path response that set cookies.
+const JAR_HEADER = 'x-beeline-jar';
+const SET_COOKIE_HEADER = 'x-beeline-set-cookie';
+const COOKIES_CHANGED_HEADER = 'x-beeline-cookies-changed';
+// A jar older than this is refreshed before the next channel request (the
+// home peer refuses jars older than 12 h).
+const JAR_REFRESH_MS = 6 * 60 * 60 * 1000;
+// After a failed refresh, requests use the jar they have for this long
+// before the client tries again.
+const JAR_RETRY_MS = 10_000;
+
+/** The page's `document.cookie`, or undefined outside a document. */
+function documentCookie() {
+  try {
+    const cookie = globalThis.document?.cookie;
+    return typeof cookie === 'string' ? cookie : undefined;
+  } catch {
+    // A sandboxed document may refuse to tell.
+    return undefined;
+  }
+}
 
 function debug(...args) {
   if (typeof console !== 'undefined' && console.debug) console.debug('beeline:', ...args);
@@ -1374,6 +1413,15 @@ class BeelineClient extends EventTarget {
   #setupStarted = 0;
   #pollAbort = null;
   #signalQueue = Promise.resolve();
+  // Sealed cookie jar: `{value, madeAt, epoch, documentCookie}` or null.
+  #jar = null;
+  // Bumped each time cookies changed where the jar cannot follow (a
+  // normal-path response with x-beeline-cookies-changed, cookiesChanged()).
+  #cookieEpoch = 0;
+  // Jar exchanges and refreshes run one at a time, in this chain.
+  #jarChain = Promise.resolve();
+  #refreshing = null;
+  #jarRetryAt = 0;
 
   constructor(opts) {
     super();
@@ -1411,6 +1459,17 @@ class BeelineClient extends EventTarget {
   /** Shows "⚡ direct" in `element` (or selector) while the path is direct. */
   installIndicator(element) {
     installIndicator(this, element);
+  }
+
+  /**
+   * Tells the client that the page's cookies changed in a way it cannot see
+   * (e.g. a login through the page's own `fetch` or an XHR, whose response
+   * this client never reads): the sealed jar is refreshed before the next
+   * request on the channel. Responses that go through `client.fetch` need
+   * no such call.
+   */
+  cookiesChanged() {
+    this.#cookieEpoch += 1;
   }
 
   /** Closes the direct path for good; later requests use the fallback path. */
@@ -1499,7 +1558,7 @@ class BeelineClient extends EventTarget {
   }
 
   async #fetch(input, init) {
-    const fallback = () => this.#opts.fallbackFetch(input, init);
+    const fallback = () => this.#normalFetch(input, init);
     if (!this.#directUsable()) return fallback();
 
     let request;
@@ -1521,7 +1580,13 @@ class BeelineClient extends EventTarget {
     });
     const path = url.pathname + url.search;
     const signal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
-    const retry = IDEMPOTENT_METHODS.has(request.method) ? fallback : undefined;
+    let retried = false;
+    const retry = IDEMPOTENT_METHODS.has(request.method)
+      ? () => {
+          retried = true;
+          return fallback();
+        }
+      : undefined;
     const protocol = this.#protocol;
     try {
       if (protocol.streams) {
@@ -1532,8 +1597,15 @@ class BeelineClient extends EventTarget {
         if (body.length !== undefined && (body.length > 0 || BODY_METHODS.has(request.method))) {
           headers['content-length'] = String(body.length);
         }
+        if (this.#cookiesAgreed()) {
+          // Our jar, never one the page set itself.
+          for (const name of Object.keys(headers)) if (name.toLowerCase() === JAR_HEADER) delete headers[name];
+          const jar = await this.#currentJar();
+          if (jar) headers[JAR_HEADER] = jar;
+        }
         if (signal?.aborted) throw abortReason(signal);
-        return await protocol.streams.start({ method: request.method, path, headers, body: body.source }, { signal, retry });
+        const response = await protocol.streams.start({ method: request.method, path, headers, body: body.source }, { signal, retry });
+        return retried ? response : await this.#takeSetCookie(response);
       }
       const bytes = await readBody(request);
       const frame = { method: request.method, path, headers, body: bytes.length > 0 ? bytes : undefined };
@@ -1578,6 +1650,109 @@ class BeelineClient extends EventTarget {
     return estimate > max;
   }
 
+  // ---- cookies (docs/cookies.md) ----------------------------------------
+
+  // The normal path: the page's own fetch, noting whether the relay said
+  // the response set cookies (then the jar is stale).
+  async #normalFetch(input, init) {
+    const response = await this.#opts.fallbackFetch(input, init);
+    try {
+      if (response?.headers?.get(COOKIES_CHANGED_HEADER) === '1') this.#cookieEpoch += 1;
+    } catch {
+      // Not a real Response: nothing to note.
+    }
+    return response;
+  }
+
+  #cookiesAgreed() {
+    return this.#jar !== null && this.#protocol?.info?.features?.includes(COOKIES_FEATURE) === true;
+  }
+
+  // What a jar made from a request sent now must be compared with later.
+  #jarMark() {
+    return { epoch: this.#cookieEpoch, madeAt: Date.now() };
+  }
+
+  #storeJar(value, mark) {
+    if (typeof value !== 'string' || value === '') return;
+    // document.cookie is read after the answer, which the browser has
+    // already applied any Set-Cookie of.
+    this.#jar = { value, madeAt: mark.madeAt, epoch: mark.epoch, documentCookie: documentCookie() };
+  }
+
+  #jarStale() {
+    const jar = this.#jar;
+    if (jar === null || Date.now() < this.#jarRetryAt) return false;
+    if (jar.epoch < this.#cookieEpoch) return true;
+    if (Date.now() - jar.madeAt > JAR_REFRESH_MS) return true;
+    const now = documentCookie();
+    return now !== undefined && now !== jar.documentCookie;
+  }
+
+  // Runs `task` after every jar exchange or refresh before it; its failure
+  // is logged, never thrown.
+  #jarTask(what, task) {
+    const run = this.#jarChain.then(task).catch((err) => {
+      debug(`${what} failed:`, err?.message ?? err);
+      return false;
+    });
+    this.#jarChain = run;
+    return run;
+  }
+
+  // The jar to send with a channel request: after any exchange in flight,
+  // refreshed first when it is stale.
+  async #currentJar() {
+    await this.#jarChain;
+    if (this.#jarStale()) await this.#refreshJar();
+    return this.#jar?.value ?? null;
+  }
+
+  // One refresh at a time; requests that find the jar stale meanwhile wait
+  // for the one in flight.
+  #refreshJar() {
+    if (this.#refreshing) return this.#refreshing;
+    const refresh = this.#jarTask('refreshing the cookie jar', async () => {
+      const mark = this.#jarMark();
+      try {
+        const reply = await this.#signalRequest('POST', '/cookie', { session_id: this.#sessionId });
+        this.#storeJar(reply?.cookie_jar, mark);
+        return true;
+      } catch (err) {
+        this.#jarRetryAt = Date.now() + JAR_RETRY_MS;
+        throw err;
+      }
+    });
+    this.#refreshing = refresh.finally(() => {
+      this.#refreshing = null;
+    });
+    return this.#refreshing;
+  }
+
+  // A channel response whose Set-Cookie lines the home peer sealed: has
+  // signal-api set them (same origin, so the browser stores them as it would
+  // from the home app) and keeps the new jar, then gives the page the
+  // response without the sealed header. If the exchange fails the response
+  // still goes to the page, but its cookies are not set.
+  async #takeSetCookie(response) {
+    const sealed = response.headers.get(SET_COOKIE_HEADER);
+    if (sealed === null) return response;
+    try {
+      response.headers.delete(SET_COOKIE_HEADER);
+    } catch {
+      // Headers the page may not change: hand it a copy without the header.
+      const headers = new Headers(response.headers);
+      headers.delete(SET_COOKIE_HEADER);
+      response = new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+    }
+    await this.#jarTask('setting the cookies of a channel response', async () => {
+      const mark = this.#jarMark();
+      const reply = await this.#signalRequest('POST', '/cookie', { session_id: this.#sessionId, set_cookie: sealed });
+      this.#storeJar(reply?.cookie_jar, mark);
+    });
+    return response;
+  }
+
   // ---- setup -----------------------------------------------------------
 
   #startSetup() {
@@ -1590,9 +1765,12 @@ class BeelineClient extends EventTarget {
     const PeerConnection = this.#opts.RTCPeerConnection;
     if (typeof PeerConnection !== 'function') throw new Error('RTCPeerConnection is not available');
 
+    const jarMark = this.#jarMark();
     const session = await this.#signalRequest('POST', '/session', {});
     if (!session || typeof session.session_id !== 'string') throw new Error('session response has no session_id');
     this.#sessionId = session.session_id;
+    // Servers without sealed cookie jars (older ones, --no-cookie-jar) send none.
+    if (this.#opts.cookies) this.#storeJar(session.cookie_jar, jarMark);
     if (this.#setupDone) {
       // Abandoned while the session was being created: release it.
       this.#postSignal({ type: 'bye' });
@@ -1606,7 +1784,10 @@ class BeelineClient extends EventTarget {
     channel.binaryType = 'arraybuffer';
     this.#channel = channel;
     this.#link = dataChannelLink(channel, pc);
-    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features: this.#opts.features, timeoutMs: this.#opts.negotiateMs });
+    // The cookies feature only with a jar to send.
+    const features = this.#opts.features.filter((f) => f !== COOKIES_FEATURE);
+    if (this.#jar !== null) features.push(COOKIES_FEATURE);
+    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features, timeoutMs: this.#opts.negotiateMs });
     this.#protocol = protocol;
     protocol.negotiated.then((info) => {
       debug(`speaking protocol v${info.version}${info.version >= 2 ? ` (${info.features.join(', ') || 'no features'})` : ''}`);
@@ -1790,6 +1971,9 @@ class BeelineClient extends EventTarget {
  * @param {number} [options.negotiateMs=2000] how long to wait for `agree` before speaking v1
  * @param {number} [options.window=262144] per-stream window for response bodies (v2 credit)
  * @param {string[]} [options.features] the v2 features to ask for (default: all of FEATURES)
+ * @param {boolean} [options.cookies=true] carry the session's sealed cookie
+ *   jar (docs/cookies.md); the `cookies` feature is asked for whenever
+ *   signal-api gave a jar
  * @param {Element|string} [options.indicator] element (or selector) showing "⚡ direct"
  * @param {typeof fetch} [options.fallbackFetch] the normal path (default: global fetch)
  * @param {typeof fetch} [options.signalFetch] used for signaling (default: global fetch)
@@ -1810,6 +1994,7 @@ export function createClient(options = {}) {
     negotiateMs: options.negotiateMs ?? DEFAULT_NEGOTIATE_MS,
     window: options.window ?? DEFAULT_WINDOW,
     features: options.features ?? FEATURES,
+    cookies: options.cookies ?? true,
     fallbackFetch: options.fallbackFetch ?? globalFetch,
     signalFetch: options.signalFetch ?? globalFetch,
     baseUrl: options.baseUrl ?? globalThis.location?.href,
