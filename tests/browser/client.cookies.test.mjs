@@ -39,9 +39,42 @@ async function roundTrip(world, path, headers = {}) {
 
 const jarOf = (head) => head.headers['x-beeline-jar'];
 
+const realObserver = globalThis.PerformanceObserver;
+
 afterEach(() => {
   delete globalThis.document;
+  globalThis.PerformanceObserver = realObserver;
 });
+
+// A PerformanceObserver whose resource entries the test adds: `record`
+// queues one (as the browser does when a response ends), `deliver` hands the
+// queue to the callback (as the browser does a little later).
+function fakeObservers() {
+  const observers = [];
+  class FakeObserver {
+    queue = [];
+    constructor(callback) {
+      this.callback = callback;
+      observers.push(this);
+    }
+    observe(options) {
+      this.options = options;
+    }
+    takeRecords() {
+      return this.queue.splice(0);
+    }
+    disconnect() {
+      this.disconnected = true;
+    }
+  }
+  const serverTiming = (...names) => ({ name: 'http://home.test/login', entryType: 'resource', serverTiming: names.map((name) => ({ name, duration: 0, description: '' })) });
+  return {
+    FakeObserver,
+    observers,
+    record: (...names) => observers.filter((o) => !o.disconnected).forEach((o) => o.queue.push(serverTiming(...names))),
+    deliver: () => observers.forEach((o) => o.callback({ getEntries: () => o.takeRecords() })),
+  };
+}
 
 describe('client.js: sealed cookie jars', () => {
   test('asks for the cookies feature only when the session gave a jar', async () => {
@@ -146,6 +179,36 @@ describe('client.js: sealed cookie jars', () => {
     await roundTrip(world, '/me');
     assert.equal(world.server.cookieCalls.length, 1, 'once');
     assert.equal(jarOf(heads(world.channel)[1]), 'jar-2');
+  });
+
+  test('Server-Timing: beeline-cookies-changed on any response of the page (its own fetch too) refreshes the jar', async () => {
+    const timings = fakeObservers();
+    globalThis.PerformanceObserver = timings.FakeObserver;
+    const world = await agreed();
+    assert.deepEqual(timings.observers[0].options, { type: 'resource' });
+    // Another metric changes nothing.
+    timings.record('db', 'cache');
+    timings.deliver();
+    await roundTrip(world, '/a');
+    assert.equal(world.server.cookieCalls.length, 0);
+    // Delivered to the observer.
+    timings.record('db', 'beeline-cookies-changed');
+    timings.deliver();
+    await roundTrip(world, '/b');
+    assert.equal(world.server.cookieCalls.length, 1);
+    assert.equal(jarOf(heads(world.channel)[1]), 'jar-2');
+    // Recorded but not yet delivered when the next request starts.
+    timings.record('beeline-cookies-changed');
+    await roundTrip(world, '/c');
+    assert.equal(world.server.cookieCalls.length, 2);
+    assert.equal(jarOf(heads(world.channel)[2]), 'jar-3');
+    await roundTrip(world, '/d');
+    assert.equal(world.server.cookieCalls.length, 2, 'once per mark');
+    // A session without a jar watches nothing.
+    const before = timings.observers.length;
+    const noJar = await directClient();
+    assert.ok(timings.observers.slice(before).every((o) => o.disconnected));
+    noJar.client.close();
   });
 
   test('a document.cookie change refreshes the jar', async () => {

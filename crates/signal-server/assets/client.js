@@ -29,11 +29,12 @@
 // handed to `POST {signalBase}/cookie` (which sets the real cookies and
 // answers the new jar) before the page gets the response. The jar is
 // refreshed before the next channel request when a normal-path response seen
-// by `fetch` says `x-beeline-cookies-changed: 1`, when `document.cookie`
-// changed, when it is older than 6 h, or when the page calls
-// `cookiesChanged()` (after cookies changed where this client cannot see it,
-// such as a login through the page's own `fetch`). v1 requests carry no
-// cookies.
+// by `fetch` says `x-beeline-cookies-changed: 1` (or any response of the
+// page, its own fetch and XHR included, carries `Server-Timing:
+// beeline-cookies-changed`, seen through resource timing), when
+// `document.cookie` changed, when it is older than 6 h, or when the page
+// calls `cookiesChanged()` (after cookies changed where this client cannot
+// see it). v1 requests carry no cookies.
 //
 // Plain ES module with no dependencies and no build step; served by signal-api
 // as `{signalBase}/client.js`. `codec` (the frame encoder/decoder) is exported
@@ -79,12 +80,19 @@ const RETRYABLE_ERRORS = new Set(['too_many_streams', 'shutting_down']);
 const JAR_HEADER = 'x-beeline-jar';
 const SET_COOKIE_HEADER = 'x-beeline-set-cookie';
 const COOKIES_CHANGED_HEADER = 'x-beeline-cookies-changed';
+// The same mark as a Server-Timing metric name: unlike a header, it reaches
+// this client for requests it never sees (the page's own fetch, XHR), through
+// the resource timing entries a PerformanceObserver gets.
+const COOKIES_CHANGED_TIMING = 'beeline-cookies-changed';
 // A jar older than this is refreshed before the next channel request (the
 // home peer refuses jars older than 12 h).
 const JAR_REFRESH_MS = 6 * 60 * 60 * 1000;
 // After a failed refresh, requests use the jar they have for this long
 // before the client tries again.
 const JAR_RETRY_MS = 10_000;
+// How long a jar exchange or refresh may take: requests on the channel wait
+// for it, and must not hang on a signal-api that does not answer.
+const JAR_TIMEOUT_MS = 10_000;
 
 /** The page's `document.cookie`, or undefined outside a document. */
 function documentCookie() {
@@ -1422,6 +1430,7 @@ class BeelineClient extends EventTarget {
   #jarChain = Promise.resolve();
   #refreshing = null;
   #jarRetryAt = 0;
+  #timingObserver = null;
 
   constructor(opts) {
     super();
@@ -1435,6 +1444,7 @@ class BeelineClient extends EventTarget {
     // Bound so `const { fetch } = client` works like the global one.
     this.fetch = (input, init) => this.#fetch(input, init);
     if (opts.enabled) {
+      if (opts.cookies) this.#watchCookieTimings();
       this.#startSetup();
     } else {
       this.#finishSetup('fallback', 'disabled');
@@ -1464,9 +1474,10 @@ class BeelineClient extends EventTarget {
   /**
    * Tells the client that the page's cookies changed in a way it cannot see
    * (e.g. a login through the page's own `fetch` or an XHR, whose response
-   * this client never reads): the sealed jar is refreshed before the next
-   * request on the channel. Responses that go through `client.fetch` need
-   * no such call.
+   * this client never reads, when the relay does not mark it with
+   * `Server-Timing: beeline-cookies-changed`): the sealed jar is refreshed
+   * before the next request on the channel. Responses that go through
+   * `client.fetch` need no such call.
    */
   cookiesChanged() {
     this.#cookieEpoch += 1;
@@ -1664,6 +1675,32 @@ class BeelineClient extends EventTarget {
     return response;
   }
 
+  // Notes `Server-Timing: beeline-cookies-changed` on any response of the
+  // page, including those of its own fetch and XHR. Started before the
+  // session is asked for, so nothing after the jar's making is missed.
+  #watchCookieTimings() {
+    const Observer = globalThis.PerformanceObserver;
+    if (typeof Observer !== 'function') return;
+    try {
+      const observer = new Observer((list) => this.#noteTimings(list.getEntries()));
+      observer.observe({ type: 'resource' });
+      this.#timingObserver = observer;
+    } catch (err) {
+      debug('cannot watch resource timings:', err?.message ?? err);
+    }
+  }
+
+  #noteTimings(entries) {
+    for (const entry of entries) {
+      if (Array.isArray(entry?.serverTiming) && entry.serverTiming.some((t) => t?.name === COOKIES_CHANGED_TIMING)) this.#cookieEpoch += 1;
+    }
+  }
+
+  #stopWatchingTimings() {
+    this.#timingObserver?.disconnect();
+    this.#timingObserver = null;
+  }
+
   #cookiesAgreed() {
     return this.#jar !== null && this.#protocol?.info?.features?.includes(COOKIES_FEATURE) === true;
   }
@@ -1704,6 +1741,8 @@ class BeelineClient extends EventTarget {
   // refreshed first when it is stale.
   async #currentJar() {
     await this.#jarChain;
+    // Entries recorded but not yet delivered to the observer count too.
+    if (this.#timingObserver) this.#noteTimings(this.#timingObserver.takeRecords());
     if (this.#jarStale()) await this.#refreshJar();
     return this.#jar?.value ?? null;
   }
@@ -1715,7 +1754,7 @@ class BeelineClient extends EventTarget {
     const refresh = this.#jarTask('refreshing the cookie jar', async () => {
       const mark = this.#jarMark();
       try {
-        const reply = await this.#signalRequest('POST', '/cookie', { session_id: this.#sessionId });
+        const reply = await this.#cookieRequest({ session_id: this.#sessionId });
         this.#storeJar(reply?.cookie_jar, mark);
         return true;
       } catch (err) {
@@ -1727,6 +1766,17 @@ class BeelineClient extends EventTarget {
       this.#refreshing = null;
     });
     return this.#refreshing;
+  }
+
+  // POST {signalBase}/cookie, given up after JAR_TIMEOUT_MS.
+  async #cookieRequest(body) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no answer within ${JAR_TIMEOUT_MS} ms`)), JAR_TIMEOUT_MS);
+    try {
+      return await this.#signalRequest('POST', '/cookie', body, abort.signal);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // A channel response whose Set-Cookie lines the home peer sealed: has
@@ -1747,7 +1797,7 @@ class BeelineClient extends EventTarget {
     }
     await this.#jarTask('setting the cookies of a channel response', async () => {
       const mark = this.#jarMark();
-      const reply = await this.#signalRequest('POST', '/cookie', { session_id: this.#sessionId, set_cookie: sealed });
+      const reply = await this.#cookieRequest({ session_id: this.#sessionId, set_cookie: sealed });
       this.#storeJar(reply?.cookie_jar, mark);
     });
     return response;
@@ -1771,6 +1821,7 @@ class BeelineClient extends EventTarget {
     this.#sessionId = session.session_id;
     // Servers without sealed cookie jars (older ones, --no-cookie-jar) send none.
     if (this.#opts.cookies) this.#storeJar(session.cookie_jar, jarMark);
+    if (this.#jar === null) this.#stopWatchingTimings();
     if (this.#setupDone) {
       // Abandoned while the session was being created: release it.
       this.#postSignal({ type: 'bye' });
@@ -1918,6 +1969,7 @@ class BeelineClient extends EventTarget {
   }
 
   #closePeer() {
+    this.#stopWatchingTimings();
     const channel = this.#channel;
     const pc = this.#pc;
     this.#channel = null;
