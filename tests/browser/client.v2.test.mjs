@@ -496,7 +496,8 @@ describe('createClient with a v2 home peer', () => {
     assert.deepEqual(client.protocol.features, ['binary', 'cancel', 'credit']);
     const pending = client.fetch('/v1/items?page=2', { headers: { 'X-Extra': 'y' } });
     await until(() => channel.sent.length === 1);
-    assert.deepEqual(channel.sent[0], { type: 'request', id: 1, method: 'GET', path: '/v1/items?page=2', headers: { 'x-extra': 'y', host: 'home.test' }, end: true });
+    // The page's scheme goes along, for x-forwarded-proto.
+    assert.deepEqual(channel.sent[0], { type: 'request', id: 1, method: 'GET', path: '/v1/items?page=2', headers: { 'x-extra': 'y', host: 'home.test' }, scheme: 'http', end: true });
     channel.deliver({ type: 'response', id: 1, status: 200, headers: { 'content-type': 'application/json' } });
     const res = await pending;
     assert.equal(res.headers.get('content-type'), 'application/json');

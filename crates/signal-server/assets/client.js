@@ -298,6 +298,7 @@ function frameFromObject(obj, numericIds = false) {
 
 function requestHead(type, id, obj) {
   const frame = { type, id, method: field.method(obj, id), path: field.path(obj, id), headers: field.headers(obj, id, false) ?? {} };
+  if (typeof obj.scheme === 'string') frame.scheme = obj.scheme;
   if (field.boolean(obj, id, 'end')) frame.end = true;
   return frame;
 }
@@ -387,6 +388,7 @@ function encodeBinary(frame) {
     case 'request': {
       // Compact JSON in this key order; `headers` always, `end` only when true.
       const head = { method: frame.method, path: frame.path, headers: frame.headers ?? {} };
+      if (frame.scheme !== undefined) head.scheme = frame.scheme;
       if (frame.end === true) head.end = true;
       payload = utf8Encoder.encode(JSON.stringify(head));
       break;
@@ -780,6 +782,9 @@ export class ChannelStreams {
     const id = this.#allocateId();
     const body = request.body instanceof Uint8Array ? (request.body.length > 0 ? request.body : null) : request.body ?? null;
     const head = { type: 'request', id, method: request.method, path: request.path, headers: request.headers ?? {} };
+    // The scheme the page addressed, told to the home service as
+    // x-forwarded-proto (docs/protocol.md §4.2).
+    if (request.scheme === 'http' || request.scheme === 'https') head.scheme = request.scheme;
     if (body === null) head.end = true;
     const message = this.#encode(head);
     if ((typeof message === 'string' ? utf8Encoder.encode(message).length : message.length) > this.#link.maxMessageSize) {
@@ -1615,7 +1620,8 @@ class BeelineClient extends EventTarget {
           if (jar) headers[JAR_HEADER] = jar;
         }
         if (signal?.aborted) throw abortReason(signal);
-        const response = await protocol.streams.start({ method: request.method, path, headers, body: body.source }, { signal, retry });
+        const scheme = url.protocol.replace(/:$/, '');
+        const response = await protocol.streams.start({ method: request.method, path, headers, scheme, body: body.source }, { signal, retry });
         return retried ? response : await this.#takeSetCookie(response);
       }
       const bytes = await readBody(request);

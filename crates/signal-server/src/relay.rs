@@ -257,7 +257,13 @@ pub(crate) async fn forward(State(shared): State<Arc<Shared>>, request: Request)
     if headers.contains_key(header::SET_COOKIE) {
         // The page's sealed cookie jar is stale now (docs/cookies.md):
         // client.js refreshes it before its next request on the channel.
-        headers.insert(COOKIES_CHANGED, http::HeaderValue::from_static("1"));
+        headers.insert(COOKIES_CHANGED, HeaderValue::from_static("1"));
+        // The same, where a page's own fetch or a navigation shows it to
+        // client.js: resource timing exposes Server-Timing, not headers.
+        headers.append(
+            HeaderName::from_static("server-timing"),
+            HeaderValue::from_static("beeline-cookies-changed"),
+        );
     }
     let mut reply = Response::new(Body::from_stream(response.bytes_stream()));
     *reply.status_mut() = status;
