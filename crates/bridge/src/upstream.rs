@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use beeline_frame::proxy::{join_prefix, normalize_path};
+use beeline_frame::proxy::{join_prefix, normalize_path, HOP_BY_HOP};
 use beeline_frame::v2::{Headers, RequestHead};
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -46,22 +46,9 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> impl Future<Output = Result<UpstreamResponse, BridgeError>> + Send;
 }
 
-/// Headers that describe one connection, not the message (RFC 9110
-/// §7.6.1). `content-length` is not one: the bridge checks a request's and
-/// states it again (`server.rs`), and a response's is passed on.
-pub(crate) const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Drops hop-by-hop headers, including any the `connection` header names.
+/// `content-length` is not one: the bridge checks a request's and states it
+/// again (`server.rs`), and a response's is passed on.
 pub(crate) fn strip_hop_by_hop(headers: &mut Headers) {
     let named: Vec<String> = headers
         .iter()

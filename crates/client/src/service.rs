@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use beeline_bridge::{BodyStream, BridgeError, ResponseHandle};
+use beeline_frame::proxy::HOP_BY_HOP;
 use beeline_frame::v2::{Headers, RequestHead};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -71,20 +72,11 @@ pub(crate) struct Relay {
     pub(crate) base: String,
 }
 
-/// Headers that describe one connection, never forwarded by the client
-/// (`expect` is answered locally, by whoever reads the request).
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-];
+/// Never forwarded by the client: the hop-by-hop headers, and `expect`,
+/// which whoever reads the request answers locally.
+fn hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name) || name == "expect"
+}
 
 impl HomeClient {
     /// Which path a request would take now.
@@ -231,7 +223,7 @@ where
     let mut headers = Headers::new();
     for (name, value) in &parts.headers {
         let name = name.as_str();
-        if HOP_BY_HOP.contains(&name) || name == "content-length" {
+        if hop_by_hop(name) || name == "content-length" {
             continue;
         }
         let value = value
@@ -349,7 +341,7 @@ impl Relay {
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let url = format!("{}{path}", self.base);
         let mut headers = parts.headers.clone();
-        for name in HOP_BY_HOP.iter().chain(&["host"]) {
+        for name in HOP_BY_HOP.iter().chain(&["expect", "host"]) {
             headers.remove(*name);
         }
         let mut builder = self
@@ -367,7 +359,7 @@ impl Relay {
             .map_err(|e| Error::Relay(e.to_string()))?;
         let mut out = http::Response::builder().status(response.status());
         for (name, value) in response.headers() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            if !hop_by_hop(name.as_str()) {
                 out = out.header(name, value);
             }
         }

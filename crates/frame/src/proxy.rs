@@ -8,6 +8,20 @@
 //! - [`normalize_path`] and [`join_prefix`]: a request path resolved on its
 //!   own, so it can never climb out of an upstream's configured path prefix.
 
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1): never forwarded by any hop, nor any header `connection` names.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Headers that tell the home service who the client is or how it reached
 /// it. Only a proxy sets them; every copy a client sends is dropped.
 pub const FORWARDING_HEADERS: &[&str] = &[
