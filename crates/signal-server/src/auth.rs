@@ -309,6 +309,8 @@ impl JwtAuth {
         let mut validation = jsonwebtoken::Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_aud = false;
+        // A token that is not valid yet is refused too (same 60 s leeway).
+        validation.validate_nbf = true;
         Ok(Self {
             key,
             validation,

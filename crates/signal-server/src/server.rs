@@ -1248,7 +1248,9 @@ async fn report(
         reason = reason.unwrap_or(""),
         setup_ms = setup.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         detail = detail.as_deref().unwrap_or(""),
-        session = session.as_deref().unwrap_or(""),
+        // In `open` mode the id is the session's only credential: log
+        // enough to tell sessions apart, never the whole of it.
+        session = session.as_deref().map_or("", |id| &id[..8]),
         user = caller.log_tag(),
         "connection outcome reported"
     );

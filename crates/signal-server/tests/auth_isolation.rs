@@ -141,7 +141,7 @@ async fn home_tokens_cannot_create_sessions_and_strangers_get_401() {
         assert_eq!(status(err), 403);
     }
     // No credentials, a wrong home token, a token signed with another secret,
-    // an expired token, and a token without `sub`.
+    // an expired token, a token without `sub` or `exp`, and one not valid yet.
     let forged = encode(
         &Header::new(Algorithm::HS256),
         &json!({"sub": "alice", "exp": now() + 300}),
@@ -151,9 +151,18 @@ async fn home_tokens_cannot_create_sessions_and_strangers_get_401() {
     let expired = hs256(json!({"sub": "alice", "exp": now() - 3600}));
     let no_sub = hs256(json!({"exp": now() + 300}));
     let no_exp = hs256(json!({"sub": "alice"}));
+    // Not valid for another hour (`nbf` beyond the 60 s leeway).
+    let not_yet = hs256(json!({"sub": "alice", "exp": now() + 7200, "nbf": now() + 3600}));
     let anonymous = SignalClient::new(&harness.base_url()).unwrap();
     assert_eq!(status(anonymous.create_session().await.unwrap_err()), 401);
-    for token in ["not-a-home-token", &forged, &expired, &no_sub, &no_exp] {
+    for token in [
+        "not-a-home-token",
+        &forged,
+        &expired,
+        &no_sub,
+        &no_exp,
+        &not_yet,
+    ] {
         let err = harness
             .client_with_bearer(token)
             .create_session_with("kitchen")
@@ -173,6 +182,13 @@ async fn home_tokens_cannot_create_sessions_and_strangers_get_401() {
     .await;
     assert!(expired_message.contains("expired"), "{expired_message}");
     assert_eq!(harness.metric("beeline_sessions_created_total").await, 0);
+    // A token whose `nbf` has passed is fine.
+    let valid_since = hs256(json!({"sub": "alice", "exp": now() + 300, "nbf": now() - 10}));
+    harness
+        .client_with_bearer(&valid_since)
+        .create_session_with("kitchen")
+        .await
+        .expect("a token valid since 10 s ago is accepted");
 }
 
 #[tokio::test]
