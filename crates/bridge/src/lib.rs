@@ -117,6 +117,9 @@ pub struct BridgeConfig {
     /// A stream whose upstream makes no progress for this long fails with
     /// `idle_timeout`.
     pub idle_timeout: Duration,
+    /// A stream whose client grants no flow-control credit for this long
+    /// fails with `flow_control`, and its upstream request is dropped.
+    pub credit_timeout: Duration,
     /// The remote peer's address, sent as `x-forwarded-for`.
     pub peer_addr: Option<String>,
     /// Sealed cookie jars for this channel's session (`docs/cookies.md`):
@@ -137,6 +140,7 @@ impl Default for BridgeConfig {
             max_body_bytes: 1 << 30,
             window: 256 * 1024,
             idle_timeout: Duration::from_secs(300),
+            credit_timeout: Duration::from_secs(60),
             peer_addr: None,
             client_headers: ClientHeaderFilter::default(),
             cookies: None,

@@ -955,11 +955,24 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
                     headers.insert("x-beeline-set-cookie".into(), sealed);
                 }
             }
-            self.send(Frame::Response {
+            let frame = Frame::Response {
                 id: self.id.clone(),
                 head: ResponseHead { status, headers },
-            })
-            .await?;
+            }
+            .encode();
+            // A head no channel message can hold is the upstream's fault:
+            // say so, rather than let the channel refuse it silently.
+            if frame.len() > self.channel.max_message_size() {
+                return Err(StreamFailure::Report(
+                    ErrorCode::UpstreamFailed,
+                    format!(
+                        "the upstream's response head ({} bytes) is larger than a channel message ({} bytes)",
+                        frame.len(),
+                        self.channel.max_message_size()
+                    ),
+                ));
+            }
+            self.channel.send(frame).await?;
         }
         *head_sent = true;
         loop {
@@ -1029,10 +1042,20 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
 
     /// Sends body bytes in frames that fit the channel, within the window
     /// the client granted.
-    async fn send_data(&self, mut bytes: Bytes) -> Result<(), ChannelClosed> {
+    /// A client that grants no credit for `credit_timeout` fails the
+    /// stream (`flow_control`), which drops the upstream request.
+    async fn send_data(&self, mut bytes: Bytes) -> Result<(), StreamFailure> {
         let max = v2::max_data_payload(&self.id, self.channel.max_message_size());
+        let stall = self.config.credit_timeout;
         while !bytes.is_empty() {
-            let n = self.send_window.take(bytes.len().min(max)).await;
+            let n = tokio::time::timeout(stall, self.send_window.take(bytes.len().min(max)))
+                .await
+                .map_err(|_| {
+                    StreamFailure::Report(
+                        ErrorCode::FlowControl,
+                        format!("the client granted no credit for {} s", stall.as_secs()),
+                    )
+                })?;
             let piece = bytes.split_to(n);
             self.send(Frame::Data {
                 id: self.id.clone(),
