@@ -2,7 +2,7 @@
 // browser: ChannelStreams and ChannelProtocol driven through a fake link, and
 // createClient negotiating over the fake RTCPeerConnection of fakes.mjs.
 
-import { describe, test } from 'node:test';
+import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { ChannelProtocol, ChannelSendError, ChannelStreams, codec } from '../../crates/signal-server/assets/client.js';
@@ -162,6 +162,43 @@ describe('ChannelStreams: requests and responses', () => {
     await until(() => link.frames.length === 1);
     s.receive({ type: 'cancel', id: 1 });
     await assert.rejects(a, { name: 'AbortError' });
+    assert.equal(link.ofType('cancel').length, 0);
+  });
+});
+
+describe('ChannelStreams: head timeout', () => {
+  // The head timer does not keep Node's event loop up by itself (a browser
+  // has no such notion); these tests keep it up while they wait.
+  let keepAlive;
+  beforeEach(() => {
+    keepAlive = setInterval(() => {}, 1000);
+  });
+  afterEach(() => clearInterval(keepAlive));
+
+  test('no response head in time: the stream is cancelled and the promise rejects with TimeoutError', async () => {
+    const { link, s } = streams({ headTimeoutMs: 80 });
+    const started = Date.now();
+    const pending = s.start(get());
+    await assert.rejects(pending, { name: 'TimeoutError' });
+    const took = Date.now() - started;
+    assert.ok(took >= 70 && took < 2000, `rejected after ${took} ms`);
+    assert.deepEqual(link.ofType('cancel'), [{ type: 'cancel', id: 1 }]);
+    assert.equal(s.size, 0);
+    // A late head is ignored.
+    s.receive({ type: 'response', id: 1, status: 200, headers: {} });
+    assert.equal(link.frames.length, 2);
+  });
+
+  test('a head in time clears the timer: a slow body is not cut', async () => {
+    const { link, s } = streams({ headTimeoutMs: 50 });
+    const pending = s.start(get());
+    await until(() => link.frames.length === 1);
+    s.receive({ type: 'response', id: 1, status: 200, headers: {} });
+    const res = await pending;
+    await new Promise((r) => setTimeout(r, 150));
+    s.receive({ type: 'data', id: 1, data: bytesOf(3) });
+    s.receive({ type: 'end', id: 1 });
+    assert.equal((await res.arrayBuffer()).byteLength, 3);
     assert.equal(link.ofType('cancel').length, 0);
   });
 });

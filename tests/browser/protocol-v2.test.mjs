@@ -199,6 +199,33 @@ for (const kind of browserKinds()) describe(`protocol v2 in ${kind} against home
     });
   });
 
+  test('a request whose head does not come in time rejects with TimeoutError, and the home drops it', async () => {
+    await withLogs(async () => {
+      const result = await page.evaluate(async () => {
+        const module = await import('/webrtc/client.js');
+        const client = module.createClient({ enabled: true, signalBase: '/webrtc', headTimeoutMs: 400 });
+        if ((await client.ready) !== 'direct') return { ready: 'not direct' };
+        await client.negotiated;
+        const started = performance.now();
+        let outcome;
+        try {
+          const res = await client.fetch('/test/late-head?delay_ms=5000');
+          outcome = `answered ${res.status}`;
+        } catch (err) {
+          outcome = err.name;
+        }
+        const ms = performance.now() - started;
+        // A request after it is served normally.
+        const after = await (await client.fetch('/healthz')).text();
+        client.close?.();
+        return { outcome, ms, after };
+      });
+      assert.equal(result.outcome, 'TimeoutError', JSON.stringify(result));
+      assert.ok(result.ms >= 350 && result.ms < 3000, `rejected after ${result.ms} ms`);
+      assert.equal(result.after, 'ok');
+    });
+  });
+
   test('request headers go up and response headers come back, several values joined', async () => {
     await withLogs(async () => {
       const result = await page.evaluate(async () => {

@@ -1,5 +1,6 @@
 //! Endpoints the browser tests call through beeline, mounted only with
-//! `--test-endpoints`: a response whose head comes well before its body, a
+//! `--test-endpoints`: a response whose head comes well before its body, one
+//! whose head comes late, a
 //! slow stream that records whether its client disconnected, a large
 //! deterministic binary download that reports how much of it was produced,
 //! an upload checksum and a header echo.
@@ -57,6 +58,7 @@ pub(crate) fn router() -> Router {
     let outcomes = Outcomes::default();
     Router::new()
         .route("/test/slow-head", get(slow_head))
+        .route("/test/late-head", get(late_head))
         .route("/test/stream", get(slow_stream))
         .route("/test/disconnects", get(disconnects))
         .route("/test/produced", get(produced))
@@ -92,6 +94,13 @@ async fn slow_head(Query(query): Query<SlowHeadQuery>) -> Response {
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// `GET /test/late-head?delay_ms=3000`: says nothing at all for the pause,
+/// then answers 200 (a head that comes late).
+async fn late_head(Query(query): Query<SlowHeadQuery>) -> &'static str {
+    tokio::time::sleep(clamp_delay(query.delay_ms, 3000)).await;
+    "late"
 }
 
 #[derive(Deserialize)]

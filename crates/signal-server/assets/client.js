@@ -52,6 +52,11 @@ export const COOKIES_FEATURE = 'cookies';
 const DEFAULT_SIGNAL_BASE = '/webrtc';
 const DEFAULT_BUDGET_MS = 8000;
 const DEFAULT_NEGOTIATE_MS = 2000;
+// How long a v2 request waits for its response head before it fails with a
+// TimeoutError (createClient's `headTimeoutMs`; 0 waits for ever). Long
+// enough for a non-streamed LLM completion; the home peer's own upstream
+// idle limit is 300 s.
+const DEFAULT_HEAD_TIMEOUT_MS = 120_000;
 // Per-stream window granted to the home for response bodies (hello.window).
 const DEFAULT_WINDOW = 256 * 1024;
 // What to assume when the browser does not say how large a message may be.
@@ -710,6 +715,7 @@ export class ChannelStreams {
   #grantThreshold;
   #maxStreams;
   #maxHeaderBytes;
+  #headTimeoutMs;
   #streams = new Map();
   #nextId = 1;
   #slots = 0; // streams open or about to be: at most maxStreams
@@ -726,9 +732,12 @@ export class ChannelStreams {
    * @param {number} [options.recvWindow] our window for response bodies (hello.window)
    * @param {number} [options.maxStreams] streams the home serves at once; more wait here
    * @param {number} [options.maxHeaderBytes] larger request heads are refused here
+   * @param {number} [options.headTimeoutMs] a stream without its response head
+   *   after this long fails with a TimeoutError (0: no limit)
    */
-  constructor(link, { binary = false, cancel = false, credit = false, sendWindow = DEFAULT_WINDOW, recvWindow = DEFAULT_WINDOW, maxStreams = Infinity, maxHeaderBytes = Infinity } = {}) {
+  constructor(link, { binary = false, cancel = false, credit = false, sendWindow = DEFAULT_WINDOW, recvWindow = DEFAULT_WINDOW, maxStreams = Infinity, maxHeaderBytes = Infinity, headTimeoutMs = DEFAULT_HEAD_TIMEOUT_MS } = {}) {
     this.#link = link;
+    this.#headTimeoutMs = headTimeoutMs > 0 ? headTimeoutMs : 0;
     this.#binary = binary;
     this.#cancel = cancel;
     this.#credit = credit;
@@ -840,7 +849,21 @@ export class ChannelStreams {
       signal.addEventListener('abort', entry.onAbort, { once: true });
     }
     if (body !== null) this.#upload(entry, body);
+    if (this.#headTimeoutMs > 0) {
+      entry.headTimer = setTimeout(() => this.#headTimedOut(entry), this.#headTimeoutMs);
+      // Outside a browser (Node), the timer alone must not keep a process up.
+      entry.headTimer?.unref?.();
+    }
     return promise;
+  }
+
+  // No response head in time: the stream is cancelled (the home peer drops
+  // the upstream request) and the page's promise rejects.
+  #headTimedOut(entry) {
+    if (entry.head || entry.settled) return;
+    if (entry.live && this.#cancel) this.#sendQuietly({ type: 'cancel', id: entry.id });
+    this.#end(entry);
+    this.#settle(entry, new DOMException(`beeline: no response head within ${this.#headTimeoutMs} ms`, 'TimeoutError'));
   }
 
   /** Handles one decoded frame from the home peer. */
@@ -1008,6 +1031,7 @@ export class ChannelStreams {
   // -- receiving --
 
   #onResponse(entry, frame) {
+    clearTimeout(entry.headTimer);
     if (entry.head) {
       this.#protocolError(entry, 'bad_frame', 'second response head');
       return;
@@ -1112,6 +1136,7 @@ export class ChannelStreams {
 
   // Ends the stream on the channel: no more frames are sent or accepted for it.
   #end(entry) {
+    clearTimeout(entry.headTimer);
     if (!entry.live) return;
     entry.live = false;
     this.#streams.delete(entry.id);
@@ -1165,6 +1190,7 @@ export class ChannelProtocol {
   #window;
   #features;
   #timeoutMs;
+  #headTimeoutMs;
   #timer = null;
   #state = 'idle'; // 'idle' | 'negotiating' | 'settled' | 'closed'
   #resolveNegotiated;
@@ -1184,8 +1210,9 @@ export class ChannelProtocol {
    * @param {string[]} [options.features] the features to ask for
    * @param {number} [options.timeoutMs] how long to wait for `agree` before settling on v1
    */
-  constructor(link, { window = DEFAULT_WINDOW, features = FEATURES, timeoutMs = DEFAULT_NEGOTIATE_MS } = {}) {
+  constructor(link, { window = DEFAULT_WINDOW, features = FEATURES, timeoutMs = DEFAULT_NEGOTIATE_MS, headTimeoutMs = DEFAULT_HEAD_TIMEOUT_MS } = {}) {
     this.#link = link;
+    this.#headTimeoutMs = headTimeoutMs;
     this.#window = window;
     this.#features = [...features];
     this.#timeoutMs = timeoutMs;
@@ -1317,6 +1344,7 @@ export class ChannelProtocol {
       recvWindow: this.#window,
       maxStreams: agree.max_streams,
       maxHeaderBytes: agree.max_header_bytes,
+      headTimeoutMs: this.#headTimeoutMs,
     });
     this.#settle({ version: 2, features, binary: has('binary'), window: agree.window, maxStreams: agree.max_streams });
   }
@@ -1844,7 +1872,7 @@ class BeelineClient extends EventTarget {
     // The cookies feature only with a jar to send.
     const features = this.#opts.features.filter((f) => f !== COOKIES_FEATURE);
     if (this.#jar !== null) features.push(COOKIES_FEATURE);
-    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features, timeoutMs: this.#opts.negotiateMs });
+    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features, timeoutMs: this.#opts.negotiateMs, headTimeoutMs: this.#opts.headTimeoutMs });
     this.#protocol = protocol;
     protocol.negotiated.then((info) => {
       debug(`speaking protocol v${info.version}${info.version >= 2 ? ` (${info.features.join(', ') || 'no features'})` : ''}`);
@@ -2027,6 +2055,9 @@ class BeelineClient extends EventTarget {
  * @param {boolean} [options.enabled] defaults to `globalThis.__WEBRTC_ENABLED__ === true`
  * @param {number} [options.budgetMs=8000] how long setup may take before it is abandoned
  * @param {number} [options.negotiateMs=2000] how long to wait for `agree` before speaking v1
+ * @param {number} [options.headTimeoutMs=120000] how long a request over the
+ *   channel waits for its response head before `fetch` rejects with a
+ *   TimeoutError (0: no limit)
  * @param {number} [options.window=262144] per-stream window for response bodies (v2 credit)
  * @param {string[]} [options.features] the v2 features to ask for (default: all of FEATURES)
  * @param {boolean} [options.cookies=true] carry the session's sealed cookie
@@ -2050,6 +2081,7 @@ export function createClient(options = {}) {
     enabled: options.enabled ?? globalThis.__WEBRTC_ENABLED__ === true,
     budgetMs: options.budgetMs ?? DEFAULT_BUDGET_MS,
     negotiateMs: options.negotiateMs ?? DEFAULT_NEGOTIATE_MS,
+    headTimeoutMs: options.headTimeoutMs ?? DEFAULT_HEAD_TIMEOUT_MS,
     window: options.window ?? DEFAULT_WINDOW,
     features: options.features ?? FEATURES,
     cookies: options.cookies ?? true,
