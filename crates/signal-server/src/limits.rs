@@ -43,8 +43,24 @@ impl Default for Limits {
     }
 }
 
-/// Most keys a limiter tracks before it forgets the idle ones early.
+/// Most keys a limiter tracks. At the cap it forgets the idle keys; if that
+/// frees too little, it evicts the tenth of the keys it heard from least
+/// recently, in the same pass, so a flood of new keys costs one scan per
+/// ten thousand keys rather than one per key, and memory stays bounded.
 const MAX_TRACKED_KEYS: usize = 100_000;
+
+/// The key a client address is limited under: an IPv4 address as it is,
+/// an IPv6 address by its /64 (one customer's usual allocation, within
+/// which rotating addresses is free). IPv4-mapped IPv6 counts as IPv4.
+pub(crate) fn address_key(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
 
 /// A token bucket per key: `per_minute` requests in a burst, refilled evenly
 /// over a minute.
@@ -94,6 +110,9 @@ impl RateLimiter {
         let mut buckets = self.lock();
         if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
             self.forget_idle(&mut buckets, now);
+            if buckets.len() >= MAX_TRACKED_KEYS * 9 / 10 {
+                evict_stalest(&mut buckets, MAX_TRACKED_KEYS / 10);
+            }
         }
         let full = Bucket {
             tokens: f64::from(self.per_minute),
@@ -131,9 +150,29 @@ impl RateLimiter {
     }
 
     #[cfg(test)]
-    fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// Removes the `n` keys updated longest ago.
+fn evict_stalest(buckets: &mut HashMap<String, Bucket>, n: usize) {
+    let mut ages: Vec<Instant> = buckets.values().map(|b| b.updated).collect();
+    if n == 0 || ages.is_empty() {
+        return;
+    }
+    let nth = n.min(ages.len()) - 1;
+    let (_, cutoff, _) = ages.select_nth_unstable(nth);
+    let cutoff = *cutoff;
+    let mut left = n;
+    buckets.retain(|_, b| {
+        if left > 0 && b.updated <= cutoff {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Counts long-polls held per key.
@@ -220,6 +259,49 @@ mod tests {
         assert_eq!(limiter.tracked(), 1);
         limiter.sweep(t0 + Duration::from_secs(2));
         assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_ipv4_stays_whole() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let v4: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(address_key(v4), "203.0.113.7");
+        assert_eq!(address_key(mapped), "203.0.113.7");
+        // Rotating within one /64 shares one budget.
+        let limiter = RateLimiter::new(3);
+        let now = Instant::now();
+        let rotated: Vec<Result<(), Duration>> = (0..5u16)
+            .map(|i| {
+                let ip =
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, i, i, i));
+                limiter.acquire(&address_key(ip), now)
+            })
+            .collect();
+        assert_eq!(rotated.iter().filter(|r| r.is_ok()).count(), 3);
+    }
+
+    #[test]
+    fn the_key_map_stays_bounded_under_a_flood_of_busy_keys() {
+        let limiter = RateLimiter::new(1);
+        let start = Instant::now();
+        // Every key spends its only token, so none is idle to forget.
+        let started = std::time::Instant::now();
+        for i in 0..(MAX_TRACKED_KEYS + 25_000) {
+            let now = start + Duration::from_micros(i as u64);
+            assert!(limiter.acquire(&format!("k{i}"), now).is_ok());
+            assert!(limiter.tracked() <= MAX_TRACKED_KEYS);
+        }
+        // A handful of full scans, not one per key past the cap.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

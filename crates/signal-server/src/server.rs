@@ -28,7 +28,7 @@ use crate::{
     auth::{bearer_token, BrowserRequest, HomeTokens, Identity},
     config::SignalConfig,
     cookies::{self, CookieKeys},
-    limits::{PollSlots, RateLimiter},
+    limits::{address_key, PollSlots, RateLimiter},
     metrics::{Metrics, Outcome, FALLBACK_REASONS},
     net::client_ip,
     relay::{self, Relay, RelayConfigError},
@@ -590,7 +590,7 @@ impl Caller {
         match &self.who {
             Who::Home(name) => format!("home:{name}"),
             Who::Browser(identity) if identity.is_anonymous() => match self.client_ip {
-                Some(ip) => format!("ip:{ip}"),
+                Some(ip) => format!("ip:{}", address_key(ip)),
                 None => "anonymous".to_owned(),
             },
             Who::Browser(identity) => format!("user:{}", identity.subject()),
@@ -875,7 +875,7 @@ async fn cookie_exchange(
 /// first took.
 fn limit_session_rate(shared: &Shared, caller: &Caller) -> Result<(), ApiError> {
     let now = Instant::now();
-    let ip_key = caller.client_ip.map(|ip| ip.to_string());
+    let ip_key = caller.client_ip.map(address_key);
     if let Some(key) = &ip_key {
         if let Err(wait) = shared.sessions_per_ip.acquire(key, now) {
             shared.metrics.count_limit("ip-session-rate");
@@ -1188,7 +1188,7 @@ async fn report(
     if let Some(ip) = caller.client_ip {
         if let Err(wait) = shared
             .reports_per_ip
-            .acquire(&ip.to_string(), Instant::now())
+            .acquire(&address_key(ip), Instant::now())
         {
             shared.metrics.count_limit("ip-session-rate");
             return Err(ApiError::too_many(
