@@ -81,6 +81,15 @@ pub async fn run<U: Upstream>(
         match poll {
             Ok(poll) => {
                 backoff = config.backoff_initial;
+                if poll.cursor < cursor {
+                    // signal-api's store starts over (it was recreated):
+                    // go on from its cursor, or nothing would reach us.
+                    tracing::warn!(
+                        was = cursor,
+                        now = poll.cursor,
+                        "signaling cursor went backwards; following it"
+                    );
+                }
                 cursor = poll.cursor;
                 for message in poll.messages {
                     dispatch(message, &signal, &upstream, &config, &sessions, &shutdown);

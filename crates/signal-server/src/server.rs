@@ -1096,6 +1096,25 @@ async fn poll_signal(
         }
     };
 
+    // A home's cursor from before the database was recreated would wait for
+    // ever: answer at once with this store's, which it takes as its next.
+    // (A browser's session is gone with the old database anyway.)
+    let highest = match &topic {
+        Topic::Home(_) => run_blocking(&shared, |store| store.highest_seq()).await?,
+        _ => u64::MAX,
+    };
+    if after > highest {
+        tracing::warn!(
+            after,
+            highest,
+            "a poll's cursor is ahead of the store (recreated?); sending it back"
+        );
+        return Ok(Json(PollAnswer {
+            messages: Vec::new(),
+            cursor: highest,
+        }));
+    }
+
     let Some(_slot) = shared.polls.acquire(&caller.limit_key()) else {
         shared.metrics.count_limit("concurrent-polls");
         return Err(ApiError::too_many(

@@ -407,8 +407,15 @@ impl SessionStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.query_messages(
+            // An offer the home has already answered (a home message of
+            // the same session came after it) is not handed out again: a
+            // restarted home peer must not answer it twice. A later offer
+            // in the same session (an ICE restart) is new, and is.
             select_messages!(
                 "s.home_id = ?1 AND m.side = 'browser' AND m.seq > ?2 AND s.created_ms >= ?3
+                 AND NOT (m.kind = 'offer' AND EXISTS (
+                     SELECT 1 FROM messages h
+                     WHERE h.session_id = m.session_id AND h.side = 'home' AND h.seq > m.seq))
                  ORDER BY m.seq LIMIT ?4"
             ),
             params![
@@ -418,6 +425,18 @@ impl SessionStore {
                 to_sql_int(limit as u64)
             ],
         )
+    }
+
+    /// The highest sequence number this store ever gave out (0 for a new
+    /// store). Expiry deletes messages, never this: a cursor above it means
+    /// the caller knew another store (the database was recreated).
+    pub fn highest_seq(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let seq: Option<i64> = conn
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")?
+            .query_row([], |row| row.get(0))
+            .optional()?;
+        Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
     }
 
     /// Runs a query made with [`select_messages!`] and reads every row.
@@ -643,9 +662,17 @@ mod tests {
             .unwrap();
 
         let home = store.home_messages("home", 0, 2_000, 100).unwrap();
-        assert_eq!(home.len(), 1, "expired b and attic's c must be hidden");
+        assert!(
+            home.is_empty(),
+            "a's offer is answered (a restarted home must not answer it again); expired b and attic's c are hidden: {home:?}"
+        );
+        // A later offer in the same session (an ICE restart) is new.
+        store.append(&offer("a"), anyone, 0, 0, 5_002).unwrap();
+        let home = store.home_messages("home", 0, 2_000, 100).unwrap();
+        assert_eq!(home.len(), 1, "{home:?}");
         assert_eq!(home[0].session_id, "a");
         assert_eq!(home[0].kind, MessageKind::Offer);
+        assert_eq!(store.highest_seq().unwrap(), 5);
 
         let browser = store
             .session_messages("a", Side::Home, 0, 2_000, 100)
