@@ -122,6 +122,35 @@ impl AddressFilter {
         self.networks.is_empty() || self.networks.iter().any(|n| n.contains(ip))
     }
 
+    /// Whether ICE may send connectivity checks to this remote address.
+    /// An allow-list decides alone (allowing `127.0.0.1` allows loopback
+    /// peers); with none, addresses no remote peer can really have are
+    /// refused — loopback, link-local, multicast, broadcast and unspecified
+    /// ones — so an offer cannot make the home probe its own machine or
+    /// its LAN's link-local neighbours.
+    pub fn allows_remote(&self, ip: IpAddr) -> bool {
+        if !self.networks.is_empty() {
+            return self.allows_ip(ip);
+        }
+        let ip = ip.to_canonical();
+        let nonsense = match ip {
+            IpAddr::V4(v4) => {
+                v4.is_loopback()
+                    || v4.is_link_local()
+                    || v4.is_multicast()
+                    || v4.is_broadcast()
+                    || v4.is_unspecified()
+            }
+            IpAddr::V6(v6) => {
+                v6.is_loopback()
+                    || v6.is_multicast()
+                    || v6.is_unspecified()
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        };
+        !nonsense
+    }
+
     /// Whether ICE may gather on this interface.
     pub fn allows_interface(&self, name: &str) -> bool {
         self.interfaces.is_empty() || self.interfaces.iter().any(|i| i == name)
@@ -134,6 +163,9 @@ impl AddressFilter {
             || self.interfaces.iter().any(|i| i == "lo")
     }
 }
+
+/// Remote candidates one peer takes by default.
+pub const DEFAULT_MAX_REMOTE_CANDIDATES: u32 = 32;
 
 /// How a [`crate::Peer`] is set up.
 #[derive(Debug, Clone)]
@@ -170,6 +202,10 @@ pub struct PeerConfig {
     /// costs webrtc-sctp at least a 1 s retransmission timeout. `None`
     /// leaves the kernel default.
     pub socket_buffer: Option<usize>,
+    /// Most remote candidates one peer takes (the SDP's and trickled ones
+    /// together); more are refused with [`crate::Error::TooManyCandidates`].
+    /// Browsers send a handful; each candidate costs connectivity checks.
+    pub max_remote_candidates: u32,
 }
 
 impl Default for PeerConfig {
@@ -185,6 +221,7 @@ impl Default for PeerConfig {
             disconnected_timeout: Duration::from_secs(3),
             failed_timeout: Duration::from_secs(10),
             socket_buffer: Some(DEFAULT_SOCKET_BUFFER),
+            max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
         }
     }
 }
@@ -192,6 +229,31 @@ impl Default for PeerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_filter_refuses_remote_addresses_no_peer_has() {
+        let open = AddressFilter::default();
+        for bad in [
+            "127.0.0.1",
+            "::1",
+            "169.254.1.2",
+            "fe80::1",
+            "224.0.0.251",
+            "ff02::fb",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!open.allows_remote(bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["192.168.1.20", "10.0.0.5", "203.0.113.9", "2001:db8::5"] {
+            assert!(open.allows_remote(good.parse().unwrap()), "{good}");
+        }
+        // An allow-list decides alone: loopback allowed when listed.
+        assert!(AddressFilter::loopback().allows_remote("127.0.0.1".parse().unwrap()));
+        assert!(!AddressFilter::loopback().allows_remote("10.0.0.5".parse().unwrap()));
+    }
 
     #[test]
     fn empty_filter_allows_everything() {

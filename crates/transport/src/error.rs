@@ -4,6 +4,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The remote peer sent more candidates than
+    /// `PeerConfig::max_remote_candidates`; the extra ones are not used.
+    #[error("more than {0} remote candidates")]
+    TooManyCandidates(u32),
     /// The remote session description could not be used.
     #[error("invalid session description: {0}")]
     InvalidDescription(String),

@@ -34,7 +34,9 @@ mod ice_conn;
 mod peer;
 
 pub use channel::{DataChannel, Message, SEND_LIMIT};
-pub use config::{AddressFilter, IceServer, PeerConfig, DEFAULT_SOCKET_BUFFER};
+pub use config::{
+    AddressFilter, IceServer, PeerConfig, DEFAULT_MAX_REMOTE_CANDIDATES, DEFAULT_SOCKET_BUFFER,
+};
 pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::Error;
 pub use peer::{CandidateKind, LocalCandidate, Peer, PeerState, SelectedPair};

@@ -190,6 +190,9 @@ struct Inner {
     cancel: CancellationToken,
     /// When the peer was created: the setup budget counts from here.
     created: tokio::time::Instant,
+    /// Remote candidates taken so far (capped by
+    /// `PeerConfig::max_remote_candidates`).
+    remote_candidates: AtomicU32,
 }
 
 impl Peer {
@@ -262,7 +265,7 @@ impl Peer {
         let parsed =
             unmarshal_candidate(raw).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
         if let Ok(ip) = parsed.address().parse::<std::net::IpAddr>() {
-            if !self.inner.config.address_filter.allows_ip(ip) {
+            if !self.inner.config.address_filter.allows_remote(ip) {
                 tracing::debug!(address = %ip, "dropping remote candidate outside the address filter");
                 return Ok(());
             }
@@ -275,6 +278,12 @@ impl Peer {
                 "ignoring remote hostname candidate"
             );
             return Ok(());
+        }
+        // Each candidate costs connectivity checks to its address: a peer
+        // gets a bounded number, so an offer cannot aim a flood elsewhere.
+        let max = self.inner.config.max_remote_candidates;
+        if self.inner.remote_candidates.fetch_add(1, Ordering::Relaxed) >= max {
+            return Err(Error::TooManyCandidates(max));
         }
         let c: Arc<dyn Candidate + Send + Sync> = Arc::new(parsed);
         self.inner.agent.add_remote_candidate(&c)?;
@@ -557,6 +566,7 @@ impl Peer {
             next_stream_id: AtomicU16::new(0),
             cancel: CancellationToken::new(),
             created: tokio::time::Instant::now(),
+            remote_candidates: AtomicU32::new(0),
         });
 
         let weak = Arc::downgrade(&inner);
