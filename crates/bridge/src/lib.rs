@@ -106,6 +106,10 @@ pub struct CookieSeal {
 pub struct BridgeConfig {
     /// Requests in flight at once; more get `too_many_streams` (429).
     pub max_concurrent_streams: usize,
+    /// A limit shared by every channel of one peer connection (one permit
+    /// per request in flight), so opening more channels buys no more
+    /// requests; past it, `too_many_streams` too.
+    pub peer_streams: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     /// Largest request head (path + header names and values); more gets
     /// `header_too_large` (431).
     pub max_header_bytes: usize,
@@ -136,6 +140,7 @@ impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
             max_concurrent_streams: 128,
+            peer_streams: None,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1 << 30,
             window: 256 * 1024,

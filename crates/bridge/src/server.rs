@@ -408,11 +408,19 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             };
             return self.send(e).await;
         }
-        let admitted = if self.streams.len() >= self.config.max_concurrent_streams {
+        // A slot among all the streams of the peer connection, when its
+        // channels share a limit; held by the stream task until it ends.
+        let peer_slot = self
+            .config
+            .peer_streams
+            .as_ref()
+            .and_then(|limit| Arc::clone(limit).try_acquire_owned().ok());
+        let peer_full = self.config.peer_streams.is_some() && peer_slot.is_none();
+        let admitted = if self.streams.len() >= self.config.max_concurrent_streams || peer_full {
             Err((
                 ErrorCode::TooManyStreams,
                 format!(
-                    "more than {} concurrent requests",
+                    "more than {} concurrent requests on this channel or connection",
                     self.config.max_concurrent_streams
                 ),
             ))
@@ -519,6 +527,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         );
 
         let task = StreamTask {
+            _peer_slot: peer_slot,
             cookies: self
                 .config
                 .cookies
@@ -832,6 +841,8 @@ impl From<ChannelClosed> for StreamFailure {
 }
 
 struct StreamTask<C, U> {
+    /// This stream's slot in the peer connection's shared limit, if any.
+    _peer_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     id: StreamId,
     dialect: Dialect,
     /// Seal the response's `Set-Cookie` lines (cookie jars negotiated).

@@ -37,6 +37,14 @@ pub struct HomeConfig {
     pub backoff_initial: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
+    /// Peer connections (browser sessions) served at once; offers beyond it
+    /// are turned down with `bye`, so the page falls back at once.
+    pub max_sessions: usize,
+    /// `http` channels served per peer connection (a page needs one); more
+    /// are closed.
+    pub max_channels_per_peer: usize,
+    /// Requests in flight per peer connection, across all its channels.
+    pub max_streams_per_peer: usize,
     /// The key cookie jars are sealed with, derived from the home token
     /// (`docs/cookies.md`); `None` turns sealed cookie jars off.
     pub cookie_key: Option<CookieKey>,
@@ -51,6 +59,9 @@ impl Default for HomeConfig {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             cookie_key: None,
+            max_sessions: 64,
+            max_channels_per_peer: 2,
+            max_streams_per_peer: 128,
         }
     }
 }
@@ -124,6 +135,14 @@ fn dispatch<U: Upstream>(
         SignalKind::Offer => {
             if map.contains_key(&id) {
                 tracing::debug!(session = %short(&id), "ignoring a repeated offer");
+                return;
+            }
+            if map.len() >= config.max_sessions {
+                tracing::warn!(session = %short(&id), limit = config.max_sessions, "too many sessions at once; turning an offer down");
+                let (signal, id) = (signal.clone(), id.clone());
+                tokio::spawn(async move {
+                    let _ = signal.post(&SignalMessage::bye(id)).await;
+                });
                 return;
             }
             let Some(sdp) = message.sdp else {
@@ -240,6 +259,10 @@ impl<U: Upstream> SessionTask<U> {
         let mut idle_check =
             tokio::time::interval(Duration::from_secs(5).min(self.config.idle_timeout));
         let mut bridges = tokio::task::JoinSet::new();
+        let mut channels = 0usize;
+        let peer_streams = Arc::new(tokio::sync::Semaphore::new(
+            self.config.max_streams_per_peer.max(1),
+        ));
         let outcome = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break Ok(()),
@@ -255,6 +278,12 @@ impl<U: Upstream> SessionTask<U> {
                         let _ = channel.close().await;
                         continue;
                     }
+                    if channels >= self.config.max_channels_per_peer {
+                        tracing::debug!(session = %short(&self.id), limit = self.config.max_channels_per_peer, "closing an http channel over the limit");
+                        let _ = channel.close().await;
+                        continue;
+                    }
+                    channels += 1;
                     if bridges.is_empty() {
                         tracing::info!(
                             session = %short(&self.id),
@@ -265,6 +294,7 @@ impl<U: Upstream> SessionTask<U> {
                     }
                     let channel = Arc::new(DataChannelLink::sharing(channel, Arc::clone(&activity)));
                     let mut bridge = self.config.bridge.clone();
+                    bridge.peer_streams = Some(Arc::clone(&peer_streams));
                     bridge.cookies = self.config.cookie_key.clone().map(|key| CookieSeal {
                         key,
                         session: self.id.clone(),
