@@ -56,6 +56,7 @@ impl Server {
             .args(["--sessions-per-ip-per-minute", "0"])
             .args(["--max-polls-per-identity", "0"])
             .args(["--max-messages-per-session", "0"])
+            .args(["--posts-per-session-per-minute", "0"])
             .args(["--long-poll-timeout", "120"])
             .stderr(Stdio::piped())
             .spawn()

@@ -394,6 +394,22 @@ pub(crate) struct Cli {
         help_heading = "Sessions and limits (0 = no limit)"
     )]
     max_messages_per_session: Option<u32>,
+    /// Largest ICE candidate of a candidate message, as JSON, refused with 413 [default: 2048].
+    #[arg(
+        long,
+        env = "BEELINE_MAX_CANDIDATE_BYTES",
+        value_name = "BYTES",
+        help_heading = "Sessions and limits (0 = no limit)"
+    )]
+    max_candidate_bytes: Option<usize>,
+    /// Messages one side of one session may post per minute, then 429 with Retry-After [default: 120].
+    #[arg(
+        long,
+        env = "BEELINE_POSTS_PER_SESSION_PER_MINUTE",
+        value_name = "N",
+        help_heading = "Sessions and limits (0 = no limit)"
+    )]
+    posts_per_session_per_minute: Option<u32>,
     /// Sessions one user may create per minute, then 429 with Retry-After [default: 20].
     #[arg(
         long,
@@ -483,6 +499,8 @@ pub(crate) struct FileConfig {
     max_body_bytes: Option<usize>,
     max_sdp_bytes: Option<usize>,
     max_messages_per_session: Option<u32>,
+    max_candidate_bytes: Option<usize>,
+    posts_per_session_per_minute: Option<u32>,
     sessions_per_identity_per_minute: Option<u32>,
     sessions_per_ip_per_minute: Option<u32>,
     max_polls_per_identity: Option<u32>,
@@ -902,6 +920,8 @@ impl Settings {
             max_body_bytes,
             max_sdp_bytes,
             max_messages_per_session,
+            max_candidate_bytes,
+            posts_per_session_per_minute,
             sessions_per_identity_per_minute,
             sessions_per_ip_per_minute,
             max_polls_per_identity

@@ -20,6 +20,13 @@ pub struct Limits {
     pub max_sdp_bytes: usize,
     /// Messages one session may hold, both sides together (429 above it).
     pub max_messages_per_session: u32,
+    /// Largest ICE candidate in a candidate message, as JSON (413 above
+    /// it); a browser's are a few hundred bytes.
+    pub max_candidate_bytes: usize,
+    /// Messages one side of one session may post per minute (429 with
+    /// `Retry-After`), so a flood is slowed long before the session's
+    /// message cap and cannot crowd other sessions' offers.
+    pub posts_per_session_per_minute: u32,
     /// Sessions one identity may create per minute (429 with `Retry-After`).
     pub sessions_per_identity_per_minute: u32,
     /// Sessions one client address may create per minute (429 with
@@ -36,6 +43,8 @@ impl Default for Limits {
             max_body_bytes: crate::MAX_BODY_BYTES,
             max_sdp_bytes: 32 * 1024,
             max_messages_per_session: 200,
+            max_candidate_bytes: 2048,
+            posts_per_session_per_minute: 120,
             sessions_per_identity_per_minute: 20,
             sessions_per_ip_per_minute: 60,
             max_polls_per_identity: 16,

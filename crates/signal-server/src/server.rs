@@ -98,6 +98,7 @@ pub(crate) struct Shared {
     sessions_per_identity: RateLimiter,
     sessions_per_ip: RateLimiter,
     reports_per_ip: RateLimiter,
+    posts_per_session: RateLimiter,
     polls: PollSlots,
     shutdown: CancellationToken,
 }
@@ -155,6 +156,7 @@ impl SignalServer {
             sessions_per_identity: RateLimiter::new(limits.sessions_per_identity_per_minute),
             sessions_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
             reports_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
+            posts_per_session: RateLimiter::new(limits.posts_per_session_per_minute),
             polls: PollSlots::new(limits.max_polls_per_identity),
             shutdown: CancellationToken::new(),
             config,
@@ -382,6 +384,7 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
             shared.sessions_per_identity.sweep(now);
             shared.sessions_per_ip.sweep(now);
             shared.reports_per_ip.sweep(now);
+            shared.posts_per_session.sweep(now);
             let live_since = live_since_ms(&shared.config);
             let forget_before = live_since.saturating_sub(millis(shared.config.tombstone_ttl));
             match run_blocking(&shared, move |store| store.sweep(live_since, forget_before)).await {
@@ -962,8 +965,32 @@ async fn post_signal(
         }
     }
     let candidate_json = posted.candidate.as_ref().map(|value| value.to_string());
+    let max_candidate = shared.config.limits.max_candidate_bytes;
+    if let Some(json) = &candidate_json {
+        if max_candidate != 0 && json.len() > max_candidate {
+            shared.metrics.count_limit("candidate-size");
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the candidate is {} bytes; the limit is {max_candidate}",
+                    json.len()
+                ),
+            ));
+        }
+    }
     let session: Arc<str> = posted.session_id.as_str().into();
     let side = caller.side();
+    let rate_key = format!("{}:{}", side.as_str(), posted.session_id);
+    if let Err(wait) = shared.posts_per_session.acquire(&rate_key, Instant::now()) {
+        shared.metrics.count_limit("session-post-rate");
+        return Err(ApiError::too_many(
+            format!(
+                "too many messages posted to this session (limit {} per minute); retry later",
+                shared.config.limits.posts_per_session_per_minute
+            ),
+            wait,
+        ));
+    }
     let owner_or_home = match &caller.who {
         Who::Browser(identity) => OwnedAccess::Owner(identity.subject().to_owned()),
         Who::Home(name) => OwnedAccess::Home(name.clone()),

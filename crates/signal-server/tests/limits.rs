@@ -170,3 +170,66 @@ async fn concurrent_long_polls_per_identity_are_capped() {
     poll.await.unwrap().unwrap();
     home_poll.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_flooding_session_is_slowed_and_others_are_not() {
+    let harness = start(|config| config.limits.posts_per_session_per_minute = 5).await;
+    let browser = harness.browser();
+    let flood = browser.create_session().await.unwrap().session_id;
+    let mut refused = 0;
+    for _ in 0..20 {
+        match browser
+            .post(&SignalMessage::candidate(
+                &flood,
+                serde_json::json!({"candidate": "x"}),
+            ))
+            .await
+        {
+            Ok(_) => {}
+            Err(SignalError::Http { status: 429, .. }) => refused += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, 15, "5 posts a minute, the rest refused");
+    // The home's own posts to that session have their own budget, and
+    // another session's offer goes straight through.
+    harness
+        .home()
+        .post(&SignalMessage::answer(&flood, "v=0"))
+        .await
+        .unwrap();
+    let other = browser.create_session().await.unwrap().session_id;
+    browser
+        .post(&SignalMessage::offer(&other, "v=0"))
+        .await
+        .unwrap();
+    let poll = harness.home().poll(None, 0).await.unwrap();
+    assert!(poll.messages.iter().any(|m| m.session_id == other));
+    assert_eq!(
+        harness
+            .metric("beeline_limit_rejections_total{limit=\"session-post-rate\"}")
+            .await,
+        15
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_candidate_gets_413() {
+    let harness = start(|_| {}).await;
+    let browser = harness.browser();
+    let session = browser.create_session().await.unwrap().session_id;
+    let huge = serde_json::json!({"candidate": "a".repeat(10_000)});
+    let err = browser
+        .post(&SignalMessage::candidate(&session, huge))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SignalError::Http { status: 413, message } if message.contains("candidate")),
+        "{err:?}"
+    );
+    let real = serde_json::json!({"candidate": "candidate:1 1 udp 2113937151 192.0.2.4 50000 typ host", "sdpMid": "0"});
+    browser
+        .post(&SignalMessage::candidate(&session, real))
+        .await
+        .unwrap();
+}
