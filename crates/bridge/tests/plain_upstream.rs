@@ -61,6 +61,14 @@ impl Plain {
         Self { child, url, log }
     }
 
+    /// The path of every request the upstream saw, oldest first.
+    fn paths(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Every request the upstream saw, oldest first.
     fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(self.log.path())
@@ -264,12 +272,7 @@ async fn a_body_that_misses_its_length_never_reaches_the_upstream() {
     let response = client.send(head("GET", "/after", &[]), None).await.unwrap();
     assert_eq!(response.status, 200);
     response.body.collect().await.unwrap();
-    let paths: Vec<String> = plain
-        .requests()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(paths, vec!["/after"]);
+    assert_eq!(plain.paths(), vec!["/after"]);
 }
 
 #[tokio::test]
@@ -340,10 +343,5 @@ async fn the_upstream_prefix_cannot_be_left() {
         .await
         .unwrap();
     response.body.collect().await.unwrap();
-    let paths: Vec<String> = plain
-        .requests()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(paths, vec!["/api/models?x=.."]);
+    assert_eq!(plain.paths(), vec!["/api/models?x=.."]);
 }
