@@ -78,7 +78,7 @@ pub(crate) async fn run(args: FarArgs) -> Result<()> {
         &bins,
         Some(&args.ns_vps),
         &format!("0.0.0.0:{SIGNAL_PORT}"),
-        &format!("http://{HOME_ON_VPS_LINK}:{UPSTREAM_PORT}"),
+        Some(&format!("http://{HOME_ON_VPS_LINK}:{UPSTREAM_PORT}")),
         db.path(),
     )?;
     let (_proxy, origin) = if args.delay == "proxy" {

@@ -50,7 +50,7 @@ pub(crate) struct LoopbackArgs {
     /// The Chromium script to run against the same stack; none skips Chromium.
     #[arg(long)]
     chromium_script: Option<PathBuf>,
-    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,parallel,chromium).
+    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,link,parallel,chromium).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -159,6 +159,13 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
                 args.transfer_reps,
             )
             .await?,
+        );
+    }
+    if wants("link") {
+        eprintln!("bench: the normal path over the home link against --relay-upstream…");
+        out.insert(
+            "link".into(),
+            crate::live::relay_link(&bins, &stack, args.round_trips).await?,
         );
     }
     if wants("parallel") {

@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 mod chart;
 mod client;
 mod far;
+mod live;
 mod local_proxy;
 mod loopback;
 mod measure;

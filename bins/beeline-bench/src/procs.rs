@@ -257,14 +257,19 @@ pub(crate) fn start_upstream(netns: Option<&str>, listen: &str) -> Result<(Proc,
     Ok((p, url))
 }
 
-/// Starts signal-api relaying to `relay_upstream`; returns it and its `http://addr`.
+/// Starts signal-api relaying to `relay_upstream` (or, with `None`, over
+/// the home link); returns it and its `http://addr`.
 pub(crate) fn start_signal_api(
     bins: &Bins,
     netns: Option<&str>,
     listen: &str,
-    relay_upstream: &str,
+    relay_upstream: Option<&str>,
     db_dir: &Path,
 ) -> Result<(Proc, String)> {
+    let relay: Vec<&str> = match relay_upstream {
+        Some(upstream) => vec!["--relay-upstream", upstream],
+        None => Vec::new(),
+    };
     let args: Vec<String> = [
         "--listen",
         listen,
@@ -272,8 +277,10 @@ pub(crate) fn start_signal_api(
         HOME_TOKEN,
         "--browser-auth",
         "open",
-        "--relay-upstream",
-        relay_upstream,
+    ]
+    .into_iter()
+    .chain(relay)
+    .chain([
         "--sessions-per-ip-per-minute",
         "0",
         "--sessions-per-identity-per-minute",
@@ -282,9 +289,8 @@ pub(crate) fn start_signal_api(
         "0",
         "--max-messages-per-session",
         "0",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
+    ])
+    .map(str::to_owned)
     .chain([
         "--db".to_owned(),
         db_dir.join("signal.db").display().to_string(),
@@ -352,7 +358,7 @@ impl Stack {
         let db = tempfile::tempdir()?;
         let (upstream, upstream_url) = start_upstream(None, "127.0.0.1:0")?;
         let (signal, signal_url) =
-            start_signal_api(bins, None, "127.0.0.1:0", &upstream_url, db.path())?;
+            start_signal_api(bins, None, "127.0.0.1:0", Some(&upstream_url), db.path())?;
         let home = start_home_peer(
             bins,
             None,
@@ -395,6 +401,24 @@ pub(crate) async fn wait_home_polling(signal_url: &str) -> Result<()> {
         }
         if Instant::now() > deadline {
             bail!("home-peer did not start polling signal-api");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `home`'s link to signal-api is up (its metrics say so).
+pub(crate) async fn wait_home_link(signal_url: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(r) = http.get(format!("{signal_url}/metrics")).send().await {
+            let text = r.text().await.unwrap_or_default();
+            if text.contains("beeline_home_link_connected{home=\"home\"} 1") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("home-peer's home link did not come up");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -369,6 +369,33 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         AtLeast(0.8),
     );
 
+    // The normal path over the home link (issue 11).
+    let (lk50, up50) = (
+        num(&rust, "link.small_get.link.p50"),
+        num(&rust, "link.small_get.upstream.p50"),
+    );
+    rows.add(
+        "link_relay_small_get_p50_ms",
+        "small GET, normal path over the home link, p50",
+        lk50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "upstream_relay_small_get_p50_ms",
+        "small GET, normal path to --relay-upstream, same client, p50",
+        up50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "link_relay_ratio",
+        "small GET: home link p50 / --relay-upstream p50",
+        ratio(lk50, up50),
+        "×",
+        AtMost(1.2),
+    );
+
     // Near vs far.
     let far_note = match args.far_delay.as_str() {
         "netem" => "125 ms one-way by tc netem".to_owned(),

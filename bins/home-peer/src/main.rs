@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use beeline_bridge::{ClientHeaderFilter, CookieKey, HttpUpstream};
-use beeline_home::HomeConfig;
+use beeline_bridge::{BridgeConfig, ClientHeaderFilter, CookieKey, HttpUpstream};
+use beeline_home::{link_url, run_link, HomeConfig, LinkConfig};
 use beeline_signal_client::SignalClient;
 use beeline_transport::{AddressFilter, IceServer, PeerConfig};
 use clap::Parser;
@@ -67,6 +67,14 @@ struct Args {
         value_delimiter = ','
     )]
     strip_headers: Vec<String>,
+    /// Do not open the home link (the WebSocket to signal-api over which it
+    /// relays the normal path when it has no `--relay-upstream`).
+    #[arg(long, env = "BEELINE_NO_HOME_LINK")]
+    no_home_link: bool,
+    /// Most requests and WebSockets in flight at once over the home link
+    /// (every relayed page of this home shares it).
+    #[arg(long, env = "BEELINE_LINK_MAX_STREAMS", default_value_t = 512)]
+    link_max_streams: usize,
     /// TOML config file with a `[serve.webrtc]` table.
     #[arg(long, env = "BEELINE_CONFIG")]
     config: Option<PathBuf>,
@@ -112,6 +120,7 @@ struct FileConfig {
     max_body_bytes: Option<u64>,
     #[serde(default)]
     strip_headers: Vec<String>,
+    home_link: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +269,26 @@ async fn run(args: Args) -> Result<()> {
 
     config.cookie_key = Some(CookieKey::from_home_token(&token));
     let upstream = Arc::new(HttpUpstream::new(&upstream_url)?);
+    let link = (!args.no_home_link && file.home_link != Some(false))
+        .then(|| -> Result<LinkConfig> {
+            Ok(LinkConfig {
+                url: link_url(&signal_url)?,
+                token: token.clone(),
+                bridge: BridgeConfig {
+                    max_concurrent_streams: args.link_max_streams.max(1),
+                    // signal-api removed what browsers sent and states the
+                    // true forwarding headers itself.
+                    trust_forwarded_headers: true,
+                    peer_streams: None,
+                    cookies: None,
+                    peer_addr: None,
+                    ..config.bridge.clone()
+                },
+                backoff_initial: config.backoff_initial,
+                backoff_max: config.backoff_max,
+            })
+        })
+        .transpose()?;
     let signal = SignalClient::new(&signal_url)?.with_bearer(token);
     tracing::info!(
         signal = %signal_url,
@@ -275,7 +304,18 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("shutting down");
         on_signal.cancel();
     });
+    let link_task = link.map(|link| {
+        tokio::spawn(run_link(
+            link,
+            Arc::clone(&upstream),
+            Arc::default(),
+            shutdown.clone(),
+        ))
+    });
     beeline_home::run(signal, upstream, config, shutdown).await;
+    if let Some(task) = link_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 

@@ -130,6 +130,7 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
     config.relay_upstream = settings.relay_upstream.clone();
     config.strip_request_headers = settings.strip_headers.clone();
     config.cookie_jar = settings.cookie_jar;
+    config.home_link = settings.home_link;
     config.limits = settings.limits.clone();
     Ok(config)
 }
@@ -155,7 +156,11 @@ async fn run(mut settings: Settings) -> anyhow::Result<()> {
         base_path = server.base_path(),
         homes = homes.join(","),
         browser_auth,
-        relay_upstream = settings.relay_upstream.as_deref().unwrap_or("none"),
+        relay = match (&settings.relay_upstream, settings.home_link) {
+            (Some(upstream), _) => upstream.as_str(),
+            (None, true) => "home link",
+            (None, false) => "none",
+        },
         turn = turn_enabled,
         "signaling server ready"
     );

@@ -62,8 +62,9 @@ POST {base}/session {\"home\": \"NAME\"}; with one home, or --default-home, an
 empty body is enough. Tokens are never logged.
 
 Endpoints: POST {base}/session, POST|GET {base}/signal, POST {base}/report,
-GET {base}/client.js, GET /healthz, GET /metrics (Prometheus). Every other
-path goes to --relay-upstream when set.
+GET {base}/client.js, GET {base}/link (home-peer's home link), GET /healthz,
+GET /metrics (Prometheus). Every other path is the normal path: it goes to
+--relay-upstream when set, else over the home link of the request's home.
 
 Examples:
   signal-api --listen 127.0.0.1:0 --db ./signal.db --home-token-file ./token \\
@@ -125,6 +126,9 @@ pub(crate) struct Cli {
         help_heading = "General"
     )]
     strip_headers: Vec<String>,
+    /// Turn home links off: `GET <base>/link` refuses every home-peer and, without --relay-upstream, the normal path answers 404.
+    #[arg(long, env = "BEELINE_NO_HOME_LINK", help_heading = "General")]
+    no_home_link: bool,
     /// Turn sealed cookie jars off: pages get no jar and `POST <base>/cookie` answers 404, so requests on the data channel carry no browser cookies (docs/cookies.md).
     #[arg(long, env = "BEELINE_NO_COOKIE_JAR", help_heading = "General")]
     no_cookie_jar: bool,
@@ -462,6 +466,7 @@ pub(crate) struct FileConfig {
     #[serde(alias = "strip_header")]
     strip_headers: Option<Vec<String>>,
     cookie_jar: Option<bool>,
+    home_link: Option<bool>,
     log_json: Option<bool>,
     home_token: Option<String>,
     home_token_file: Option<PathBuf>,
@@ -592,6 +597,7 @@ pub(crate) struct Settings {
     pub(crate) relay_upstream: Option<String>,
     pub(crate) strip_headers: Vec<String>,
     pub(crate) cookie_jar: bool,
+    pub(crate) home_link: bool,
     pub(crate) log_json: bool,
     pub(crate) homes: Vec<HomeCredential>,
     pub(crate) default_home: Option<String>,
@@ -954,6 +960,7 @@ impl Settings {
                 .or(file.strip_headers)
                 .unwrap_or_default(),
             cookie_jar: !cli.no_cookie_jar && file.cookie_jar.unwrap_or(true),
+            home_link: !cli.no_home_link && file.home_link.unwrap_or(true),
             log_json: cli.log_json || file.log_json.unwrap_or(false),
             homes,
             default_home: cli.default_home.or(file.default_home),
@@ -1044,7 +1051,10 @@ mod tests {
         assert_eq!(settings.turn_urls, ["turn:file"]);
         assert_eq!(settings.base_path, "/jarvis-api/webrtc");
         assert!(matches!(settings.browser_auth, BrowserAuth::Open));
-        assert_eq!(settings.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            settings.listen,
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(settings.db, PathBuf::from(DEFAULT_DB));
         assert_eq!(settings.limits.max_polls_per_identity, 3);
         assert_eq!(settings.limits.sessions_per_ip_per_minute, 7);

@@ -134,6 +134,12 @@ pub struct BridgeConfig {
     /// Request headers no client may set (forwarding and identity headers,
     /// plus the operator's own); every copy is dropped, in any spelling.
     pub client_headers: ClientHeaderFilter,
+    /// The client is a trusted relay (signal-api over the home link) that
+    /// has already dropped what browsers sent and states the true
+    /// `x-forwarded-for`, `-host` and `-proto` itself: those three are kept
+    /// as it gives them. Every other [`client_headers`](Self::client_headers)
+    /// rule still applies. Never set it for a channel a browser speaks on.
+    pub trust_forwarded_headers: bool,
 }
 
 impl Default for BridgeConfig {
@@ -149,6 +155,7 @@ impl Default for BridgeConfig {
             peer_addr: None,
             client_headers: ClientHeaderFilter::default(),
             cookies: None,
+            trust_forwarded_headers: false,
         }
     }
 }

@@ -583,18 +583,26 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
         let host = take_all(headers, "host").into_iter().next();
         take_all(headers, "content-length");
         let filter = &self.config.client_headers;
-        headers.retain(|name, _| !filter.forbids(name));
-        if let Some(peer) = &self.config.peer_addr {
-            headers.insert("x-forwarded-for".into(), peer.clone());
+        if self.config.trust_forwarded_headers {
+            // A trusted relay (the home link) has stated them itself.
+            const STATED: [&str; 3] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"];
+            headers.retain(|name, _| {
+                STATED.iter().any(|s| name.eq_ignore_ascii_case(s)) || !filter.forbids(name)
+            });
+        } else {
+            headers.retain(|name, _| !filter.forbids(name));
+            if let Some(peer) = &self.config.peer_addr {
+                headers.insert("x-forwarded-for".into(), peer.clone());
+            }
+            if let Some(host) = host {
+                headers.insert("x-forwarded-host".into(), host);
+            }
+            let proto = match head.scheme.as_deref() {
+                Some(s) if s.eq_ignore_ascii_case("http") => "http",
+                _ => "https",
+            };
+            headers.insert("x-forwarded-proto".into(), proto.into());
         }
-        if let Some(host) = host {
-            headers.insert("x-forwarded-host".into(), host);
-        }
-        let proto = match head.scheme.as_deref() {
-            Some(s) if s.eq_ignore_ascii_case("http") => "http",
-            _ => "https",
-        };
-        headers.insert("x-forwarded-proto".into(), proto.into());
         if let Some(length) = length {
             headers.insert("content-length".into(), length.to_string());
         }

@@ -9,6 +9,13 @@
 //! [`HomeConfig::idle_timeout`] without channel traffic, or at shutdown. When
 //! signal-api cannot be reached, polling retries with exponential backoff.
 
+mod link;
+
+pub use link::{
+    link_url, run_link, LinkConfig, LinkStatus, LinkUrlError, LINK_MESSAGE_SIZE, LINK_SILENCE,
+    PING_EVERY,
+};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

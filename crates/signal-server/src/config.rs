@@ -60,6 +60,11 @@ pub struct SignalConfig {
     /// When set, every request no signaling route matches is forwarded to
     /// this base URL (e.g. `http://127.0.0.1:3000`) and streamed back.
     pub relay_upstream: Option<String>,
+    /// Home links (`GET {base}/link`): home-peer keeps a WebSocket open to
+    /// signal-api with its home token, and when no
+    /// [`relay_upstream`](Self::relay_upstream) is set, the relay sends each
+    /// request over the link of the request's home. On by default.
+    pub home_link: bool,
     /// Extra request headers the relay never passes on (any case, every
     /// copy), on top of the forwarding and identity headers no client may
     /// set (`beeline_frame::proxy::ClientHeaderFilter`): for example the
@@ -107,6 +112,7 @@ impl SignalConfig {
             tombstone_ttl: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(30),
             relay_upstream: None,
+            home_link: true,
             strip_request_headers: Vec::new(),
             cookie_jar: true,
             limits: Limits::default(),
@@ -134,6 +140,7 @@ impl fmt::Debug for SignalConfig {
             .field("tombstone_ttl", &self.tombstone_ttl)
             .field("sweep_interval", &self.sweep_interval)
             .field("relay_upstream", &self.relay_upstream)
+            .field("home_link", &self.home_link)
             .field("strip_request_headers", &self.strip_request_headers)
             .field("limits", &self.limits)
             .finish()

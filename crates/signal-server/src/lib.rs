@@ -61,6 +61,7 @@
 mod auth;
 mod config;
 mod cookies;
+mod home_link;
 mod limits;
 mod metrics;
 mod net;
@@ -75,9 +76,10 @@ pub use auth::{
     JwtKey, JwtKeyError, OpenAuth, ProxyHeaderAuth,
 };
 pub use config::{SignalConfig, DEFAULT_HOME};
+pub use home_link::{LINK_MESSAGE_SIZE, LINK_SILENCE, PING_EVERY};
 pub use limits::Limits;
 pub use net::{IpNet, IpNetParseError};
-pub use relay::RelayConfigError;
+pub use relay::{RelayConfigError, SESSION_HEADER, SESSION_PARAM};
 pub use server::{OpenError, SignalServer, MAX_BODY_BYTES};
 pub use store::{
     Access, MessageKind, NewMessage, SessionRecord, SessionStore, Side, StoreError, StoredMessage,

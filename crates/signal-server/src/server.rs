@@ -20,6 +20,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use beeline_frame::proxy::ClientHeaderFilter;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -28,6 +29,7 @@ use crate::{
     auth::{bearer_token, BrowserRequest, HomeTokens, Identity},
     config::SignalConfig,
     cookies::{self, CookieKeys},
+    home_link::{self, HomeLinks},
     limits::{address_key, PollSlots, RateLimiter},
     metrics::{Metrics, Outcome, FALLBACK_REASONS},
     net::client_ip,
@@ -91,7 +93,11 @@ pub(crate) struct Shared {
     default_home: Option<Arc<str>>,
     store: Arc<SessionStore>,
     pub(crate) metrics: Metrics,
-    pub(crate) relay: Option<Relay>,
+    relay: Option<Relay>,
+    /// Home-peers' links, which the relay uses when no upstream is set.
+    links: HomeLinks,
+    /// Request headers no client may set for the home service to believe.
+    client_headers: ClientHeaderFilter,
     /// Per-home keys for sealed cookie jars (empty when they are off).
     cookie_keys: CookieKeys,
     wakeups: Wakeups,
@@ -101,6 +107,37 @@ pub(crate) struct Shared {
     posts_per_session: RateLimiter,
     polls: PollSlots,
     shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn config(&self) -> &SignalConfig {
+        &self.config
+    }
+
+    pub(crate) fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
+    }
+
+    pub(crate) fn links(&self) -> &HomeLinks {
+        &self.links
+    }
+
+    pub(crate) fn client_headers(&self) -> &ClientHeaderFilter {
+        &self.client_headers
+    }
+
+    pub(crate) fn default_home(&self) -> Option<Arc<str>> {
+        self.default_home.clone()
+    }
+
+    /// The configured home called `name`.
+    pub(crate) fn home_named(&self, name: &str) -> Option<Arc<str>> {
+        self.homes.names().find(|home| ***home == *name).cloned()
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
 }
 
 /// A signaling server: configuration, store, wake-ups, limits and metrics.
@@ -147,6 +184,8 @@ impl SignalServer {
             store: Arc::new(store),
             metrics: Metrics::default(),
             relay,
+            links: HomeLinks::default(),
+            client_headers: ClientHeaderFilter::new(&config.strip_request_headers),
             cookie_keys: if config.cookie_jar {
                 CookieKeys::new(&config.homes)
             } else {
@@ -197,6 +236,7 @@ impl SignalServer {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route(&format!("{base}/client.js"), get(client_js))
+            .route(&format!("{base}/link"), get(home_link::accept))
             .merge(signaling)
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(relay::forward)
@@ -212,6 +252,7 @@ impl SignalServer {
     /// and stops the sweeper. Requests in flight otherwise complete normally.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+        self.shared.links.close_all();
     }
 
     /// A token cancelled by [`SignalServer::shutdown`]; handy as the trigger
@@ -423,7 +464,7 @@ fn live_since_ms(config: &SignalConfig) -> u64 {
 
 /// Runs a store operation on the blocking pool; store failures become
 /// logged 500s, session errors their documented statuses.
-async fn run_blocking<T, F>(shared: &Shared, op: F) -> Result<T, ApiError>
+pub(crate) async fn run_blocking<T, F>(shared: &Shared, op: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&SessionStore) -> Result<T, StoreError> + Send + 'static,
@@ -479,7 +520,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -558,7 +599,7 @@ impl IntoResponse for ApiError {
 
 /// Who is calling.
 #[derive(Debug, Clone)]
-enum Who {
+pub(crate) enum Who {
     /// A browser, as its [`BrowserAuth`](crate::BrowserAuth) identified it.
     Browser(Identity),
     /// The home peer with this name.
@@ -567,9 +608,9 @@ enum Who {
 
 /// The authenticated caller of a signaling request and its address.
 #[derive(Debug, Clone)]
-struct Caller {
-    who: Who,
-    client_ip: Option<IpAddr>,
+pub(crate) struct Caller {
+    pub(crate) who: Who,
+    pub(crate) client_ip: Option<IpAddr>,
 }
 
 impl Caller {
@@ -659,7 +700,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.metrics.render(),
+        {
+            let mut text = shared.metrics.render();
+            shared.links.render(&mut text, shared.homes.names());
+            text
+        },
     )
 }
 

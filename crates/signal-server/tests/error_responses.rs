@@ -184,8 +184,17 @@ async fn malformed_requests_are_400() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_get_json_errors_without_a_relay() {
+    // The normal path goes over the home link by default: with the home not
+    // connected, it is a 502 that says so.
     let harness = start(|_| {}).await;
     let http = reqwest::Client::new();
+    let response = http.get(harness.url("/nope")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("not connected"), "{body}");
+
+    // With home links off and no upstream there is no normal path at all.
+    let harness = start(|config| config.home_link = false).await;
     expect_error(http.get(harness.url("/nope")).send().await.unwrap(), 404).await;
     expect_error(
         http.get(harness.url("/webrtc/session"))

@@ -1,0 +1,325 @@
+//! The home link: home-peer's own outbound connection to signal-api (a
+//! WebSocket on `{signal}/link`, authenticated with the home token), over
+//! which signal-api relays browsers' normal-path requests. This end serves
+//! it with the bridge exactly as it serves a data channel, so relayed
+//! requests get the same frames, flow control and limits, and no SSH
+//! tunnel is needed.
+//!
+//! The link reconnects with exponential backoff (with jitter) whenever it
+//! drops, pings every [`PING_EVERY`] and gives up on a link that has been
+//! silent for [`LINK_SILENCE`]. A refused token is logged as such and
+//! retried at the longest backoff, since it will not fix itself quickly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beeline_bridge::{BridgeConfig, Channel, ChannelClosed, Received, Upstream};
+use beeline_frame::Encoded;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// The largest message sent on the link (bridge frames are cut to fit).
+pub const LINK_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// How often a quiet link is pinged.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// A link silent this long (not even a pong) is dropped and reopened.
+pub const LINK_SILENCE: Duration = Duration::from_secs(45);
+
+/// How the home link connects.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// `ws://…/webrtc/link` or `wss://…` (see [`link_url`]).
+    pub url: String,
+    /// The home token.
+    pub token: String,
+    /// The bridge settings for relayed requests. The link carries every
+    /// relayed page of this home, so it usually allows more streams than
+    /// one peer connection does.
+    pub bridge: BridgeConfig,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+}
+
+/// The link URL for a signaling base URL: `http://h/webrtc` becomes
+/// `ws://h/webrtc/link`, `https://` becomes `wss://`.
+pub fn link_url(signal_url: &str) -> Result<String, LinkUrlError> {
+    let base = signal_url.trim_end_matches('/');
+    let url = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}/link")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}/link")
+    } else {
+        return Err(LinkUrlError(signal_url.to_owned()));
+    };
+    Ok(url)
+}
+
+/// A signaling URL that is neither `http://` nor `https://`.
+#[derive(Debug, thiserror::Error)]
+#[error("signaling URL {0:?} must start with http:// or https://")]
+pub struct LinkUrlError(String);
+
+/// The link's state, for logs, metrics and tests.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    connected: std::sync::atomic::AtomicBool,
+    connects: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl LinkStatus {
+    /// Whether the link is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Links opened since start.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that failed (refused, unreachable) since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps the home link up until `shutdown`, serving every relayed request
+/// through `upstream`.
+pub async fn run_link<U: Upstream>(
+    config: LinkConfig,
+    upstream: Arc<U>,
+    status: Arc<LinkStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = config.backoff_initial;
+    while !shutdown.is_cancelled() {
+        let connected = tokio::select! {
+            c = connect(&config) => c,
+            _ = shutdown.cancelled() => break,
+        };
+        match connected {
+            Ok(socket) => {
+                backoff = config.backoff_initial;
+                status.connects.fetch_add(1, Ordering::Relaxed);
+                status.connected.store(true, Ordering::Relaxed);
+                tracing::info!(url = %config.url, "home link up");
+                let channel = Arc::new(LinkChannel::new(socket));
+                let keepalive = tokio::spawn(keep_alive(Arc::clone(&channel)));
+                tokio::select! {
+                    _ = beeline_bridge::serve(Arc::clone(&channel), Arc::clone(&upstream), config.bridge.clone()) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                keepalive.abort();
+                channel.close().await;
+                status.connected.store(false, Ordering::Relaxed);
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                tracing::warn!("home link down; reconnecting");
+            }
+            Err(error) => {
+                status.failures.fetch_add(1, Ordering::Relaxed);
+                if error.refused() {
+                    tracing::error!(%error, "home link refused: check the home token");
+                    backoff = config.backoff_max;
+                } else {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "home link failed");
+                }
+            }
+        }
+        let pause = jitter(backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+    status.connected.store(false, Ordering::Relaxed);
+}
+
+/// Between 3/4 and 5/4 of `delay`, so that homes do not reconnect in step
+/// after signal-api restarts.
+fn jitter(delay: Duration) -> Duration {
+    let spread = rand_fraction();
+    delay.mul_f64(0.75 + spread / 2.0)
+}
+
+fn rand_fraction() -> f64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Each `RandomState` is freshly keyed by the standard library.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    (hasher.finish() % 10_000) as f64 / 10_000.0
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why opening the link failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    WebSocket(#[from] tungstenite::Error),
+    #[error("the home token is not a valid header value")]
+    Token,
+}
+
+impl ConnectError {
+    /// signal-api turned the token down (401/403).
+    fn refused(&self) -> bool {
+        matches!(self, Self::WebSocket(tungstenite::Error::Http(response))
+            if matches!(response.status().as_u16(), 401 | 403))
+            || matches!(self, Self::Token)
+    }
+}
+
+async fn connect(config: &LinkConfig) -> Result<Socket, ConnectError> {
+    let mut request = config.url.as_str().into_client_request()?;
+    let bearer = format!("Bearer {}", config.token)
+        .parse()
+        .map_err(|_| ConnectError::Token)?;
+    request.headers_mut().insert("authorization", bearer);
+    let mut ws_config = tungstenite::protocol::WebSocketConfig::default();
+    ws_config.max_message_size = Some(2 * LINK_MESSAGE_SIZE);
+    ws_config.max_frame_size = Some(2 * LINK_MESSAGE_SIZE);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    Ok(socket)
+}
+
+async fn keep_alive(channel: Arc<LinkChannel>) {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        if channel.silent_for() > LINK_SILENCE {
+            tracing::warn!("home link silent; reopening it");
+            channel.closed.cancel();
+            return;
+        }
+        if channel
+            .send_raw(Message::Ping(bytes::Bytes::from_static(b"beeline")))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The link's WebSocket as a bridge [`Channel`].
+struct LinkChannel {
+    sink: tokio::sync::Mutex<SplitSink<Socket, Message>>,
+    stream: tokio::sync::Mutex<SplitStream<Socket>>,
+    closed: CancellationToken,
+    origin: Instant,
+    last_heard_ms: AtomicU64,
+}
+
+impl LinkChannel {
+    fn new(socket: Socket) -> Self {
+        let (sink, stream) = socket.split();
+        Self {
+            sink: tokio::sync::Mutex::new(sink),
+            stream: tokio::sync::Mutex::new(stream),
+            closed: CancellationToken::new(),
+            origin: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+
+    async fn close(&self) {
+        self.closed.cancel();
+        let mut sink = self.sink.lock().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
+
+    async fn send_raw(&self, message: Message) -> Result<(), ChannelClosed> {
+        if self.closed.is_cancelled() {
+            return Err(ChannelClosed);
+        }
+        let mut sink = self.sink.lock().await;
+        tokio::select! {
+            sent = sink.send(message) => sent.map_err(|_| ChannelClosed),
+            _ = self.closed.cancelled() => Err(ChannelClosed),
+        }
+    }
+}
+
+impl Channel for LinkChannel {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        let message = match message {
+            Encoded::Text(text) => Message::Text(text.into()),
+            Encoded::Binary(bytes) => Message::Binary(bytes),
+        };
+        self.send_raw(message).await
+    }
+
+    async fn recv(&self) -> Option<Received> {
+        let mut stream = self.stream.lock().await;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.closed.cancelled() => None,
+            };
+            self.last_heard_ms
+                .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+            return match next {
+                Some(Ok(Message::Text(text))) => Some(Received {
+                    data: text.into(),
+                    binary: false,
+                }),
+                Some(Ok(Message::Binary(data))) => Some(Received { data, binary: true }),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    self.closed.cancel();
+                    None
+                }
+            };
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        LINK_MESSAGE_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_urls_follow_the_signaling_url() {
+        assert_eq!(
+            link_url("http://127.0.0.1:8080/webrtc").unwrap(),
+            "ws://127.0.0.1:8080/webrtc/link"
+        );
+        assert_eq!(
+            link_url("https://vps.example/jarvis-api/webrtc/").unwrap(),
+            "wss://vps.example/jarvis-api/webrtc/link"
+        );
+        assert!(link_url("ftp://x/webrtc").is_err());
+    }
+
+    #[test]
+    fn jitter_stays_near_the_delay() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_millis(1000));
+            assert!(d >= Duration::from_millis(750) && d <= Duration::from_millis(1250));
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The home link: one WebSocket per home, opened by home-peer to
+//! `GET {base}/link` with its home token, over which the relay sends
+//! browsers' normal-path requests as bridge streams (`docs/protocol.md`).
+//!
+//! signal-api is the bridge *client* on the link and home-peer serves it, so
+//! relayed requests get exactly what channel requests get: the same frames,
+//! the same per-stream flow control (a page that stops reading stalls only
+//! its own stream), the same limits at home. No SSH tunnel is needed.
+//!
+//! Invariants:
+//! - a link belongs to the home whose token opened it, and the relay only
+//!   sends a request over the link of the home it chose for that request
+//!   (`relay::choose_home`), so one home's browsers never reach another;
+//! - a newer link of the same home replaces the older one (home-peer
+//!   reconnected), which is closed;
+//! - a link that carries nothing for [`LINK_SILENCE`] is dead: home-peer
+//!   pings every [`PING_EVERY`], and signal-api pings too.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
+use beeline_bridge::{Channel, ChannelClosed, Client, ClientOptions, Received};
+use beeline_frame::Encoded;
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt as _, StreamExt as _};
+use http::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::{ApiError, Caller, Shared, Who};
+
+/// The largest message either side sends on a link; bridge frames are cut
+/// to fit, as they are for a data channel.
+pub const LINK_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// How often each side pings an otherwise quiet link.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// A link silent for this long (not even a pong) is closed.
+pub const LINK_SILENCE: Duration = Duration::from_secs(45);
+
+/// The connected homes' links.
+#[derive(Debug, Default)]
+pub(crate) struct HomeLinks {
+    links: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+    next_id: AtomicU64,
+    /// Links accepted since start.
+    pub(crate) accepted: AtomicU64,
+    /// Link attempts refused (no home token).
+    pub(crate) refused: AtomicU64,
+}
+
+/// One home's connected link.
+pub(crate) struct Link {
+    id: u64,
+    client: Client<WsChannel>,
+    channel: Arc<WsChannel>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("id", &self.id).finish()
+    }
+}
+
+impl Link {
+    /// The bridge client that sends requests to this home.
+    pub(crate) fn client(&self) -> &Client<WsChannel> {
+        &self.client
+    }
+}
+
+impl HomeLinks {
+    /// The link of `home`, when it is connected.
+    pub(crate) fn get(&self, home: &str) -> Option<Arc<Link>> {
+        let links = self.links.lock().expect("not poisoned");
+        links
+            .get(home)
+            .filter(|link| !link.client.is_closed())
+            .cloned()
+    }
+
+    fn insert(&self, home: Arc<str>, link: Arc<Link>) {
+        let old = self.links.lock().expect("not poisoned").insert(home, link);
+        if let Some(old) = old {
+            old.channel.close();
+        }
+    }
+
+    fn remove(&self, home: &str, id: u64) {
+        let mut links = self.links.lock().expect("not poisoned");
+        if links.get(home).is_some_and(|link| link.id == id) {
+            links.remove(home);
+        }
+    }
+
+    /// Closes every link (server shutdown).
+    pub(crate) fn close_all(&self) {
+        for link in self.links.lock().expect("not poisoned").values() {
+            link.channel.close();
+        }
+    }
+
+    /// Prometheus lines: one gauge per configured home, and the counters.
+    pub(crate) fn render<'a>(&self, out: &mut String, homes: impl Iterator<Item = &'a Arc<str>>) {
+        let _ = writeln!(
+            out,
+            "# HELP beeline_home_link_connected Whether the home's link (home-peer to signal-api) is up.\n# TYPE beeline_home_link_connected gauge"
+        );
+        for home in homes {
+            let up = u8::from(self.get(home).is_some());
+            let _ = writeln!(
+                out,
+                "beeline_home_link_connected{{home=\"{}\"}} {up}",
+                home.replace(['\\', '"', '\n'], "_")
+            );
+        }
+        let counters = [
+            (
+                "beeline_home_link_connects_total",
+                "Home links accepted.",
+                &self.accepted,
+            ),
+            (
+                "beeline_home_link_refused_total",
+                "Home link attempts refused for a missing or wrong home token.",
+                &self.refused,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// `GET {base}/link`: home-peer's link. Only a home token opens one; the
+/// home it names is the only home the link serves.
+pub(crate) async fn accept(
+    State(shared): State<Arc<Shared>>,
+    caller: Result<Caller, ApiError>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let home = match caller.as_ref().map(|c| &c.who) {
+        Ok(Who::Home(home)) => home.clone(),
+        _ => {
+            shared.links().refused.fetch_add(1, Ordering::Relaxed);
+            let client = caller.as_ref().ok().and_then(|c| c.client_ip);
+            tracing::warn!(client = ?client, "home link refused: no valid home token");
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a home link needs a home token (Authorization: Bearer <home token>)",
+            )
+            .into_response();
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .max_message_size(2 * LINK_MESSAGE_SIZE)
+        .on_upgrade(move |socket| run(shared, home, socket))
+}
+
+async fn run(shared: Arc<Shared>, home: Arc<str>, socket: WebSocket) {
+    let channel = Arc::new(WsChannel::new(socket));
+    let keepalive = tokio::spawn(keep_alive(Arc::clone(&channel)));
+    let options = ClientOptions {
+        binary: true,
+        ..ClientOptions::default()
+    };
+    let client = match Client::connect(Arc::clone(&channel), options).await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(home = &*home, %error, "home link dropped before agreeing");
+            keepalive.abort();
+            return;
+        }
+    };
+    let id = shared.links().next_id.fetch_add(1, Ordering::Relaxed);
+    let link = Arc::new(Link {
+        id,
+        client,
+        channel: Arc::clone(&channel),
+    });
+    shared.links().accepted.fetch_add(1, Ordering::Relaxed);
+    shared.links().insert(home.clone(), Arc::clone(&link));
+    tracing::info!(home = &*home, "home link up");
+    let shutdown = shared.shutdown_token();
+    tokio::select! {
+        _ = link.client.closed() => {}
+        _ = shutdown.cancelled() => channel.close(),
+    }
+    keepalive.abort();
+    shared.links().remove(&home, id);
+    tracing::info!(home = &*home, "home link down");
+}
+
+/// Pings a quiet link and closes it once nothing has arrived for
+/// [`LINK_SILENCE`].
+async fn keep_alive(channel: Arc<WsChannel>) {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        if channel.silent_for() > LINK_SILENCE {
+            tracing::warn!("home link silent; closing it");
+            channel.close();
+            return;
+        }
+        if channel
+            .send_raw(Message::Ping(Bytes::from_static(b"beeline")))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// An axum WebSocket as a bridge [`Channel`].
+pub(crate) struct WsChannel {
+    sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
+    stream: tokio::sync::Mutex<SplitStream<WebSocket>>,
+    closed: CancellationToken,
+    origin: Instant,
+    last_heard_ms: AtomicU64,
+}
+
+impl WsChannel {
+    fn new(socket: WebSocket) -> Self {
+        let (sink, stream) = socket.split();
+        Self {
+            sink: tokio::sync::Mutex::new(sink),
+            stream: tokio::sync::Mutex::new(stream),
+            closed: CancellationToken::new(),
+            origin: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn close(&self) {
+        self.closed.cancel();
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+
+    async fn send_raw(&self, message: Message) -> Result<(), ChannelClosed> {
+        if self.closed.is_cancelled() {
+            return Err(ChannelClosed);
+        }
+        let mut sink = self.sink.lock().await;
+        tokio::select! {
+            sent = sink.send(message) => sent.map_err(|_| ChannelClosed),
+            _ = self.closed.cancelled() => Err(ChannelClosed),
+        }
+    }
+}
+
+impl Channel for WsChannel {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        let message = match message {
+            Encoded::Text(text) => Message::Text(text.into()),
+            Encoded::Binary(bytes) => Message::Binary(bytes),
+        };
+        self.send_raw(message).await
+    }
+
+    async fn recv(&self) -> Option<Received> {
+        let mut stream = self.stream.lock().await;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.closed.cancelled() => None,
+            };
+            self.last_heard_ms
+                .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let received = match next {
+                Some(Ok(Message::Text(text))) => Received {
+                    data: Bytes::from(text),
+                    binary: false,
+                },
+                Some(Ok(Message::Binary(data))) => Received { data, binary: true },
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    self.closed.cancel();
+                    return None;
+                }
+            };
+            return Some(received);
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        LINK_MESSAGE_SIZE
+    }
+}

@@ -1,0 +1,220 @@
+//! Relaying a browser's WebSocket on the normal path: to `--relay-upstream`
+//! as a plain WebSocket proxy, or over the home link as a duplex bridge
+//! stream (`docs/protocol.md`, WebSocket streams).
+//!
+//! The upstream side is opened first, so a refusal (404, 401, an
+//! unreachable home) reaches the browser as that HTTP status rather than as
+//! an accepted socket that closes at once. Message boundaries, text and
+//! binary, and close codes and reasons are kept both ways; pings from the
+//! upstream are answered by the WebSocket library on each hop.
+
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::{SinkExt as _, StreamExt as _};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{
+    self, client::IntoClientRequest as _, protocol::frame::coding::CloseCode,
+};
+
+use crate::server::ApiError;
+
+/// Largest message relayed; more closes the socket with 1009.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Whether a request asks for a WebSocket.
+pub(crate) fn is_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
+    method == http::Method::GET
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The subprotocols the browser asked for, in its order.
+pub(crate) fn requested_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Headers the relay sends to the upstream with a WebSocket handshake: the
+/// prepared request headers minus those the handshake itself owns.
+fn handshake_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = headers.clone();
+    for name in [
+        header::HOST,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::CONTENT_LENGTH,
+    ] {
+        out.remove(name);
+    }
+    out
+}
+
+/// Opens `url` on the upstream and, once it accepted, the browser's socket;
+/// then carries messages both ways until either side closes.
+pub(crate) async fn to_upstream(
+    url: String,
+    headers: &HeaderMap,
+    protocols: Vec<String>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let mut request = url.as_str().into_client_request().map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("relay upstream WebSocket URL: {error}"),
+        )
+    })?;
+    request.headers_mut().extend(handshake_headers(headers));
+    if !protocols.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&protocols.join(", ")) {
+            request
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+    let mut config = tungstenite::protocol::WebSocketConfig::default();
+    config.max_message_size = Some(MAX_MESSAGE_BYTES);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    let (upstream, response) =
+        match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(tungstenite::Error::Http(refusal))) => {
+                let status = refusal.status();
+                return Err(ApiError::new(
+                    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    format!("the home service refused the WebSocket ({status})"),
+                ));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "relay upstream WebSocket failed");
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "relay upstream is unreachable",
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "relay upstream did not answer the WebSocket handshake",
+                ))
+            }
+        };
+    let chosen = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(accept(upgrade, chosen).on_upgrade(move |browser| pump_upstream(browser, upstream)))
+}
+
+/// The browser's upgrade, answering with the subprotocol the far end chose.
+pub(crate) fn accept(upgrade: WebSocketUpgrade, chosen: Option<String>) -> WebSocketUpgrade {
+    let upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES);
+    match chosen {
+        Some(protocol) => upgrade.protocols([protocol]),
+        None => upgrade,
+    }
+}
+
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn pump_upstream(browser: WebSocket, upstream: Upstream) {
+    let (mut to_browser, mut from_browser) = browser.split();
+    let (mut to_upstream, mut from_upstream) = upstream.split();
+    let up = async {
+        while let Some(Ok(message)) = from_browser.next().await {
+            let closing = matches!(message, ws::Message::Close(_));
+            if to_upstream.send(to_tungstenite(message)).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = to_upstream.close().await;
+    };
+    let down = async {
+        while let Some(Ok(message)) = from_upstream.next().await {
+            let Some(message) = from_tungstenite(message) else {
+                continue;
+            };
+            let closing = matches!(message, ws::Message::Close(_));
+            if to_browser.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = to_browser.close().await;
+    };
+    finish_both(up, down).await;
+}
+
+/// Runs both directions; once one has ended (its close passed on), the
+/// other gets [`CLOSE_GRACE`] to carry the answering close, so both ends
+/// see a clean close handshake.
+pub(crate) async fn finish_both(
+    up: impl std::future::Future<Output = ()>,
+    down: impl std::future::Future<Output = ()>,
+) {
+    let (up, down) = (std::pin::pin!(up), std::pin::pin!(down));
+    let rest = match futures::future::select(up, down).await {
+        futures::future::Either::Left(((), down)) => futures::future::Either::Left(down),
+        futures::future::Either::Right(((), up)) => futures::future::Either::Right(up),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, rest).await;
+}
+
+/// How long the second direction of a closing socket may take.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn to_tungstenite(message: ws::Message) -> tungstenite::Message {
+    match message {
+        ws::Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
+        ws::Message::Binary(data) => tungstenite::Message::Binary(data),
+        ws::Message::Ping(data) => tungstenite::Message::Ping(data),
+        ws::Message::Pong(data) => tungstenite::Message::Pong(data),
+        ws::Message::Close(frame) => {
+            tungstenite::Message::Close(frame.map(|frame| tungstenite::protocol::CloseFrame {
+                code: CloseCode::from(frame.code),
+                reason: frame.reason.as_str().into(),
+            }))
+        }
+    }
+}
+
+fn from_tungstenite(message: tungstenite::Message) -> Option<ws::Message> {
+    Some(match message {
+        tungstenite::Message::Text(text) => ws::Message::Text(text.as_str().into()),
+        tungstenite::Message::Binary(data) => ws::Message::Binary(data),
+        tungstenite::Message::Ping(data) => ws::Message::Ping(data),
+        tungstenite::Message::Pong(data) => ws::Message::Pong(data),
+        tungstenite::Message::Close(frame) => {
+            ws::Message::Close(frame.map(|frame| ws::CloseFrame {
+                code: u16::from(frame.code),
+                reason: frame.reason.as_str().into(),
+            }))
+        }
+        tungstenite::Message::Frame(_) => return None,
+    })
+}
+
+/// Opens a WebSocket stream to the home over its link and, once the home
+/// service accepted it, the browser's socket.
+pub(crate) async fn over_link(
+    _link: std::sync::Arc<crate::home_link::Link>,
+    _target: String,
+    _headers: &HeaderMap,
+    _protocols: Vec<String>,
+    _upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "WebSockets over the home link are not carried yet",
+    ))
+}
