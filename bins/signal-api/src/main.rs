@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use beeline_signal_server::{
     JwtAuth, OpenAuth, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
 };
@@ -176,6 +177,14 @@ async fn run(mut settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    // Small writes go out at once: a relayed response over the home link is
+    // many small WebSocket messages, which Nagle's algorithm and the peer's
+    // delayed ACK would hold for 40 ms each.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(
         listener,
         server
