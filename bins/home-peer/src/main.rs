@@ -54,6 +54,18 @@ struct Args {
     /// Most concurrent requests per data channel.
     #[arg(long, env = "BEELINE_MAX_STREAMS")]
     max_streams: Option<usize>,
+    /// Browser sessions (peer connections) served at once; more offers are
+    /// turned down with `bye`, so those pages fall back at once.
+    #[arg(long, env = "BEELINE_MAX_SESSIONS")]
+    max_sessions: Option<usize>,
+    /// `http` data channels per peer connection (a page needs one); more
+    /// are closed.
+    #[arg(long, env = "BEELINE_MAX_CHANNELS_PER_PEER")]
+    max_channels_per_peer: Option<usize>,
+    /// Requests in flight per peer connection, across its channels; more
+    /// get `too_many_streams` (429).
+    #[arg(long, env = "BEELINE_MAX_STREAMS_PER_PEER")]
+    max_streams_per_peer: Option<usize>,
     /// Largest request body forwarded, in bytes; more gets 413.
     #[arg(long, env = "BEELINE_MAX_BODY_BYTES")]
     max_body_bytes: Option<u64>,
@@ -117,6 +129,9 @@ struct FileConfig {
     stun_urls: Vec<String>,
     idle_timeout_secs: Option<u64>,
     max_streams: Option<usize>,
+    max_sessions: Option<usize>,
+    max_channels_per_peer: Option<usize>,
+    max_streams_per_peer: Option<usize>,
     max_body_bytes: Option<u64>,
     #[serde(default)]
     strip_headers: Vec<String>,
@@ -260,6 +275,15 @@ async fn run(args: Args) -> Result<()> {
     }
     if let Some(n) = args.max_streams.or(file.max_streams) {
         config.bridge.max_concurrent_streams = n.max(1);
+    }
+    if let Some(n) = args.max_sessions.or(file.max_sessions) {
+        config.max_sessions = n.max(1);
+    }
+    if let Some(n) = args.max_channels_per_peer.or(file.max_channels_per_peer) {
+        config.max_channels_per_peer = n.max(1);
+    }
+    if let Some(n) = args.max_streams_per_peer.or(file.max_streams_per_peer) {
+        config.max_streams_per_peer = n.max(1);
     }
     if let Some(n) = args.max_body_bytes.or(file.max_body_bytes) {
         config.bridge.max_body_bytes = n;
