@@ -5,6 +5,7 @@
 //! Once bound it logs `listening on http://ADDR:PORT` (to stderr), with the
 //! real port when started with `--listen 127.0.0.1:0`.
 
+mod jwks;
 mod settings;
 
 use std::{
@@ -15,10 +16,10 @@ use std::{
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use beeline_signal_server::{
-    JwtAuth, OpenAuth, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
+    JwtAuth, JwtKeys, OpenAuth, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
 };
 use clap::{CommandFactory as _, FromArgMatches as _};
-use settings::{BrowserAuth, Cli, FileConfig, Settings};
+use settings::{BrowserAuth, Cli, FileConfig, JwtKeySource, Settings};
 use tracing_subscriber::EnvFilter;
 
 /// How long open connections (relayed streams, mostly) may take to finish
@@ -85,8 +86,24 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
             cookie,
             issuer,
             audience,
+            max_lifetime,
         } => {
-            let mut auth = JwtAuth::new(key).context("invalid JWT key")?;
+            let mut auth = match key {
+                JwtKeySource::Key(key) => JwtAuth::new(key).context("invalid JWT key")?,
+                JwtKeySource::Jwks(path) => {
+                    let keys = JwtKeys::default();
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("could not read the JWKS {}", path.display()))?;
+                    keys.replace_from_jwks(&text)
+                        .with_context(|| format!("invalid JWKS {}", path.display()))?;
+                    tracing::info!(kids = keys.kids().join(","), "JWT keys loaded");
+                    tokio::spawn(jwks::watch(path, keys.clone()));
+                    JwtAuth::with_keys(keys)
+                }
+            };
+            if let Some(max) = max_lifetime {
+                auth = auth.with_max_lifetime(max);
+            }
             if let Some(cookie) = cookie {
                 auth = auth.with_cookie(cookie);
             }

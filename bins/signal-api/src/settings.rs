@@ -205,6 +205,22 @@ pub(crate) struct Cli {
         help_heading = "Browser auth"
     )]
     jwt_public_key_file: Option<PathBuf>,
+    /// jwt: JWKS file (RFC 7517) of the keys that verify tokens, told apart by `kid`; re-read when it changes (checked every 2 s) and on SIGHUP, so keys rotate with no restart.
+    #[arg(
+        long,
+        env = "BEELINE_JWT_JWKS_FILE",
+        value_name = "PATH",
+        help_heading = "Browser auth"
+    )]
+    jwt_jwks_file: Option<PathBuf>,
+    /// jwt: refuse tokens that live longer than this (exp - iat), and tokens without iat.
+    #[arg(
+        long,
+        env = "BEELINE_JWT_MAX_LIFETIME_SECS",
+        value_name = "SECS",
+        help_heading = "Browser auth"
+    )]
+    jwt_max_lifetime_secs: Option<u64>,
     /// jwt: the only accepted algorithm [default: hs256 with a secret, detected from the key otherwise].
     #[arg(
         long,
@@ -477,6 +493,8 @@ pub(crate) struct FileConfig {
     jwt_secret: Option<String>,
     jwt_secret_file: Option<PathBuf>,
     jwt_public_key_file: Option<PathBuf>,
+    jwt_jwks_file: Option<PathBuf>,
+    jwt_max_lifetime_secs: Option<u64>,
     jwt_algorithm: Option<JwtAlgorithm>,
     jwt_cookie: Option<String>,
     jwt_issuer: Option<String>,
@@ -526,6 +544,7 @@ impl FileConfig {
             &mut file.turn_previous_secret_file,
             &mut file.jwt_secret_file,
             &mut file.jwt_public_key_file,
+            &mut file.jwt_jwks_file,
         ]
         .into_iter()
         .chain(file.homes.values_mut().map(|home| &mut home.token_file));
@@ -579,14 +598,23 @@ impl Secret {
 pub(crate) enum BrowserAuth {
     Open,
     Jwt {
-        key: JwtKey,
+        key: JwtKeySource,
         cookie: Option<String>,
         issuer: Option<String>,
         audience: Option<String>,
+        max_lifetime: Option<std::time::Duration>,
     },
     ProxyHeader {
         header: String,
     },
+}
+
+/// Where the keys that verify browser JWTs come from.
+pub(crate) enum JwtKeySource {
+    /// One key, for tokens without a `kid`.
+    Key(JwtKey),
+    /// A JWKS file, re-read when it changes.
+    Jwks(PathBuf),
 }
 
 /// Everything `main` needs, resolved. Holds secrets: never log it.
@@ -801,6 +829,29 @@ fn resolve_browser_auth(
                 })
                 .transpose()?;
             let algorithm = cli.jwt_algorithm.or(file.jwt_algorithm);
+            let jwks = cli.jwt_jwks_file.take().or(file.jwt_jwks_file.take());
+            let max_lifetime = cli
+                .jwt_max_lifetime_secs
+                .or(file.jwt_max_lifetime_secs)
+                .map(std::time::Duration::from_secs);
+            let cookie = cli.jwt_cookie.take().or(file.jwt_cookie.take());
+            let issuer = cli.jwt_issuer.take().or(file.jwt_issuer.take());
+            let audience = cli.jwt_audience.take().or(file.jwt_audience.take());
+            if let Some(jwks) = jwks {
+                if secret.is_some() || public_key.is_some() || algorithm.is_some() {
+                    bail!(
+                        "--jwt-jwks-file names every key and its algorithm: give no JWT secret, \
+                         public key or algorithm with it"
+                    );
+                }
+                return Ok(BrowserAuth::Jwt {
+                    key: JwtKeySource::Jwks(jwks),
+                    cookie,
+                    issuer,
+                    audience,
+                    max_lifetime,
+                });
+            }
             let key = match (secret, public_key, algorithm) {
                 (Some(_), Some(_), _) => bail!(
                     "give either a JWT secret (HS256) or a JWT public key (RS256/ES256), not both"
@@ -818,15 +869,16 @@ fn resolve_browser_auth(
                 }
                 (None, Some(pem), None) => detect_key(pem)?,
                 (None, None, _) => bail!(
-                    "--browser-auth jwt needs a key: --jwt-secret-file PATH (HS256) or \
-                     --jwt-public-key-file PATH (RS256/ES256)"
+                    "--browser-auth jwt needs a key: --jwt-secret-file PATH (HS256), \
+                     --jwt-public-key-file PATH (RS256/ES256) or --jwt-jwks-file PATH (keys by kid)"
                 ),
             };
             Ok(BrowserAuth::Jwt {
-                key,
-                cookie: cli.jwt_cookie.take().or(file.jwt_cookie.take()),
-                issuer: cli.jwt_issuer.take().or(file.jwt_issuer.take()),
-                audience: cli.jwt_audience.take().or(file.jwt_audience.take()),
+                key: JwtKeySource::Key(key),
+                cookie,
+                issuer,
+                audience,
+                max_lifetime,
             })
         }
     }
@@ -1163,7 +1215,7 @@ mod tests {
         ])
         .unwrap();
         assert!(
-            matches!(ok.browser_auth, BrowserAuth::Jwt { key: JwtKey::Hs256(ref k), cookie: Some(_), .. } if k == b"shh")
+            matches!(ok.browser_auth, BrowserAuth::Jwt { key: JwtKeySource::Key(JwtKey::Hs256(ref k)), cookie: Some(_), .. } if k == b"shh")
         );
         let err = format!("{:#}", with(&["proxy-header"]).err().unwrap());
         assert!(err.contains("--trusted-proxy"), "{err}");

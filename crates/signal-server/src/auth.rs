@@ -5,7 +5,7 @@
 //! is that home peer. Every other request is a browser and is handed to the
 //! server's [`BrowserAuth`], which either names its [`Identity`] or rejects
 //! it (401). Three implementations ship with the crate — [`OpenAuth`],
-//! [`JwtAuth`] and [`ProxyHeaderAuth`] — and [`ExtensionAuth`] lets an
+//! [`JwtAuth`](crate::JwtAuth) and [`ProxyHeaderAuth`] — and [`ExtensionAuth`] lets an
 //! embedding server reuse the identity its own middleware already found.
 
 use std::{
@@ -16,7 +16,6 @@ use std::{
 };
 
 use http::{header, Extensions, HeaderMap, HeaderName};
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -218,168 +217,6 @@ impl BrowserAuth for OpenAuth {
 
     fn mode(&self) -> &'static str {
         "open"
-    }
-}
-
-/// A public key or shared secret that verifies browser JWTs.
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum JwtKey {
-    /// HS256 with this shared secret.
-    Hs256(Vec<u8>),
-    /// RS256 with this PEM public key (`-----BEGIN PUBLIC KEY-----`).
-    Rs256Pem(Vec<u8>),
-    /// ES256 (P-256) with this PEM public key.
-    Es256Pem(Vec<u8>),
-}
-
-impl fmt::Debug for JwtKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            JwtKey::Hs256(_) => "Hs256(<redacted>)",
-            JwtKey::Rs256Pem(_) => "Rs256Pem(..)",
-            JwtKey::Es256Pem(_) => "Es256Pem(..)",
-        })
-    }
-}
-
-/// A JWT key could not be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JwtKeyError {
-    /// The HS256 secret is empty.
-    #[error("the JWT secret is empty")]
-    EmptySecret,
-    /// The public key is not a PEM key of the expected type.
-    #[error("invalid JWT public key")]
-    InvalidKey(#[source] jsonwebtoken::errors::Error),
-}
-
-/// Verifies a JWT from `Authorization: Bearer` or from a cookie.
-///
-/// The token must be signed with the configured algorithm only (no
-/// algorithm confusion), carry `exp` (checked, 60 s leeway) and a non-empty
-/// `sub`, which becomes the [`Identity`]; `iss` and `aud` are checked when
-/// configured. An optional `homes` claim (array of home names) restricts the
-/// homes the user may reach.
-#[derive(Clone)]
-pub struct JwtAuth {
-    key: jsonwebtoken::DecodingKey,
-    validation: jsonwebtoken::Validation,
-    cookie: Option<String>,
-    algorithm: &'static str,
-}
-
-impl fmt::Debug for JwtAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuth")
-            .field("algorithm", &self.algorithm)
-            .field("cookie", &self.cookie)
-            .field("issuer", &self.validation.iss)
-            .field("audience", &self.validation.aud)
-            .finish()
-    }
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    homes: Option<Vec<String>>,
-}
-
-impl JwtAuth {
-    /// Verifies tokens with `key`, read from `Authorization: Bearer`.
-    pub fn new(key: JwtKey) -> Result<Self, JwtKeyError> {
-        use jsonwebtoken::{Algorithm, DecodingKey};
-        let (key, algorithm, name) = match key {
-            JwtKey::Hs256(secret) if secret.is_empty() => return Err(JwtKeyError::EmptySecret),
-            JwtKey::Hs256(secret) => (DecodingKey::from_secret(&secret), Algorithm::HS256, "HS256"),
-            JwtKey::Rs256Pem(pem) => (
-                DecodingKey::from_rsa_pem(&pem).map_err(JwtKeyError::InvalidKey)?,
-                Algorithm::RS256,
-                "RS256",
-            ),
-            JwtKey::Es256Pem(pem) => (
-                DecodingKey::from_ec_pem(&pem).map_err(JwtKeyError::InvalidKey)?,
-                Algorithm::ES256,
-                "ES256",
-            ),
-        };
-        let mut validation = jsonwebtoken::Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_aud = false;
-        // A token that is not valid yet is refused too (same 60 s leeway).
-        validation.validate_nbf = true;
-        Ok(Self {
-            key,
-            validation,
-            cookie: None,
-            algorithm: name,
-        })
-    }
-
-    /// Also accepts the token from cookie `name` when there is no bearer.
-    pub fn with_cookie(mut self, name: impl Into<String>) -> Self {
-        self.cookie = Some(name.into());
-        self
-    }
-
-    /// Requires `iss` to be `issuer`.
-    pub fn with_issuer(mut self, issuer: &str) -> Self {
-        self.validation.set_issuer(&[issuer]);
-        self
-    }
-
-    /// Requires `aud` to contain `audience`.
-    pub fn with_audience(mut self, audience: &str) -> Self {
-        self.validation.set_audience(&[audience]);
-        self.validation.validate_aud = true;
-        self
-    }
-}
-
-impl BrowserAuth for JwtAuth {
-    fn authenticate(&self, request: &BrowserRequest<'_>) -> Result<Identity, AuthRejection> {
-        let token = request
-            .bearer()
-            .or_else(|| self.cookie.as_deref().and_then(|name| request.cookie(name)))
-            .ok_or_else(|| {
-                AuthRejection::new(match &self.cookie {
-                    Some(cookie) => format!(
-                        "authentication required: send a JWT as a bearer token or in the {cookie:?} cookie"
-                    ),
-                    None => "authentication required: send a JWT as a bearer token".to_owned(),
-                })
-            })?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |error| {
-                use jsonwebtoken::errors::ErrorKind;
-                let why = match error.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::InvalidSignature => "the token's signature is not valid",
-                    ErrorKind::InvalidAlgorithm => "the token is signed with another algorithm",
-                    ErrorKind::InvalidIssuer => "the token has the wrong issuer",
-                    ErrorKind::InvalidAudience => "the token has the wrong audience",
-                    ErrorKind::MissingRequiredClaim(_) => "the token lacks exp or sub",
-                    _ => "the token is not a valid JWT",
-                };
-                tracing::debug!(%error, "browser JWT refused");
-                AuthRejection::new(format!("invalid token: {why}"))
-            },
-        )?;
-        if data.claims.sub.is_empty() {
-            return Err(AuthRejection::new("invalid token: sub is empty"));
-        }
-        let identity = Identity::new(data.claims.sub);
-        Ok(match data.claims.homes {
-            Some(homes) => identity.with_homes(homes),
-            None => identity,
-        })
-    }
-
-    fn mode(&self) -> &'static str {
-        "jwt"
     }
 }
 

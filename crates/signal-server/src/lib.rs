@@ -62,6 +62,7 @@ mod auth;
 mod config;
 mod cookies;
 mod home_link;
+mod jwt;
 mod limits;
 mod metrics;
 mod net;
@@ -72,11 +73,12 @@ mod turn;
 mod wake;
 
 pub use auth::{
-    AuthRejection, BrowserAuth, BrowserRequest, ExtensionAuth, HomeCredential, Identity, JwtAuth,
-    JwtKey, JwtKeyError, OpenAuth, ProxyHeaderAuth,
+    AuthRejection, BrowserAuth, BrowserRequest, ExtensionAuth, HomeCredential, Identity, OpenAuth,
+    ProxyHeaderAuth,
 };
 pub use config::{SignalConfig, DEFAULT_HOME};
 pub use home_link::{LINK_MESSAGE_SIZE, LINK_SILENCE, PING_EVERY};
+pub use jwt::{JwtAuth, JwtKey, JwtKeyError, JwtKeys};
 pub use limits::Limits;
 pub use net::{IpNet, IpNetParseError};
 pub use relay::{RelayConfigError, SESSION_HEADER, SESSION_PARAM};

@@ -110,7 +110,12 @@ async fn home_token_cannot_create_sessions() {
 
 #[tokio::test]
 async fn custom_base_path_is_honoured() {
-    let harness = start(|config| config.base_path = "/jarvis-api/webrtc/".into()).await;
+    let harness = start(|config| {
+        config.base_path = "/jarvis-api/webrtc/".into();
+        // No normal path, so an unknown path is a plain 404.
+        config.home_link = false;
+    })
+    .await;
     assert_eq!(harness.server.base_path(), "/jarvis-api/webrtc");
     harness.browser().create_session().await.unwrap();
     let response = reqwest::Client::new()
