@@ -275,6 +275,21 @@ impl SessionStore {
         // a power loss can drop the last moments, which signaling tolerates.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
+        // Space freed by sweeps goes back to the file system: incremental
+        // auto-vacuum, turned on for a database made before it was (which
+        // takes one VACUUM, once).
+        let auto_vacuum: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+            .map_err(open_error)?;
+        if auto_vacuum != 2 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(open_error)?;
+            conn.execute_batch("VACUUM").map_err(open_error)?;
+        }
+        // The WAL file shrinks back after checkpoints instead of keeping its
+        // largest size.
+        conn.pragma_update(None, "journal_size_limit", 8 * 1024 * 1024)
+            .map_err(open_error)?;
         migrate(&conn, path)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -455,24 +470,76 @@ impl SessionStore {
     /// of sessions already gone), and forgets sessions created before
     /// `forget_before_ms` altogether. Sessions in between stay as
     /// tombstones, so they answer "expired" rather than "unknown".
+    ///
+    /// The work is done in batches of [`SWEEP_BATCH`] rows, each its own
+    /// short transaction, so requests waiting for the store get it between
+    /// batches instead of waiting for the whole sweep; then the freed pages
+    /// are handed back to the file system (incremental vacuum), a batch at a
+    /// time too.
     pub fn sweep(&self, live_since_ms: u64, forget_before_ms: u64) -> Result<Swept, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let messages = tx.execute(
-            "DELETE FROM messages
-             WHERE created_ms < ?1
-                OR NOT EXISTS (SELECT 1 FROM sessions s
-                               WHERE s.id = messages.session_id AND s.created_ms >= ?1)",
-            [to_sql_int(live_since_ms)],
-        )?;
-        let sessions = tx.execute(
-            "DELETE FROM sessions WHERE created_ms < ?1",
-            [to_sql_int(forget_before_ms)],
-        )?;
-        tx.commit()?;
-        Ok(Swept { sessions, messages })
+        let mut swept = Swept::default();
+        let batch = i64::try_from(SWEEP_BATCH).unwrap_or(i64::MAX);
+        loop {
+            let deleted = self.lock().execute(
+                "DELETE FROM messages WHERE seq IN (
+                    SELECT seq FROM messages
+                    WHERE created_ms < ?1
+                       OR NOT EXISTS (SELECT 1 FROM sessions s
+                                      WHERE s.id = messages.session_id AND s.created_ms >= ?1)
+                    LIMIT ?2)",
+                rusqlite::params![to_sql_int(live_since_ms), batch],
+            )?;
+            swept.messages += deleted;
+            if deleted < SWEEP_BATCH {
+                break;
+            }
+            // Let a waiting request have the store before the next batch.
+            std::thread::yield_now();
+        }
+        loop {
+            let deleted = self.lock().execute(
+                "DELETE FROM sessions WHERE id IN (
+                    SELECT id FROM sessions WHERE created_ms < ?1 LIMIT ?2)",
+                rusqlite::params![to_sql_int(forget_before_ms), batch],
+            )?;
+            swept.sessions += deleted;
+            if deleted < SWEEP_BATCH {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        if swept.messages + swept.sessions > 0 {
+            self.reclaim()?;
+        }
+        Ok(swept)
+    }
+
+    /// Returns free pages to the file system, [`VACUUM_PAGES`] at a time.
+    fn reclaim(&self) -> Result<(), StoreError> {
+        loop {
+            let conn = self.lock();
+            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+            if free == 0 {
+                return Ok(());
+            }
+            conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
+        }
+    }
+
+    /// Bytes the database file takes (pages in use and free pages).
+    pub fn file_bytes(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+        let size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        Ok(u64::try_from(pages.saturating_mul(size)).unwrap_or_default())
     }
 }
+
+/// Rows one sweep transaction deletes at most.
+pub(crate) const SWEEP_BATCH: usize = 500;
+
+/// Pages one incremental-vacuum step returns at most.
+const VACUUM_PAGES: u32 = 256;
 
 /// Creates or upgrades the schema in one transaction.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -602,6 +669,67 @@ mod tests {
             store.append(&offer("s1"), OWNER, 1_001, 0, 1_002),
             Err(StoreError::ExpiredSession)
         ));
+    }
+
+    /// A flood of candidates (64 KiB each was once possible) expires: the
+    /// sweep deletes it in short batches, so a request in the meantime gets
+    /// the store between them, and the file gives the space back.
+    #[test]
+    fn a_sweep_is_batched_and_gives_the_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(&dir));
+        let candidate = format!("{{\"candidate\":\"{}\"}}", "x".repeat(2_000));
+        for s in 0..40 {
+            let id = format!("flood{s}");
+            store.create_session(&id, "home", "", 1_000).unwrap();
+            for _ in 0..100 {
+                let msg = NewMessage {
+                    session_id: &id,
+                    side: Side::Browser,
+                    kind: MessageKind::Candidate,
+                    sdp: None,
+                    candidate_json: Some(&candidate),
+                };
+                store.append(&msg, Access::Owner(""), 0, 0, 1_000).unwrap();
+            }
+        }
+        let full = store.file_bytes().unwrap();
+        assert!(full > 8_000_000, "{full}");
+
+        // A writer keeps creating sessions while the sweep runs; some of
+        // its writes land between the sweep's batches.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut during = 0;
+                for i in 0.. {
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    store
+                        .create_session(&format!("live{i}"), "home", "", 5_000)
+                        .unwrap();
+                    during += 1;
+                    std::thread::yield_now();
+                }
+                during
+            })
+        };
+        let swept = store.sweep(2_000, 1_500).unwrap();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let during = writer.join().unwrap();
+        assert_eq!(swept.messages, 4_000);
+        assert_eq!(swept.sessions, 40);
+        assert!(
+            during > 4_000 / SWEEP_BATCH,
+            "only {during} writes got in during the sweep"
+        );
+        let after = store.file_bytes().unwrap();
+        assert!(
+            after < full / 4,
+            "the file kept its space: {full} -> {after} bytes"
+        );
     }
 
     #[test]
