@@ -289,6 +289,10 @@ pub(crate) fn start_signal_api(
         "0",
         "--max-messages-per-session",
         "0",
+        "--posts-per-session-per-minute",
+        "0",
+        "--posts-per-identity-per-minute",
+        "0",
     ])
     .map(str::to_owned)
     .chain([

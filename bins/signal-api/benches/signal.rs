@@ -57,6 +57,7 @@ impl Server {
             .args(["--max-polls-per-identity", "0"])
             .args(["--max-messages-per-session", "0"])
             .args(["--posts-per-session-per-minute", "0"])
+            .args(["--posts-per-identity-per-minute", "0"])
             .args(["--long-poll-timeout", "120"])
             .stderr(Stdio::piped())
             .spawn()

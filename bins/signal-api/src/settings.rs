@@ -430,6 +430,14 @@ pub(crate) struct Cli {
         help_heading = "Sessions and limits (0 = no limit)"
     )]
     posts_per_session_per_minute: Option<u32>,
+    /// Messages one browser user (or anonymous client address, IPv6 by /64) may post per minute across its sessions, then 429 with Retry-After [default: 1200].
+    #[arg(
+        long,
+        env = "BEELINE_POSTS_PER_IDENTITY_PER_MINUTE",
+        value_name = "N",
+        help_heading = "Sessions and limits (0 = no limit)"
+    )]
+    posts_per_identity_per_minute: Option<u32>,
     /// Sessions one user may create per minute, then 429 with Retry-After [default: 20].
     #[arg(
         long,
@@ -524,6 +532,7 @@ pub(crate) struct FileConfig {
     max_messages_per_session: Option<u32>,
     max_candidate_bytes: Option<usize>,
     posts_per_session_per_minute: Option<u32>,
+    posts_per_identity_per_minute: Option<u32>,
     sessions_per_identity_per_minute: Option<u32>,
     sessions_per_ip_per_minute: Option<u32>,
     max_polls_per_identity: Option<u32>,
@@ -980,6 +989,7 @@ impl Settings {
             max_messages_per_session,
             max_candidate_bytes,
             posts_per_session_per_minute,
+            posts_per_identity_per_minute,
             sessions_per_identity_per_minute,
             sessions_per_ip_per_minute,
             max_polls_per_identity

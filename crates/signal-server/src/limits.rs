@@ -27,6 +27,10 @@ pub struct Limits {
     /// `Retry-After`), so a flood is slowed long before the session's
     /// message cap and cannot crowd other sessions' offers.
     pub posts_per_session_per_minute: u32,
+    /// Messages one browser identity (a user, or an anonymous client's
+    /// address) may post per minute across all its sessions (429 with
+    /// `Retry-After`), so opening more sessions buys no more flood.
+    pub posts_per_identity_per_minute: u32,
     /// Sessions one identity may create per minute (429 with `Retry-After`).
     pub sessions_per_identity_per_minute: u32,
     /// Sessions one client address may create per minute (429 with
@@ -45,6 +49,7 @@ impl Default for Limits {
             max_messages_per_session: 200,
             max_candidate_bytes: 2048,
             posts_per_session_per_minute: 120,
+            posts_per_identity_per_minute: 1200,
             sessions_per_identity_per_minute: 20,
             sessions_per_ip_per_minute: 60,
             max_polls_per_identity: 16,

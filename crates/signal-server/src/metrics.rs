@@ -55,12 +55,13 @@ pub(crate) const FALLBACK_REASONS: [&str; 8] = [
 ];
 
 /// Limits whose refusals are counted by name.
-pub(crate) const LIMITS: [&str; 8] = [
+pub(crate) const LIMITS: [&str; 9] = [
     "body-size",
     "sdp-size",
     "candidate-size",
     "session-messages",
     "session-post-rate",
+    "identity-post-rate",
     "identity-session-rate",
     "ip-session-rate",
     "concurrent-polls",

@@ -105,6 +105,7 @@ pub(crate) struct Shared {
     sessions_per_ip: RateLimiter,
     reports_per_ip: RateLimiter,
     posts_per_session: RateLimiter,
+    posts_per_identity: RateLimiter,
     polls: PollSlots,
     shutdown: CancellationToken,
 }
@@ -196,6 +197,7 @@ impl SignalServer {
             sessions_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
             reports_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
             posts_per_session: RateLimiter::new(limits.posts_per_session_per_minute),
+            posts_per_identity: RateLimiter::new(limits.posts_per_identity_per_minute),
             polls: PollSlots::new(limits.max_polls_per_identity),
             shutdown: CancellationToken::new(),
             config,
@@ -426,6 +428,7 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
             shared.sessions_per_ip.sweep(now);
             shared.reports_per_ip.sweep(now);
             shared.posts_per_session.sweep(now);
+            shared.posts_per_identity.sweep(now);
             let live_since = live_since_ms(&shared.config);
             let forget_before = live_since.saturating_sub(millis(shared.config.tombstone_ttl));
             match run_blocking(&shared, move |store| store.sweep(live_since, forget_before)).await {
@@ -1035,6 +1038,21 @@ async fn post_signal(
             ),
             wait,
         ));
+    }
+    if matches!(caller.who, Who::Browser(_)) {
+        if let Err(wait) = shared
+            .posts_per_identity
+            .acquire(&caller.limit_key(), Instant::now())
+        {
+            shared.metrics.count_limit("identity-post-rate");
+            return Err(ApiError::too_many(
+                format!(
+                    "too many messages posted by this user (limit {} per minute across its sessions); retry later",
+                    shared.config.limits.posts_per_identity_per_minute
+                ),
+                wait,
+            ));
+        }
     }
     let owner_or_home = match &caller.who {
         Who::Browser(identity) => OwnedAccess::Owner(identity.subject().to_owned()),

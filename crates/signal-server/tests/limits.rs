@@ -214,6 +214,53 @@ async fn a_flooding_session_is_slowed_and_others_are_not() {
 }
 
 #[tokio::test]
+async fn more_sessions_buy_a_user_no_more_posts() {
+    let harness = start(|config| {
+        config.limits.posts_per_session_per_minute = 0;
+        config.limits.posts_per_identity_per_minute = 8;
+    })
+    .await;
+    let browser = harness.browser();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..4 {
+        let session = browser.create_session().await.unwrap().session_id;
+        for _ in 0..4 {
+            match browser
+                .post(&SignalMessage::candidate(
+                    &session,
+                    serde_json::json!({"candidate": "x"}),
+                ))
+                .await
+            {
+                Ok(_) => accepted += 1,
+                Err(SignalError::Http { status: 429, .. }) => refused += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!((accepted, refused), (8, 8));
+    // The home is not a browser user: its posts are not counted here.
+    let session = browser.create_session().await.unwrap().session_id;
+    for _ in 0..10 {
+        harness
+            .home()
+            .post(&SignalMessage::candidate(
+                &session,
+                serde_json::json!({"candidate": "y"}),
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        harness
+            .metric("beeline_limit_rejections_total{limit=\"identity-post-rate\"}")
+            .await,
+        8
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_candidate_gets_413() {
     let harness = start(|_| {}).await;
     let browser = harness.browser();
