@@ -35,7 +35,8 @@ mod peer;
 
 pub use channel::{DataChannel, Message, SEND_LIMIT};
 pub use config::{
-    AddressFilter, IceServer, PeerConfig, DEFAULT_MAX_REMOTE_CANDIDATES, DEFAULT_SOCKET_BUFFER,
+    AddressFilter, IceServer, PeerConfig, DEFAULT_CHECK_BUDGET, DEFAULT_MAX_REMOTE_CANDIDATES,
+    DEFAULT_SOCKET_BUFFER,
 };
 pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::Error;

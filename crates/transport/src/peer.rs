@@ -483,10 +483,13 @@ impl Peer {
                 Some(Box::new(move |name: &str| f.allows_interface(name)))
             };
         // A pair whose checks get no answer is given up after this many
-        // checks: as long as the setup budget, so that a pair waiting for the
-        // other side's NAT to open (hole punching) is not given up early.
-        let max_binding_requests =
-            (config.connect_timeout.as_millis() / CHECK_INTERVAL.as_millis()).clamp(7, 400) as u16;
+        // checks: the session's check budget shared by as many remote
+        // candidates as it may take, so that a page naming other hosts as
+        // candidates cannot make us flood them (at least 7, as RFC 8445's
+        // retransmissions; at most the setup budget's worth).
+        let most = (config.connect_timeout.as_millis() / CHECK_INTERVAL.as_millis()).clamp(7, 400);
+        let share = u128::from(config.check_budget / config.max_remote_candidates.max(1));
+        let max_binding_requests = share.clamp(7, most) as u16;
         let agent_config = AgentConfig {
             urls,
             network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
