@@ -209,6 +209,7 @@ impl<C: Channel> Client<C> {
         if options.cookies {
             features.push("cookies".to_owned());
         }
+        features.push("websocket".to_owned());
         let hello = Hello {
             version: v2::VERSION,
             features,

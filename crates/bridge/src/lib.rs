@@ -31,6 +31,8 @@ mod credit;
 mod link;
 mod server;
 mod upstream;
+mod websocket;
+mod ws_client;
 
 use std::future::Future;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub use upstream::{
     BodyStream, HttpUpstream, ServiceBody, ServiceUpstream, Upstream, UpstreamRequest,
     UpstreamResponse,
 };
+pub use websocket::{MessageSink, MessageStream, WebSocketOpen};
+pub use ws_client::{Upgrade, WsReceiver, WsSender};
 
 /// A message received from a [`Channel`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +144,9 @@ pub struct BridgeConfig {
     /// as it gives them. Every other [`client_headers`](Self::client_headers)
     /// rule still applies. Never set it for a channel a browser speaks on.
     pub trust_forwarded_headers: bool,
+    /// Largest WebSocket message either side may send on an upgrade
+    /// stream; a larger one closes the socket with 1009.
+    pub max_ws_message_bytes: u64,
 }
 
 impl Default for BridgeConfig {
@@ -156,6 +163,7 @@ impl Default for BridgeConfig {
             client_headers: ClientHeaderFilter::default(),
             cookies: None,
             trust_forwarded_headers: false,
+            max_ws_message_bytes: beeline_frame::ws::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credit::{RecvWindow, SendWindow};
 use crate::upstream::{strip_hop_by_hop, BodyStream, UpstreamRequest};
+use crate::websocket::WebSocketTask;
 use crate::{BridgeConfig, BridgeError, Channel, ChannelClosed, CookieSeal, Received, Upstream};
 
 /// Features this side supports (`docs/protocol.md` §3).
-const FEATURES: [&str; 4] = ["binary", "cancel", "credit", "cookies"];
+const FEATURES: [&str; 5] = ["binary", "cancel", "credit", "cookies", "websocket"];
 
 /// How long a sealed cookie jar stays good (`docs/cookies.md`); client.js
 /// refreshes its jar well before.
@@ -83,6 +84,8 @@ struct Negotiated {
     cookies: bool,
     /// The client's window for response bodies.
     client_window: u32,
+    /// WebSocket upgrade streams (§4.7).
+    websocket: bool,
 }
 
 struct Connection<C, U> {
@@ -114,6 +117,8 @@ struct Upload {
     received: u64,
     /// The length the client declared, which the body must meet exactly.
     expected: Option<u64>,
+    /// A WebSocket stream's messages: long-lived, so no body limit.
+    duplex: bool,
 }
 
 /// When a stream last made progress; an upload counts, so a slow upstream
@@ -178,6 +183,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                     path: r.path,
                     headers: r.headers,
                     scheme: None,
+                    upgrade: None,
                     end: r.body.is_empty(),
                 };
                 let body = (!r.body.is_empty()).then(|| Bytes::from(r.body));
@@ -260,6 +266,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             credit,
             cookies: features.iter().any(|f| f == "cookies"),
             client_window: hello.window,
+            websocket: features.iter().any(|f| f == "websocket"),
         });
         let agree = Agree {
             version: hello.version.min(v2::VERSION),
@@ -268,6 +275,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             max_streams: self.config.max_concurrent_streams as u32,
             max_header_bytes: self.config.max_header_bytes as u32,
             max_body_bytes: self.config.max_body_bytes,
+            max_ws_message_bytes: self.config.max_ws_message_bytes,
         };
         self.send(Frame::Agree(agree)).await
     }
@@ -357,7 +365,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 .await;
         };
         upload.received += data.len() as u64;
-        if upload.received > max_body {
+        if !upload.duplex && upload.received > max_body {
             let msg = format!("request body larger than {max_body} bytes");
             return self.fail_stream(id, ErrorCode::BodyTooLarge, msg).await;
         }
@@ -458,6 +466,15 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                 };
             }
         };
+        if let Err(message) = self.check_upgrade(&head, dialect) {
+            return self
+                .send(Frame::Error {
+                    id: Some(id),
+                    code: ErrorCode::BadRequest,
+                    message,
+                })
+                .await;
+        }
         let jar = match self.open_jar(dialect, &mut head.headers) {
             Ok(jar) => jar,
             Err(message) => {
@@ -512,6 +529,7 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
                         window,
                         received: 0,
                         expected,
+                        duplex: head.upgrade.is_some(),
                     }),
                 )
             }
@@ -526,6 +544,35 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             },
         );
 
+        if head.upgrade.is_some() {
+            let socket = WebSocketTask {
+                id: id.clone(),
+                channel: Arc::clone(&self.channel),
+                send_window,
+                cancel,
+                credit_timeout: self.config.credit_timeout,
+                max_message_bytes: self.config.max_ws_message_bytes,
+            };
+            let (upstream, done, limit) = (
+                Arc::clone(&self.upstream),
+                self.done_tx.clone(),
+                self.config.max_ws_message_bytes,
+            );
+            let from_client = body.unwrap_or_else(|| futures::stream::empty().boxed());
+            self.tasks.spawn(async move {
+                let _peer_slot = peer_slot;
+                let request = UpstreamRequest { head, body: None };
+                let opened = tokio::select! {
+                    opened = upstream.websocket(request, limit) => Some(opened),
+                    _ = socket.cancel.cancelled() => None,
+                };
+                if let Some(opened) = opened {
+                    socket.run(opened, from_client).await;
+                }
+                let _ = done.send(id);
+            });
+            return Ok(());
+        }
         let task = StreamTask {
             _peer_slot: peer_slot,
             cookies: self
@@ -547,6 +594,24 @@ impl<C: Channel, U: Upstream> Connection<C, U> {
             done: self.done_tx.clone(),
         };
         self.tasks.spawn(task.run(head, body));
+        Ok(())
+    }
+
+    /// An upgrade must be a v2 `GET` for a WebSocket, on a channel that
+    /// negotiated the `websocket` feature, with no body of its own.
+    fn check_upgrade(&self, head: &RequestHead, dialect: Dialect) -> Result<(), String> {
+        let Some(upgrade) = head.upgrade.as_deref() else {
+            return Ok(());
+        };
+        if !upgrade.eq_ignore_ascii_case("websocket") {
+            return Err(format!("cannot upgrade to {upgrade:?}; only websocket"));
+        }
+        if dialect != Dialect::V2 || !self.negotiated.is_some_and(|n| n.websocket) {
+            return Err("a WebSocket needs the websocket feature (hello)".into());
+        }
+        if !head.method.eq_ignore_ascii_case("GET") || head.end {
+            return Err("a WebSocket is opened with GET and end: false".into());
+        }
         Ok(())
     }
 

@@ -44,6 +44,22 @@ pub trait Upstream: Send + Sync + 'static {
         &self,
         request: UpstreamRequest,
     ) -> impl Future<Output = Result<UpstreamResponse, BridgeError>> + Send;
+
+    /// Opens a WebSocket for `request` (an upgrade request; its body is
+    /// `None`), with messages up to `max_message_bytes`. The default
+    /// carries none.
+    fn websocket(
+        &self,
+        request: UpstreamRequest,
+        max_message_bytes: u64,
+    ) -> impl Future<Output = Result<crate::WebSocketOpen, BridgeError>> + Send {
+        let _ = (request, max_message_bytes);
+        async {
+            Err(BridgeError::BadRequest(
+                "this upstream does not carry WebSockets".into(),
+            ))
+        }
+    }
 }
 
 /// Drops hop-by-hop headers, including any the `connection` header names.
@@ -167,6 +183,22 @@ impl Upstream for HttpUpstream {
             headers,
             body,
         })
+    }
+
+    /// A WebSocket to the same path: `ws://` for an `http://` upstream,
+    /// `wss://` for `https://`, with the request's (already forwarded)
+    /// headers and subprotocols.
+    async fn websocket(
+        &self,
+        request: UpstreamRequest,
+        max_message_bytes: u64,
+    ) -> Result<crate::WebSocketOpen, BridgeError> {
+        let head = request.head;
+        let mut url = self.url_for(&head.path)?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|()| BridgeError::InvalidUpstream(format!("{url}: no WebSocket scheme")))?;
+        crate::websocket::connect(url.as_str(), &head.headers, max_message_bytes).await
     }
 }
 

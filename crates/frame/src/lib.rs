@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 mod chunker;
 pub mod proxy;
 pub mod v2;
+pub mod ws;
 
 pub use chunker::{split_text, Utf8Chunker};
 pub use v2::{decode_binary, decode_text, Encoded, ErrorCode, Frame, StreamId};

@@ -68,6 +68,14 @@ pub struct Agree {
     /// Largest request body, in bytes.
     #[serde(default)]
     pub max_body_bytes: u64,
+    /// Largest WebSocket message the home peer accepts (with the
+    /// `websocket` feature); 0 means [`crate::ws::DEFAULT_MAX_MESSAGE_BYTES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_ws_message_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The head of a request.
@@ -85,6 +93,11 @@ pub struct RequestHead {
     /// (the channel itself is encrypted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
+    /// `"websocket"` asks the home peer to open a WebSocket to the home
+    /// service; the stream then carries messages both ways (§4.7,
+    /// [`crate::ws`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<String>,
     /// True when no body follows.
     #[serde(default, skip_serializing_if = "is_false")]
     pub end: bool,
@@ -645,6 +658,7 @@ mod tests {
                         path: "/x?y".into(),
                         headers: headers.clone(),
                         scheme: Some("http".into()),
+                        upgrade: None,
                         end: false,
                     },
                 },
@@ -655,6 +669,7 @@ mod tests {
                         path: "/".into(),
                         headers: Headers::new(),
                         scheme: None,
+                        upgrade: Some("websocket".into()),
                         end: true,
                     },
                 },

@@ -26,15 +26,17 @@ fn frame() -> impl Strategy<Value = Frame> {
             path,
             headers(),
             proptest::option::of("(http|https)"),
+            proptest::option::of("websocket"),
             any::<bool>()
         )
-            .prop_map(|(id, method, path, headers, scheme, end)| Frame::Request {
+            .prop_map(|(id, method, path, headers, scheme, upgrade, end)| Frame::Request {
                 id,
                 head: RequestHead {
                     method,
                     path,
                     headers,
                     scheme,
+                    upgrade,
                     end
                 }
             }),
