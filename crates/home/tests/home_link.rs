@@ -75,6 +75,48 @@ fn home_service(name: &'static str) -> Router {
             "/cookie",
             get(|| async { ([("set-cookie", "sid=1; Path=/; HttpOnly")], "set") }),
         )
+        .route(
+            "/ws/echo",
+            get(move |ws: axum::extract::ws::WebSocketUpgrade| async move {
+                ws.protocols(["chat.v1"])
+                    .on_upgrade(move |socket| ws_echo(socket, name))
+            }),
+        )
+        .route(
+            "/ws/private",
+            get(|| async { (axum::http::StatusCode::FORBIDDEN, "no") }),
+        )
+}
+
+/// Echoes, prefixing text with the home's name; `close:<code>:<reason>`
+/// makes it close.
+async fn ws_echo(socket: axum::extract::ws::WebSocket, name: &'static str) {
+    use axum::extract::ws::{CloseFrame, Message};
+    use futures::SinkExt as _;
+    let (mut tx, mut rx) = socket.split();
+    while let Some(Ok(message)) = rx.next().await {
+        let reply = match message {
+            Message::Text(text) if text.starts_with("close:") => {
+                let mut parts = text.splitn(3, ':').skip(1);
+                let code = parts.next().unwrap_or("1000").parse().unwrap_or(1000);
+                let reason = parts.next().unwrap_or("").to_owned();
+                let _ = tx
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                continue;
+            }
+            Message::Text(text) => Message::Text(format!("{name}: {text}").into()),
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => other,
+        };
+        if tx.send(reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -424,5 +466,146 @@ async fn the_link_comes_back_after_signal_api_restarts() {
     let who = reqwest::get(format!("{origin}/who")).await.unwrap();
     assert_eq!(who.text().await.unwrap(), "home /who");
     shutdown.cancel();
+    server.shutdown();
+}
+
+/// A browser WebSocket on the normal path, over the home link: messages
+/// in order, subprotocol, close code, refusal, and the session's home only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_go_over_the_link_of_their_sessions_home() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+    let stack = two_homes(true).await;
+    let http = reqwest::Client::new();
+    let sb = session(&http, &stack.origin, "b").await;
+    let ws_origin = stack.origin.replacen("http://", "ws://", 1);
+
+    let mut request = format!("{ws_origin}/ws/echo?__beeline_session={sb}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat.v1".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v1");
+    for i in 0..1000u32 {
+        socket
+            .send(tungstenite::Message::Text(format!("{i}").into()))
+            .await
+            .unwrap();
+        socket
+            .send(tungstenite::Message::Binary(
+                i.to_be_bytes().to_vec().into(),
+            ))
+            .await
+            .unwrap();
+    }
+    for i in 0..1000u32 {
+        let text = socket.next().await.unwrap().unwrap();
+        assert_eq!(text, tungstenite::Message::Text(format!("b: {i}").into()));
+        let binary = socket.next().await.unwrap().unwrap();
+        assert_eq!(
+            binary,
+            tungstenite::Message::Binary(i.to_be_bytes().to_vec().into())
+        );
+    }
+    socket
+        .send(tungstenite::Message::Text("close:4002:done".into()))
+        .await
+        .unwrap();
+    let close = loop {
+        match socket.next().await.unwrap().unwrap() {
+            tungstenite::Message::Close(frame) => break frame.unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(u16::from(close.code), 4002);
+    assert_eq!(close.reason.as_str(), "done");
+
+    // A refusal is the home service's own status.
+    match tokio_tungstenite::connect_async(format!("{ws_origin}/ws/private?__beeline_session={sb}"))
+        .await
+    {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // No session with two homes: no WebSocket.
+    match tokio_tungstenite::connect_async(format!("{ws_origin}/ws/echo")).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400),
+        other => panic!("expected 400, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}
+
+/// When the home link drops (home-peer restarts), an open WebSocket is
+/// closed at once with 1011, so the page can reconnect; a new one works
+/// once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_closed_when_the_link_drops() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite;
+    let db = tempfile::tempdir().unwrap();
+    let server = SignalServer::open(SignalConfig::new(db.path().join("s.db"), TOKEN_A))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    serve_signal(&server, listener);
+    let service = serve_plain(home_service("home")).await;
+    let start_link = |shutdown: CancellationToken| {
+        let status = Arc::new(LinkStatus::default());
+        tokio::spawn(run_link(
+            link_config(&origin, TOKEN_A),
+            Arc::new(HttpUpstream::new(&service).unwrap()),
+            Arc::clone(&status),
+            shutdown,
+        ));
+        status
+    };
+    let first = CancellationToken::new();
+    let status = start_link(first.clone());
+    wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    let ws_origin = origin.replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_origin}/ws/echo"))
+        .await
+        .unwrap();
+    socket.send("before".into()).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        tungstenite::Message::Text("home: before".into())
+    );
+
+    // home-peer goes away.
+    first.cancel();
+    let started = Instant::now();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the page is told within 5 s");
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1011));
+    eprintln!(
+        "the page saw close 1011 {:?} after the link dropped",
+        started.elapsed()
+    );
+
+    // It comes back; the page reconnects.
+    let second = CancellationToken::new();
+    let status = start_link(second.clone());
+    wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_origin}/ws/echo"))
+        .await
+        .unwrap();
+    socket.send("after".into()).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        tungstenite::Message::Text("home: after".into())
+    );
+    second.cancel();
     server.shutdown();
 }

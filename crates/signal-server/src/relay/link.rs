@@ -54,7 +54,7 @@ pub(super) async fn send(
 }
 
 /// The status a browser is given when the stream failed before its head.
-fn link_error(error: &ClientError) -> ApiError {
+pub(super) fn link_error(error: &ClientError) -> ApiError {
     match error {
         ClientError::Stream { code, message } => {
             let status = StatusCode::from_u16(ErrorCode::parse(code).http_status())
@@ -65,7 +65,7 @@ fn link_error(error: &ClientError) -> ApiError {
     }
 }
 
-fn body_of(body: ResponseBody) -> Body {
+pub(super) fn body_of(body: ResponseBody) -> Body {
     let stream = futures::stream::unfold(body, |mut body| async move {
         let piece = body.next().await?;
         Some((piece.map_err(std::io::Error::other), body))
@@ -75,7 +75,7 @@ fn body_of(body: ResponseBody) -> Body {
 
 /// Repeated values joined the way the protocol carries them (`Set-Cookie`
 /// lines by newline, everything else by comma).
-fn to_frame_headers(headers: &HeaderMap) -> Headers {
+pub(super) fn to_frame_headers(headers: &HeaderMap) -> Headers {
     let mut out = Headers::new();
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -94,7 +94,7 @@ fn to_frame_headers(headers: &HeaderMap) -> Headers {
     out
 }
 
-fn from_frame_headers(headers: &Headers) -> HeaderMap {
+pub(super) fn from_frame_headers(headers: &Headers) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {

@@ -205,16 +205,119 @@ fn from_tungstenite(message: tungstenite::Message) -> Option<ws::Message> {
 }
 
 /// Opens a WebSocket stream to the home over its link and, once the home
-/// service accepted it, the browser's socket.
+/// service accepted it, the browser's socket; then carries messages both
+/// ways as the stream's records.
 pub(crate) async fn over_link(
-    _link: std::sync::Arc<crate::home_link::Link>,
-    _target: String,
-    _headers: &HeaderMap,
-    _protocols: Vec<String>,
-    _upgrade: WebSocketUpgrade,
+    link: std::sync::Arc<crate::home_link::Link>,
+    target: String,
+    headers: &HeaderMap,
+    protocols: Vec<String>,
+    upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "WebSockets over the home link are not carried yet",
-    ))
+    use beeline_bridge::Upgrade;
+    let mut head_headers = super::link::to_frame_headers(&handshake_headers(headers));
+    if !protocols.is_empty() {
+        head_headers.insert("sec-websocket-protocol".into(), protocols.join(", "));
+    }
+    let head = beeline_frame::v2::RequestHead {
+        method: "GET".into(),
+        path: target,
+        headers: head_headers,
+        ..Default::default()
+    };
+    let opened = link.client().websocket(head).await.map_err(|error| {
+        tracing::debug!(%error, "WebSocket over the home link failed");
+        super::link::link_error(&error)
+    })?;
+    match opened {
+        Upgrade::Refused(response) => {
+            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut reply = Response::new(super::link::body_of(response.body));
+            *reply.status_mut() = status;
+            *reply.headers_mut() = super::link::from_frame_headers(&response.headers);
+            Ok(reply)
+        }
+        Upgrade::Accepted {
+            head,
+            sender,
+            receiver,
+        } => {
+            let chosen = head.headers.get("sec-websocket-protocol").cloned();
+            Ok(accept(upgrade, chosen)
+                .on_upgrade(move |browser| pump_link(browser, link, sender, receiver)))
+        }
+    }
+}
+
+async fn pump_link(
+    browser: WebSocket,
+    link: std::sync::Arc<crate::home_link::Link>,
+    sender: beeline_bridge::WsSender,
+    mut receiver: beeline_bridge::WsReceiver,
+) {
+    use beeline_frame::ws::Message as Record;
+    // Held so the link outlives the socket's own use of it.
+    let _link = link;
+    let (mut to_browser, mut from_browser) = browser.split();
+    let up = async {
+        while let Some(Ok(message)) = from_browser.next().await {
+            let record = match message {
+                ws::Message::Text(text) => Record::Text(text.as_str().to_owned()),
+                ws::Message::Binary(data) => Record::Binary(data),
+                ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
+                ws::Message::Close(frame) => {
+                    Record::Close(frame.map(|f| beeline_frame::ws::Close {
+                        code: f.code,
+                        reason: f.reason.as_str().to_owned(),
+                    }))
+                }
+            };
+            let closing = matches!(record, Record::Close(_));
+            if sender.send(record).await.is_err() || closing {
+                return;
+            }
+        }
+        // The browser went away without a close: say so to the home.
+        let _ = sender
+            .send(Record::close(
+                beeline_frame::ws::close_code::GOING_AWAY,
+                "the page went away",
+            ))
+            .await;
+    };
+    let down = async {
+        loop {
+            let message = match receiver.next().await {
+                Some(Ok(Record::Text(text))) => ws::Message::Text(text.into()),
+                Some(Ok(Record::Binary(data))) => ws::Message::Binary(data),
+                Some(Ok(Record::Ping(data))) => ws::Message::Ping(data),
+                Some(Ok(Record::Pong(data))) => ws::Message::Pong(data),
+                Some(Ok(Record::Close(close))) => {
+                    let _ = to_browser
+                        .send(ws::Message::Close(close.map(|c| ws::CloseFrame {
+                            code: c.code,
+                            reason: c.reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+                // The stream broke off (home-peer restarted, the link
+                // dropped): the browser is told at once (1011), so it can
+                // reconnect.
+                Some(Err(_)) | None => {
+                    let _ = to_browser
+                        .send(ws::Message::Close(Some(ws::CloseFrame {
+                            code: beeline_frame::ws::close_code::INTERNAL_ERROR,
+                            reason: "the home's stream broke off".into(),
+                        })))
+                        .await;
+                    return;
+                }
+            };
+            if to_browser.send(message).await.is_err() {
+                return;
+            }
+        }
+    };
+    finish_both(up, down).await;
 }
