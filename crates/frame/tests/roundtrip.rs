@@ -29,17 +29,19 @@ fn frame() -> impl Strategy<Value = Frame> {
             proptest::option::of("websocket"),
             any::<bool>()
         )
-            .prop_map(|(id, method, path, headers, scheme, upgrade, end)| Frame::Request {
-                id,
-                head: RequestHead {
-                    method,
-                    path,
-                    headers,
-                    scheme,
-                    upgrade,
-                    end
+            .prop_map(
+                |(id, method, path, headers, scheme, upgrade, end)| Frame::Request {
+                    id,
+                    head: RequestHead {
+                        method,
+                        path,
+                        headers,
+                        scheme,
+                        upgrade,
+                        end
+                    }
                 }
-            }),
+            ),
         (stream_id(), 100u16..600, headers()).prop_map(|(id, status, headers)| Frame::Response {
             id,
             head: ResponseHead { status, headers }
