@@ -79,9 +79,9 @@ function fakeObservers() {
 describe('client.js: sealed cookie jars', () => {
   test('asks for the cookies feature only when the session gave a jar', async () => {
     const without = await directClient();
-    assert.deepEqual(without.channel.hellos[0].features, ['binary', 'cancel', 'credit']);
+    assert.deepEqual(without.channel.hellos[0].features, ['binary', 'cancel', 'credit', 'websocket']);
     const withJar = await directClient({}, { cookieJar: 'jar-1' });
-    assert.deepEqual(withJar.channel.hellos[0].features, ['binary', 'cancel', 'credit', 'cookies']);
+    assert.deepEqual(withJar.channel.hellos[0].features, ['binary', 'cancel', 'credit', 'websocket', 'cookies']);
     // Also when the page chose its features, and never without a jar.
     const chosen = await directClient({ features: ['binary', 'cookies'] }, { cookieJar: 'jar-1' });
     assert.deepEqual(chosen.channel.hellos[0].features, ['binary', 'cookies']);
@@ -89,7 +89,7 @@ describe('client.js: sealed cookie jars', () => {
     assert.deepEqual(chosenNoJar.channel.hellos[0].features, ['binary']);
     // And not when the page turned cookies off.
     const off = await directClient({ cookies: false }, { cookieJar: 'jar-1' });
-    assert.deepEqual(off.channel.hellos[0].features, ['binary', 'cancel', 'credit']);
+    assert.deepEqual(off.channel.hellos[0].features, ['binary', 'cancel', 'credit', 'websocket']);
     for (const world of [without, withJar, chosen, chosenNoJar, off]) world.client.close();
   });
 

@@ -262,7 +262,7 @@ describe('createClient setup and fallback', () => {
     assert.deepEqual(pc.config.iceServers, [{ urls: ['stun:127.0.0.1:3478'], username: 'u', credential: 'c' }]);
     assert.equal(channel.label, 'http');
     assert.equal(channel.init, undefined, 'reliable and ordered: the defaults');
-    assert.deepEqual(channel.hellos, [{ type: 'hello', version: 2, features: ['binary', 'cancel', 'credit'], window: 262144 }]);
+    assert.deepEqual(channel.hellos, [{ type: 'hello', version: 2, features: ['binary', 'cancel', 'credit', 'websocket'], window: 262144 }]);
     assert.equal(channel.sent.length, 0);
     assert.deepEqual(server.calls[0], { method: 'POST', path: '/webrtc/session', query: {} });
     const types = server.posted.map((m) => m.type);

@@ -464,9 +464,9 @@ describe('ChannelProtocol: negotiation', () => {
     const p = new ChannelProtocol(link, { window: 12345 });
     assert.equal(p.version, 1);
     p.open();
-    assert.deepEqual(link.frames, [{ type: 'hello', version: 2, features: ['binary', 'cancel', 'credit'], window: 12345 }]);
+    assert.deepEqual(link.frames, [{ type: 'hello', version: 2, features: ['binary', 'cancel', 'credit', 'websocket'], window: 12345 }]);
     p.receive(JSON.stringify({ ...AGREE, features: ['credit', 'cancel', 'future'] }));
-    assert.deepEqual(await p.negotiated, { version: 2, features: ['cancel', 'credit'], binary: false, window: 262144, maxStreams: 128 });
+    assert.deepEqual(await p.negotiated, { version: 2, features: ['cancel', 'credit'], binary: false, window: 262144, maxStreams: 128, maxWsMessage: 16 * 1024 * 1024 });
     assert.equal(p.version, 2);
     assert.equal(p.streams.binary, false);
   });

@@ -117,9 +117,12 @@ class Service {
  * `stack.upstreamRequests()` says `via: 'relay'` or `'channel'`), or the URL
  * of an upstream the test runs itself. `stack.upstreamUrl` is home-peer's
  * upstream URL and `stack.relayUrl` the relay's (the same, except for 'cookie').
- * `allowIps` are home-peer's ICE addresses (`--allow-ip`).
+ * `allowIps` are home-peer's ICE addresses (`--allow-ip`). `relay` is
+ * 'upstream' (signal-api relays to the upstream with --relay-upstream, the
+ * default) or 'link' (no --relay-upstream: the normal path goes over
+ * home-peer's home link, as in a deployment without a tunnel).
  */
-export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream = 'demo-chat', allowIps = ['127.0.0.1'] } = {}) {
+export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream = 'demo-chat', allowIps = ['127.0.0.1'], relay = 'upstream' } = {}) {
   const workDir = mkdtempSync(path.join(tmpdir(), 'beeline-browser-'));
   const token = randomBytes(24).toString('hex');
   const services = [];
@@ -166,7 +169,7 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream 
       '--db', path.join(workDir, 'signal.db'),
       '--home-token', token,
       '--browser-auth', 'open',
-      '--relay-upstream', stack.relayUrl,
+      ...(relay === 'link' ? [] : ['--relay-upstream', stack.relayUrl]),
     ]);
     services.push(signal);
     stack.signalUrl = await signal.listeningUrl();
@@ -184,6 +187,9 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream 
       stack.homePeer = peer;
       // The home peer is ready once its long-poll is held by signal-api.
       await waitFor(async () => ((await stack.metrics()).beeline_longpolls_waiting ?? 0) > waitingBefore, START_TIMEOUT_MS, () => `home-peer to start polling:\n${peer.log}`);
+      if (relay === 'link') {
+        await waitFor(async () => (await stack.metrics())['beeline_home_link_connected{home="home"}'] === 1, START_TIMEOUT_MS, () => `home-peer's home link:\n${peer.log}`);
+      }
     }
     return stack;
   } catch (err) {

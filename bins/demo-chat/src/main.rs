@@ -22,6 +22,7 @@ use clap::Parser;
 use futures::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
 
+mod live;
 mod test_endpoints;
 
 /// The chat page, with its inline script.
@@ -89,6 +90,7 @@ fn router(token_delay: Duration) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(live::router())
         .route(
             "/v1/chat",
             post(move |Json(request): Json<ChatRequest>| chat(request, token_delay)),

@@ -44,7 +44,7 @@
 export const PROTOCOL_VERSION = 2;
 
 /** The protocol features this client asks for in `hello`. */
-export const FEATURES = Object.freeze(['binary', 'cancel', 'credit']);
+export const FEATURES = Object.freeze(['binary', 'cancel', 'credit', 'websocket']);
 
 /** The feature that carries sealed cookie jars (docs/cookies.md); asked for only with a jar. */
 export const COOKIES_FEATURE = 'cookies';
@@ -83,6 +83,9 @@ const RETRYABLE_ERRORS = new Set(['too_many_streams', 'shutting_down']);
 // jar, the response header with sealed Set-Cookie lines, and the relay's
 // mark on a normal-path response that set cookies.
 const JAR_HEADER = 'x-beeline-jar';
+// The query parameter a relayed WebSocket names its session with (signal-api
+// removes it), so it reaches the home the session belongs to.
+const SESSION_PARAM = '__beeline_session';
 const SET_COOKIE_HEADER = 'x-beeline-set-cookie';
 const COOKIES_CHANGED_HEADER = 'x-beeline-cookies-changed';
 // The same mark as a Server-Timing metric name: unlike a header, it reaches
@@ -255,7 +258,7 @@ function frameFromObject(obj, numericIds = false) {
       return { type, version: field.u32(obj, undefined, 'version'), features: field.features(obj), window: field.u32(obj, undefined, 'window') };
     case 'agree': {
       const frame = { type, version: field.u32(obj, undefined, 'version'), features: field.features(obj), window: field.u32(obj, undefined, 'window') };
-      for (const limit of ['max_streams', 'max_header_bytes', 'max_body_bytes']) {
+      for (const limit of ['max_streams', 'max_header_bytes', 'max_body_bytes', 'max_ws_message_bytes']) {
         if (obj[limit] === undefined) continue;
         if (!Number.isSafeInteger(obj[limit]) || obj[limit] < 0) throw new FrameError(`\`${limit}\` is not a count`);
         frame[limit] = obj[limit];
@@ -304,6 +307,7 @@ function frameFromObject(obj, numericIds = false) {
 function requestHead(type, id, obj) {
   const frame = { type, id, method: field.method(obj, id), path: field.path(obj, id), headers: field.headers(obj, id, false) ?? {} };
   if (typeof obj.scheme === 'string') frame.scheme = obj.scheme;
+  if (typeof obj.upgrade === 'string') frame.upgrade = obj.upgrade;
   if (field.boolean(obj, id, 'end')) frame.end = true;
   return frame;
 }
@@ -394,6 +398,7 @@ function encodeBinary(frame) {
       // Compact JSON in this key order; `headers` always, `end` only when true.
       const head = { method: frame.method, path: frame.path, headers: frame.headers ?? {} };
       if (frame.scheme !== undefined) head.scheme = frame.scheme;
+      if (frame.upgrade !== undefined) head.upgrade = frame.upgrade;
       if (frame.end === true) head.end = true;
       payload = utf8Encoder.encode(JSON.stringify(head));
       break;
@@ -794,6 +799,7 @@ export class ChannelStreams {
     // The scheme the page addressed, told to the home service as
     // x-forwarded-proto (docs/protocol.md §4.2).
     if (request.scheme === 'http' || request.scheme === 'https') head.scheme = request.scheme;
+    if (request.upgrade) head.upgrade = request.upgrade;
     if (body === null) head.end = true;
     const message = this.#encode(head);
     if ((typeof message === 'string' ? utf8Encoder.encode(message).length : message.length) > this.#link.maxMessageSize) {
@@ -821,6 +827,7 @@ export class ChannelStreams {
       owed: 0, // bytes read by the page and not yet granted back
       sendWindow: this.#sendWindow,
       wakeUpload: null,
+      upgrade: Boolean(request.upgrade), // a WebSocket stream (§4.7)
     };
     const promise = new Promise((resolve, reject) => {
       entry.resolve = resolve;
@@ -991,6 +998,8 @@ export class ChannelStreams {
       // The stream stays open until the response ends (which, had it come
       // first, would have stopped this upload).
       this.#link.send(this.#encode({ type: 'end', id: entry.id }));
+      // A WebSocket's two directions end apart: this was the last.
+      if (entry.upgrade && entry.responseEnded) this.#end(entry);
     } catch (err) {
       if (entry.uploadDone) return;
       // The page's body failed, or the channel went away mid-upload.
@@ -1036,6 +1045,13 @@ export class ChannelStreams {
       this.#protocolError(entry, 'bad_frame', 'second response head');
       return;
     }
+    if (entry.upgrade && frame.status === 101) {
+      // A WebSocket: no Response (101 cannot be one); the caller reads the
+      // records from the body stream.
+      entry.head = true;
+      entry.resolve({ status: 101, headers: frame.headers, body: entry.stream });
+      return;
+    }
     if (frame.status < 200 || frame.status > 599) {
       this.#protocolError(entry, 'bad_frame', `response status ${frame.status} cannot be given to the page`);
       return;
@@ -1076,6 +1092,11 @@ export class ChannelStreams {
       return;
     }
     entry.responseEnded = true;
+    if (entry.upgrade && !entry.uploadDone) {
+      // The home closed its direction; ours stays open for our close.
+      if (entry.pending.length === 0) this.#closeBody(entry);
+      return;
+    }
     if (!entry.uploadDone) {
       // The home answered without taking the whole body; stop sending it.
       if (this.#cancel) this.#sendQuietly({ type: 'cancel', id: entry.id });
@@ -1346,7 +1367,7 @@ export class ChannelProtocol {
       maxHeaderBytes: agree.max_header_bytes,
       headTimeoutMs: this.#headTimeoutMs,
     });
-    this.#settle({ version: 2, features, binary: has('binary'), window: agree.window, maxStreams: agree.max_streams });
+    this.#settle({ version: 2, features, binary: has('binary'), window: agree.window, maxStreams: agree.max_streams, maxWsMessage: agree.max_ws_message_bytes || DEFAULT_MAX_WS_MESSAGE });
   }
 
   #settle(info) {
@@ -1354,6 +1375,425 @@ export class ChannelProtocol {
     this.#state = 'settled';
     this.#info = Object.freeze(info);
     this.#resolveNegotiated(this.#info);
+  }
+}
+
+// ---- WebSockets (docs/protocol.md §4.7) -------------------------------------
+
+const RECORD_HEADER_BYTES = 5;
+const RECORD_KINDS = Object.freeze({ text: 1, binary: 2, close: 8, ping: 9, pong: 10 });
+const DEFAULT_MAX_WS_MESSAGE = 16 * 1024 * 1024;
+
+/** One WebSocket message as a record: `[kind u8][length u32][payload]`. */
+export function encodeRecord(kind, payload) {
+  const record = new Uint8Array(RECORD_HEADER_BYTES + payload.length);
+  record[0] = kind;
+  new DataView(record.buffer).setUint32(1, payload.length);
+  record.set(payload, RECORD_HEADER_BYTES);
+  return record;
+}
+
+/** A close record: empty, or the code then the UTF-8 reason. */
+export function encodeCloseRecord(code, reason = '') {
+  if (code === undefined) return encodeRecord(RECORD_KINDS.close, new Uint8Array(0));
+  const text = utf8Encoder.encode(reason);
+  const payload = new Uint8Array(2 + text.length);
+  new DataView(payload.buffer).setUint16(0, code);
+  payload.set(text, 2);
+  return encodeRecord(RECORD_KINDS.close, payload);
+}
+
+/** A record kind or length this client refuses; `code` is the close code. */
+export class RecordError extends Error {
+  name = 'RecordError';
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Turns the bytes of a WebSocket stream, as they arrive in `data` frames,
+ * into messages `{kind: 'text'|'binary'|'close'|'ping'|'pong', data, code?, reason?}`.
+ */
+export class RecordReader {
+  #chunks = [];
+  #size = 0;
+  #limit;
+
+  constructor(limit = DEFAULT_MAX_WS_MESSAGE) {
+    this.#limit = limit;
+  }
+
+  push(bytes) {
+    if (bytes.length === 0) return;
+    this.#chunks.push(bytes);
+    this.#size += bytes.length;
+  }
+
+  #peek(n) {
+    const out = new Uint8Array(n);
+    let at = 0;
+    for (const chunk of this.#chunks) {
+      const take = Math.min(chunk.length, n - at);
+      out.set(chunk.subarray(0, take), at);
+      at += take;
+      if (at === n) break;
+    }
+    return out;
+  }
+
+  #take(n) {
+    const out = this.#peek(n);
+    let left = n;
+    while (left > 0) {
+      const chunk = this.#chunks[0];
+      if (chunk.length <= left) {
+        this.#chunks.shift();
+        left -= chunk.length;
+      } else {
+        this.#chunks[0] = chunk.subarray(left);
+        left = 0;
+      }
+    }
+    this.#size -= n;
+    return out;
+  }
+
+  /** The next whole message, or null when more bytes are needed; throws RecordError. */
+  next() {
+    if (this.#size < RECORD_HEADER_BYTES) return null;
+    const header = this.#peek(RECORD_HEADER_BYTES);
+    const kind = header[0];
+    const length = new DataView(header.buffer).getUint32(1);
+    const control = kind === RECORD_KINDS.close || kind === RECORD_KINDS.ping || kind === RECORD_KINDS.pong;
+    if (kind === RECORD_KINDS.text || kind === RECORD_KINDS.binary) {
+      if (length > this.#limit) throw new RecordError(`a ${length}-byte message is over the ${this.#limit}-byte limit`, 1009);
+    } else if (!control) {
+      throw new RecordError(`unknown record kind ${kind}`, 1002);
+    } else if (length > 125 || (kind === RECORD_KINDS.close && length === 1)) {
+      throw new RecordError('malformed control record', 1002);
+    }
+    if (this.#size < RECORD_HEADER_BYTES + length) return null;
+    this.#take(RECORD_HEADER_BYTES);
+    const payload = this.#take(length);
+    switch (kind) {
+      case RECORD_KINDS.text: {
+        let data;
+        try {
+          data = strictUtf8.decode(payload);
+        } catch {
+          throw new RecordError('a text message is not valid UTF-8', 1007);
+        }
+        return { kind: 'text', data };
+      }
+      case RECORD_KINDS.binary:
+        return { kind: 'binary', data: payload };
+      case RECORD_KINDS.ping:
+        return { kind: 'ping', data: payload };
+      case RECORD_KINDS.pong:
+        return { kind: 'pong', data: payload };
+      default: {
+        if (payload.length === 0) return { kind: 'close', code: 1005, reason: '' };
+        const code = new DataView(payload.buffer, payload.byteOffset).getUint16(0);
+        let reason;
+        try {
+          reason = strictUtf8.decode(payload.subarray(2));
+        } catch {
+          throw new RecordError('a close reason is not valid UTF-8', 1007);
+        }
+        return { kind: 'close', code, reason };
+      }
+    }
+  }
+}
+
+const WS_CONNECTING = 0;
+const WS_OPEN = 1;
+const WS_CLOSING = 2;
+const WS_CLOSED = 3;
+
+function makeEvent(type, init = {}) {
+  if (type === 'message' && typeof MessageEvent === 'function') return new MessageEvent('message', init);
+  if (type === 'close' && typeof CloseEvent === 'function') return new CloseEvent('close', init);
+  const event = new Event(type);
+  for (const [key, value] of Object.entries(init)) Object.defineProperty(event, key, { value, enumerable: true });
+  return event;
+}
+
+/**
+ * A WebSocket-compatible object (`client.websocket(url, protocols)`). Over
+ * the data channel when it is open and the home agreed `websocket`; over
+ * the normal path otherwise: a browser WebSocket to the same URL, which
+ * signal-api relays to the home. A socket stays on the path it opened on;
+ * when that path dies the page gets a close (1006 on the channel, 1011
+ * from the relay) and may open a new one. `path` says which: 'direct' or
+ * 'relay'.
+ */
+export class BeelineWebSocket extends EventTarget {
+  static CONNECTING = WS_CONNECTING;
+  static OPEN = WS_OPEN;
+  static CLOSING = WS_CLOSING;
+  static CLOSED = WS_CLOSED;
+  CONNECTING = WS_CONNECTING;
+  OPEN = WS_OPEN;
+  CLOSING = WS_CLOSING;
+  CLOSED = WS_CLOSED;
+
+  onopen = null;
+  onmessage = null;
+  onerror = null;
+  onclose = null;
+
+  #url;
+  #readyState = WS_CONNECTING;
+  #protocol = '';
+  #binaryType = 'blob';
+  #buffered = 0;
+  #path;
+  #native = null;
+  #controller = null; // our direction of the stream
+  #closeSent = false;
+  #closeReceived = null;
+  #closedOnce = false;
+
+  /**
+   * @param {string} url absolute ws(s):// URL (what `url` reports)
+   * @param {string[]} protocols requested subprotocols
+   * @param {{streams?: ChannelStreams, maxMessage?: number, relayUrl: string, path: string, headers: Object<string,string>, NativeWebSocket?: typeof WebSocket}} how
+   */
+  constructor(url, protocols, how) {
+    super();
+    this.#url = url;
+    if (how.streams) {
+      this.#path = 'direct';
+      this.#openDirect(how.streams, how.path, protocols, how.headers, how.maxMessage ?? DEFAULT_MAX_WS_MESSAGE, how.fallback);
+    } else {
+      this.#path = 'relay';
+      this.#openNative(how.NativeWebSocket ?? globalThis.WebSocket, how.relayUrl, protocols);
+    }
+  }
+
+  get url() { return this.#url; }
+  get readyState() { return this.#native ? this.#native.readyState : this.#readyState; }
+  get protocol() { return this.#native ? this.#native.protocol : this.#protocol; }
+  get extensions() { return this.#native ? this.#native.extensions : ''; }
+  get bufferedAmount() { return this.#native ? this.#native.bufferedAmount : this.#buffered; }
+  get binaryType() { return this.#binaryType; }
+  set binaryType(value) {
+    if (value !== 'blob' && value !== 'arraybuffer') return;
+    this.#binaryType = value;
+    if (this.#native) this.#native.binaryType = value;
+  }
+  /** 'direct' (the data channel) or 'relay' (the normal path). */
+  get path() { return this.#path; }
+
+  #emit(type, init) {
+    const event = makeEvent(type, init);
+    const handler = this[`on${type}`];
+    if (typeof handler === 'function') {
+      try {
+        handler.call(this, event);
+      } catch (err) {
+        setTimeout(() => { throw err; });
+      }
+    }
+    this.dispatchEvent(event);
+  }
+
+  // ---- the normal path ----
+
+  #openNative(NativeWebSocket, relayUrl, protocols) {
+    const native = protocols.length > 0 ? new NativeWebSocket(relayUrl, protocols) : new NativeWebSocket(relayUrl);
+    native.binaryType = this.#binaryType;
+    this.#native = native;
+    native.onopen = () => this.#emit('open');
+    native.onmessage = (e) => this.#emit('message', { data: e.data, origin: new URL(this.#url).origin });
+    native.onerror = () => this.#emit('error');
+    native.onclose = (e) => this.#emit('close', { code: e.code, reason: e.reason, wasClean: e.wasClean });
+  }
+
+  // ---- the data channel ----
+
+  async #openDirect(streams, path, protocols, headers, maxMessage, fallback) {
+    const outgoing = new ReadableStream({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+    });
+    const head = { ...headers };
+    if (protocols.length > 0) head['sec-websocket-protocol'] = protocols.join(', ');
+    let answer;
+    try {
+      answer = await streams.start({ method: 'GET', path, headers: head, upgrade: 'websocket', body: outgoing });
+    } catch (err) {
+      if (err instanceof ChannelSendError && fallback) {
+        // Nothing was sent: the normal path it is.
+        this.#path = 'relay';
+        this.#openNative(fallback.NativeWebSocket ?? globalThis.WebSocket, fallback.relayUrl, protocols);
+        return;
+      }
+      debug('WebSocket over the channel failed:', err?.message ?? err);
+      this.#fail(1006, '');
+      return;
+    }
+    if (answer.status !== 101) {
+      // The home service refused the handshake, as a browser sees it: an
+      // error, then close 1006.
+      answer.body?.cancel?.().catch?.(() => {});
+      this.#fail(1006, '');
+      return;
+    }
+    const chosen = answer.headers?.['sec-websocket-protocol'];
+    if (chosen && !protocols.includes(chosen)) {
+      this.#fail(1006, '');
+      return;
+    }
+    if (this.#readyState === WS_CLOSING) {
+      // close() was called while connecting.
+      this.#sendRecord(encodeCloseRecord(1000, ''));
+      this.#finishSending();
+    } else {
+      this.#readyState = WS_OPEN;
+    }
+    this.#protocol = chosen ?? '';
+    if (this.#readyState === WS_OPEN) this.#emit('open');
+    this.#readLoop(answer.body.getReader(), new RecordReader(maxMessage));
+  }
+
+  async #readLoop(reader, records) {
+    try {
+      for (;;) {
+        let message;
+        while ((message = records.next()) !== null) {
+          if (message.kind === 'close') {
+            this.#closeReceived = message;
+            if (!this.#closeSent) {
+              // Answer with the same code, as a browser does.
+              const code = message.code === 1005 ? undefined : message.code;
+              this.#sendRecord(encodeCloseRecord(code, ''));
+              this.#finishSending();
+            }
+            this.#readyState = WS_CLOSING;
+          } else if (message.kind === 'text' || message.kind === 'binary') {
+            if (this.#readyState !== WS_OPEN) continue;
+            const data = message.kind === 'text'
+              ? message.data
+              : this.#binaryType === 'arraybuffer'
+                ? message.data.buffer.slice(message.data.byteOffset, message.data.byteOffset + message.data.length)
+                : new Blob([message.data]);
+            this.#emit('message', { data, origin: new URL(this.#url).origin });
+          }
+          // Pings and pongs are not a page's business.
+        }
+        const { value, done } = await reader.read();
+        if (done) break;
+        records.push(value);
+      }
+    } catch (err) {
+      if (err instanceof RecordError) {
+        this.#sendRecord(encodeCloseRecord(err.code, err.message.slice(0, 100)));
+        this.#finishSending();
+        reader.cancel().catch(() => {});
+        this.#fail(err.code, err.message.slice(0, 100));
+        return;
+      }
+      debug('WebSocket stream failed:', err?.message ?? err);
+      this.#fail(1006, '');
+      return;
+    }
+    // The home ended its direction.
+    const close = this.#closeReceived;
+    if (close) {
+      this.#finishSending();
+      this.#closed(close.code, close.reason, true);
+    } else {
+      this.#fail(1006, '');
+    }
+  }
+
+  #sendRecord(record) {
+    if (this.#closeSent || !this.#controller) return;
+    if (record[0] === RECORD_KINDS.close) this.#closeSent = true;
+    try {
+      this.#controller.enqueue(record);
+    } catch {
+      // The stream is gone; the read side reports it.
+    }
+  }
+
+  #finishSending() {
+    try {
+      this.#controller?.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  #fail(code, reason) {
+    if (this.#closedOnce) return;
+    this.#emit('error');
+    this.#closed(code, reason, false);
+  }
+
+  #closed(code, reason, wasClean) {
+    if (this.#closedOnce) return;
+    this.#closedOnce = true;
+    this.#readyState = WS_CLOSED;
+    this.#finishSending();
+    this.#emit('close', { code, reason, wasClean });
+  }
+
+  /** Sends a string, ArrayBuffer, typed array, DataView or Blob. */
+  send(data) {
+    if (this.#native) return this.#native.send(data);
+    if (this.#readyState === WS_CONNECTING) throw new DOMException('WebSocket is still connecting', 'InvalidStateError');
+    if (this.#readyState !== WS_OPEN) return;
+    if (typeof data === 'string') {
+      this.#queue(Promise.resolve(encodeRecord(RECORD_KINDS.text, utf8Encoder.encode(data))));
+    } else if (data instanceof ArrayBuffer) {
+      this.#queue(Promise.resolve(encodeRecord(RECORD_KINDS.binary, new Uint8Array(data.slice(0)))));
+    } else if (ArrayBuffer.isView(data)) {
+      const copy = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+      this.#queue(Promise.resolve(encodeRecord(RECORD_KINDS.binary, copy)));
+    } else if (typeof Blob === 'function' && data instanceof Blob) {
+      this.#queue(data.arrayBuffer().then((buffer) => encodeRecord(RECORD_KINDS.binary, new Uint8Array(buffer))));
+    } else {
+      this.#queue(Promise.resolve(encodeRecord(RECORD_KINDS.text, utf8Encoder.encode(String(data)))));
+    }
+  }
+
+  // Keeps messages in order even when a Blob must be read first.
+  #sendChain = Promise.resolve();
+
+  #queue(recordPromise) {
+    this.#sendChain = this.#sendChain.then(async () => {
+      const record = await recordPromise;
+      this.#buffered += record.length;
+      this.#sendRecord(record);
+      // Handed to the stream's upload, which sends within the window.
+      this.#buffered -= record.length;
+    });
+  }
+
+  /** Closes with `code` (1000 or 3000–4999) and `reason` (at most 123 bytes). */
+  close(code, reason) {
+    if (code !== undefined && code !== 1000 && (code < 3000 || code > 4999 || !Number.isInteger(code))) {
+      throw new DOMException(`The close code must be 1000 or in 3000-4999; ${code} is neither.`, 'InvalidAccessError');
+    }
+    const text = reason === undefined ? '' : String(reason);
+    if (utf8Encoder.encode(text).length > 123) throw new DOMException('The close reason is longer than 123 bytes.', 'SyntaxError');
+    if (this.#native) return this.#native.close(code, reason);
+    if (this.#readyState === WS_CLOSING || this.#readyState === WS_CLOSED) return;
+    if (this.#readyState === WS_CONNECTING) {
+      this.#readyState = WS_CLOSING;
+      return;
+    }
+    this.#readyState = WS_CLOSING;
+    this.#sendChain = this.#sendChain.then(() => {
+      this.#sendRecord(encodeCloseRecord(code ?? (reason === undefined ? undefined : 1000), text));
+      this.#finishSending();
+    });
   }
 }
 
@@ -1497,6 +1937,39 @@ class BeelineClient extends EventTarget {
   /** The signaling session id, once the session exists (for diagnostics). */
   get sessionId() {
     return this.#sessionId;
+  }
+
+  /**
+   * A WebSocket to `url` on the home service (`protocols`: a string or an
+   * array of subprotocols): over the data channel when it is open, else
+   * through signal-api's relay. See BeelineWebSocket.
+   */
+  websocket(url, protocols = []) {
+    const list = typeof protocols === 'string' ? [protocols] : [...protocols];
+    const target = new URL(String(url), this.#opts.baseUrl ?? globalThis.location?.href);
+    if (target.protocol === 'http:') target.protocol = 'ws:';
+    if (target.protocol === 'https:') target.protocol = 'wss:';
+    if (target.protocol !== 'ws:' && target.protocol !== 'wss:') {
+      throw new DOMException(`The URL's scheme must be ws, wss, http or https, not ${target.protocol}`, 'SyntaxError');
+    }
+    const relay = new URL(target);
+    if (this.#sessionId) relay.searchParams.set(SESSION_PARAM, this.#sessionId);
+    const pageOrigin = new URL(this.#opts.baseUrl ?? globalThis.location?.href ?? target.href);
+    const sameOrigin = target.host === pageOrigin.host;
+    const streams = this.#protocol?.streams;
+    const agreed = this.#protocol?.info?.features?.includes('websocket');
+    const fallback = { relayUrl: sameOrigin ? relay.href : target.href, NativeWebSocket: this.#opts.NativeWebSocket };
+    if (sameOrigin && this.#directUsable() && streams && agreed) {
+      const headers = { host: target.host };
+      return new BeelineWebSocket(target.href, list, {
+        streams,
+        path: target.pathname + target.search,
+        headers,
+        maxMessage: this.#protocol.info.maxWsMessage,
+        fallback,
+      });
+    }
+    return new BeelineWebSocket(target.href, list, fallback);
   }
 
   /** Shows "⚡ direct" in `element` (or selector) while the path is direct. */
@@ -2069,6 +2542,7 @@ class BeelineClient extends EventTarget {
  * @param {string} [options.baseUrl] what relative URLs resolve against and what
  *   counts as same-origin (default: `location.href`)
  * @param {typeof RTCPeerConnection} [options.RTCPeerConnection] for tests
+ * @param {typeof WebSocket} [options.WebSocket] the normal path's WebSocket (default: the browser's)
  * @param {boolean} [options.requestStreams] whether a ReadableStream request
  *   body streams up (default: whether this browser supports request streams;
  *   tests set it to act like a browser that does not)
@@ -2090,6 +2564,7 @@ export function createClient(options = {}) {
     baseUrl: options.baseUrl ?? globalThis.location?.href,
     RTCPeerConnection: 'RTCPeerConnection' in options ? options.RTCPeerConnection : globalThis.RTCPeerConnection,
     requestStreams: options.requestStreams ?? supportsRequestStreams(),
+    NativeWebSocket: options.WebSocket ?? globalThis.WebSocket,
   };
   const client = new BeelineClient(opts);
   if (options.indicator) installIndicator(client, options.indicator);

@@ -293,12 +293,16 @@ async fn pump_link(
                 Some(Ok(Record::Ping(data))) => ws::Message::Ping(data),
                 Some(Ok(Record::Pong(data))) => ws::Message::Pong(data),
                 Some(Ok(Record::Close(close))) => {
+                    // When the browser closed first, its close was already
+                    // answered on reading it; this send then fails, and the
+                    // flush in `close` still writes that answer out.
                     let _ = to_browser
                         .send(ws::Message::Close(close.map(|c| ws::CloseFrame {
                             code: c.code,
                             reason: c.reason.into(),
                         })))
                         .await;
+                    let _ = to_browser.close().await;
                     return;
                 }
                 // The stream broke off (home-peer restarted, the link
@@ -311,6 +315,7 @@ async fn pump_link(
                             reason: "the home's stream broke off".into(),
                         })))
                         .await;
+                    let _ = to_browser.close().await;
                     return;
                 }
             };
