@@ -36,6 +36,7 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_binary -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_path -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_seal -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ws_records -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # Headless Chromium against the real binaries, inside a network namespace.
 [group('test')]
