@@ -106,12 +106,12 @@ for (const kind of browserKinds()) describe(`protocol v2 in ${kind} against home
     }
   }
 
-  test('the client negotiates v2 with binary framing, cancel, credit and cookies', async () => {
+  test('the client negotiates v2 with binary framing, cancel, credit, cookies and websocket', async () => {
     const protocol = await page.evaluate(() => window.__beeline.negotiated);
     assert.equal(protocol.version, 2);
     assert.equal(protocol.binary, true);
     // cookies: signal-api gave the session a sealed jar (docs/cookies.md).
-    assert.deepEqual([...protocol.features].sort(), ['binary', 'cancel', 'cookies', 'credit']);
+    assert.deepEqual([...protocol.features].sort(), ['binary', 'cancel', 'cookies', 'credit', 'websocket']);
   });
 
   test('fetch resolves with the upstream status and headers before the body finishes', async () => {

@@ -48,3 +48,67 @@ pub(crate) async fn relay_link(bins: &Bins, stack: &Stack, round_trips: usize) -
     }
     Ok(json!({"small_get": {"link": link.summary(), "upstream": upstream.summary()}}))
 }
+
+/// The `websocket` phase: a small message's round trip over a WebSocket on
+/// the data channel (the bridge's WebSocket stream to the home service's
+/// echo) against a plain WebSocket straight to the same echo, interleaved.
+pub(crate) async fn websocket_rtt(
+    client: &beeline_bridge::Client<crate::client::ClientChannel>,
+    upstream_url: &str,
+    round_trips: usize,
+) -> Result<Value> {
+    use beeline_bridge::Upgrade;
+    use beeline_frame::v2::RequestHead;
+    use beeline_frame::ws::Message;
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite;
+
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/bench/ws".into(),
+        ..Default::default()
+    };
+    let Upgrade::Accepted {
+        sender,
+        mut receiver,
+        ..
+    } = client.websocket(head).await?
+    else {
+        bail!("the home service refused the bench WebSocket");
+    };
+    let plain_url = format!("{}/bench/ws", upstream_url.replacen("http://", "ws://", 1));
+    let (mut plain, _) = tokio_tungstenite::connect_async(plain_url.as_str()).await?;
+
+    let (mut channel, mut direct) = (Samples::default(), Samples::default());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for i in 0..(200 + round_trips) {
+        if Instant::now() > deadline {
+            break;
+        }
+        let text = format!("ping {i}");
+        let t = Instant::now();
+        sender.send(Message::Text(text.clone())).await?;
+        match receiver.next().await {
+            Some(Ok(Message::Text(back))) if back == text => {}
+            other => bail!("the channel WebSocket answered {other:?}"),
+        }
+        if i >= 200 {
+            channel.push(ms(t.elapsed()));
+        }
+        let t = Instant::now();
+        plain
+            .send(tungstenite::Message::Text(text.clone().into()))
+            .await?;
+        match plain.next().await {
+            Some(Ok(tungstenite::Message::Text(back))) if back.as_str() == text => {}
+            other => bail!("the plain WebSocket answered {other:?}"),
+        }
+        if i >= 200 {
+            direct.push(ms(t.elapsed()));
+        }
+    }
+    let _ = sender.send(Message::close(1000, "")).await;
+    let _ = plain.close(None).await;
+    Ok(json!({"message_rtt": {"channel": channel.summary(), "plain": direct.summary()}}))
+}

@@ -50,7 +50,7 @@ pub(crate) struct LoopbackArgs {
     /// The Chromium script to run against the same stack; none skips Chromium.
     #[arg(long)]
     chromium_script: Option<PathBuf>,
-    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,link,parallel,chromium).
+    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,link,websocket,parallel,chromium).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -167,6 +167,14 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
             "link".into(),
             crate::live::relay_link(&bins, &stack, args.round_trips).await?,
         );
+    }
+    if wants("websocket") {
+        eprintln!("bench: WebSocket message round trips over the channel and plain…");
+        let conn = client::connect(&signal, &filter, ClientOptions::default()).await?;
+        let figures =
+            crate::live::websocket_rtt(&conn.client, &stack.upstream_url, args.round_trips).await;
+        conn.close().await;
+        out.insert("websocket".into(), figures?);
     }
     if wants("parallel") {
         out.insert(

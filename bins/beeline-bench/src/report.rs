@@ -396,6 +396,33 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         AtMost(1.2),
     );
 
+    // WebSockets (issue 11).
+    let (wc50, wp50) = (
+        num(&rust, "websocket.message_rtt.channel.p50"),
+        num(&rust, "websocket.message_rtt.plain.p50"),
+    );
+    rows.add(
+        "websocket_channel_rtt_p50_ms",
+        "WebSocket message round trip over the channel, p50",
+        wc50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "websocket_plain_rtt_p50_ms",
+        "WebSocket message round trip straight to the home service, p50",
+        wp50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "websocket_rtt_ratio",
+        "WebSocket message round trip: channel p50 / plain p50",
+        ratio(wc50, wp50),
+        "×",
+        AtMost(1.5),
+    );
+
     // Near vs far.
     let far_note = match args.far_delay.as_str() {
         "netem" => "125 ms one-way by tc netem".to_owned(),

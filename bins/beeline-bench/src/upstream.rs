@@ -115,6 +115,27 @@ pub(crate) fn router() -> Router {
         .route("/bench/bytes", get(bytes))
         .route("/bench/sink", post(sink))
         .route("/bench/sse", get(sse).post(sse))
+        .route("/bench/ws", get(ws_echo))
+}
+
+/// Echoes every WebSocket message (the WebSocket round trip figures).
+async fn ws_echo(ws: axum::extract::ws::WebSocketUpgrade) -> Response {
+    use axum::extract::ws::Message;
+    use futures::{SinkExt as _, StreamExt as _};
+    ws.on_upgrade(|socket| async move {
+        let (mut tx, mut rx) = socket.split();
+        while let Some(Ok(message)) = rx.next().await {
+            match message {
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => {
+                    if tx.send(other).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }
 
 async fn bytes(Query(q): Query<BytesQuery>) -> Response {
