@@ -58,6 +58,7 @@ cat <<MSG
   beeline demo is running (data in $data)
   Open  http://127.0.0.1:$port/          (direct path: ⚡ direct appears in the header)
         http://127.0.0.1:$port/?webrtc=0 (WebRTC off: the same chat through the relay, ${relay_upstream:-over the home link})
+        http://127.0.0.1:$port/live      (a live WebSocket: watch its path)
   Ctrl-C stops everything.
 
 MSG

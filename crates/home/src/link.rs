@@ -102,6 +102,9 @@ pub async fn run_link<U: Upstream>(
     shutdown: CancellationToken,
 ) {
     let mut backoff = config.backoff_initial;
+    // Failures in a row: the first (signal-api starting up alongside) is
+    // not worth a warning.
+    let mut failed_in_a_row = 0u32;
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
             c = connect(&config) => c,
@@ -110,6 +113,7 @@ pub async fn run_link<U: Upstream>(
         match connected {
             Ok(socket) => {
                 backoff = config.backoff_initial;
+                failed_in_a_row = 0;
                 status.connects.fetch_add(1, Ordering::Relaxed);
                 status.connected.store(true, Ordering::Relaxed);
                 tracing::info!(url = %config.url, "home link up");
@@ -129,9 +133,12 @@ pub async fn run_link<U: Upstream>(
             }
             Err(error) => {
                 status.failures.fetch_add(1, Ordering::Relaxed);
+                failed_in_a_row += 1;
                 if error.refused() {
                     tracing::error!(%error, "home link refused: check the home token");
                     backoff = config.backoff_max;
+                } else if failed_in_a_row == 1 {
+                    tracing::debug!(%error, retry_in_ms = backoff.as_millis() as u64, "home link failed");
                 } else {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "home link failed");
                 }
