@@ -293,6 +293,10 @@ pub(crate) fn start_signal_api(
         "0",
         "--posts-per-identity-per-minute",
         "0",
+        "--max-live-sessions-per-identity",
+        "0",
+        "--max-live-sessions-per-ip",
+        "0",
     ])
     .map(str::to_owned)
     .chain([

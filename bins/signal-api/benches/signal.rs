@@ -58,6 +58,8 @@ impl Server {
             .args(["--max-messages-per-session", "0"])
             .args(["--posts-per-session-per-minute", "0"])
             .args(["--posts-per-identity-per-minute", "0"])
+            .args(["--max-live-sessions-per-ip", "0"])
+            .args(["--max-live-sessions-per-identity", "0"])
             .args(["--long-poll-timeout", "120"])
             .stderr(Stdio::piped())
             .spawn()

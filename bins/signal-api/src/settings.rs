@@ -438,6 +438,22 @@ pub(crate) struct Cli {
         help_heading = "Sessions and limits (0 = no limit)"
     )]
     posts_per_identity_per_minute: Option<u32>,
+    /// Sessions one user may have live at once (created within --session-ttl), then 429 with Retry-After [default: 40].
+    #[arg(
+        long,
+        env = "BEELINE_MAX_LIVE_SESSIONS_PER_IDENTITY",
+        value_name = "N",
+        help_heading = "Sessions and limits (0 = no limit)"
+    )]
+    max_live_sessions_per_identity: Option<u32>,
+    /// Sessions one client address (IPv6 by /64) may have live at once, then 429 with Retry-After [default: 120].
+    #[arg(
+        long,
+        env = "BEELINE_MAX_LIVE_SESSIONS_PER_IP",
+        value_name = "N",
+        help_heading = "Sessions and limits (0 = no limit)"
+    )]
+    max_live_sessions_per_ip: Option<u32>,
     /// Sessions one user may create per minute, then 429 with Retry-After [default: 20].
     #[arg(
         long,
@@ -533,6 +549,8 @@ pub(crate) struct FileConfig {
     max_candidate_bytes: Option<usize>,
     posts_per_session_per_minute: Option<u32>,
     posts_per_identity_per_minute: Option<u32>,
+    max_live_sessions_per_identity: Option<u32>,
+    max_live_sessions_per_ip: Option<u32>,
     sessions_per_identity_per_minute: Option<u32>,
     sessions_per_ip_per_minute: Option<u32>,
     max_polls_per_identity: Option<u32>,
@@ -990,6 +1008,8 @@ impl Settings {
             max_candidate_bytes,
             posts_per_session_per_minute,
             posts_per_identity_per_minute,
+            max_live_sessions_per_identity,
+            max_live_sessions_per_ip,
             sessions_per_identity_per_minute,
             sessions_per_ip_per_minute,
             max_polls_per_identity

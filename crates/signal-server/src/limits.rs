@@ -36,6 +36,11 @@ pub struct Limits {
     /// Sessions one client address may create per minute (429 with
     /// `Retry-After`). Also bounds outcome reports per address.
     pub sessions_per_ip_per_minute: u32,
+    /// Sessions one browser user may have live at once (created within the
+    /// session lifetime; 429 with `Retry-After` until the oldest expires).
+    pub max_live_sessions_per_identity: u32,
+    /// Sessions one client address (IPv6 by /64) may have live at once.
+    pub max_live_sessions_per_ip: u32,
     /// Long-polls one identity (a browser user or a home) may hold at once
     /// (429 with `Retry-After`).
     pub max_polls_per_identity: u32,
@@ -52,6 +57,8 @@ impl Default for Limits {
             posts_per_identity_per_minute: 1200,
             sessions_per_identity_per_minute: 20,
             sessions_per_ip_per_minute: 60,
+            max_live_sessions_per_identity: 40,
+            max_live_sessions_per_ip: 120,
             max_polls_per_identity: 16,
         }
     }
@@ -73,6 +80,80 @@ pub(crate) fn address_key(ip: std::net::IpAddr) -> String {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
+    }
+}
+
+/// Sessions per key created within the last `window` (a session's
+/// lifetime), at most `cap` of them: a bound on the peer connections one
+/// user or address can make the home run, which a rate alone is not.
+#[derive(Debug)]
+pub(crate) struct LiveSessions {
+    cap: u32,
+    window: Duration,
+    keys: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+impl LiveSessions {
+    pub(crate) fn new(cap: u32, window: Duration) -> Self {
+        Self {
+            cap,
+            window,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a new session for `key`, or says how long until its oldest
+    /// live session expires.
+    pub(crate) fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        if self.cap == 0 {
+            return Ok(());
+        }
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= MAX_TRACKED_KEYS && !keys.contains_key(key) {
+            self.prune(&mut keys, now);
+            if keys.len() >= MAX_TRACKED_KEYS * 9 / 10 {
+                // The tenth whose newest session is oldest.
+                let mut newest: Vec<(Instant, String)> = keys
+                    .iter()
+                    .filter_map(|(k, q)| q.back().map(|t| (*t, k.clone())))
+                    .collect();
+                newest.sort_unstable();
+                for (_, k) in newest.into_iter().take(MAX_TRACKED_KEYS / 10) {
+                    keys.remove(&k);
+                }
+            }
+        }
+        let times = keys.entry(key.to_owned()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
+            times.pop_front();
+        }
+        if times.len() >= self.cap as usize {
+            let oldest = *times.front().expect("at the cap, so not empty");
+            return Err((oldest + self.window).saturating_duration_since(now));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+
+    /// Forgets sessions past their lifetime, and keys with none left.
+    pub(crate) fn sweep(&self, now: Instant) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        self.prune(&mut keys, now);
+    }
+
+    fn prune(&self, keys: &mut HashMap<String, std::collections::VecDeque<Instant>>, now: Instant) {
+        keys.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) const FALLBACK_REASONS: [&str; 8] = [
 ];
 
 /// Limits whose refusals are counted by name.
-pub(crate) const LIMITS: [&str; 9] = [
+pub(crate) const LIMITS: [&str; 11] = [
     "body-size",
     "sdp-size",
     "candidate-size",
@@ -64,6 +64,8 @@ pub(crate) const LIMITS: [&str; 9] = [
     "identity-post-rate",
     "identity-session-rate",
     "ip-session-rate",
+    "identity-live-sessions",
+    "ip-live-sessions",
     "concurrent-polls",
 ];
 

@@ -30,7 +30,7 @@ use crate::{
     config::SignalConfig,
     cookies::{self, CookieKeys},
     home_link::{self, HomeLinks},
-    limits::{address_key, PollSlots, RateLimiter},
+    limits::{address_key, LiveSessions, PollSlots, RateLimiter},
     metrics::{Metrics, Outcome, FALLBACK_REASONS},
     net::client_ip,
     relay::{self, Relay, RelayConfigError},
@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     reports_per_ip: RateLimiter,
     posts_per_session: RateLimiter,
     posts_per_identity: RateLimiter,
+    live_per_identity: LiveSessions,
+    live_per_ip: LiveSessions,
     polls: PollSlots,
     shutdown: CancellationToken,
 }
@@ -198,6 +200,11 @@ impl SignalServer {
             reports_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
             posts_per_session: RateLimiter::new(limits.posts_per_session_per_minute),
             posts_per_identity: RateLimiter::new(limits.posts_per_identity_per_minute),
+            live_per_identity: LiveSessions::new(
+                limits.max_live_sessions_per_identity,
+                config.session_ttl,
+            ),
+            live_per_ip: LiveSessions::new(limits.max_live_sessions_per_ip, config.session_ttl),
             polls: PollSlots::new(limits.max_polls_per_identity),
             shutdown: CancellationToken::new(),
             config,
@@ -429,6 +436,8 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
             shared.reports_per_ip.sweep(now);
             shared.posts_per_session.sweep(now);
             shared.posts_per_identity.sweep(now);
+            shared.live_per_identity.sweep(now);
+            shared.live_per_ip.sweep(now);
             let live_since = live_since_ms(&shared.config);
             let forget_before = live_since.saturating_sub(millis(shared.config.tombstone_ttl));
             match run_blocking(&shared, move |store| store.sweep(live_since, forget_before)).await {
@@ -952,6 +961,43 @@ fn limit_session_rate(shared: &Shared, caller: &Caller) -> Result<(), ApiError> 
                 format!(
                     "too many sessions for this user (limit {} per minute); retry later",
                     shared.config.limits.sessions_per_identity_per_minute
+                ),
+                wait,
+            ));
+        }
+    }
+    limit_live_sessions(shared, caller, now, ip_key.as_deref())
+}
+
+/// At most so many live sessions per user and per address: each is a peer
+/// connection the home may have to run.
+fn limit_live_sessions(
+    shared: &Shared,
+    caller: &Caller,
+    now: Instant,
+    ip_key: Option<&str>,
+) -> Result<(), ApiError> {
+    let limits = &shared.config.limits;
+    let named = matches!(&caller.who, Who::Browser(identity) if !identity.is_anonymous());
+    if named {
+        if let Err(wait) = shared.live_per_identity.admit(&caller.limit_key(), now) {
+            shared.metrics.count_limit("identity-live-sessions");
+            return Err(ApiError::too_many(
+                format!(
+                    "this user already has {} live sessions; retry when one expires",
+                    limits.max_live_sessions_per_identity
+                ),
+                wait,
+            ));
+        }
+    }
+    if let Some(key) = ip_key {
+        if let Err(wait) = shared.live_per_ip.admit(key, now) {
+            shared.metrics.count_limit("ip-live-sessions");
+            return Err(ApiError::too_many(
+                format!(
+                    "this address already has {} live sessions; retry when one expires",
+                    limits.max_live_sessions_per_ip
                 ),
                 wait,
             ));

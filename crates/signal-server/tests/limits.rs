@@ -91,6 +91,45 @@ async fn sessions_per_address_per_minute_answer_429_with_retry_after() {
     assert_eq!(harness.metric("beeline_sessions_created_total").await, 2);
 }
 
+/// A rate alone lets an address hold rate × lifetime sessions (each a peer
+/// connection at home); the live caps bound that number itself.
+#[tokio::test]
+async fn live_sessions_per_address_and_per_user_are_capped() {
+    let harness = start(|config| {
+        config.browser_auth = Arc::new(HeaderNamesUser);
+        config.limits.sessions_per_ip_per_minute = 0;
+        config.limits.sessions_per_identity_per_minute = 0;
+        config.limits.max_live_sessions_per_identity = 2;
+        config.limits.max_live_sessions_per_ip = 3;
+        config.session_ttl = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = harness.url("/webrtc/session");
+    let create = |user: &'static str| http.post(&url).header("x-test-user", user).send();
+
+    assert_eq!(create("alice").await.unwrap().status(), 200);
+    assert_eq!(create("alice").await.unwrap().status(), 200);
+    let response = create("alice").await.unwrap();
+    let wait = retry_after(&response);
+    assert!((1..=2).contains(&wait), "Retry-After: {wait}");
+    let message = expect_error(response, 429).await;
+    assert!(message.contains("live sessions"), "{message}");
+    // Another user from the same address: one more fits the address's 3.
+    assert_eq!(create("bob").await.unwrap().status(), 200);
+    let message = expect_error(create("carol").await.unwrap(), 429).await;
+    assert!(message.contains("this address"), "{message}");
+    assert_eq!(
+        harness
+            .metric("beeline_limit_rejections_total{limit=\"identity-live-sessions\"}")
+            .await,
+        1
+    );
+    // Once the first sessions expire there is room again.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert_eq!(create("alice").await.unwrap().status(), 200);
+}
+
 #[tokio::test]
 async fn sessions_per_identity_per_minute_answer_429_with_retry_after() {
     let harness = start(|config| {
