@@ -30,6 +30,7 @@ mod credit;
 #[cfg(feature = "transport")]
 mod link;
 mod server;
+mod socket;
 mod upstream;
 mod websocket;
 mod ws_client;
@@ -46,6 +47,7 @@ pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandl
 #[cfg(feature = "transport")]
 pub use link::{DataChannelLink, LinkActivity};
 pub use server::serve;
+pub use socket::{SocketChannel, SocketMessage};
 pub use upstream::{
     BodyStream, HttpUpstream, ServiceBody, ServiceUpstream, Upstream, UpstreamRequest,
     UpstreamResponse,

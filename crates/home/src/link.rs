@@ -12,11 +12,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use beeline_bridge::{BridgeConfig, Channel, ChannelClosed, Received, Upstream};
-use beeline_frame::Encoded;
-use futures::stream::{SplitSink, SplitStream};
+use beeline_bridge::{BridgeConfig, SocketChannel, SocketMessage, Upstream};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, Message};
@@ -117,8 +115,9 @@ pub async fn run_link<U: Upstream>(
                 status.connects.fetch_add(1, Ordering::Relaxed);
                 status.connected.store(true, Ordering::Relaxed);
                 tracing::info!(url = %config.url, "home link up");
-                let channel = Arc::new(LinkChannel::new(socket));
-                let keepalive = tokio::spawn(keep_alive(Arc::clone(&channel)));
+                let channel = Arc::new(link_channel(socket));
+                let keepalive =
+                    tokio::spawn(Arc::clone(&channel).keep_alive(PING_EVERY, LINK_SILENCE));
                 tokio::select! {
                     _ = beeline_bridge::serve(Arc::clone(&channel), Arc::clone(&upstream), config.bridge.clone()) => {}
                     _ = shutdown.cancelled() => {}
@@ -205,104 +204,54 @@ async fn connect(config: &LinkConfig) -> Result<Socket, ConnectError> {
     Ok(socket)
 }
 
-async fn keep_alive(channel: Arc<LinkChannel>) {
-    loop {
-        tokio::time::sleep(PING_EVERY).await;
-        if channel.silent_for() > LINK_SILENCE {
-            tracing::warn!("home link silent; reopening it");
-            channel.closed.cancel();
-            return;
-        }
-        if channel
-            .send_raw(Message::Ping(bytes::Bytes::from_static(b"beeline")))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
+/// The link's WebSocket as a bridge channel.
+type LinkChannel = SocketChannel<
+    futures::sink::With<
+        futures::stream::SplitSink<Socket, Message>,
+        Message,
+        SocketMessage,
+        futures::future::Ready<Result<Message, tungstenite::Error>>,
+        fn(SocketMessage) -> futures::future::Ready<Result<Message, tungstenite::Error>>,
+    >,
+    futures::stream::Map<
+        futures::stream::SplitStream<Socket>,
+        fn(Result<Message, tungstenite::Error>) -> Result<SocketMessage, tungstenite::Error>,
+    >,
+>;
+
+fn to_socket(
+    message: SocketMessage,
+) -> futures::future::Ready<Result<Message, tungstenite::Error>> {
+    futures::future::ready(match message {
+        SocketMessage::Text(text) => tungstenite::Utf8Bytes::try_from(text)
+            .map(Message::Text)
+            .map_err(|e| tungstenite::Error::Utf8(e.to_string())),
+        SocketMessage::Binary(data) => Ok(Message::Binary(data)),
+        SocketMessage::Ping => Ok(Message::Ping(bytes::Bytes::from_static(b"beeline"))),
+        SocketMessage::Other => Ok(Message::Pong(bytes::Bytes::new())),
+        SocketMessage::Close => Ok(Message::Close(None)),
+    })
 }
 
-/// The link's WebSocket as a bridge [`Channel`].
-struct LinkChannel {
-    sink: tokio::sync::Mutex<SplitSink<Socket, Message>>,
-    stream: tokio::sync::Mutex<SplitStream<Socket>>,
-    closed: CancellationToken,
-    origin: Instant,
-    last_heard_ms: AtomicU64,
+fn from_socket(
+    item: Result<Message, tungstenite::Error>,
+) -> Result<SocketMessage, tungstenite::Error> {
+    item.map(|message| match message {
+        Message::Text(text) => SocketMessage::Text(text.into()),
+        Message::Binary(data) => SocketMessage::Binary(data),
+        Message::Ping(_) => SocketMessage::Ping,
+        Message::Pong(_) | Message::Frame(_) => SocketMessage::Other,
+        Message::Close(_) => SocketMessage::Close,
+    })
 }
 
-impl LinkChannel {
-    fn new(socket: Socket) -> Self {
-        let (sink, stream) = socket.split();
-        Self {
-            sink: tokio::sync::Mutex::new(sink),
-            stream: tokio::sync::Mutex::new(stream),
-            closed: CancellationToken::new(),
-            origin: Instant::now(),
-            last_heard_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn silent_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(last)
-    }
-
-    async fn close(&self) {
-        self.closed.cancel();
-        let mut sink = self.sink.lock().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    }
-
-    async fn send_raw(&self, message: Message) -> Result<(), ChannelClosed> {
-        if self.closed.is_cancelled() {
-            return Err(ChannelClosed);
-        }
-        let mut sink = self.sink.lock().await;
-        tokio::select! {
-            sent = sink.send(message) => sent.map_err(|_| ChannelClosed),
-            _ = self.closed.cancelled() => Err(ChannelClosed),
-        }
-    }
-}
-
-impl Channel for LinkChannel {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        let message = match message {
-            Encoded::Text(text) => Message::Text(text.into()),
-            Encoded::Binary(bytes) => Message::Binary(bytes),
-        };
-        self.send_raw(message).await
-    }
-
-    async fn recv(&self) -> Option<Received> {
-        let mut stream = self.stream.lock().await;
-        loop {
-            let next = tokio::select! {
-                next = stream.next() => next,
-                _ = self.closed.cancelled() => None,
-            };
-            self.last_heard_ms
-                .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-            return match next {
-                Some(Ok(Message::Text(text))) => Some(Received {
-                    data: text.into(),
-                    binary: false,
-                }),
-                Some(Ok(Message::Binary(data))) => Some(Received { data, binary: true }),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    self.closed.cancel();
-                    None
-                }
-            };
-        }
-    }
-
-    fn max_message_size(&self) -> usize {
-        LINK_MESSAGE_SIZE
-    }
+fn link_channel(socket: Socket) -> LinkChannel {
+    let (sink, stream) = socket.split();
+    let to: fn(SocketMessage) -> futures::future::Ready<Result<Message, tungstenite::Error>> =
+        to_socket;
+    let from: fn(Result<Message, tungstenite::Error>) -> Result<SocketMessage, tungstenite::Error> =
+        from_socket;
+    SocketChannel::new(sink.with(to), stream.map(from), LINK_MESSAGE_SIZE)
 }
 
 #[cfg(test)]

@@ -20,18 +20,15 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse as _, Response};
-use beeline_bridge::{Channel, ChannelClosed, Client, ClientOptions, Received};
-use beeline_frame::Encoded;
+use beeline_bridge::{Client, ClientOptions, SocketChannel, SocketMessage};
 use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
 use http::StatusCode;
-use tokio_util::sync::CancellationToken;
 
 use crate::server::{ApiError, Caller, Shared, Who};
 
@@ -89,7 +86,7 @@ impl HomeLinks {
     fn insert(&self, home: Arc<str>, link: Arc<Link>) {
         let old = self.links.lock().expect("not poisoned").insert(home, link);
         if let Some(old) = old {
-            old.channel.close();
+            old.channel.shut();
         }
     }
 
@@ -103,7 +100,7 @@ impl HomeLinks {
     /// Closes every link (server shutdown).
     pub(crate) fn close_all(&self) {
         for link in self.links.lock().expect("not poisoned").values() {
-            link.channel.close();
+            link.channel.shut();
         }
     }
 
@@ -173,8 +170,8 @@ pub(crate) async fn accept(
 }
 
 async fn run(shared: Arc<Shared>, home: Arc<str>, socket: WebSocket) {
-    let channel = Arc::new(WsChannel::new(socket));
-    let keepalive = tokio::spawn(keep_alive(Arc::clone(&channel)));
+    let channel = Arc::new(ws_channel(socket));
+    let keepalive = tokio::spawn(Arc::clone(&channel).keep_alive(PING_EVERY, LINK_SILENCE));
     let options = ClientOptions {
         binary: true,
         ..ClientOptions::default()
@@ -199,110 +196,53 @@ async fn run(shared: Arc<Shared>, home: Arc<str>, socket: WebSocket) {
     let shutdown = shared.shutdown_token();
     tokio::select! {
         _ = link.client.closed() => {}
-        _ = shutdown.cancelled() => channel.close(),
+        _ = shutdown.cancelled() => channel.close().await,
     }
     keepalive.abort();
     shared.links().remove(&home, id);
     tracing::info!(home = &*home, "home link down");
 }
 
-/// Pings a quiet link and closes it once nothing has arrived for
-/// [`LINK_SILENCE`].
-async fn keep_alive(channel: Arc<WsChannel>) {
-    loop {
-        tokio::time::sleep(PING_EVERY).await;
-        if channel.silent_for() > LINK_SILENCE {
-            tracing::warn!("home link silent; closing it");
-            channel.close();
-            return;
-        }
-        if channel
-            .send_raw(Message::Ping(Bytes::from_static(b"beeline")))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
+/// A link's WebSocket as a bridge channel.
+pub(crate) type WsChannel = SocketChannel<
+    futures::sink::With<
+        futures::stream::SplitSink<WebSocket, Message>,
+        Message,
+        SocketMessage,
+        futures::future::Ready<Result<Message, axum::Error>>,
+        fn(SocketMessage) -> futures::future::Ready<Result<Message, axum::Error>>,
+    >,
+    futures::stream::Map<
+        futures::stream::SplitStream<WebSocket>,
+        fn(Result<Message, axum::Error>) -> Result<SocketMessage, axum::Error>,
+    >,
+>;
+
+fn to_socket(message: SocketMessage) -> futures::future::Ready<Result<Message, axum::Error>> {
+    futures::future::ready(match message {
+        SocketMessage::Text(text) => axum::extract::ws::Utf8Bytes::try_from(text)
+            .map(Message::Text)
+            .map_err(axum::Error::new),
+        SocketMessage::Binary(data) => Ok(Message::Binary(data)),
+        SocketMessage::Ping => Ok(Message::Ping(Bytes::from_static(b"beeline"))),
+        SocketMessage::Other => Ok(Message::Pong(Bytes::new())),
+        SocketMessage::Close => Ok(Message::Close(None)),
+    })
 }
 
-/// An axum WebSocket as a bridge [`Channel`].
-pub(crate) struct WsChannel {
-    sink: tokio::sync::Mutex<SplitSink<WebSocket, Message>>,
-    stream: tokio::sync::Mutex<SplitStream<WebSocket>>,
-    closed: CancellationToken,
-    origin: Instant,
-    last_heard_ms: AtomicU64,
+fn from_socket(item: Result<Message, axum::Error>) -> Result<SocketMessage, axum::Error> {
+    item.map(|message| match message {
+        Message::Text(text) => SocketMessage::Text(text.into()),
+        Message::Binary(data) => SocketMessage::Binary(data),
+        Message::Ping(_) => SocketMessage::Ping,
+        Message::Pong(_) => SocketMessage::Other,
+        Message::Close(_) => SocketMessage::Close,
+    })
 }
 
-impl WsChannel {
-    fn new(socket: WebSocket) -> Self {
-        let (sink, stream) = socket.split();
-        Self {
-            sink: tokio::sync::Mutex::new(sink),
-            stream: tokio::sync::Mutex::new(stream),
-            closed: CancellationToken::new(),
-            origin: Instant::now(),
-            last_heard_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn close(&self) {
-        self.closed.cancel();
-    }
-
-    fn silent_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(last)
-    }
-
-    async fn send_raw(&self, message: Message) -> Result<(), ChannelClosed> {
-        if self.closed.is_cancelled() {
-            return Err(ChannelClosed);
-        }
-        let mut sink = self.sink.lock().await;
-        tokio::select! {
-            sent = sink.send(message) => sent.map_err(|_| ChannelClosed),
-            _ = self.closed.cancelled() => Err(ChannelClosed),
-        }
-    }
-}
-
-impl Channel for WsChannel {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        let message = match message {
-            Encoded::Text(text) => Message::Text(text.into()),
-            Encoded::Binary(bytes) => Message::Binary(bytes),
-        };
-        self.send_raw(message).await
-    }
-
-    async fn recv(&self) -> Option<Received> {
-        let mut stream = self.stream.lock().await;
-        loop {
-            let next = tokio::select! {
-                next = stream.next() => next,
-                _ = self.closed.cancelled() => None,
-            };
-            self.last_heard_ms
-                .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-            let received = match next {
-                Some(Ok(Message::Text(text))) => Received {
-                    data: Bytes::from(text),
-                    binary: false,
-                },
-                Some(Ok(Message::Binary(data))) => Received { data, binary: true },
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    self.closed.cancel();
-                    return None;
-                }
-            };
-            return Some(received);
-        }
-    }
-
-    fn max_message_size(&self) -> usize {
-        LINK_MESSAGE_SIZE
-    }
+fn ws_channel(socket: WebSocket) -> WsChannel {
+    let (sink, stream) = socket.split();
+    let to: fn(SocketMessage) -> futures::future::Ready<Result<Message, axum::Error>> = to_socket;
+    let from: fn(Result<Message, axum::Error>) -> Result<SocketMessage, axum::Error> = from_socket;
+    SocketChannel::new(sink.with(to), stream.map(from), LINK_MESSAGE_SIZE)
 }
