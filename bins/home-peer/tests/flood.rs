@@ -7,54 +7,19 @@
 
 #[path = "../../../crates/home/tests/common/mod.rs"]
 mod common;
+mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beeline_bridge::{Client, ClientError, ClientOptions, DataChannelLink};
-use beeline_frame::v2::RequestHead;
-use common::{browser_connect, world_with, TOKEN};
+use beeline_bridge::ClientError;
+use common::{bridge_client, browser_connect, get_head, world_with, TOKEN};
+use process::{rss_kb, Child};
 
 /// The documented bound on home-peer's resident memory under this flood
 /// (docs/home-peer.md).
 const RSS_BOUND_KB: u64 = 48 * 1024;
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(path: &str) -> RequestHead {
-    RequestHead {
-        method: "GET".into(),
-        path: path.into(),
-        ..Default::default()
-    }
-}
-
-async fn client(
-    channel: beeline_transport::DataChannel,
-) -> Result<Client<DataChannelLink>, ClientError> {
-    Client::connect(
-        Arc::new(DataChannelLink::new(channel)),
-        ClientOptions {
-            hello_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_channels_and_streams_is_refused_in_bounded_memory() {
@@ -90,16 +55,18 @@ async fn a_flood_of_channels_and_streams_is_refused_in_bounded_memory() {
 
     // The well-behaved page, connected first and checked throughout.
     let (_good_peer, good) = browser_connect(&world.signal_url).await;
-    let good = client(good).await.expect("the good page is served");
+    let good = bridge_client(good).await.expect("the good page is served");
     let start_rss = rss_kb(pid).expect("home-peer is running");
 
     // The hostile page: 200 channels on one peer connection.
     let (hostile, first) = browser_connect(&world.signal_url).await;
-    let mut served = vec![client(first).await.expect("its first channel is served")];
+    let mut served = vec![bridge_client(first)
+        .await
+        .expect("its first channel is served")];
     let mut closed = 0;
     for _ in 0..199 {
         let channel = hostile.open_channel("http").await.expect("SCTP opens it");
-        match client(channel).await {
+        match bridge_client(channel).await {
             Ok(c) => served.push(c),
             Err(_) => closed += 1,
         }
@@ -112,14 +79,14 @@ async fn a_flood_of_channels_and_streams_is_refused_in_bounded_memory() {
     let mut refused = 0;
     let flood_started = Instant::now();
     for i in 0..1000 {
-        match served[i % served.len()].send(get("/slow"), None).await {
+        match served[i % served.len()].send(get_head("/slow"), None).await {
             Ok(response) => running.push(response),
             Err(ClientError::Stream { code, .. }) if code == "too_many_streams" => refused += 1,
             Err(other) => panic!("request {i}: {other}"),
         }
         if i % 100 == 0 {
             let r = good
-                .send(get("/headers"), None)
+                .send(get_head("/headers"), None)
                 .await
                 .expect("good page served");
             assert_eq!(r.status, 200);
@@ -127,7 +94,7 @@ async fn a_flood_of_channels_and_streams_is_refused_in_bounded_memory() {
     }
     assert_eq!(running.len(), 128, "128 requests per peer connection");
     assert_eq!(refused, 872);
-    let r = good.send(get("/headers"), None).await.unwrap();
+    let r = good.send(get_head("/headers"), None).await.unwrap();
     assert_eq!(r.status, 200, "served after {:?}", flood_started.elapsed());
 
     let peak_kb = peak.load(Ordering::Relaxed);

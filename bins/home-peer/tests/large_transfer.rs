@@ -3,6 +3,7 @@
 
 #[path = "../../../crates/home/tests/common/mod.rs"]
 mod common;
+mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,25 +15,11 @@ use beeline_frame::v2::RequestHead;
 use bytes::Bytes;
 use common::{browser_connect, pattern_chunks, pattern_sha256, world_with, TOKEN};
 use futures::StreamExt as _;
+use process::{rss_kb, Child};
 use sha2::{Digest, Sha256};
 
 const SIZE: usize = 100 * 1024 * 1024;
 const RSS_LIMIT_KB: u64 = 64 * 1024;
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabytes_each_way_byte_identical_in_bounded_memory() {

@@ -2,36 +2,13 @@
 //! of `http` channels, and its requests share one limit across them, while
 //! another page is served all along (issue 13).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use beeline_bridge::{Client, ClientError, ClientOptions, DataChannelLink};
-use beeline_frame::v2::RequestHead;
+use beeline_bridge::ClientError;
 use beeline_home::HomeConfig;
 
 mod common;
-use common::{browser_connect, loopback_peer, world_with};
-
-fn get(path: &str) -> RequestHead {
-    RequestHead {
-        method: "GET".into(),
-        path: path.into(),
-        ..Default::default()
-    }
-}
-
-async fn client(
-    channel: beeline_transport::DataChannel,
-) -> Result<Client<DataChannelLink>, ClientError> {
-    Client::connect(
-        Arc::new(DataChannelLink::new(channel)),
-        ClientOptions {
-            hello_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-    )
-    .await
-}
+use common::{bridge_client, browser_connect, get_head, loopback_peer, world_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_and_requests_per_peer_are_capped() {
@@ -43,11 +20,13 @@ async fn channels_and_requests_per_peer_are_capped() {
     };
     let world = world_with(config, true).await;
     let (peer, first) = browser_connect(&world.signal_url).await;
-    let mut served = vec![client(first).await.expect("the first channel is served")];
+    let mut served = vec![bridge_client(first)
+        .await
+        .expect("the first channel is served")];
     let mut refused = 0;
     for _ in 0..4 {
         let channel = peer.open_channel("http").await.unwrap();
-        match client(channel).await {
+        match bridge_client(channel).await {
             Ok(c) => served.push(c),
             Err(_) => refused += 1,
         }
@@ -62,7 +41,7 @@ async fn channels_and_requests_per_peer_are_capped() {
     let mut running = Vec::new();
     let mut too_many = 0;
     for i in 0..4 {
-        match served[i % 2].send(get("/slow"), None).await {
+        match served[i % 2].send(get_head("/slow"), None).await {
             Ok(r) => running.push(r),
             Err(ClientError::Stream { code, .. }) if code == "too_many_streams" => too_many += 1,
             Err(other) => panic!("{other}"),
@@ -72,14 +51,14 @@ async fn channels_and_requests_per_peer_are_capped() {
 
     // Meanwhile another page is served.
     let (_other_peer, other) = browser_connect(&world.signal_url).await;
-    let other = client(other).await.unwrap();
-    let r = other.send(get("/headers"), None).await.unwrap();
+    let other = bridge_client(other).await.unwrap();
+    let r = other.send(get_head("/headers"), None).await.unwrap();
     assert_eq!(r.status, 200);
 
     // A finished request gives its slot back.
     drop(running.pop());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = served[0].send(get("/headers"), None).await.unwrap();
+    let r = served[0].send(get_head("/headers"), None).await.unwrap();
     assert_eq!(r.status, 200);
 }
 

@@ -147,6 +147,29 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
         )
 }
 
+/// A GET head with no body.
+pub fn get_head(path: &str) -> beeline_frame::v2::RequestHead {
+    beeline_frame::v2::RequestHead {
+        method: "GET".into(),
+        path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// A protocol-v2 client on an open `http` channel (`hello` within 2 s).
+pub async fn bridge_client(
+    channel: beeline_transport::DataChannel,
+) -> Result<beeline_bridge::Client<beeline_bridge::DataChannelLink>, beeline_bridge::ClientError> {
+    beeline_bridge::Client::connect(
+        Arc::new(beeline_bridge::DataChannelLink::new(channel)),
+        beeline_bridge::ClientOptions {
+            hello_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 pub async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
