@@ -79,7 +79,7 @@ async fn a_flood_of_channels_and_streams_is_refused_in_bounded_memory() {
     let mut refused = 0;
     let flood_started = Instant::now();
     for i in 0..1000 {
-        match served[i % served.len()].send(get_head("/slow"), None).await {
+        match served[i % served.len()].send(get_head("/hold"), None).await {
             Ok(response) => running.push(response),
             Err(ClientError::Stream { code, .. }) if code == "too_many_streams" => refused += 1,
             Err(other) => panic!("request {i}: {other}"),

@@ -41,7 +41,7 @@ async fn channels_and_requests_per_peer_are_capped() {
     let mut running = Vec::new();
     let mut too_many = 0;
     for i in 0..4 {
-        match served[i % 2].send(get_head("/slow"), None).await {
+        match served[i % 2].send(get_head("/hold"), None).await {
             Ok(r) => running.push(r),
             Err(ClientError::Stream { code, .. }) if code == "too_many_streams" => too_many += 1,
             Err(other) => panic!("{other}"),

@@ -110,6 +110,17 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
             }),
         )
         .route(
+            "/hold",
+            // Headers now, a body that never ends: a stream that stays
+            // open however slowly the test runs.
+            get(|| async {
+                (
+                    [("content-type", "text/plain")],
+                    Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>()),
+                )
+            }),
+        )
+        .route(
             "/slow",
             get(move || {
                 let disconnects = Arc::clone(&disconnects);
