@@ -19,9 +19,9 @@ demo allow="":
 
 # --- tests -------------------------------------------------------------------
 
-# Every test: formatting and lints, Rust unit/integration tests, headless Chromium, dependency policy.
+# Every test: formatting and lints, the browser client's bundle and types, Rust unit/integration tests, headless Chromium, dependency policy.
 [group('test')]
-test: lint test-rust test-browser test-proxy test-interop test-nat deny
+test: lint client-check test-rust test-browser test-proxy test-interop test-nat deny
 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
 # coturn proves the TURN credentials.
@@ -37,6 +37,14 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_path -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_seal -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ws_records -- -max_total_time={{seconds}} -rss_limit_mb=2048
+
+# The browser client (client/): the committed bundle signal-api serves is
+# what client/src builds to, and a TypeScript example compiles (strict)
+# against the hand-written declarations client/index.d.ts.
+[group('test')]
+client-check: ensure-client-deps
+    cd client && node scripts/build.mjs --check
+    cd client && node_modules/.bin/tsc -p examples/tsconfig.json
 
 # Headless Chromium against the real binaries, inside a network namespace.
 [group('test')]
@@ -65,6 +73,13 @@ test-nat:
 # What CI runs (`.ci/run` calls the same test command).
 [group('test')]
 ci: test
+
+# --- build -------------------------------------------------------------------
+
+# Rebuild the browser client bundle (crates/signal-server/assets/client.js, committed) from client/src with esbuild.
+[group('build')]
+client-build: ensure-client-deps
+    cd client && node scripts/build.mjs
 
 # --- checks ------------------------------------------------------------------
 
@@ -125,6 +140,11 @@ ensure-cargo-deny:
 ensure-lint-tools:
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# Install node, npm and client/'s pinned esbuild and typescript when missing.
+[group('setup')]
+ensure-client-deps:
+    scripts/ensure-client-deps.sh
 
 # Install chromium, iproute2 and playwright-core when missing.
 [group('setup')]

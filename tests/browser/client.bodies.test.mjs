@@ -8,7 +8,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { supportsRequestStreams } from '../../crates/signal-server/assets/client.js';
+import { supportsRequestStreams } from '../../client/src/index.mjs';
 import { BASE_URL, directClient, until } from './fakes.mjs';
 
 const AGREE = { type: 'agree', version: 2, features: ['binary', 'cancel', 'credit'], window: 262144, max_streams: 128, max_header_bytes: 16384, max_body_bytes: 1 << 30 };

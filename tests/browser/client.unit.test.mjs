@@ -1,4 +1,4 @@
-// Unit tests for the browser client (crates/signal-server/assets/client.js)
+// Unit tests for the browser client (client/src, the sources of the bundle signal-api serves)
 // that run in node without a browser: frame handling through a fake channel,
 // and the setup/fallback state machine through a fake RTCPeerConnection and a
 // fake signaling server.
@@ -11,7 +11,7 @@ import {
   createClient,
   encodeBase64,
   installIndicator,
-} from '../../crates/signal-server/assets/client.js';
+} from '../../client/src/index.mjs';
 import { BASE_URL, FakeSignalServer, directClient, fakePeerConnectionClass, recordingFetch, sleep, until } from './fakes.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { ChannelProtocol, ChannelSendError, ChannelStreams, codec } from '../../crates/signal-server/assets/client.js';
+import { ChannelProtocol, ChannelSendError, ChannelStreams, codec } from '../../client/src/index.mjs';
 import { directClient, sleep, until } from './fakes.mjs';
 
 const AGREE = { type: 'agree', version: 2, features: ['binary', 'cancel', 'credit'], window: 262144, max_streams: 128, max_header_bytes: 16384, max_body_bytes: 1 << 30 };

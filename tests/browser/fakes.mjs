@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 
-import { codec, createClient } from '../../crates/signal-server/assets/client.js';
+import { codec, createClient } from '../../client/src/index.mjs';
 
 export const BASE_URL = 'http://home.test/chat';
 

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { codec } from '../../crates/signal-server/assets/client.js';
+import { codec } from '../../client/src/index.mjs';
 
 const vectorsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../vectors');
 

@@ -1,0 +1,674 @@
+// BeelineClient: setup, request routing, cookies.
+
+import { BODY_METHODS, ChannelSendError, COOKIES_CHANGED_HEADER, COOKIES_CHANGED_TIMING, COOKIES_FEATURE, DATA_CHANNEL_LABEL, IDEMPOTENT_METHODS, JAR_HEADER, JAR_REFRESH_MS, JAR_RETRY_MS, JAR_TIMEOUT_MS, NO_BODY_METHODS, SESSION_PARAM, SET_COOKIE_HEADER, debug, documentCookie } from './common.mjs';
+import { installIndicator } from './indicator.mjs';
+import { dataChannelLink } from './link.mjs';
+import { ChannelProtocol, abortReason, isReadableStream, readBody } from './streams.mjs';
+import { BeelineWebSocket } from './websocket.mjs';
+
+/** Maps why setup gave up to the reasons signal-api counts. */
+export function reportReason(why) {
+  const w = String(why ?? '');
+  if (w.startsWith('no direct channel within')) return 'timeout';
+  if (w.includes('not available')) return 'unsupported';
+  if (w.includes('said bye')) return 'bye';
+  if (w.includes('closed by the page')) return 'closed';
+  if (w.includes('connection failed')) return 'ice-failed';
+  if (/session|signal|posting|poll|HTTP/i.test(w)) return 'signaling';
+  return 'other';
+}
+
+/**
+ * A fetch-compatible client that prefers a direct WebRTC data channel.
+ *
+ * `path` is 'pending' while the channel is being set up, 'direct' while it is
+ * open and usable, and 'fallback' otherwise. Every change fires a
+ * `pathchange` event (detail: `{path}`) and calls `onpathchange`.
+ * `ready` resolves to 'direct' or 'fallback' once setup ends; it never rejects.
+ * `negotiated` resolves once the channel's protocol version is settled, with
+ * `protocol` (`{version: 1}` or `{version: 2, features, binary, ...}`), or
+ * with null when no channel opened.
+ */
+export class BeelineClient extends EventTarget {
+  /** Called with the new path on every path change. */
+  onpathchange = null;
+
+  #opts;
+  #path = 'pending';
+  #resolveReady;
+  #setupDone = false;
+  #sessionId = null;
+  #pc = null;
+  #channel = null;
+  #link = null;
+  #protocol = null;
+  #resolveNegotiated;
+  #budgetTimer = null;
+  #setupStarted = 0;
+  #pollAbort = null;
+  #signalQueue = Promise.resolve();
+  // Sealed cookie jar: `{value, madeAt, epoch, documentCookie}` or null.
+  #jar = null;
+  // Bumped each time cookies changed where the jar cannot follow (a
+  // normal-path response with x-beeline-cookies-changed, cookiesChanged()).
+  #cookieEpoch = 0;
+  // Jar exchanges and refreshes run one at a time, in this chain.
+  #jarChain = Promise.resolve();
+  #refreshing = null;
+  #jarRetryAt = 0;
+  #timingObserver = null;
+
+  constructor(opts) {
+    super();
+    this.#opts = opts;
+    this.ready = new Promise((resolve) => {
+      this.#resolveReady = resolve;
+    });
+    this.negotiated = new Promise((resolve) => {
+      this.#resolveNegotiated = resolve;
+    });
+    // Bound so `const { fetch } = client` works like the global one.
+    this.fetch = (input, init) => this.#fetch(input, init);
+    if (opts.enabled) {
+      if (opts.cookies) this.#watchCookieTimings();
+      this.#startSetup();
+    } else {
+      this.#finishSetup('fallback', 'disabled');
+    }
+  }
+
+  /** 'pending' | 'direct' | 'fallback' */
+  get path() {
+    return this.#path;
+  }
+
+  /** What the channel's `hello`/`agree` settled, or null (no channel, or still negotiating). */
+  get protocol() {
+    return this.#protocol?.info ?? null;
+  }
+
+  /** The signaling session id, once the session exists (for diagnostics). */
+  get sessionId() {
+    return this.#sessionId;
+  }
+
+  /**
+   * A WebSocket to `url` on the home service (`protocols`: a string or an
+   * array of subprotocols): over the data channel when it is open, else
+   * through signal-api's relay. See BeelineWebSocket.
+   */
+  websocket(url, protocols = []) {
+    const list = typeof protocols === 'string' ? [protocols] : [...protocols];
+    const target = new URL(String(url), this.#opts.baseUrl ?? globalThis.location?.href);
+    if (target.protocol === 'http:') target.protocol = 'ws:';
+    if (target.protocol === 'https:') target.protocol = 'wss:';
+    if (target.protocol !== 'ws:' && target.protocol !== 'wss:') {
+      throw new DOMException(`The URL's scheme must be ws, wss, http or https, not ${target.protocol}`, 'SyntaxError');
+    }
+    const relay = new URL(target);
+    if (this.#sessionId) relay.searchParams.set(SESSION_PARAM, this.#sessionId);
+    const pageOrigin = new URL(this.#opts.baseUrl ?? globalThis.location?.href ?? target.href);
+    const sameOrigin = target.host === pageOrigin.host;
+    const streams = this.#protocol?.streams;
+    const agreed = this.#protocol?.info?.features?.includes('websocket');
+    const fallback = { relayUrl: sameOrigin ? relay.href : target.href, NativeWebSocket: this.#opts.NativeWebSocket };
+    if (sameOrigin && this.#directUsable() && streams && agreed) {
+      const headers = { host: target.host };
+      return new BeelineWebSocket(target.href, list, {
+        streams,
+        path: target.pathname + target.search,
+        headers,
+        maxMessage: this.#protocol.info.maxWsMessage,
+        fallback,
+      });
+    }
+    return new BeelineWebSocket(target.href, list, fallback);
+  }
+
+  /** Shows "⚡ direct" in `element` (or selector) while the path is direct. */
+  installIndicator(element) {
+    installIndicator(this, element);
+  }
+
+  /**
+   * Tells the client that the page's cookies changed in a way it cannot see
+   * (e.g. a login through the page's own `fetch` or an XHR, whose response
+   * this client never reads, when the relay does not mark it with
+   * `Server-Timing: beeline-cookies-changed`): the sealed jar is refreshed
+   * before the next request on the channel. Responses that go through
+   * `client.fetch` need no such call.
+   */
+  cookiesChanged() {
+    this.#cookieEpoch += 1;
+  }
+
+  /** Closes the direct path for good; later requests use the fallback path. */
+  close() {
+    if (!this.#setupDone) {
+      this.#abandon('closed by the page');
+    } else {
+      this.#teardown('closed by the page');
+    }
+  }
+
+  #setPath(path) {
+    if (this.#path === path) return;
+    this.#path = path;
+    this.dispatchEvent(new CustomEvent('pathchange', { detail: { path } }));
+    if (typeof this.onpathchange === 'function') {
+      try {
+        this.onpathchange(path);
+      } catch (err) {
+        debug('onpathchange threw', err);
+      }
+    }
+  }
+
+  #finishSetup(outcome, why) {
+    if (this.#setupDone) return;
+    this.#setupDone = true;
+    clearTimeout(this.#budgetTimer);
+    this.#pollAbort?.abort();
+    if (outcome === 'fallback') {
+      debug(`using the normal path (${why})`);
+      this.#resolveNegotiated(null);
+    }
+    this.#setPath(outcome);
+    this.#resolveReady(outcome);
+    if (why !== 'disabled') this.#report(outcome, why);
+  }
+
+  // Tells signal-api once per page load how setup went, so operators can see
+  // the direct-connection success rate. Never affects the page.
+  async #report(outcome, why) {
+    try {
+      const body = { outcome, setup_ms: Date.now() - this.#setupStarted };
+      if (this.#sessionId) body.session_id = this.#sessionId;
+      if (outcome === 'fallback') {
+        body.reason = reportReason(why);
+        body.detail = String(why ?? '').slice(0, 200);
+      } else if (await this.#usesRelay()) {
+        body.outcome = 'relay-candidate';
+      }
+      await this.#opts.signalFetch(this.#opts.signalBase + '/report', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        keepalive: true,
+      });
+    } catch (err) {
+      debug('outcome report not sent', err?.message ?? err);
+    }
+  }
+
+  // True when the selected candidate pair goes through a TURN relay.
+  async #usesRelay() {
+    const stats = await this.#pc?.getStats?.();
+    if (!stats) return false;
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    return local?.candidateType === 'relay' || remote?.candidateType === 'relay';
+  }
+
+  // ---- request routing -------------------------------------------------
+
+  #directUsable() {
+    return this.#path === 'direct' && this.#channel?.readyState === 'open';
+  }
+
+  #sameOrigin(url) {
+    const base = this.#opts.baseUrl;
+    if (!base) return false;
+    return url.origin === new URL(base).origin;
+  }
+
+  async #fetch(input, init) {
+    const fallback = () => this.#normalFetch(input, init);
+    if (!this.#directUsable()) return fallback();
+
+    let request;
+    try {
+      const url = new URL(input instanceof Request ? input.url : String(input), this.#opts.baseUrl);
+      if (!this.#sameOrigin(url)) return fallback();
+      // A clone, so the page's own Request keeps its body for the normal path.
+      request = new Request(input instanceof Request ? input.clone() : url, init);
+    } catch (err) {
+      // Something this client does not understand, or invalid: let fetch decide.
+      debug('sending over the normal path:', err?.message ?? err);
+      return fallback();
+    }
+
+    const url = new URL(request.url);
+    const headers = {};
+    request.headers.forEach((value, name) => {
+      headers[name] = value;
+    });
+    const path = url.pathname + url.search;
+    const signal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
+    let retried = false;
+    const retry = IDEMPOTENT_METHODS.has(request.method)
+      ? () => {
+          retried = true;
+          return fallback();
+        }
+      : undefined;
+    const protocol = this.#protocol;
+    try {
+      if (protocol.streams) {
+        // v2. The browser sets Host itself on the normal path; here the home
+        // peer forwards it as x-forwarded-host.
+        if (!('host' in headers)) headers.host = url.host;
+        const body = await this.#streamBody(request, init);
+        if (body.length !== undefined && (body.length > 0 || BODY_METHODS.has(request.method))) {
+          headers['content-length'] = String(body.length);
+        }
+        if (this.#cookiesAgreed()) {
+          // Our jar, never one the page set itself.
+          for (const name of Object.keys(headers)) if (name.toLowerCase() === JAR_HEADER) delete headers[name];
+          const jar = await this.#currentJar();
+          if (jar) headers[JAR_HEADER] = jar;
+        }
+        if (signal?.aborted) throw abortReason(signal);
+        const scheme = url.protocol.replace(/:$/, '');
+        const response = await protocol.streams.start({ method: request.method, path, headers, scheme, body: body.source }, { signal, retry });
+        return retried ? response : await this.#takeSetCookie(response);
+      }
+      const bytes = await readBody(request);
+      const frame = { method: request.method, path, headers, body: bytes.length > 0 ? bytes : undefined };
+      if (signal?.aborted) throw abortReason(signal);
+      if (!this.#directUsable() || this.#tooLarge(frame)) return fallback();
+      return await protocol.requests.start(frame, { signal, retry });
+    } catch (err) {
+      // Nothing left the browser, so any method may safely go the normal way.
+      if (err instanceof ChannelSendError) return fallback();
+      throw err;
+    }
+  }
+
+  // The body of a v2 request and its length when known (then sent as
+  // content-length, which the home peer holds the body to):
+  // - a ReadableStream in `init.body` streams as the page produces it, with
+  //   no length, where the browser takes streams as request bodies
+  //   (`requestStreams`); where it does not, the browser has already turned
+  //   it into whatever its own fetch would send, read below like any body;
+  // - a Blob streams from the Blob, whose size is its length;
+  // - everything else (string, ArrayBuffer, typed array, FormData,
+  //   URLSearchParams, a Request's own body) is read whole, serialised by the
+  //   browser exactly as its fetch would send it, with the content-type the
+  //   Request constructor derived from it. This needs no
+  //   `Request.prototype.body`, which Firefox does not have.
+  async #streamBody(request, init) {
+    if (NO_BODY_METHODS.has(request.method)) return { source: null, length: undefined };
+    const given = init?.body;
+    if (isReadableStream(given) && this.#opts.requestStreams) return { source: request.body, length: undefined };
+    if (typeof Blob === 'function' && given instanceof Blob && given.size > 0 && typeof given.stream === 'function') {
+      return { source: given.stream(), length: given.size };
+    }
+    const bytes = await readBody(request);
+    return { source: bytes.length > 0 ? bytes : null, length: bytes.length };
+  }
+
+  #tooLarge(frame) {
+    // Base64 grows the body by 4/3; SCTP rejects messages above its maximum.
+    const max = this.#pc?.sctp?.maxMessageSize;
+    if (!max || !Number.isFinite(max)) return false;
+    const estimate = 512 + JSON.stringify(frame.headers).length + Math.ceil(((frame.body?.length ?? 0) * 4) / 3);
+    return estimate > max;
+  }
+
+  // ---- cookies (docs/cookies.md) ----------------------------------------
+
+  // The normal path: the page's own fetch, noting whether the relay said
+  // the response set cookies (then the jar is stale).
+  async #normalFetch(input, init) {
+    const response = await this.#opts.fallbackFetch(input, init);
+    try {
+      if (response?.headers?.get(COOKIES_CHANGED_HEADER) === '1') this.#cookieEpoch += 1;
+    } catch {
+      // Not a real Response: nothing to note.
+    }
+    return response;
+  }
+
+  // Notes `Server-Timing: beeline-cookies-changed` on any response of the
+  // page, including those of its own fetch and XHR. Started before the
+  // session is asked for, so nothing after the jar's making is missed.
+  #watchCookieTimings() {
+    const Observer = globalThis.PerformanceObserver;
+    if (typeof Observer !== 'function') return;
+    try {
+      const observer = new Observer((list) => this.#noteTimings(list.getEntries()));
+      observer.observe({ type: 'resource' });
+      this.#timingObserver = observer;
+    } catch (err) {
+      debug('cannot watch resource timings:', err?.message ?? err);
+    }
+  }
+
+  #noteTimings(entries) {
+    for (const entry of entries) {
+      if (Array.isArray(entry?.serverTiming) && entry.serverTiming.some((t) => t?.name === COOKIES_CHANGED_TIMING)) this.#cookieEpoch += 1;
+    }
+  }
+
+  #stopWatchingTimings() {
+    this.#timingObserver?.disconnect();
+    this.#timingObserver = null;
+  }
+
+  #cookiesAgreed() {
+    return this.#jar !== null && this.#protocol?.info?.features?.includes(COOKIES_FEATURE) === true;
+  }
+
+  // What a jar made from a request sent now must be compared with later.
+  #jarMark() {
+    return { epoch: this.#cookieEpoch, madeAt: Date.now() };
+  }
+
+  #storeJar(value, mark) {
+    if (typeof value !== 'string' || value === '') return;
+    // document.cookie is read after the answer, which the browser has
+    // already applied any Set-Cookie of.
+    this.#jar = { value, madeAt: mark.madeAt, epoch: mark.epoch, documentCookie: documentCookie() };
+  }
+
+  #jarStale() {
+    const jar = this.#jar;
+    if (jar === null || Date.now() < this.#jarRetryAt) return false;
+    if (jar.epoch < this.#cookieEpoch) return true;
+    if (Date.now() - jar.madeAt > JAR_REFRESH_MS) return true;
+    const now = documentCookie();
+    return now !== undefined && now !== jar.documentCookie;
+  }
+
+  // Runs `task` after every jar exchange or refresh before it; its failure
+  // is logged, never thrown.
+  #jarTask(what, task) {
+    const run = this.#jarChain.then(task).catch((err) => {
+      debug(`${what} failed:`, err?.message ?? err);
+      return false;
+    });
+    this.#jarChain = run;
+    return run;
+  }
+
+  // The jar to send with a channel request: after any exchange in flight,
+  // refreshed first when it is stale.
+  async #currentJar() {
+    await this.#jarChain;
+    // Entries recorded but not yet delivered to the observer count too.
+    if (this.#timingObserver) this.#noteTimings(this.#timingObserver.takeRecords());
+    if (this.#jarStale()) await this.#refreshJar();
+    return this.#jar?.value ?? null;
+  }
+
+  // One refresh at a time; requests that find the jar stale meanwhile wait
+  // for the one in flight.
+  #refreshJar() {
+    if (this.#refreshing) return this.#refreshing;
+    const refresh = this.#jarTask('refreshing the cookie jar', async () => {
+      const mark = this.#jarMark();
+      try {
+        const reply = await this.#cookieRequest({ session_id: this.#sessionId });
+        this.#storeJar(reply?.cookie_jar, mark);
+        return true;
+      } catch (err) {
+        this.#jarRetryAt = Date.now() + JAR_RETRY_MS;
+        throw err;
+      }
+    });
+    this.#refreshing = refresh.finally(() => {
+      this.#refreshing = null;
+    });
+    return this.#refreshing;
+  }
+
+  // POST {signalBase}/cookie, given up after JAR_TIMEOUT_MS.
+  async #cookieRequest(body) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no answer within ${JAR_TIMEOUT_MS} ms`)), JAR_TIMEOUT_MS);
+    try {
+      return await this.#signalRequest('POST', '/cookie', body, abort.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // A channel response whose Set-Cookie lines the home peer sealed: has
+  // signal-api set them (same origin, so the browser stores them as it would
+  // from the home app) and keeps the new jar, then gives the page the
+  // response without the sealed header. If the exchange fails the response
+  // still goes to the page, but its cookies are not set.
+  async #takeSetCookie(response) {
+    const sealed = response.headers.get(SET_COOKIE_HEADER);
+    if (sealed === null) return response;
+    try {
+      response.headers.delete(SET_COOKIE_HEADER);
+    } catch {
+      // Headers the page may not change: hand it a copy without the header.
+      const headers = new Headers(response.headers);
+      headers.delete(SET_COOKIE_HEADER);
+      response = new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+    }
+    await this.#jarTask('setting the cookies of a channel response', async () => {
+      const mark = this.#jarMark();
+      const reply = await this.#cookieRequest({ session_id: this.#sessionId, set_cookie: sealed });
+      this.#storeJar(reply?.cookie_jar, mark);
+    });
+    return response;
+  }
+
+  // ---- setup -----------------------------------------------------------
+
+  #startSetup() {
+    this.#setupStarted = Date.now();
+    this.#budgetTimer = setTimeout(() => this.#abandon(`no direct channel within ${this.#opts.budgetMs} ms`), this.#opts.budgetMs);
+    this.#setup().catch((err) => this.#abandon(err?.message ?? String(err)));
+  }
+
+  async #setup() {
+    const PeerConnection = this.#opts.RTCPeerConnection;
+    if (typeof PeerConnection !== 'function') throw new Error('RTCPeerConnection is not available');
+
+    const jarMark = this.#jarMark();
+    const session = await this.#signalRequest('POST', '/session', {});
+    if (!session || typeof session.session_id !== 'string') throw new Error('session response has no session_id');
+    this.#sessionId = session.session_id;
+    // Servers without sealed cookie jars (older ones, --no-cookie-jar) send none.
+    if (this.#opts.cookies) this.#storeJar(session.cookie_jar, jarMark);
+    if (this.#jar === null) this.#stopWatchingTimings();
+    if (this.#setupDone) {
+      // Abandoned while the session was being created: release it.
+      this.#postSignal({ type: 'bye' });
+      return;
+    }
+
+    const iceServers = Array.isArray(session.ice_servers) ? session.ice_servers : [];
+    const pc = new PeerConnection({ iceServers });
+    this.#pc = pc;
+    const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
+    channel.binaryType = 'arraybuffer';
+    this.#channel = channel;
+    this.#link = dataChannelLink(channel, pc);
+    // The cookies feature only with a jar to send.
+    const features = this.#opts.features.filter((f) => f !== COOKIES_FEATURE);
+    if (this.#jar !== null) features.push(COOKIES_FEATURE);
+    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features, timeoutMs: this.#opts.negotiateMs, headTimeoutMs: this.#opts.headTimeoutMs });
+    this.#protocol = protocol;
+    protocol.negotiated.then((info) => {
+      debug(`speaking protocol v${info.version}${info.version >= 2 ? ` (${info.features.join(', ') || 'no features'})` : ''}`);
+      this.#resolveNegotiated(info);
+    });
+    channel.onmessage = (event) => protocol.receive(event.data);
+    channel.onopen = () => this.#onChannelOpen();
+    channel.onclose = () => this.#onChannelLost('data channel closed');
+    channel.onerror = (event) => debug('data channel error', event?.error ?? event);
+    pc.onconnectionstatechange = () => this.#onConnectionState(pc.connectionState);
+
+    // Candidates may be gathered before the offer is posted; hold them until
+    // it is, so the home peer always sees the offer first.
+    let offerQueued = false;
+    const heldCandidates = [];
+    pc.onicecandidate = (event) => {
+      const candidate = event.candidate ? event.candidate.toJSON() : null;
+      if (offerQueued) this.#postSignal({ type: 'candidate', candidate });
+      else heldCandidates.push(candidate);
+    };
+
+    const offer = await pc.createOffer();
+    if (this.#setupDone) return;
+    await pc.setLocalDescription(offer);
+    if (this.#setupDone) return;
+    this.#postSignal({ type: 'offer', sdp: pc.localDescription.sdp });
+    offerQueued = true;
+    for (const candidate of heldCandidates) this.#postSignal({ type: 'candidate', candidate });
+
+    await this.#pollSignals(pc);
+  }
+
+  async #pollSignals(pc) {
+    let cursor = 0;
+    let remoteDescriptionSet = false;
+    const earlyCandidates = [];
+    while (!this.#setupDone) {
+      this.#pollAbort = new AbortController();
+      const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(cursor)}`;
+      let reply;
+      try {
+        reply = await this.#signalRequest('GET', `/signal${query}`, undefined, this.#pollAbort.signal);
+      } catch (err) {
+        if (this.#setupDone) return;
+        throw err;
+      }
+      if (this.#setupDone) return;
+      if (reply && reply.cursor !== undefined && reply.cursor !== null) cursor = reply.cursor;
+      const messages = Array.isArray(reply?.messages) ? reply.messages : [];
+      // An empty reply normally means the server held the poll to its limit;
+      // pause briefly anyway so a server that answers at once cannot spin us.
+      if (messages.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      for (const message of messages) {
+        if (this.#setupDone) return;
+        if (message?.type === 'answer' && !remoteDescriptionSet) {
+          await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+          remoteDescriptionSet = true;
+          for (const candidate of earlyCandidates.splice(0)) await this.#addRemoteCandidate(pc, candidate);
+        } else if (message?.type === 'candidate') {
+          if (remoteDescriptionSet) await this.#addRemoteCandidate(pc, message.candidate);
+          else earlyCandidates.push(message.candidate);
+        } else if (message?.type === 'bye') {
+          this.#abandon('home peer said bye', { sendBye: false });
+          return;
+        }
+      }
+    }
+  }
+
+  async #addRemoteCandidate(pc, candidate) {
+    if (candidate === null || candidate === undefined) return;
+    const init = typeof candidate === 'string' ? { candidate, sdpMLineIndex: 0 } : candidate;
+    if (!init.candidate) return;
+    try {
+      await pc.addIceCandidate(init);
+    } catch (err) {
+      debug('ignoring a remote candidate', err?.message ?? err);
+    }
+  }
+
+  #onChannelOpen() {
+    if (this.#setupDone) return;
+    this.#protocol.open();
+    this.#finishSetup('direct');
+  }
+
+  #onConnectionState(state) {
+    if (state === 'failed' || state === 'closed') {
+      this.#onChannelLost(`connection ${state}`);
+      return;
+    }
+    if (!this.#setupDone || this.#channel === null) return;
+    // A 'disconnected' connection may come back: route new requests the normal
+    // way meanwhile, and go direct again if it recovers.
+    if (state === 'disconnected' && this.#path === 'direct') {
+      debug('connection disconnected; using the normal path for now');
+      this.#setPath('fallback');
+    } else if (state === 'connected' && this.#path === 'fallback' && this.#channel.readyState === 'open') {
+      this.#setPath('direct');
+    }
+  }
+
+  #onChannelLost(why) {
+    if (!this.#setupDone) {
+      this.#abandon(why);
+      return;
+    }
+    this.#teardown(why);
+  }
+
+  // Ends an attempt that never opened a channel. Never retried in this page load.
+  #abandon(why, { sendBye = true } = {}) {
+    if (this.#setupDone) return;
+    this.#finishSetup('fallback', why);
+    this.#closePeer();
+    if (sendBye && this.#sessionId) this.#postSignal({ type: 'bye' });
+  }
+
+  // Ends a channel that was open: later requests take the normal path.
+  #teardown(why) {
+    if (this.#channel === null && this.#pc === null) return;
+    debug(`direct channel lost (${why}); using the normal path`);
+    this.#setPath('fallback');
+    this.#protocol?.closeAll();
+    this.#link?.close();
+    this.#closePeer();
+    if (this.#sessionId) this.#postSignal({ type: 'bye' });
+  }
+
+  #closePeer() {
+    this.#stopWatchingTimings();
+    const channel = this.#channel;
+    const pc = this.#pc;
+    this.#channel = null;
+    this.#pc = null;
+    if (channel) {
+      channel.onopen = channel.onclose = channel.onmessage = channel.onerror = channel.onbufferedamountlow = null;
+    }
+    if (pc) {
+      pc.onicecandidate = pc.onconnectionstatechange = null;
+      try {
+        pc.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  // ---- signaling -------------------------------------------------------
+
+  // Posts one signaling message; posts go out one at a time, in order.
+  #postSignal(message) {
+    const body = { session_id: this.#sessionId, ...message };
+    this.#signalQueue = this.#signalQueue
+      .then(() => this.#signalRequest('POST', '/signal', body, undefined, message.type === 'bye'))
+      .catch((err) => {
+        debug(`posting ${message.type} failed:`, err?.message ?? err);
+        if (message.type !== 'bye') this.#abandon(`posting ${message.type} failed`);
+      });
+  }
+
+  async #signalRequest(method, path, body, signal, keepalive = false) {
+    const init = { method, headers: { accept: 'application/json' }, signal, keepalive, credentials: 'same-origin' };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await this.#opts.signalFetch(this.#opts.signalBase + path, init);
+    if (!res.ok) throw new Error(`${method} ${path.split('?')[0]} answered ${res.status}`);
+    const text = await res.text();
+    return text ? JSON.parse(text) : null;
+  }
+}
