@@ -2,17 +2,28 @@
 // (client/src, built into the bundle signal-api serves at {base}/client.js).
 // Hand-written; `just client-check` compiles client/examples/*.ts against them.
 
-/** Which way requests go: 'pending' while the channel is being set up (requests take the normal path meanwhile), 'direct' over the data channel, 'fallback' over the normal path. */
-export type BeelinePath = 'pending' | 'direct' | 'fallback';
+/**
+ * Which way requests go: 'loopback' (home-peer's loopback listener on this
+ * machine), 'direct' (the WebRTC data channel), 'relay' (the data channel
+ * through a TURN relay), 'normal' (the public server: while the channel is
+ * being set up, when it failed, after it closed).
+ */
+export type BeelinePath = 'loopback' | 'direct' | 'relay' | 'normal';
 
-/** What `ready` settles on. */
-export type BeelineOutcome = 'direct' | 'fallback';
+/** The current path's measurements, in ms (null: not measured). */
+export interface PathTiming {
+  path: BeelinePath;
+  /** The loopback probe's round trip, the channel's hello/agree exchange, or the normal path's session request. */
+  rttMs: number | null;
+  /** From the client's start until the path was usable (null on the normal path). */
+  setupMs: number | null;
+}
 
 /** Options of {@link createClient}. */
 export interface CreateClientOptions {
   /** Where the signaling endpoints live (default '/webrtc'). */
   signalBase?: string;
-  /** Whether to set up the direct path at all (default: `globalThis.__WEBRTC_ENABLED__ === true`). */
+  /** Whether to set up the direct and loopback paths at all (default: `globalThis.__WEBRTC_ENABLED__ === true`). */
   enabled?: boolean;
   /** How long setup may take before it is abandoned, in ms (default 8000). */
   budgetMs?: number;
@@ -36,8 +47,12 @@ export interface CreateClientOptions {
   baseUrl?: string;
   /** The RTCPeerConnection to use (tests pass a fake; null acts like a browser without WebRTC). */
   RTCPeerConnection?: typeof RTCPeerConnection | null;
-  /** The normal path's WebSocket (default: the browser's). */
+  /** The normal path's WebSocket, also used for the loopback listener (default: the browser's). */
   WebSocket?: typeof WebSocket;
+  /** Use home-peer's loopback listener when the session offers one and its probe proves it (default true). */
+  loopback?: boolean;
+  /** What the loopback probe and loopback requests use (default: the global fetch). */
+  loopbackFetch?: typeof fetch;
   /** Whether a ReadableStream request body streams up (default: whether the browser supports request streams). */
   requestStreams?: boolean;
 }
@@ -55,24 +70,34 @@ export interface ProtocolInfo {
 /** Detail of a `pathchange` event. */
 export interface PathChangeDetail {
   path: BeelinePath;
+  previous: BeelinePath;
+  rttMs: number | null;
+  setupMs: number | null;
 }
 
 export interface BeelineClientEventMap {
+  /** The path requests take changed. */
   pathchange: CustomEvent<PathChangeDetail>;
+  /** A new measurement of the current or another path arrived (detail: the current path's). */
+  timingchange: CustomEvent<PathTiming>;
 }
 
 /** The client {@link createClient} returns: an EventTarget with a fetch-compatible `fetch`. */
 export interface BeelineClient extends EventTarget {
   /**
-   * Like the global fetch: same-origin requests go over the direct path when
-   * it is up, everything else (and everything while it is not) over the
-   * normal path. Bound, so `const { fetch } = client` works.
+   * Like the global fetch: same-origin requests go over the nearest path
+   * that is up (loopback, then the data channel), everything else over the
+   * normal path. A request whose loopback connection fails before any
+   * response is sent again over the next path. Bound, so
+   * `const { fetch } = client` works.
    */
   fetch: typeof fetch;
   /** The path requests take now. */
   readonly path: BeelinePath;
-  /** Resolves once setup ends; never rejects. */
-  readonly ready: Promise<BeelineOutcome>;
+  /** The current path's round trip and setup time. */
+  readonly timing: PathTiming;
+  /** Resolves with the path once it is chosen (the loopback probe settled, and the channel opened or setup ended); never rejects. */
+  readonly ready: Promise<BeelinePath>;
   /** Resolves once the channel's protocol is settled, or with null when no channel opened. */
   readonly negotiated: Promise<ProtocolInfo | null>;
   /** What the channel's hello/agree settled, or null. */
@@ -81,13 +106,13 @@ export interface BeelineClient extends EventTarget {
   readonly sessionId: string | null;
   /** Called with the new path on every change. */
   onpathchange: ((path: BeelinePath) => void) | null;
-  /** A WebSocket to `url` on the home service, over the direct path when it is up. */
+  /** A WebSocket to `url` on the home service, over the loopback listener or the data channel when one is up. */
   websocket(url: string | URL, protocols?: string | string[]): BeelineWebSocket;
   /** Shows the path in `element` (or the element a selector names). */
   installIndicator(element: Element | string): void;
   /** Says the page's cookies changed where the client cannot see it: the sealed jar is refreshed before the next channel request. */
   cookiesChanged(): void;
-  /** Closes the direct path for good; later requests take the normal path. */
+  /** Closes the direct and loopback paths for good; later requests take the normal path. */
   close(): void;
 
   addEventListener<K extends keyof BeelineClientEventMap>(type: K, listener: (this: BeelineClient, event: BeelineClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
@@ -99,8 +124,25 @@ export interface BeelineClient extends EventTarget {
 /** Creates the client and, when enabled, starts setting up the direct path. */
 export function createClient(options?: CreateClientOptions): BeelineClient;
 
-/** Shows the client's path in `element` (an element or a selector). */
+/**
+ * Shows the client's path in `element` (an element or a selector) in words
+ * ('⚡ loopback', '⚡ direct', '⚡ TURN relay', 'normal path') and, on hover
+ * and keyboard focus, the measured round trip and setup time. Makes the
+ * element a polite live region (role status) and focusable.
+ */
 export function installIndicator(client: BeelineClient, element: Element | string): void;
+
+/** What the indicator says for each path. */
+export const PATH_LABELS: Readonly<Record<BeelinePath, string>>;
+/** The indicator's details line: "round trip 0.4 ms, setup 25 ms". */
+export function describeTiming(timing: PathTiming | null | undefined): string;
+
+/** How long the loopback probe may take (150 ms). */
+export const LOOPBACK_PROBE_MS: number;
+/** How long a tab remembers that a loopback listener was unusable (30 s). */
+export const LOOPBACK_CACHE_MS: number;
+/** The `loopback` member of a session answer, checked (an http URL on a loopback address, a ticket, a proof), or null. */
+export function parseLoopbackOffer(value: unknown): { url: string; ticket: string; proof: string } | null;
 
 /** True when this browser takes a ReadableStream as a request body. */
 export function supportsRequestStreams(): boolean;
@@ -127,8 +169,8 @@ export class BeelineWebSocket extends EventTarget {
   readonly extensions: string;
   readonly bufferedAmount: number;
   binaryType: BinaryType;
-  /** Which path the socket opened on: 'direct' (the data channel) or 'relay' (signal-api's relay). */
-  readonly path: 'direct' | 'relay';
+  /** Which path the socket opened on: 'loopback' (home-peer's loopback listener), 'direct' (the data channel) or 'relay' (signal-api's relay). */
+  readonly path: 'loopback' | 'direct' | 'relay';
   onopen: ((this: BeelineWebSocket, event: Event) => unknown) | null;
   onmessage: ((this: BeelineWebSocket, event: MessageEvent) => unknown) | null;
   onerror: ((this: BeelineWebSocket, event: Event) => unknown) | null;

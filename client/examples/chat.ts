@@ -1,23 +1,30 @@
 // A page using @beeline/client from TypeScript: what `just client-check`
 // compiles against client/index.d.ts (tsc --noEmit, strict).
-import { createClient, type BeelineClient, type BeelinePath, BeelineWebSocket } from '@beeline/client';
+import { createClient, type BeelineClient, type BeelinePath, type PathTiming, BeelineWebSocket } from '@beeline/client';
 
 const client: BeelineClient = createClient({ signalBase: '/webrtc', indicator: '#beeline-indicator', budgetMs: 8000 });
 
 // The page's own path display, next to (or instead of) the built-in indicator.
 function showPath(path: BeelinePath): string {
   switch (path) {
-    case 'pending':
-      return 'connecting';
+    case 'loopback':
+      return 'on this machine';
     case 'direct':
       return 'direct';
-    case 'fallback':
-      return 'normal path';
+    case 'relay':
+      return 'via TURN';
+    case 'normal':
+      return 'through the server';
   }
 }
 client.addEventListener('pathchange', (event) => {
   const label: string = showPath(event.detail.path);
-  document.title = `chat (${label})`;
+  const rtt: number | null = event.detail.rttMs;
+  document.title = `chat (${label}${rtt === null ? '' : `, ${rtt.toFixed(1)} ms`}; was ${showPath(event.detail.previous)})`;
+});
+client.addEventListener('timingchange', (event) => {
+  const timing: PathTiming = event.detail;
+  console.log(timing.path, timing.rttMs, timing.setupMs);
 });
 
 export async function send(message: string): Promise<string> {
@@ -45,7 +52,9 @@ export const health: Promise<Response> = beelineFetch('/healthz');
 const socket: BeelineWebSocket = client.websocket('/ws/echo', ['echo.v1']);
 socket.binaryType = 'arraybuffer';
 socket.onopen = () => socket.send('hello');
-socket.onmessage = (event: MessageEvent) => console.log(socket.path, event.data);
+socket.onmessage = (event: MessageEvent) => console.log(socket.path === 'loopback' ? 'near' : socket.path, event.data);
 socket.addEventListener('close', (event) => console.log(event.code, event.reason));
 
-export const outcome: Promise<'direct' | 'fallback'> = client.ready;
+export const chosen: Promise<BeelinePath> = client.ready;
+export const now: BeelinePath = client.path;
+export const nearest: boolean = client.timing.path === 'loopback';

@@ -3,6 +3,7 @@
 import { BODY_METHODS, ChannelSendError, COOKIES_CHANGED_HEADER, COOKIES_CHANGED_TIMING, COOKIES_FEATURE, DATA_CHANNEL_LABEL, IDEMPOTENT_METHODS, JAR_HEADER, JAR_REFRESH_MS, JAR_RETRY_MS, JAR_TIMEOUT_MS, NO_BODY_METHODS, SESSION_PARAM, SET_COOKIE_HEADER, debug, documentCookie } from './common.mjs';
 import { installIndicator } from './indicator.mjs';
 import { dataChannelLink } from './link.mjs';
+import { Loopback, parseLoopbackOffer } from './loopback.mjs';
 import { ChannelProtocol, abortReason, isReadableStream, readBody } from './streams.mjs';
 import { BeelineWebSocket } from './websocket.mjs';
 
@@ -18,13 +19,22 @@ export function reportReason(why) {
   return 'other';
 }
 
+const now = () => (typeof performance !== 'undefined' && typeof performance.now === 'function' ? performance.now() : Date.now());
+
 /**
- * A fetch-compatible client that prefers a direct WebRTC data channel.
+ * A fetch-compatible client that prefers the nearest path to home.
  *
- * `path` is 'pending' while the channel is being set up, 'direct' while it is
- * open and usable, and 'fallback' otherwise. Every change fires a
- * `pathchange` event (detail: `{path}`) and calls `onpathchange`.
- * `ready` resolves to 'direct' or 'fallback' once setup ends; it never rejects.
+ * `path` is the way requests go now: 'loopback' (home-peer's loopback
+ * listener on this machine, when the session offered one and its probe
+ * proved it is this home's), 'direct' (the data channel), 'relay' (the
+ * data channel through a TURN relay), or 'normal' (the public server:
+ * while the channel is being set up, when it failed, and after it closed).
+ * Every change fires a `pathchange` event (detail: `{path, previous,
+ * rttMs, setupMs}`) and calls `onpathchange(path)`; a new measurement fires
+ * `timingchange`. `timing` is the current path's measured round trip and
+ * setup time.
+ * `ready` resolves with the path once it is chosen (the loopback probe
+ * settled and the channel opened or setup ended); it never rejects.
  * `negotiated` resolves once the channel's protocol version is settled, with
  * `protocol` (`{version: 1}` or `{version: 2, features, binary, ...}`), or
  * with null when no channel opened.
@@ -34,8 +44,21 @@ export class BeelineClient extends EventTarget {
   onpathchange = null;
 
   #opts;
-  #path = 'pending';
+  // The public path, recomputed from the state below by #updatePath.
+  #path = 'normal';
+  // The data channel: 'pending' while it is being set up, 'direct' while it
+  // is open and usable, 'fallback' otherwise.
+  #channelState = 'pending';
+  // True when the channel's selected candidate pair goes through TURN.
+  #viaTurn = false;
+  #turnChecked = false;
+  // The session's loopback listener (a Loopback), or null.
+  #loopback = null;
+  // Measurements, in ms: the normal path's round trip (POST /session), the
+  // channel's (hello -> agree) and setup, the loopback probe's and setup.
+  #timings = { normal: {}, direct: {}, loopback: {} };
   #resolveReady;
+  #readyResolved = false;
   #setupDone = false;
   #sessionId = null;
   #pc = null;
@@ -45,6 +68,7 @@ export class BeelineClient extends EventTarget {
   #resolveNegotiated;
   #budgetTimer = null;
   #setupStarted = 0;
+  #setupStartedAt = 0;
   #pollAbort = null;
   #signalQueue = Promise.resolve();
   // Sealed cookie jar: `{value, madeAt, epoch, documentCookie}` or null.
@@ -77,9 +101,21 @@ export class BeelineClient extends EventTarget {
     }
   }
 
-  /** 'pending' | 'direct' | 'fallback' */
+  /** 'loopback' | 'direct' | 'relay' | 'normal' */
   get path() {
     return this.#path;
+  }
+
+  /**
+   * The current path's measurements: `{path, rttMs, setupMs}` (ms, null
+   * when not measured). The round trip is the loopback probe's, the
+   * channel's hello/agree exchange, or the normal path's session request;
+   * setup is the time from the client's start to the path being usable.
+   */
+  get timing() {
+    const path = this.#path;
+    const t = this.#timings[path === 'relay' ? 'direct' : path] ?? {};
+    return { path, rttMs: t.rttMs ?? null, setupMs: t.setupMs ?? null };
   }
 
   /** What the channel's `hello`/`agree` settled, or null (no channel, or still negotiating). */
@@ -112,6 +148,13 @@ export class BeelineClient extends EventTarget {
     const streams = this.#protocol?.streams;
     const agreed = this.#protocol?.info?.features?.includes('websocket');
     const fallback = { relayUrl: sameOrigin ? relay.href : target.href, NativeWebSocket: this.#opts.NativeWebSocket };
+    if (sameOrigin && this.#loopbackUsable()) {
+      return new BeelineWebSocket(target.href, list, {
+        relayUrl: this.#loopback.websocketUrl(target.pathname + target.search),
+        NativeWebSocket: this.#opts.NativeWebSocket,
+        label: 'loopback',
+      });
+    }
     if (sameOrigin && this.#directUsable() && streams && agreed) {
       const headers = { host: target.host };
       return new BeelineWebSocket(target.href, list, {
@@ -125,7 +168,7 @@ export class BeelineClient extends EventTarget {
     return new BeelineWebSocket(target.href, list, fallback);
   }
 
-  /** Shows "⚡ direct" in `element` (or selector) while the path is direct. */
+  /** Shows the path in `element` (or selector); see installIndicator. */
   installIndicator(element) {
     installIndicator(this, element);
   }
@@ -142,8 +185,12 @@ export class BeelineClient extends EventTarget {
     this.#cookieEpoch += 1;
   }
 
-  /** Closes the direct path for good; later requests use the fallback path. */
+  /** Closes the direct and loopback paths for good; later requests use the normal path. */
   close() {
+    if (this.#loopback) {
+      this.#loopback = null;
+      this.#updatePath();
+    }
     if (!this.#setupDone) {
       this.#abandon('closed by the page');
     } else {
@@ -151,17 +198,49 @@ export class BeelineClient extends EventTarget {
     }
   }
 
-  #setPath(path) {
-    if (this.#path === path) return;
-    this.#path = path;
-    this.dispatchEvent(new CustomEvent('pathchange', { detail: { path } }));
-    if (typeof this.onpathchange === 'function') {
-      try {
-        this.onpathchange(path);
-      } catch (err) {
-        debug('onpathchange threw', err);
+  #setChannelState(state) {
+    this.#channelState = state;
+    this.#updatePath();
+  }
+
+  // The path requests take now, from the loopback and channel states.
+  #currentPath() {
+    if (this.#loopback?.alive) return 'loopback';
+    if (this.#channelState === 'direct') return this.#viaTurn ? 'relay' : 'direct';
+    return 'normal';
+  }
+
+  #updatePath() {
+    const path = this.#currentPath();
+    const previous = this.#path;
+    if (path !== previous) {
+      this.#path = path;
+      const { rttMs, setupMs } = this.timing;
+      this.dispatchEvent(new CustomEvent('pathchange', { detail: { path, previous, rttMs, setupMs } }));
+      if (typeof this.onpathchange === 'function') {
+        try {
+          this.onpathchange(path);
+        } catch (err) {
+          debug('onpathchange threw', err);
+        }
       }
     }
+    this.#maybeReady();
+  }
+
+  // `ready` resolves once the choice is made: the loopback probe (if any)
+  // settled and the channel either opened or setup ended.
+  #maybeReady() {
+    if (this.#readyResolved) return;
+    if (this.#loopback?.state === 'probing') return;
+    if (!this.#loopback?.alive && this.#channelState === 'pending') return;
+    this.#readyResolved = true;
+    this.#resolveReady(this.#path);
+  }
+
+  #measured(path, values) {
+    Object.assign(this.#timings[path], values);
+    this.dispatchEvent(new CustomEvent('timingchange', { detail: this.timing }));
   }
 
   #finishSetup(outcome, why) {
@@ -173,8 +252,7 @@ export class BeelineClient extends EventTarget {
       debug(`using the normal path (${why})`);
       this.#resolveNegotiated(null);
     }
-    this.#setPath(outcome);
-    this.#resolveReady(outcome);
+    this.#setChannelState(outcome);
     if (why !== 'disabled') this.#report(outcome, why);
   }
 
@@ -187,7 +265,7 @@ export class BeelineClient extends EventTarget {
       if (outcome === 'fallback') {
         body.reason = reportReason(why);
         body.detail = String(why ?? '').slice(0, 200);
-      } else if (await this.#usesRelay()) {
+      } else if (this.#viaTurn || (await this.#usesRelay())) {
         body.outcome = 'relay-candidate';
       }
       await this.#opts.signalFetch(this.#opts.signalBase + '/report', {
@@ -218,7 +296,14 @@ export class BeelineClient extends EventTarget {
   // ---- request routing -------------------------------------------------
 
   #directUsable() {
-    return this.#path === 'direct' && this.#channel?.readyState === 'open';
+    return this.#channelState === 'direct' && this.#channel?.readyState === 'open';
+  }
+
+  #loopbackUsable() {
+    const loopback = this.#loopback;
+    if (!loopback) return false;
+    loopback.maybeRevive();
+    return loopback.alive;
   }
 
   #sameOrigin(url) {
@@ -229,6 +314,7 @@ export class BeelineClient extends EventTarget {
 
   async #fetch(input, init) {
     const fallback = () => this.#normalFetch(input, init);
+    if (this.#loopbackUsable()) return this.#loopbackFetch(input, init);
     if (!this.#directUsable()) return fallback();
 
     let request;
@@ -288,6 +374,44 @@ export class BeelineClient extends EventTarget {
       if (err instanceof ChannelSendError) return fallback();
       throw err;
     }
+  }
+
+  // A request to home-peer's loopback listener. Its body is read whole
+  // first, so that when the listener turns out to be gone (the connection
+  // fails before any response) or refuses the ticket, the same request goes
+  // on over the channel or the normal path without the page seeing an error.
+  async #loopbackFetch(input, init) {
+    const loopback = this.#loopback;
+    let request;
+    let url;
+    try {
+      url = new URL(input instanceof Request ? input.url : String(input), this.#opts.baseUrl);
+      if (!this.#sameOrigin(url)) return this.#normalFetch(input, init);
+      request = new Request(input instanceof Request ? input.clone() : url, init);
+    } catch (err) {
+      debug('sending over the normal path:', err?.message ?? err);
+      return this.#normalFetch(input, init);
+    }
+    const signal = init?.signal ?? (input instanceof Request ? input.signal : undefined);
+    const bytes = await readBody(request);
+    const jar = this.#jar !== null ? await this.#currentJar() : null;
+    if (signal?.aborted) throw abortReason(signal);
+    const response = await loopback.send({
+      method: request.method,
+      path: url.pathname + url.search,
+      headers: request.headers,
+      body: NO_BODY_METHODS.has(request.method) ? null : bytes,
+      signal,
+      cache: request.cache,
+      redirect: request.redirect,
+      jar,
+    });
+    if (response !== null) return this.#takeSetCookie(response);
+    // The listener is gone (marked dead, so the path changed): the next path.
+    const replay = { ...init };
+    if (!NO_BODY_METHODS.has(request.method)) replay.body = bytes;
+    delete replay.duplex;
+    return this.#fetch(input, replay);
   }
 
   // The body of a v2 request and its length when known (then sent as
@@ -467,6 +591,7 @@ export class BeelineClient extends EventTarget {
 
   #startSetup() {
     this.#setupStarted = Date.now();
+    this.#setupStartedAt = now();
     this.#budgetTimer = setTimeout(() => this.#abandon(`no direct channel within ${this.#opts.budgetMs} ms`), this.#opts.budgetMs);
     this.#setup().catch((err) => this.#abandon(err?.message ?? String(err)));
   }
@@ -476,9 +601,12 @@ export class BeelineClient extends EventTarget {
     if (typeof PeerConnection !== 'function') throw new Error('RTCPeerConnection is not available');
 
     const jarMark = this.#jarMark();
+    const asked = now();
     const session = await this.#signalRequest('POST', '/session', {});
     if (!session || typeof session.session_id !== 'string') throw new Error('session response has no session_id');
+    this.#measured('normal', { rttMs: now() - asked });
     this.#sessionId = session.session_id;
+    this.#startLoopback(session);
     // Servers without sealed cookie jars (older ones, --no-cookie-jar) send none.
     if (this.#opts.cookies) this.#storeJar(session.cookie_jar, jarMark);
     if (this.#jar === null) this.#stopWatchingTimings();
@@ -581,8 +709,53 @@ export class BeelineClient extends EventTarget {
 
   #onChannelOpen() {
     if (this.#setupDone) return;
-    this.#protocol.open();
+    const opened = now();
+    this.#measured('direct', { setupMs: opened - this.#setupStartedAt });
+    const protocol = this.#protocol;
+    protocol.open();
+    protocol.negotiated.then((info) => {
+      if (info?.version === 2) this.#measured('direct', { rttMs: now() - opened });
+    });
+    // Requests may flow at once (in this task: before `agree`, as v1). The
+    // kind of direct path is normally known already (read when ICE
+    // connected, before DTLS and SCTP); else it follows in a moment.
+    this.#checkTurn();
     this.#finishSetup('direct');
+  }
+
+  // Reads once whether the selected candidate pair is a TURN relay.
+  #checkTurn() {
+    if (this.#turnChecked) return;
+    this.#turnChecked = true;
+    this.#usesRelay().then(
+      (viaTurn) => {
+        if (!viaTurn) return;
+        this.#viaTurn = true;
+        this.#updatePath();
+      },
+      (err) => debug('cannot read the connection stats', err?.message ?? err),
+    );
+  }
+
+  // Starts probing the session's loopback listener, if it offered one; in
+  // parallel with the channel setup.
+  #startLoopback(session) {
+    const offer = parseLoopbackOffer(session.loopback);
+    if (offer === null || typeof session.home !== 'string' || !this.#opts.loopback) return;
+    const loopback = new Loopback(offer, {
+      home: session.home,
+      fetch: this.#opts.loopbackFetch,
+      scope: this.#opts.signalBase,
+      onchange: () => {
+        if (this.#loopback === loopback) this.#updatePath();
+      },
+    });
+    this.#loopback = loopback;
+    loopback.probed.then((ok) => {
+      if (this.#loopback !== loopback) return;
+      if (ok) this.#measured('loopback', { rttMs: loopback.rttMs, setupMs: now() - this.#setupStartedAt });
+      this.#updatePath();
+    });
   }
 
   #onConnectionState(state) {
@@ -590,14 +763,15 @@ export class BeelineClient extends EventTarget {
       this.#onChannelLost(`connection ${state}`);
       return;
     }
+    if (state === 'connected') this.#checkTurn();
     if (!this.#setupDone || this.#channel === null) return;
     // A 'disconnected' connection may come back: route new requests the normal
     // way meanwhile, and go direct again if it recovers.
-    if (state === 'disconnected' && this.#path === 'direct') {
+    if (state === 'disconnected' && this.#channelState === 'direct') {
       debug('connection disconnected; using the normal path for now');
-      this.#setPath('fallback');
-    } else if (state === 'connected' && this.#path === 'fallback' && this.#channel.readyState === 'open') {
-      this.#setPath('direct');
+      this.#setChannelState('fallback');
+    } else if (state === 'connected' && this.#channelState === 'fallback' && this.#channel.readyState === 'open') {
+      this.#setChannelState('direct');
     }
   }
 
@@ -621,7 +795,7 @@ export class BeelineClient extends EventTarget {
   #teardown(why) {
     if (this.#channel === null && this.#pc === null) return;
     debug(`direct channel lost (${why}); using the normal path`);
-    this.#setPath('fallback');
+    this.#setChannelState('fallback');
     this.#protocol?.closeAll();
     this.#link?.close();
     this.#closePeer();

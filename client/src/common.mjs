@@ -29,7 +29,6 @@ export const UNLIMITED_MAX_MESSAGE_SIZE = 256 * 1024;
 export const BUFFERED_HIGH = 2 * 1024 * 1024;
 export const BUFFERED_LOW = 512 * 1024;
 export const DATA_CHANNEL_LABEL = 'http';
-export const INDICATOR_TEXT = '\u26a1 direct';
 export const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD']);
 // Methods whose requests cannot have a body (the Request constructor refuses one).
 export const NO_BODY_METHODS = new Set(['GET', 'HEAD']);

@@ -1,12 +1,16 @@
-// beeline browser client: an optional direct WebRTC path to the home service.
+// beeline browser client: optional nearer paths to the home service.
 //
 // `createClient()` starts a WebRTC data-channel setup at page load (through the
 // signaling endpoints under `signalBase`) and returns a client whose `fetch`
-// sends same-origin requests over that channel once it is open. Until then,
+// sends same-origin requests over that channel once it is open. When the
+// session answer offers home-peer's loopback listener (the browser runs on
+// the home machine), the client probes it at once, in parallel, and prefers
+// it once the probe proves it is this home's (loopback.mjs). Until then,
 // after a failed or timed-out setup, after the channel closes, and for any
-// cross-origin request, `fetch` is simply the normal `fetch`. WebRTC problems
-// never surface to the page: they only show up as `console.debug` lines and as
-// `client.path` staying or becoming 'fallback'.
+// cross-origin request, `fetch` is simply the normal `fetch`. WebRTC and
+// loopback problems never surface to the page: they only show up as
+// `console.debug` lines and as `client.path` ('loopback' | 'direct' |
+// 'relay' | 'normal') staying or becoming 'normal'.
 //
 // The channel protocol is docs/protocol.md. When the channel opens the client
 // sends `hello` (version 2, features binary/cancel/credit). If the home peer
@@ -36,10 +40,10 @@
 // calls `cookiesChanged()` (after cookies changed where this client cannot
 // see it). v1 requests carry no cookies.
 //
-// Plain ES module with no dependencies and no build step; served by signal-api
-// as `{signalBase}/client.js`. `codec` (the frame encoder/decoder) is exported
-// for the golden-vector tests in tests/browser.
-
+// ES modules with no dependencies, bundled by client/scripts/build.mjs into
+// the minified module signal-api serves as `{signalBase}/client.js`. `codec`
+// (the frame encoder/decoder) is exported for the golden-vector tests in
+// tests/browser.
 
 import { BeelineClient } from './client.mjs';
 import { DEFAULT_BUDGET_MS, DEFAULT_HEAD_TIMEOUT_MS, DEFAULT_NEGOTIATE_MS, DEFAULT_SIGNAL_BASE, DEFAULT_WINDOW, FEATURES } from './common.mjs';
@@ -62,13 +66,15 @@ import { supportsRequestStreams } from './streams.mjs';
  * @param {boolean} [options.cookies=true] carry the session's sealed cookie
  *   jar (docs/cookies.md); the `cookies` feature is asked for whenever
  *   signal-api gave a jar
- * @param {Element|string} [options.indicator] element (or selector) showing "⚡ direct"
+ * @param {Element|string} [options.indicator] element (or selector) showing the path (installIndicator)
  * @param {typeof fetch} [options.fallbackFetch] the normal path (default: global fetch)
  * @param {typeof fetch} [options.signalFetch] used for signaling (default: global fetch)
  * @param {string} [options.baseUrl] what relative URLs resolve against and what
  *   counts as same-origin (default: `location.href`)
  * @param {typeof RTCPeerConnection} [options.RTCPeerConnection] for tests
  * @param {typeof WebSocket} [options.WebSocket] the normal path's WebSocket (default: the browser's)
+ * @param {boolean} [options.loopback=true] use home-peer's loopback listener when the session offers one and its probe succeeds
+ * @param {typeof fetch} [options.loopbackFetch] what loopback requests and the probe use (default: global fetch)
  * @param {boolean} [options.requestStreams] whether a ReadableStream request
  *   body streams up (default: whether this browser supports request streams;
  *   tests set it to act like a browser that does not)
@@ -91,6 +97,8 @@ export function createClient(options = {}) {
     RTCPeerConnection: 'RTCPeerConnection' in options ? options.RTCPeerConnection : globalThis.RTCPeerConnection,
     requestStreams: options.requestStreams ?? supportsRequestStreams(),
     NativeWebSocket: options.WebSocket ?? globalThis.WebSocket,
+    loopback: options.loopback ?? true,
+    loopbackFetch: options.loopbackFetch ?? globalFetch,
   };
   const client = new BeelineClient(opts);
   if (options.indicator) installIndicator(client, options.indicator);
@@ -101,4 +109,5 @@ export { COOKIES_FEATURE, ChannelSendError, FEATURES, PROTOCOL_VERSION } from '.
 export { FrameError, codec, decodeBase64, encodeBase64 } from './codec.mjs';
 export { ChannelProtocol, ChannelRequests, ChannelStreams, supportsRequestStreams } from './streams.mjs';
 export { BeelineWebSocket, RecordError, RecordReader, encodeCloseRecord, encodeRecord } from './websocket.mjs';
-export { installIndicator } from './indicator.mjs';
+export { PATH_LABELS, describeTiming, installIndicator } from './indicator.mjs';
+export { LOOPBACK_CACHE_MS, LOOPBACK_PROBE_MS, parseLoopbackOffer } from './loopback.mjs';

@@ -184,7 +184,8 @@ export class BeelineWebSocket extends EventTarget {
   /**
    * @param {string} url absolute ws(s):// URL (what `url` reports)
    * @param {string[]} protocols requested subprotocols
-   * @param {{streams?: ChannelStreams, maxMessage?: number, relayUrl: string, path: string, headers: Object<string,string>, NativeWebSocket?: typeof WebSocket}} how
+   * @param {{streams?: ChannelStreams, maxMessage?: number, relayUrl: string, path: string, headers: Object<string,string>, NativeWebSocket?: typeof WebSocket, label?: string}} how
+   *   `label`: what `path` says of a native socket to `relayUrl` (default 'relay')
    */
   constructor(url, protocols, how) {
     super();
@@ -193,7 +194,7 @@ export class BeelineWebSocket extends EventTarget {
       this.#path = 'direct';
       this.#openDirect(how.streams, how.path, protocols, how.headers, how.maxMessage ?? DEFAULT_MAX_WS_MESSAGE, how.fallback);
     } else {
-      this.#path = 'relay';
+      this.#path = how.label ?? 'relay';
       this.#openNative(how.NativeWebSocket ?? globalThis.WebSocket, how.relayUrl, protocols);
     }
   }
@@ -209,7 +210,7 @@ export class BeelineWebSocket extends EventTarget {
     this.#binaryType = value;
     if (this.#native) this.#native.binaryType = value;
   }
-  /** 'direct' (the data channel) or 'relay' (the normal path). */
+  /** 'direct' (the data channel), 'loopback' (home-peer's loopback listener) or 'relay' (the normal path). */
   get path() { return this.#path; }
 
   #emit(type, init) {

@@ -12,7 +12,7 @@ import {
   encodeBase64,
   installIndicator,
 } from '../../client/src/index.mjs';
-import { BASE_URL, FakeSignalServer, directClient, fakePeerConnectionClass, recordingFetch, sleep, until } from './fakes.mjs';
+import { BASE_URL, FakeElement, FakeSignalServer, directClient, fakePeerConnectionClass, recordingFetch, sleep, until } from './fakes.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -208,12 +208,12 @@ describe('ChannelRequests frame handling', () => {
 });
 
 describe('createClient setup and fallback', () => {
-  test('disabled: ready is fallback, no signaling, fetch is the normal fetch', async () => {
+  test('disabled: ready is normal, no signaling, fetch is the normal fetch', async () => {
     const server = new FakeSignalServer();
     const fallback = recordingFetch();
     const client = createClient({ enabled: false, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: fallback.fetch });
-    assert.equal(await client.ready, 'fallback');
-    assert.equal(client.path, 'fallback');
+    assert.equal(await client.ready, 'normal');
+    assert.equal(client.path, 'normal');
     const res = await client.fetch('/v1/chat', { method: 'POST', body: '{}' });
     assert.equal(await res.text(), 'via fallback');
     assert.equal(server.calls.length, 0);
@@ -227,13 +227,13 @@ describe('createClient setup and fallback', () => {
       for (const flag of [undefined, 'true', 1]) {
         globalThis.__WEBRTC_ENABLED__ = flag;
         const server = new FakeSignalServer();
-        assert.equal(await make(server).ready, 'fallback');
+        assert.equal(await make(server).ready, 'normal');
         assert.equal(server.calls.length, 0, `flag ${flag} must not enable`);
       }
       globalThis.__WEBRTC_ENABLED__ = true;
       const server = new FakeSignalServer();
       const client = make(server);
-      assert.equal(client.path, 'pending');
+      assert.equal(client.path, 'normal');
       await client.ready;
       assert.equal(server.calls[0].path, '/webrtc/session');
     } finally {
@@ -244,7 +244,7 @@ describe('createClient setup and fallback', () => {
   test('no RTCPeerConnection: silent fallback', async () => {
     const server = new FakeSignalServer();
     const client = createClient({ enabled: true, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: recordingFetch().fetch, RTCPeerConnection: undefined });
-    assert.equal(await client.ready, 'fallback');
+    assert.equal(await client.ready, 'normal');
   });
 
   test('a failing session endpoint: silent fallback', async () => {
@@ -252,7 +252,7 @@ describe('createClient setup and fallback', () => {
     server.sessionStatus = 503;
     const { FakePeerConnection, instances } = fakePeerConnectionClass();
     const client = createClient({ enabled: true, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: recordingFetch().fetch, RTCPeerConnection: FakePeerConnection });
-    assert.equal(await client.ready, 'fallback');
+    assert.equal(await client.ready, 'normal');
     assert.equal(instances.length, 0);
   });
 
@@ -335,13 +335,18 @@ describe('createClient setup and fallback', () => {
     const { FakePeerConnection } = fakePeerConnectionClass();
     const fallback = recordingFetch();
     const client = createClient({ enabled: true, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: fallback.fetch, RTCPeerConnection: FakePeerConnection, budgetMs: 5000 });
-    assert.equal(client.path, 'pending');
+    assert.equal(client.path, 'normal');
+    let settled = false;
+    client.ready.then(() => {
+      settled = true;
+    });
     const started = Date.now();
     const res = await client.fetch('/v1/chat', { method: 'POST', body: '{}' });
     assert.ok(Date.now() - started < 100);
     assert.equal(await res.text(), 'via fallback');
+    assert.equal(settled, false, 'ready resolved while the channel was being set up');
     client.close();
-    assert.equal(await client.ready, 'fallback');
+    assert.equal(await client.ready, 'normal');
   });
 
   test('budget: no channel in time means fallback, a closed peer and a bye', async () => {
@@ -351,9 +356,9 @@ describe('createClient setup and fallback', () => {
     const client = createClient({ enabled: true, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: recordingFetch().fetch, RTCPeerConnection: FakePeerConnection, budgetMs: 150 });
     client.onpathchange = (path) => changes.push(path);
     const started = Date.now();
-    assert.equal(await client.ready, 'fallback');
+    assert.equal(await client.ready, 'normal');
     assert.ok(Date.now() - started >= 140);
-    assert.deepEqual(changes, ['fallback']);
+    assert.deepEqual(changes, [], 'the path was the normal one all along');
     assert.equal(instances[0].closed, true);
     await until(() => server.posted.some((m) => m.type === 'bye'), 2000, 'bye');
     // Never retried in this page load.
@@ -362,7 +367,8 @@ describe('createClient setup and fallback', () => {
     assert.equal(server.calls.filter((c) => c.path === '/webrtc/session').length, sessions);
     // A channel that opens late is ignored.
     instances[0].channels[0].open();
-    assert.equal(client.path, 'fallback');
+    await sleep(20);
+    assert.equal(client.path, 'normal');
   });
 
   test('ICE failure during setup: silent fallback', async () => {
@@ -371,7 +377,7 @@ describe('createClient setup and fallback', () => {
     const client = createClient({ enabled: true, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: recordingFetch().fetch, RTCPeerConnection: FakePeerConnection });
     await until(() => instances.length === 1, 2000, 'the peer connection');
     instances[0].setConnectionState('failed');
-    assert.equal(await client.ready, 'fallback');
+    assert.equal(await client.ready, 'normal');
   });
 
   test('a bye from the home peer during setup: fallback', async () => {
@@ -380,7 +386,7 @@ describe('createClient setup and fallback', () => {
     const client = createClient({ enabled: true, baseUrl: BASE_URL, signalFetch: server.fetch, fallbackFetch: recordingFetch().fetch, RTCPeerConnection: FakePeerConnection });
     await until(() => server.posted.some((m) => m.type === 'offer'), 2000, 'the offer');
     server.deliver({ type: 'bye' });
-    assert.equal(await client.ready, 'fallback');
+    assert.equal(await client.ready, 'normal');
   });
 
   test('channel loss: GET is retried the normal way, POST errors, later requests use the normal path', async () => {
@@ -391,8 +397,8 @@ describe('createClient setup and fallback', () => {
     const post = client.fetch('/v1/chat', { method: 'POST', body: '{}' });
     await until(() => channel.sent.length === 2, 2000, 'both request frames');
     channel.remoteClose();
-    assert.equal(client.path, 'fallback');
-    assert.deepEqual(events, ['fallback']);
+    assert.equal(client.path, 'normal');
+    assert.deepEqual(events, ['normal']);
     assert.equal(await (await get).text(), 'via fallback');
     await assert.rejects(post, TypeError);
     assert.equal(pc.closed, true);
@@ -404,7 +410,7 @@ describe('createClient setup and fallback', () => {
   test('a disconnected connection routes new requests the normal way until it recovers', async () => {
     const { client, channel, pc, fallback } = await directClient();
     pc.setConnectionState('disconnected');
-    assert.equal(client.path, 'fallback');
+    assert.equal(client.path, 'normal');
     await client.fetch('/v1/chat');
     assert.equal(fallback.calls.length, 1);
     pc.setConnectionState('connected');
@@ -413,16 +419,64 @@ describe('createClient setup and fallback', () => {
     await until(() => channel.sent.length === 1, 2000, 'a request over the channel');
   });
 
-  test('the indicator shows while direct and hides otherwise', async () => {
-    const element = { hidden: true, textContent: '', title: '' };
+  test('a channel whose selected pair is a TURN relay is path relay, and the indicator says so', async () => {
+    const element = new FakeElement();
+    const events = [];
+    const { client } = await directClient(
+      { indicator: element },
+      {
+        candidateType: 'relay',
+        expect: 'relay',
+        // ICE connects before DTLS and SCTP: the pair is read then.
+        beforeOpen: async (c, { pc }) => {
+          c.addEventListener('pathchange', (e) => events.push(e.detail.path));
+          pc.setConnectionState('connected');
+          await sleep(5);
+        },
+      },
+    );
+    assert.equal(client.path, 'relay');
+    assert.equal(await client.ready, 'relay');
+    assert.deepEqual(events, ['relay'], 'it never said direct first');
+    assert.equal(element.visibleText, '\u26a1 TURN relay');
+  });
+
+  test('a TURN relay found only after the channel opened: direct, then relay', async () => {
+    const events = [];
+    const { client } = await directClient({}, { candidateType: 'relay', beforeOpen: (c) => c.addEventListener('pathchange', (e) => events.push(e.detail.path)) });
+    await until(() => client.path === 'relay', 2000, 'the relay path');
+    assert.deepEqual(events, ['direct', 'relay']);
+  });
+
+  test('the indicator names the path in text, is an accessible live region, and shows the measurements on hover and focus', async () => {
+    const element = new FakeElement();
+    element.hidden = true;
     const { client, channel } = await directClient({ indicator: element });
     assert.equal(element.hidden, false);
-    assert.equal(element.textContent, '\u26a1 direct');
-    const other = { hidden: false, textContent: '' };
+    assert.equal(element.visibleText, '\u26a1 direct');
+    assert.equal(element.getAttribute('role'), 'status');
+    assert.equal(element.getAttribute('aria-live'), 'polite');
+    assert.equal(element.getAttribute('tabindex'), '0');
+    assert.equal(element.dataset.path, 'direct');
+    // The hello/agree round trip and the setup time, measured.
+    channel.deliver({ type: 'agree', version: 2, features: ['binary', 'cancel', 'credit'], window: 262144, max_streams: 128 });
+    await until(() => client.timing.rttMs !== null, 2000, 'the round trip');
+    const { rttMs, setupMs } = client.timing;
+    assert.ok(rttMs >= 0 && setupMs > 0, JSON.stringify(client.timing));
+    for (const [enter, leave] of [['mouseenter', 'mouseleave'], ['focus', 'blur']]) {
+      element.dispatch(enter);
+      assert.match(element.visibleText, /^\u26a1 direct \(round trip \d+(\.\d)? ms, setup \d+(\.\d)? ms\)$/, enter);
+      element.dispatch(leave);
+      assert.equal(element.visibleText, '\u26a1 direct', leave);
+    }
+    assert.match(element.title, /round trip/);
+    const other = new FakeElement();
     installIndicator(client, other);
-    assert.equal(other.hidden, false);
+    assert.equal(other.visibleText, '\u26a1 direct');
     channel.remoteClose();
-    assert.equal(element.hidden, true);
-    assert.equal(other.hidden, true);
+    assert.equal(element.visibleText, 'normal path');
+    assert.equal(other.visibleText, 'normal path');
+    assert.equal(element.dataset.path, 'normal');
+    assert.equal(element.hidden, false);
   });
 });

@@ -56,7 +56,7 @@ for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
       assert.equal(await page.evaluate(() => window.__beeline.ready), 'direct');
       const indicator = page.locator('#beeline-indicator');
       assert.equal(await indicator.isVisible(), true, 'indicator hidden while direct');
-      assert.match(await indicator.textContent(), /⚡/);
+      assert.equal(await indicator.textContent(), '⚡ direct');
 
       const relayedBefore = (await stack.metrics())[RELAYED];
       const message = 'hello from the couch';
@@ -71,13 +71,56 @@ for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
     });
   });
 
+  test('path: the indicator names it in text (a polite live region, focusable) with the round trip and setup time on hover and keyboard focus; client.path and pathchange', async (t) => {
+    await withStack({ homePeer: true, allowIps: allowIpsFor(kind) }, t, async (stack) => {
+      const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/`);
+      t.after(close);
+      assert.equal(await page.evaluate(() => window.__beeline.ready), 'direct');
+      assert.equal(await page.evaluate(() => window.__beeline.path), 'direct');
+      const indicator = page.locator('#beeline-indicator');
+      const attributes = await page.evaluate(() => {
+        const el = document.querySelector('#beeline-indicator');
+        return { role: el.getAttribute('role'), live: el.getAttribute('aria-live'), tabIndex: el.tabIndex, text: el.textContent };
+      });
+      assert.deepEqual(attributes, { role: 'status', live: 'polite', tabIndex: 0, text: '\u26a1 direct' });
+      await page.waitForFunction(() => window.__beeline.timing.rttMs !== null && window.__beeline.timing.setupMs !== null);
+      const detailed = /^\u26a1 direct \(round trip \d+(\.\d)? ms, setup \d+(\.\d)? ms\)$/;
+      await page.evaluate(() => document.querySelector('#beeline-indicator').focus());
+      assert.match(await indicator.textContent(), detailed, 'keyboard focus');
+      await page.evaluate(() => document.querySelector('#beeline-indicator').blur());
+      assert.equal(await indicator.textContent(), '\u26a1 direct');
+      await page.hover('#beeline-indicator');
+      assert.match(await indicator.textContent(), detailed, 'hover');
+      await page.hover('#message');
+      assert.equal(await indicator.textContent(), '\u26a1 direct');
+
+      // A page showing the path itself, with the served bundle.
+      const own = await page.evaluate(async () => {
+        const { createClient } = await import('/webrtc/client.js');
+        const client = createClient({ enabled: true });
+        const changes = [];
+        client.addEventListener('pathchange', (e) => changes.push({ path: e.detail.path, previous: e.detail.previous }));
+        const ready = await client.ready;
+        const { path, setupMs } = client.timing;
+        client.close();
+        return { ready, path, setupMs, changes, after: client.path };
+      });
+      assert.equal(own.ready, 'direct');
+      assert.equal(own.path, 'direct');
+      assert.ok(own.setupMs > 0, `setup ${own.setupMs} ms`);
+      assert.deepEqual(own.changes, [{ path: 'direct', previous: 'normal' }, { path: 'normal', previous: 'direct' }]);
+      assert.equal(own.after, 'normal');
+      assert.deepEqual(problems, []);
+    });
+  });
+
   test('fallback: with no home peer the reply comes through the relay at once, without an error', async (t) => {
     await withStack({ homePeer: false }, t, async (stack) => {
       const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/`);
       t.after(close);
       const relayedBefore = (await stack.metrics())[RELAYED];
       // Sent while the channel is still being set up: it must not wait for it.
-      assert.equal(await page.evaluate(() => window.__beeline.path), 'pending');
+      assert.equal(await page.evaluate(() => window.__beeline.path), 'normal');
       const message = 'anyone home?';
       const sentAt = Date.now();
       const reply = await sendChat(page, message);
@@ -88,10 +131,10 @@ for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
       assert.ok((await stack.metrics())[RELAYED] > relayedBefore, 'the chat did not go through the relay');
 
       // The attempt is abandoned quietly once the budget runs out.
-      assert.equal(await page.evaluate(() => window.__beeline.ready), 'fallback');
+      assert.equal(await page.evaluate(() => window.__beeline.ready), 'normal');
       await waitFor(async () => (await stack.metrics())[BYES] === 1, 5000, 'the abandoned session to say bye');
       await waitFor(async () => (await stack.metrics())['beeline_connection_outcomes_total{outcome="fallback"}'] === 1, 5000, 'the fallback outcome to be reported');
-      assert.equal(await page.locator('#beeline-indicator').isVisible(), false);
+      assert.equal(await page.locator('#beeline-indicator').textContent(), 'normal path');
       assert.equal(await page.locator('.bubble.error').count(), 0);
 
       const again = await sendChat(page, 'still there?');
@@ -102,11 +145,11 @@ for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
     });
   });
 
-  test('fallback: with WebRTC disabled (?webrtc=0) no session is made and the indicator stays hidden', async (t) => {
+  test('fallback: with WebRTC disabled (?webrtc=0) no session is made and the indicator says normal path', async (t) => {
     await withStack({ homePeer: false }, t, async (stack) => {
       const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/?webrtc=0`);
       t.after(close);
-      assert.equal(await page.evaluate(() => window.__beeline.ready), 'fallback');
+      assert.equal(await page.evaluate(() => window.__beeline.ready), 'normal');
       const relayedBefore = (await stack.metrics())[RELAYED];
       const message = 'no webrtc please';
       const reply = await sendChat(page, message);
@@ -114,7 +157,7 @@ for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
       assert.equal(reply.path, 'fallback');
       assert.ok((await stack.metrics())[RELAYED] > relayedBefore, 'the chat did not go through the relay');
       assert.equal((await stack.metrics())[SESSIONS], 0, 'a WebRTC session was created');
-      assert.equal(await page.locator('#beeline-indicator').isVisible(), false);
+      assert.equal(await page.locator('#beeline-indicator').textContent(), 'normal path');
       assert.deepEqual(problems, []);
     });
   });
@@ -192,8 +235,8 @@ for (const kind of browserKinds()) describe(`demo chat in ${kind}`, () => {
       await peer.dropConnections();
       assert.deepEqual(await page.evaluate(() => window.__held.get), { status: 200, path: null, body: 'ok' });
       assert.deepEqual(await page.evaluate(() => window.__held.post), { error: 'TypeError' });
-      assert.equal(await page.evaluate(() => window.__beeline.path), 'fallback');
-      assert.equal(await page.locator('#beeline-indicator').isVisible(), false);
+      assert.equal(await page.evaluate(() => window.__beeline.path), 'normal');
+      assert.equal(await page.locator('#beeline-indicator').textContent(), 'normal path');
 
       const after = await sendChat(page, 'after the loss');
       assertFullReply(after, 'after the loss');

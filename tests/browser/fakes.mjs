@@ -102,6 +102,16 @@ export function fakePeerConnectionClass() {
       this.connectionState = state;
       this.onconnectionstatechange?.();
     }
+    // RTCStatsReport-like: a selected pair whose local candidate is of
+    // `FakePeerConnection.localCandidateType` (host unless a test says relay).
+    async getStats() {
+      return new Map([
+        ['T', { type: 'transport', selectedCandidatePairId: 'P' }],
+        ['P', { type: 'candidate-pair', localCandidateId: 'L', remoteCandidateId: 'R', nominated: true, state: 'succeeded' }],
+        ['L', { type: 'local-candidate', candidateType: FakePeerConnection.localCandidateType ?? 'host' }],
+        ['R', { type: 'remote-candidate', candidateType: 'host' }],
+      ]);
+    }
   }
   return { FakePeerConnection, instances };
 }
@@ -116,6 +126,8 @@ export class FakeSignalServer {
   // answers jar-2, jar-3, ... (recorded in `cookieCalls`; held while
   // `holdCookie`, until `releaseCookie()`).
   cookieJar = undefined;
+  // The session's `loopback` offer ({url, ticket, proof}), when set.
+  loopback = undefined;
   cookieCalls = [];
   cookieStatus = 200;
   holdCookie = false;
@@ -134,8 +146,9 @@ export class FakeSignalServer {
     this.calls.push({ method, path: parsed.pathname, query: Object.fromEntries(parsed.searchParams) });
     if (method === 'POST' && parsed.pathname === '/webrtc/session') {
       if (this.sessionStatus !== 200) return new Response('{"error":"nope"}', { status: this.sessionStatus });
-      const session = { session_id: 'sess-1', ice_servers: [{ urls: ['stun:127.0.0.1:3478'], username: 'u', credential: 'c' }], ttl: 300 };
+      const session = { session_id: 'sess-1', home: 'home', ice_servers: [{ urls: ['stun:127.0.0.1:3478'], username: 'u', credential: 'c' }], ttl: 300 };
       if (this.cookieJar !== undefined) session.cookie_jar = this.cookieJar;
+      if (this.loopback !== undefined) session.loopback = this.loopback;
       return Response.json(session);
     }
     if (method === 'POST' && parsed.pathname === '/webrtc/cookie') {
@@ -190,12 +203,16 @@ export function recordingFetch(answer) {
 
 // Runs setup up to an open channel and returns everything for inspection.
 // `cookieJar` is the session's sealed jar (none by default), `fallbackFetch`
-// answers the normal path, and `beforeOpen(client, {server, fallback})` runs
-// once signaling is done, before the channel opens.
-export async function directClient(extra = {}, { cookieJar, fallbackFetch, beforeOpen } = {}) {
+// answers the normal path, and `beforeOpen(client, {server, fallback, pc})` runs
+// once signaling is done, before the channel opens. `loopback` is the
+// session's loopback offer, `candidateType` the selected pair's local
+// candidate type (host by default), `expect` what `ready` must resolve with.
+export async function directClient(extra = {}, { cookieJar, fallbackFetch, beforeOpen, loopback, candidateType, expect = 'direct' } = {}) {
   const server = new FakeSignalServer();
   server.cookieJar = cookieJar;
+  server.loopback = loopback;
   const { FakePeerConnection, instances } = fakePeerConnectionClass();
+  FakePeerConnection.localCandidateType = candidateType;
   const fallback = recordingFetch(fallbackFetch);
   const client = createClient({
     enabled: true,
@@ -212,8 +229,69 @@ export async function directClient(extra = {}, { cookieJar, fallbackFetch, befor
   const pc = instances[0];
   await until(() => pc.remoteCandidates.length === 1, 2000, 'the remote candidate');
   const channel = pc.channels[0];
-  await beforeOpen?.(client, { server, fallback });
+  await beforeOpen?.(client, { server, fallback, pc });
   channel.open();
-  assert.equal(await client.ready, 'direct');
+  assert.equal(await client.ready, expect);
+  // The channel is usable once its stats are read (a few microtasks).
+  await sleep(5);
   return { client, server, pc, channel, fallback };
+}
+
+/**
+ * Just enough of a DOM element for the indicator: attributes, dataset,
+ * child elements with text, listeners, and an ownerDocument that makes more.
+ */
+export class FakeElement {
+  hidden = false;
+  title = '';
+  className = '';
+  dataset = {};
+  children = [];
+  #attributes = new Map();
+  #listeners = new Map();
+  #text = '';
+
+  constructor(tag = 'span') {
+    this.tagName = tag.toUpperCase();
+    this.ownerDocument = { createElement: (name) => new FakeElement(name) };
+  }
+
+  setAttribute(name, value) {
+    this.#attributes.set(name, String(value));
+  }
+
+  getAttribute(name) {
+    return this.#attributes.get(name) ?? null;
+  }
+
+  hasAttribute(name) {
+    return this.#attributes.has(name);
+  }
+
+  replaceChildren(...nodes) {
+    this.children = nodes;
+  }
+
+  get textContent() {
+    return this.children.length > 0 ? this.children.map((c) => c.textContent).join('') : this.#text;
+  }
+
+  set textContent(value) {
+    this.children = [];
+    this.#text = String(value);
+  }
+
+  /** The text a reader sees: children that are not hidden. */
+  get visibleText() {
+    return this.children.length > 0 ? this.children.filter((c) => !c.hidden).map((c) => c.visibleText).join('') : this.#text;
+  }
+
+  addEventListener(type, listener) {
+    if (!this.#listeners.has(type)) this.#listeners.set(type, []);
+    this.#listeners.get(type).push(listener);
+  }
+
+  dispatch(type) {
+    for (const listener of this.#listeners.get(type) ?? []) listener({ type, target: this });
+  }
 }

@@ -384,6 +384,10 @@ class FirefoxPage {
     return this.page.click(selector);
   }
 
+  hover(selector) {
+    return this.page.hover(selector);
+  }
+
   locator(selector) {
     return new FirefoxLocator(this, selector, null);
   }

@@ -133,7 +133,7 @@ for (const kind of browserKinds()) describe(`WebSockets in ${kind}`, () => {
     await withStack({ homePeer: true, relay: 'link', allowIps: allowIpsFor(kind) }, t, async (stack) => {
       const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/?webrtc=0`);
       t.after(close);
-      assert.equal(await page.evaluate(() => window.__beeline.ready), 'fallback');
+      assert.equal(await page.evaluate(() => window.__beeline.ready), 'normal');
       const relayedBefore = (await stack.metrics())[RELAYED];
       const result = await page.evaluate(echoSession, 1000);
       assertEcho(result, 'relay', 1000);
