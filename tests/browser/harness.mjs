@@ -117,12 +117,14 @@ class Service {
  * `stack.upstreamRequests()` says `via: 'relay'` or `'channel'`), or the URL
  * of an upstream the test runs itself. `stack.upstreamUrl` is home-peer's
  * upstream URL and `stack.relayUrl` the relay's (the same, except for 'cookie').
- * `allowIps` are home-peer's ICE addresses (`--allow-ip`). `relay` is
+ * `allowIps` are home-peer's ICE addresses (`--allow-ip`). With `loopback`,
+ * home-peer also serves its loopback listener on a free port of 127.0.0.1
+ * (`stack.loopbackUrl`), for pages of signal-api's origin. `relay` is
  * 'upstream' (signal-api relays to the upstream with --relay-upstream, the
  * default) or 'link' (no --relay-upstream: the normal path goes over
  * home-peer's home link, as in a deployment without a tunnel).
  */
-export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream = 'demo-chat', allowIps = ['127.0.0.1'], relay = 'upstream' } = {}) {
+export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream = 'demo-chat', allowIps = ['127.0.0.1'], relay = 'upstream', loopback = false } = {}) {
   const workDir = mkdtempSync(path.join(tmpdir(), 'beeline-browser-'));
   const token = randomBytes(24).toString('hex');
   const services = [];
@@ -182,12 +184,14 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream 
         '--token', token,
         '--upstream', stack.upstreamUrl,
         ...allowIps.flatMap((ip) => ['--allow-ip', ip]),
+        ...(loopback ? ['--loopback-listen', '127.0.0.1:0'] : []),
       ]);
       services.push(peer);
       stack.homePeer = peer;
+      if (loopback) stack.loopbackUrl = await peer.waitForLine(/loopback listener up.*?url=(http:\/\/[0-9.:]+)/);
       // The home peer is ready once its long-poll is held by signal-api.
       await waitFor(async () => ((await stack.metrics()).beeline_longpolls_waiting ?? 0) > waitingBefore, START_TIMEOUT_MS, () => `home-peer to start polling:\n${peer.log}`);
-      if (relay === 'link') {
+      if (relay === 'link' || loopback) {
         await waitFor(async () => (await stack.metrics())['beeline_home_link_connected{home="home"}'] === 1, START_TIMEOUT_MS, () => `home-peer's home link:\n${peer.log}`);
       }
     }
