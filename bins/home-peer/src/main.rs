@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use beeline_bridge::{BridgeConfig, ClientHeaderFilter, CookieKey, HttpUpstream};
-use beeline_home::{link_url, run_link, HomeConfig, LinkConfig};
+use beeline_home::{
+    bind_loopback, link_url, run_link, serve_loopback, HomeConfig, LinkConfig, LoopbackConfig,
+    LoopbackKey,
+};
+
 use beeline_signal_client::SignalClient;
 use beeline_transport::{AddressFilter, IceServer, PeerConfig};
 use clap::Parser;
@@ -87,6 +91,20 @@ struct Args {
     /// (every relayed page of this home shares it).
     #[arg(long, env = "BEELINE_LINK_MAX_STREAMS", default_value_t = 512)]
     link_max_streams: usize,
+    /// Also serve pages on this machine at this loopback address, e.g.
+    /// 127.0.0.1:33120 (docs/loopback.md): signal-api hands each session of
+    /// a browser on the home's network the URL and a ticket. Loopback
+    /// addresses only; needs the home link.
+    #[arg(long, env = "BEELINE_LOOPBACK_LISTEN")]
+    loopback_listen: Option<std::net::SocketAddr>,
+    /// Page origin allowed to use the loopback listener (repeatable).
+    /// Default: the origin of --signal-url.
+    #[arg(
+        long = "loopback-origin",
+        env = "BEELINE_LOOPBACK_ORIGINS",
+        value_delimiter = ','
+    )]
+    loopback_origins: Vec<String>,
     /// TOML config file with a `[serve.webrtc]` table.
     #[arg(long, env = "BEELINE_CONFIG")]
     config: Option<PathBuf>,
@@ -136,6 +154,9 @@ struct FileConfig {
     #[serde(default)]
     strip_headers: Vec<String>,
     home_link: Option<bool>,
+    loopback_listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    loopback_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +186,13 @@ fn read_token(path: &PathBuf) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading token file {}", path.display()))?;
     Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// `scheme://host[:port]` of `url`.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty()).then(|| format!("{}://{authority}", scheme.to_ascii_lowercase()))
 }
 
 fn or_file<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
@@ -293,7 +321,37 @@ async fn run(args: Args) -> Result<()> {
 
     config.cookie_key = Some(CookieKey::from_home_token(&token));
     let upstream = Arc::new(HttpUpstream::new(&upstream_url)?);
-    let link = (!args.no_home_link && file.home_link != Some(false))
+    let home_name = Arc::default();
+    let loopback = match args.loopback_listen.or(file.loopback_listen) {
+        Some(addr) => {
+            let listener = bind_loopback(addr)
+                .await
+                .with_context(|| format!("--loopback-listen {addr}"))?;
+            let mut origins = or_file(args.loopback_origins, file.loopback_origins);
+            if origins.is_empty() {
+                origins.extend(origin_of(&signal_url));
+            }
+            let bound = listener.local_addr()?;
+            let url = format!("http://{bound}");
+            let config = LoopbackConfig {
+                key: LoopbackKey::from_home_token(&token),
+                home: Arc::clone(&home_name),
+                origins,
+                bridge: config.bridge.clone(),
+                max_streams_per_session: config.max_streams_per_peer,
+                max_sessions: config.max_sessions,
+                session_idle: Duration::from_secs(120),
+                cookie_key: config.cookie_key.clone(),
+            };
+            Some((listener, url, config))
+        }
+        None => None,
+    };
+    let home_link = !args.no_home_link && file.home_link != Some(false);
+    if loopback.is_some() && !home_link {
+        tracing::warn!("the loopback listener is unused without the home link: signal-api learns of it over the link");
+    }
+    let link = home_link
         .then(|| -> Result<LinkConfig> {
             Ok(LinkConfig {
                 url: link_url(&signal_url)?,
@@ -310,6 +368,8 @@ async fn run(args: Args) -> Result<()> {
                 },
                 backoff_initial: config.backoff_initial,
                 backoff_max: config.backoff_max,
+                loopback_url: loopback.as_ref().map(|(_, url, _)| url.clone()),
+                home_name: Arc::clone(&home_name),
             })
         })
         .transpose()?;
@@ -328,6 +388,15 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("shutting down");
         on_signal.cancel();
     });
+    let loopback_task = loopback.map(|(listener, url, config)| {
+        tracing::info!(%url, origins = ?config.origins, "loopback listener up");
+        tokio::spawn(serve_loopback(
+            listener,
+            Arc::clone(&upstream),
+            config,
+            shutdown.clone(),
+        ))
+    });
     let link_task = link.map(|link| {
         tokio::spawn(run_link(
             link,
@@ -339,6 +408,11 @@ async fn run(args: Args) -> Result<()> {
     beeline_home::run(signal, upstream, config, shutdown).await;
     if let Some(task) = link_task {
         let _ = task.await;
+    }
+    if let Some(task) = loopback_task {
+        if let Ok(Err(error)) = task.await {
+            tracing::warn!(%error, "loopback listener failed");
+        }
     }
     Ok(())
 }

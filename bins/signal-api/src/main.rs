@@ -148,6 +148,7 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
     config.relay_upstream = settings.relay_upstream.clone();
     config.strip_request_headers = settings.strip_headers.clone();
     config.cookie_jar = settings.cookie_jar;
+    config.loopback = settings.loopback_offer.into();
     config.home_link = settings.home_link;
     config.limits = settings.limits.clone();
     Ok(config)

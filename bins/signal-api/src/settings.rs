@@ -37,6 +37,28 @@ pub(crate) enum BrowserAuthMode {
     ProxyHeader,
 }
 
+/// Which sessions are handed their home's loopback listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum LoopbackOfferMode {
+    /// None.
+    Off,
+    /// Browsers on the network the home's link comes from.
+    SameNetwork,
+    /// Every session.
+    Always,
+}
+
+impl From<LoopbackOfferMode> for beeline_signal_server::LoopbackOffer {
+    fn from(mode: LoopbackOfferMode) -> Self {
+        match mode {
+            LoopbackOfferMode::Off => Self::Off,
+            LoopbackOfferMode::SameNetwork => Self::SameNetwork,
+            LoopbackOfferMode::Always => Self::Always,
+        }
+    }
+}
+
 /// Algorithms accepted for browser JWTs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,6 +154,14 @@ pub(crate) struct Cli {
     /// Turn sealed cookie jars off: pages get no jar and `POST <base>/cookie` answers 404, so requests on the data channel carry no browser cookies (docs/cookies.md).
     #[arg(long, env = "BEELINE_NO_COOKIE_JAR", help_heading = "General")]
     no_cookie_jar: bool,
+    /// Which sessions get their home's loopback listener (URL and ticket) when home-peer states one on its link: browsers on the link's network (same IPv4 address or IPv6 /64), all, or none (docs/loopback.md). Default same-network.
+    #[arg(
+        long,
+        env = "BEELINE_LOOPBACK_OFFER",
+        value_enum,
+        help_heading = "General"
+    )]
+    loopback_offer: Option<LoopbackOfferMode>,
     /// Log as JSON lines instead of text (RUST_LOG sets the level; default info).
     #[arg(long, env = "BEELINE_LOG_JSON", help_heading = "General")]
     log_json: bool,
@@ -507,6 +537,7 @@ pub(crate) struct FileConfig {
     strip_headers: Option<Vec<String>>,
     cookie_jar: Option<bool>,
     home_link: Option<bool>,
+    loopback_offer: Option<LoopbackOfferMode>,
     log_json: Option<bool>,
     home_token: Option<String>,
     home_token_file: Option<PathBuf>,
@@ -653,6 +684,7 @@ pub(crate) struct Settings {
     pub(crate) strip_headers: Vec<String>,
     pub(crate) cookie_jar: bool,
     pub(crate) home_link: bool,
+    pub(crate) loopback_offer: LoopbackOfferMode,
     pub(crate) log_json: bool,
     pub(crate) homes: Vec<HomeCredential>,
     pub(crate) default_home: Option<String>,
@@ -1043,6 +1075,10 @@ impl Settings {
                 .unwrap_or_default(),
             cookie_jar: !cli.no_cookie_jar && file.cookie_jar.unwrap_or(true),
             home_link: !cli.no_home_link && file.home_link.unwrap_or(true),
+            loopback_offer: cli
+                .loopback_offer
+                .or(file.loopback_offer)
+                .unwrap_or(LoopbackOfferMode::SameNetwork),
             log_json: cli.log_json || file.log_json.unwrap_or(false),
             homes,
             default_home: cli.default_home.or(file.default_home),

@@ -181,6 +181,15 @@ impl ResponseBody {
         outcome
     }
 
+    /// The rest of the body as a stream of pieces (e.g. for an HTTP
+    /// response body); dropping it before the end cancels the stream.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, ClientError>> + Send {
+        futures::stream::unfold(self, |mut body| async move {
+            let piece = body.next().await?;
+            Some((piece, body))
+        })
+    }
+
     /// Reads the whole body.
     pub async fn collect(mut self) -> Result<Vec<u8>, ClientError> {
         let mut out = Vec::new();

@@ -25,10 +25,14 @@
 //!   channel, [`DataChannelLink`], sits behind the `transport` feature (on
 //!   by default).
 
+#[cfg(feature = "axum")]
+mod axum_ws;
 mod client;
 mod credit;
+mod headers;
 #[cfg(feature = "transport")]
 mod link;
+mod memory;
 mod server;
 mod socket;
 mod upstream;
@@ -43,9 +47,13 @@ use beeline_frame::Encoded;
 pub use beeline_seal::CookieKey;
 use bytes::Bytes;
 
+#[cfg(feature = "axum")]
+pub use axum_ws::{finish_both, join_websocket};
 pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandle};
+pub use headers::{frame_headers, http_headers};
 #[cfg(feature = "transport")]
 pub use link::{DataChannelLink, LinkActivity};
+pub use memory::MemoryChannel;
 pub use server::serve;
 pub use socket::{SocketChannel, SocketMessage};
 pub use upstream::{

@@ -81,26 +81,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut Headers) {
     });
 }
 
-/// Joins repeated header values the way the protocol carries them.
-pub(crate) fn collect_headers(map: &http::HeaderMap) -> Headers {
-    let mut out = Headers::new();
-    for (name, value) in map {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        let sep = if name == http::header::SET_COOKIE {
-            "\n"
-        } else {
-            ", "
-        };
-        out.entry(name.as_str().to_owned())
-            .and_modify(|v: &mut String| {
-                v.push_str(sep);
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    out
-}
-
 /// Reverse proxy to an HTTP origin such as `http://127.0.0.1:3000`.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
@@ -173,7 +153,7 @@ impl Upstream for HttpUpstream {
             .await
             .map_err(|e| BridgeError::Unavailable(e.to_string()))?;
         let status = response.status().as_u16();
-        let headers = collect_headers(response.headers());
+        let headers = crate::headers::frame_headers(response.headers());
         let body = response
             .bytes_stream()
             .map(|r| r.map_err(|e| BridgeError::Upstream(e.to_string())))
@@ -261,7 +241,7 @@ where
             .await
             .map_err(|e| BridgeError::Unavailable(e.to_string()))?;
         let status = response.status().as_u16();
-        let headers = collect_headers(response.headers());
+        let headers = crate::headers::frame_headers(response.headers());
         let body = http_body_util::BodyStream::new(response.into_body())
             .filter_map(|frame| async move {
                 match frame {
@@ -345,7 +325,7 @@ mod tests {
         map.append("vary", "b".parse().unwrap());
         map.append("set-cookie", "x=1".parse().unwrap());
         map.append("set-cookie", "y=2".parse().unwrap());
-        let h = collect_headers(&map);
+        let h = crate::headers::frame_headers(&map);
         assert_eq!(h["vary"], "a, b");
         assert_eq!(h["set-cookie"], "x=1\ny=2");
     }

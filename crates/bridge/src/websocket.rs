@@ -366,7 +366,7 @@ pub(crate) async fn connect(
             let body = Bytes::from(body.unwrap_or_default());
             return Ok(WebSocketOpen::Refused(UpstreamResponse {
                 status: parts.status.as_u16(),
-                headers: crate::upstream::collect_headers(&parts.headers),
+                headers: crate::headers::frame_headers(&parts.headers),
                 body: futures::stream::once(async move { Ok(body) }).boxed(),
             }));
         }

@@ -18,7 +18,7 @@ use beeline_bridge::{
 use beeline_frame::v2::{Headers, RequestHead};
 use beeline_frame::{decode_response, ResponseFrame};
 use bytes::Bytes;
-use common::{pipe, MemChannel};
+use common::{pipe, MemChannel, SendText as _};
 use serde_json::Value;
 
 /// The Python upstream as a child process, killed on drop.

@@ -12,7 +12,7 @@ use beeline_bridge::Channel as _;
 use beeline_bridge::{serve, BridgeConfig, HttpUpstream};
 use beeline_frame::{decode_response, ResponseFrame};
 use bytes::Bytes;
-use common::{pipe, MemChannel};
+use common::{pipe, MemChannel, SendText as _};
 
 async fn upstream() -> String {
     let app = Router::new()

@@ -10,10 +10,16 @@
 //! signal-api cannot be reached, polling retries with exponential backoff.
 
 mod link;
+mod loopback;
 
+pub use beeline_seal::LoopbackKey;
 pub use link::{
-    link_url, run_link, LinkConfig, LinkStatus, LinkUrlError, LINK_MESSAGE_SIZE, LINK_SILENCE,
-    PING_EVERY,
+    link_url, run_link, LinkConfig, LinkStatus, LinkUrlError, HOME_NAME_HEADER, LINK_MESSAGE_SIZE,
+    LINK_SILENCE, LOOPBACK_URL_HEADER, PING_EVERY,
+};
+pub use loopback::{
+    bind_loopback, serve_loopback, LoopbackConfig, LoopbackError, ERROR_HEADER, HOME_HEADER,
+    PROBE_PATH, PROOF_HEADER, TICKET_HEADER, TICKET_PARAM,
 };
 
 use std::collections::HashMap;

@@ -45,7 +45,21 @@ pub struct LinkConfig {
     pub backoff_initial: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// The loopback listener's URL (`http://127.0.0.1:<port>`), told to
+    /// signal-api so it can hand pages a ticket for it; `None` when there
+    /// is no listener.
+    pub loopback_url: Option<String>,
+    /// Where the link writes the home's name, as signal-api states it when
+    /// the link opens (the loopback listener answers probes with it).
+    pub home_name: Arc<std::sync::Mutex<Option<String>>>,
 }
+
+/// The request header on the link's handshake that carries
+/// [`LinkConfig::loopback_url`].
+pub const LOOPBACK_URL_HEADER: &str = "x-beeline-loopback";
+
+/// The response header on the link's handshake that names the home.
+pub const HOME_NAME_HEADER: &str = "x-beeline-home";
 
 /// The link URL for a signaling base URL: `http://h/webrtc` becomes
 /// `ws://h/webrtc/link`, `https://` becomes `wss://`.
@@ -177,6 +191,8 @@ enum ConnectError {
     WebSocket(#[from] tungstenite::Error),
     #[error("the home token is not a valid header value")]
     Token,
+    #[error("the loopback URL is not a valid header value")]
+    LoopbackUrl,
 }
 
 impl ConnectError {
@@ -194,13 +210,24 @@ async fn connect(config: &LinkConfig) -> Result<Socket, ConnectError> {
         .parse()
         .map_err(|_| ConnectError::Token)?;
     request.headers_mut().insert("authorization", bearer);
+    if let Some(url) = &config.loopback_url {
+        let value = url.parse().map_err(|_| ConnectError::LoopbackUrl)?;
+        request.headers_mut().insert(LOOPBACK_URL_HEADER, value);
+    }
     let mut ws_config = tungstenite::protocol::WebSocketConfig::default();
     ws_config.max_message_size = Some(2 * LINK_MESSAGE_SIZE);
     ws_config.max_frame_size = Some(2 * LINK_MESSAGE_SIZE);
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
-    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), connect)
+    let (socket, response) = tokio::time::timeout(Duration::from_secs(10), connect)
         .await
         .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    if let Some(name) = response
+        .headers()
+        .get(HOME_NAME_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        *config.home_name.lock().expect("not poisoned") = Some(name.to_owned());
+    }
     Ok(socket)
 }
 

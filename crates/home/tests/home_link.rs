@@ -170,6 +170,8 @@ fn link_config(origin: &str, token: &str) -> LinkConfig {
         },
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(800),
+        loopback_url: None,
+        home_name: Default::default(),
     }
 }
 

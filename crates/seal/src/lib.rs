@@ -1,4 +1,8 @@
-//! Cookies sealed between signal-api and a home peer (`docs/cookies.md`).
+//! Secrets shared by signal-api and a home peer through the home token:
+//! sealed cookies (`docs/cookies.md`) and loopback tickets ([`LoopbackKey`],
+//! `docs/loopback.md`).
+//!
+//! ## Cookies
 //!
 //! A cookie-authenticated home app must behave the same on every path. On
 //! the normal path the browser sends its cookies itself; on the data channel
@@ -21,6 +25,10 @@
 //! HMAC-SHA256. A seal is bound to its kind and to one signaling session,
 //! and carries its time, so the page can neither read it, forge one, nor
 //! use one in another session or past its age.
+
+mod loopback;
+
+pub use loopback::{IssuedTicket, LoopbackKey, Ticket, TicketError};
 
 use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};

@@ -76,6 +76,9 @@ pub struct SignalConfig {
     /// cookie-authenticated home app works on the data channel. On by
     /// default.
     pub cookie_jar: bool,
+    /// Which sessions are handed the home's loopback listener (URL and
+    /// ticket), when home-peer states one on its link (`docs/loopback.md`).
+    pub loopback: crate::LoopbackOffer,
     /// Abuse limits.
     pub limits: Limits,
 }
@@ -115,6 +118,7 @@ impl SignalConfig {
             home_link: true,
             strip_request_headers: Vec::new(),
             cookie_jar: true,
+            loopback: crate::LoopbackOffer::default(),
             limits: Limits::default(),
         }
     }
@@ -142,6 +146,7 @@ impl fmt::Debug for SignalConfig {
             .field("relay_upstream", &self.relay_upstream)
             .field("home_link", &self.home_link)
             .field("strip_request_headers", &self.strip_request_headers)
+            .field("loopback", &self.loopback)
             .field("limits", &self.limits)
             .finish()
     }

@@ -58,6 +58,10 @@ pub(crate) struct Link {
     id: u64,
     client: Client<WsChannel>,
     channel: Arc<WsChannel>,
+    /// home-peer's loopback listener, as it stated on opening the link.
+    loopback_url: Option<String>,
+    /// Where the link came from (the home's network).
+    remote_ip: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Link {
@@ -70,6 +74,12 @@ impl Link {
     /// The bridge client that sends requests to this home.
     pub(crate) fn client(&self) -> &Client<WsChannel> {
         &self.client
+    }
+
+    /// The home's loopback listener URL and the address the link came
+    /// from, when home-peer has a listener.
+    pub(crate) fn loopback(&self) -> Option<(&str, Option<std::net::IpAddr>)> {
+        Some((self.loopback_url.as_deref()?, self.remote_ip))
     }
 }
 
@@ -145,6 +155,7 @@ impl HomeLinks {
 pub(crate) async fn accept(
     State(shared): State<Arc<Shared>>,
     caller: Result<Caller, ApiError>,
+    headers: http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let home = match caller.as_ref().map(|c| &c.who) {
@@ -164,12 +175,40 @@ pub(crate) async fn accept(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    upgrade
+    let stated = headers
+        .get(LOOPBACK_URL_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let loopback_url = stated.and_then(crate::loopback::valid_listener_url);
+    if let (Some(stated), None) = (stated, &loopback_url) {
+        tracing::warn!(
+            home = &*home,
+            url = stated,
+            "home link states a loopback listener that is not on loopback; ignored"
+        );
+    }
+    let remote_ip = caller.ok().and_then(|c| c.client_ip);
+    let name = http::HeaderValue::from_str(&home).ok();
+    let mut response = upgrade
         .max_message_size(2 * LINK_MESSAGE_SIZE)
-        .on_upgrade(move |socket| run(shared, home, socket))
+        .on_upgrade(move |socket| run(shared, home, socket, loopback_url, remote_ip));
+    if let Some(name) = name {
+        response.headers_mut().insert(HOME_NAME_HEADER, name);
+    }
+    response
 }
 
-async fn run(shared: Arc<Shared>, home: Arc<str>, socket: WebSocket) {
+/// The request header in which home-peer states its loopback listener.
+const LOOPBACK_URL_HEADER: &str = "x-beeline-loopback";
+/// The response header that tells home-peer its home's name.
+const HOME_NAME_HEADER: &str = "x-beeline-home";
+
+async fn run(
+    shared: Arc<Shared>,
+    home: Arc<str>,
+    socket: WebSocket,
+    loopback_url: Option<String>,
+    remote_ip: Option<std::net::IpAddr>,
+) {
     let channel = Arc::new(ws_channel(socket));
     let keepalive = tokio::spawn(Arc::clone(&channel).keep_alive(PING_EVERY, LINK_SILENCE));
     let options = ClientOptions {
@@ -189,6 +228,8 @@ async fn run(shared: Arc<Shared>, home: Arc<str>, socket: WebSocket) {
         id,
         client,
         channel: Arc::clone(&channel),
+        loopback_url,
+        remote_ip,
     });
     shared.links().accepted.fetch_add(1, Ordering::Relaxed);
     shared.links().insert(home.clone(), Arc::clone(&link));

@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     client_headers: ClientHeaderFilter,
     /// Per-home keys for sealed cookie jars (empty when they are off).
     cookie_keys: CookieKeys,
+    /// Per-home keys for loopback tickets.
+    loopback_keys: crate::loopback::LoopbackKeys,
     wakeups: Wakeups,
     sessions_per_identity: RateLimiter,
     sessions_per_ip: RateLimiter,
@@ -194,6 +196,7 @@ impl SignalServer {
             } else {
                 CookieKeys::default()
             },
+            loopback_keys: crate::loopback::LoopbackKeys::new(&config.homes),
             wakeups: Wakeups::default(),
             sessions_per_identity: RateLimiter::new(limits.sessions_per_identity_per_minute),
             sessions_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
@@ -755,6 +758,9 @@ struct SessionCreated {
     /// The browser's cookies, sealed for the home peer (`docs/cookies.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     cookie_jar: Option<String>,
+    /// The home's loopback listener and a ticket for it (`docs/loopback.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loopback: Option<crate::loopback::LoopbackOut>,
 }
 
 #[derive(Deserialize, Default)]
@@ -858,12 +864,22 @@ async fn create_session(
             cookies::now_secs(),
         )
     });
+    let link = shared.links.get(&home);
+    let loopback = shared.loopback_keys.offer(
+        config.loopback,
+        &home,
+        link.as_deref().and_then(|link| link.loopback()),
+        caller.client_ip,
+        &session_id,
+        config.session_ttl,
+    );
     Ok(Json(SessionCreated {
         session_id,
         home: home.to_string(),
         ice_servers,
         ttl: config.credential_ttl.as_secs(),
         cookie_jar,
+        loopback,
     }))
 }
 

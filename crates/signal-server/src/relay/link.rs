@@ -2,10 +2,10 @@
 //! stream, its response streams back as it arrives.
 
 use axum::body::Body;
-use beeline_bridge::{BridgeError, ClientError, ResponseBody};
-use beeline_frame::v2::{ErrorCode, Headers, RequestHead};
+use beeline_bridge::{frame_headers, http_headers, BridgeError, ClientError, ResponseBody};
+use beeline_frame::v2::{ErrorCode, RequestHead};
 use futures::StreamExt as _;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
 use crate::home_link::Link;
 use crate::server::ApiError;
@@ -22,7 +22,7 @@ pub(super) async fn send(
     let mut head = RequestHead {
         method: method.as_str().to_owned(),
         path: target,
-        headers: to_frame_headers(&headers),
+        headers: frame_headers(&headers),
         ..RequestHead::default()
     };
     if let Some(length) = length.filter(|&length| length > 0) {
@@ -48,7 +48,7 @@ pub(super) async fn send(
     })?;
     Ok((
         status,
-        from_frame_headers(&response.headers),
+        http_headers(&response.headers),
         body_of(response.body),
     ))
 }
@@ -66,73 +66,8 @@ pub(super) fn link_error(error: &ClientError) -> ApiError {
 }
 
 pub(super) fn body_of(body: ResponseBody) -> Body {
-    let stream = futures::stream::unfold(body, |mut body| async move {
-        let piece = body.next().await?;
-        Some((piece.map_err(std::io::Error::other), body))
-    });
-    Body::from_stream(stream)
-}
-
-/// Repeated values joined the way the protocol carries them (`Set-Cookie`
-/// lines by newline, everything else by comma).
-pub(super) fn to_frame_headers(headers: &HeaderMap) -> Headers {
-    let mut out = Headers::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        let separator = if name == http::header::SET_COOKIE {
-            "\n"
-        } else {
-            ", "
-        };
-        out.entry(name.as_str().to_owned())
-            .and_modify(|joined: &mut String| {
-                joined.push_str(separator);
-                joined.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    out
-}
-
-pub(super) fn from_frame_headers(headers: &Headers) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in headers {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        let values: Vec<&str> = if name == http::header::SET_COOKIE {
-            value.split('\n').collect()
-        } else {
-            vec![value.as_str()]
-        };
-        for value in values {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                out.append(name.clone(), value);
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_cookie_lines_survive_the_frame_headers() {
-        let mut headers = HeaderMap::new();
-        headers.append("set-cookie", HeaderValue::from_static("a=1; Path=/"));
-        headers.append(
-            "set-cookie",
-            HeaderValue::from_static("b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT"),
-        );
-        headers.append("accept", HeaderValue::from_static("text/html"));
-        headers.append("accept", HeaderValue::from_static("*/*"));
-        let frame = to_frame_headers(&headers);
-        assert_eq!(frame["accept"], "text/html, */*");
-        let back = from_frame_headers(&frame);
-        let cookies: Vec<_> = back.get_all("set-cookie").iter().collect();
-        assert_eq!(cookies.len(), 2);
-        assert_eq!(cookies[1], "b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT");
-    }
+    Body::from_stream(
+        body.into_stream()
+            .map(|piece| piece.map_err(std::io::Error::other)),
+    )
 }

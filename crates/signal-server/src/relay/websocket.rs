@@ -152,26 +152,8 @@ async fn pump_upstream(browser: WebSocket, upstream: Upstream) {
         }
         let _ = to_browser.close().await;
     };
-    finish_both(up, down).await;
+    beeline_bridge::finish_both(up, down).await;
 }
-
-/// Runs both directions; once one has ended (its close passed on), the
-/// other gets [`CLOSE_GRACE`] to carry the answering close, so both ends
-/// see a clean close handshake.
-pub(crate) async fn finish_both(
-    up: impl std::future::Future<Output = ()>,
-    down: impl std::future::Future<Output = ()>,
-) {
-    let (up, down) = (std::pin::pin!(up), std::pin::pin!(down));
-    let rest = match futures::future::select(up, down).await {
-        futures::future::Either::Left(((), down)) => futures::future::Either::Left(down),
-        futures::future::Either::Right(((), up)) => futures::future::Either::Right(up),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, rest).await;
-}
-
-/// How long the second direction of a closing socket may take.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn to_tungstenite(message: ws::Message) -> tungstenite::Message {
     match message {
@@ -215,7 +197,7 @@ pub(crate) async fn over_link(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     use beeline_bridge::Upgrade;
-    let mut head_headers = super::link::to_frame_headers(&handshake_headers(headers));
+    let mut head_headers = beeline_bridge::frame_headers(&handshake_headers(headers));
     if !protocols.is_empty() {
         head_headers.insert("sec-websocket-protocol".into(), protocols.join(", "));
     }
@@ -234,7 +216,7 @@ pub(crate) async fn over_link(
             let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut reply = Response::new(super::link::body_of(response.body));
             *reply.status_mut() = status;
-            *reply.headers_mut() = super::link::from_frame_headers(&response.headers);
+            *reply.headers_mut() = beeline_bridge::http_headers(&response.headers);
             Ok(reply)
         }
         Upgrade::Accepted {
@@ -253,76 +235,9 @@ async fn pump_link(
     browser: WebSocket,
     link: std::sync::Arc<crate::home_link::Link>,
     sender: beeline_bridge::WsSender,
-    mut receiver: beeline_bridge::WsReceiver,
+    receiver: beeline_bridge::WsReceiver,
 ) {
-    use beeline_frame::ws::Message as Record;
     // Held so the link outlives the socket's own use of it.
     let _link = link;
-    let (mut to_browser, mut from_browser) = browser.split();
-    let up = async {
-        while let Some(Ok(message)) = from_browser.next().await {
-            let record = match message {
-                ws::Message::Text(text) => Record::Text(text.as_str().to_owned()),
-                ws::Message::Binary(data) => Record::Binary(data),
-                ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
-                ws::Message::Close(frame) => {
-                    Record::Close(frame.map(|f| beeline_frame::ws::Close {
-                        code: f.code,
-                        reason: f.reason.as_str().to_owned(),
-                    }))
-                }
-            };
-            let closing = matches!(record, Record::Close(_));
-            if sender.send(record).await.is_err() || closing {
-                return;
-            }
-        }
-        // The browser went away without a close: say so to the home.
-        let _ = sender
-            .send(Record::close(
-                beeline_frame::ws::close_code::GOING_AWAY,
-                "the page went away",
-            ))
-            .await;
-    };
-    let down = async {
-        loop {
-            let message = match receiver.next().await {
-                Some(Ok(Record::Text(text))) => ws::Message::Text(text.into()),
-                Some(Ok(Record::Binary(data))) => ws::Message::Binary(data),
-                Some(Ok(Record::Ping(data))) => ws::Message::Ping(data),
-                Some(Ok(Record::Pong(data))) => ws::Message::Pong(data),
-                Some(Ok(Record::Close(close))) => {
-                    // When the browser closed first, its close was already
-                    // answered on reading it; this send then fails, and the
-                    // flush in `close` still writes that answer out.
-                    let _ = to_browser
-                        .send(ws::Message::Close(close.map(|c| ws::CloseFrame {
-                            code: c.code,
-                            reason: c.reason.into(),
-                        })))
-                        .await;
-                    let _ = to_browser.close().await;
-                    return;
-                }
-                // The stream broke off (home-peer restarted, the link
-                // dropped): the browser is told at once (1011), so it can
-                // reconnect.
-                Some(Err(_)) | None => {
-                    let _ = to_browser
-                        .send(ws::Message::Close(Some(ws::CloseFrame {
-                            code: beeline_frame::ws::close_code::INTERNAL_ERROR,
-                            reason: "the home's stream broke off".into(),
-                        })))
-                        .await;
-                    let _ = to_browser.close().await;
-                    return;
-                }
-            };
-            if to_browser.send(message).await.is_err() {
-                return;
-            }
-        }
-    };
-    finish_both(up, down).await;
+    beeline_bridge::join_websocket(browser, sender, receiver).await;
 }
