@@ -51,7 +51,7 @@ pub const HOME_HEADER: &str = "x-beeline-home";
 /// The probe's answer: the ticket's proof.
 pub const PROOF_HEADER: &str = "x-beeline-proof";
 /// The request header that carries the session's sealed cookie jar.
-pub const JAR_HEADER: &str = "x-beeline-cookie-jar";
+pub(crate) const JAR_HEADER: &str = "x-beeline-cookie-jar";
 /// Why the listener itself refused a request.
 pub const ERROR_HEADER: &str = "x-beeline-error";
 
