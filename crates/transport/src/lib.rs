@@ -40,4 +40,29 @@ pub use config::{
 };
 pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::Error;
+
+/// The WebRTC component crates under this transport, for a binary's log
+/// filter. They log at WARN in normal operation (while ICE waits for
+/// candidates, every 50 ms), so a binary should filter them to ERROR unless
+/// the operator names them in `RUST_LOG`. The transport itself logs one INFO
+/// line per connection state change.
+pub const STACK_LOG_TARGETS: &[&str] = &[
+    "webrtc_ice",
+    "webrtc_dtls",
+    "webrtc_sctp",
+    "webrtc_data",
+    "webrtc_util",
+    "webrtc_mdns",
+    "dtls",
+];
+
+/// Log filter directives (`target=error`) for the [`STACK_LOG_TARGETS`] that
+/// `rust_log` (the operator's `RUST_LOG`) does not name.
+pub fn quiet_stack_directives(rust_log: &str) -> Vec<String> {
+    STACK_LOG_TARGETS
+        .iter()
+        .filter(|target| !rust_log.contains(*target))
+        .map(|target| format!("{target}=error"))
+        .collect()
+}
 pub use peer::{CandidateKind, LocalCandidate, Peer, PeerState, SelectedPair};

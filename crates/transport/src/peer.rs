@@ -826,7 +826,7 @@ async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
 
 impl Inner {
     fn set_state(&self, next: PeerState) {
-        self.state.send_if_modified(|s| {
+        let changed = self.state.send_if_modified(|s| {
             // Terminal states stay terminal (only an ICE restart leaves Failed).
             if *s == next || matches!(*s, PeerState::Closed | PeerState::Failed) {
                 return false;
@@ -834,17 +834,36 @@ impl Inner {
             *s = next;
             true
         });
+        if changed {
+            self.log_state(next);
+        }
+    }
+
+    /// The one INFO line per state change, naming the selected pair.
+    fn log_state(&self, state: PeerState) {
+        match self.agent.get_selected_candidate_pair() {
+            Some(pair) if state == PeerState::Connected => tracing::info!(
+                ?state,
+                local = %format_args!("{} {}:{}", pair.local.candidate_type(), pair.local.address(), pair.local.port()),
+                remote = %format_args!("{} {}:{}", pair.remote.candidate_type(), pair.remote.address(), pair.remote.port()),
+                "peer connection state"
+            ),
+            _ => tracing::info!(?state, "peer connection state"),
+        }
     }
 
     /// An ICE restart: back to connecting from anything but closed.
     fn force_connecting(&self) {
-        self.state.send_if_modified(|s| {
+        let changed = self.state.send_if_modified(|s| {
             if matches!(*s, PeerState::Closed | PeerState::Connecting) {
                 return false;
             }
             *s = PeerState::Connecting;
             true
         });
+        if changed {
+            self.log_state(PeerState::Connecting);
+        }
     }
 
     fn fail(&self, why: Failure) {
