@@ -81,8 +81,14 @@ impl Default for HomeConfig {
 
 struct Session {
     candidates: mpsc::UnboundedSender<String>,
+    /// Later offers of the session: ICE restarts.
+    offers: mpsc::UnboundedSender<String>,
     cancel: CancellationToken,
 }
+
+/// How long a session whose path failed waits for the browser's ICE
+/// restart before it ends.
+const RESTART_GRACE: Duration = Duration::from_secs(30);
 
 type Sessions = Arc<Mutex<HashMap<String, Session>>>;
 
@@ -146,8 +152,11 @@ fn dispatch<U: Upstream>(
     let mut map = sessions.lock().expect("not poisoned");
     match message.kind {
         SignalKind::Offer => {
-            if map.contains_key(&id) {
-                tracing::debug!(session = %short(&id), "ignoring a repeated offer");
+            if let Some(session) = map.get(&id) {
+                // The browser restarts ICE on the connection it has.
+                if let Some(sdp) = message.sdp {
+                    let _ = session.offers.send(sdp);
+                }
                 return;
             }
             if map.len() >= config.max_sessions {
@@ -163,11 +172,13 @@ fn dispatch<U: Upstream>(
                 return;
             };
             let (tx, rx) = mpsc::unbounded_channel();
+            let (offers_tx, offers) = mpsc::unbounded_channel();
             let cancel = shutdown.child_token();
             map.insert(
                 id.clone(),
                 Session {
                     candidates: tx,
+                    offers: offers_tx,
                     cancel: cancel.clone(),
                 },
             );
@@ -179,7 +190,7 @@ fn dispatch<U: Upstream>(
                 sessions: Arc::clone(sessions),
                 cancel,
             };
-            tokio::spawn(task.run(sdp, rx));
+            tokio::spawn(task.run(sdp, rx, offers));
         }
         SignalKind::Candidate => {
             let candidate = message
@@ -204,6 +215,16 @@ fn dispatch<U: Upstream>(
     }
 }
 
+/// The `a=ice-ufrag` and `a=ice-pwd` of an offer.
+fn ice_credentials_of(sdp: &str) -> Option<(String, String)> {
+    let value = |key: &str| {
+        sdp.lines()
+            .find_map(|line| line.trim().strip_prefix(key))
+            .map(str::to_owned)
+    };
+    Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
+}
+
 /// Enough of a session id to tell sessions apart in logs without logging
 /// the whole credential.
 fn short(id: &str) -> &str {
@@ -220,9 +241,14 @@ struct SessionTask<U> {
 }
 
 impl<U: Upstream> SessionTask<U> {
-    async fn run(self, offer: String, candidates: mpsc::UnboundedReceiver<String>) {
+    async fn run(
+        self,
+        offer: String,
+        candidates: mpsc::UnboundedReceiver<String>,
+        offers: mpsc::UnboundedReceiver<String>,
+    ) {
         let started = Instant::now();
-        match self.serve(&offer, candidates, started).await {
+        match self.serve(&offer, candidates, offers, started).await {
             Ok(()) => {
                 tracing::info!(session = %short(&self.id), secs = started.elapsed().as_secs(), "session ended")
             }
@@ -235,6 +261,7 @@ impl<U: Upstream> SessionTask<U> {
         &self,
         offer: &str,
         mut candidates: mpsc::UnboundedReceiver<String>,
+        mut offers: mpsc::UnboundedReceiver<String>,
         started: Instant,
     ) -> Result<(), String> {
         let (peer, answer) = Peer::answer(self.config.peer.clone(), offer)
@@ -276,9 +303,31 @@ impl<U: Upstream> SessionTask<U> {
         let peer_streams = Arc::new(tokio::sync::Semaphore::new(
             self.config.max_streams_per_peer.max(1),
         ));
+        // ICE credentials of the offer in force, to tell a restart from a
+        // repeated offer.
+        let mut ice_credentials = ice_credentials_of(offer);
+        // Since when the path has failed, waiting for a restart.
+        let mut failed_since: Option<Instant> = None;
         let outcome = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break Ok(()),
+                Some(offer) = offers.recv() => {
+                    let credentials = ice_credentials_of(&offer);
+                    if credentials.is_none() || credentials == ice_credentials {
+                        tracing::debug!(session = %short(&self.id), "ignoring a repeated offer");
+                        continue;
+                    }
+                    match peer.apply_restart_offer(&offer).await {
+                        Ok(answer) => {
+                            ice_credentials = credentials;
+                            tracing::info!(session = %short(&self.id), "ICE restart from the browser");
+                            if let Err(e) = self.signal.post(&SignalMessage::answer(self.id.clone(), answer)).await {
+                                break Err(format!("posting the restart answer: {e}"));
+                            }
+                        }
+                        Err(e) => tracing::warn!(session = %short(&self.id), error = %e, "refusing an ICE restart offer"),
+                    }
+                }
                 Some(c) = candidates.recv() => {
                     if let Err(e) = peer.add_remote_candidate(&c) {
                         tracing::debug!(error = %e, "ignoring a remote candidate");
@@ -322,13 +371,22 @@ impl<U: Upstream> SessionTask<U> {
                     if changed.is_err() { break Ok(()) }
                     let s = *state.borrow_and_update();
                     match s {
-                        PeerState::Failed => break Err("connection failed".to_owned()),
+                        // The browser may restart ICE (client.js does
+                        // when its path goes `disconnected` or `failed`).
+                        PeerState::Failed => {
+                            failed_since.get_or_insert_with(Instant::now);
+                            tracing::debug!(session = %short(&self.id), "path failed; waiting for an ICE restart");
+                        }
                         PeerState::Closed => break Ok(()),
                         PeerState::Disconnected => tracing::debug!(session = %short(&self.id), "path disconnected"),
+                        PeerState::Connected => failed_since = None,
                         _ => {}
                     }
                 }
                 _ = idle_check.tick() => {
+                    if failed_since.is_some_and(|t| t.elapsed() >= RESTART_GRACE) {
+                        break Err("connection failed (no ICE restart came)".to_owned());
+                    }
                     if activity.idle_for() >= self.config.idle_timeout {
                         tracing::info!(session = %short(&self.id), "closing idle connection");
                         break Ok(());

@@ -158,6 +158,12 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
         )
 }
 
+/// The `a=ice-ufrag` of a description.
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+}
+
 /// A GET head with no body.
 pub fn get_head(path: &str) -> beeline_frame::v2::RequestHead {
     beeline_frame::v2::RequestHead {
