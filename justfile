@@ -24,10 +24,11 @@ demo allow="":
 test: lint client-check test-rust test-browser test-proxy test-interop test-nat deny
 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
-# coturn proves the TURN credentials.
+# coturn proves the TURN credentials, and a throwaway PostgreSQL cluster runs
+# the shared store's tests.
 [group('test')]
-test-rust: ensure-coturn
-    BEELINE_REQUIRE_COTURN=1 cargo test --workspace --no-fail-fast
+test-rust: ensure-coturn ensure-postgres
+    BEELINE_REQUIRE_COTURN=1 BEELINE_REQUIRE_POSTGRES=1 cargo test --workspace --no-fail-fast
 
 # Run each frame-decoder fuzz target briefly (bounded; not part of `test`).
 [group('test')]
@@ -124,6 +125,11 @@ bench-signal:
 [group('setup')]
 ensure-coturn:
     scripts/ensure-coturn.sh
+
+# Install Debian's PostgreSQL server binaries when missing (for the PostgreSQL store's tests).
+[group('setup')]
+ensure-postgres:
+    scripts/ensure-postgres.sh
 
 # Install cargo-fuzz when missing (runs on stable through RUSTC_BOOTSTRAP).
 [group('setup')]

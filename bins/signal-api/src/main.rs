@@ -69,7 +69,8 @@ fn init_tracing(json: bool) {
 
 /// Builds the library configuration; the only place settings meet the crate.
 fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
-    let mut config = SignalConfig::with_homes(&settings.db, std::mem::take(&mut settings.homes));
+    let mut config =
+        SignalConfig::with_homes(settings.db.clone(), std::mem::take(&mut settings.homes));
     config.base_path = settings.base_path.clone();
     config.default_home = settings.default_home.take();
     config.browser_auth = match std::mem::replace(&mut settings.browser_auth, BrowserAuth::Open) {

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use beeline_signal_server::{HomeCredential, IpNet, JwtKey, Limits, DEFAULT_HOME};
+use beeline_signal_server::{Database, HomeCredential, IpNet, JwtKey, Limits, DEFAULT_HOME};
 use clap::{parser::ValueSource, ArgMatches, Parser, ValueEnum};
 use serde::Deserialize;
 
@@ -115,11 +115,12 @@ pub(crate) struct Cli {
         help_heading = "General"
     )]
     listen: Option<SocketAddr>,
-    /// SQLite database file (created if missing; WAL mode) [default: ./signal.db].
+    /// SQLite database file (created if missing; WAL mode; one instance), or a
+    /// postgres:// URL shared by several instances [default: ./signal.db].
     #[arg(
         long,
         env = "BEELINE_DB",
-        value_name = "PATH",
+        value_name = "PATH|URL",
         help_heading = "General"
     )]
     db: Option<PathBuf>,
@@ -595,8 +596,13 @@ impl FileConfig {
         let mut file: FileConfig = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         let folder = path.parent().unwrap_or(Path::new(""));
+        // A PostgreSQL URL is no path.
+        if let Some(db) = &mut file.db {
+            if matches!(Database::from(&*db), Database::Sqlite(_)) && db.is_relative() {
+                *db = folder.join(&*db);
+            }
+        }
         let relative_paths = [
-            &mut file.db,
             &mut file.home_token_file,
             &mut file.turn_secret_file,
             &mut file.turn_previous_secret_file,
@@ -678,7 +684,7 @@ pub(crate) enum JwtKeySource {
 /// Everything `main` needs, resolved. Holds secrets: never log it.
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
-    pub(crate) db: PathBuf,
+    pub(crate) db: Database,
     pub(crate) base_path: String,
     pub(crate) relay_upstream: Option<String>,
     pub(crate) strip_headers: Vec<String>,
@@ -1064,7 +1070,7 @@ impl Settings {
             db: cli
                 .db
                 .or(file.db)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+                .map_or_else(|| Database::from(DEFAULT_DB), Database::from),
             base_path: cli
                 .base_path
                 .or(file.base_path)
@@ -1173,7 +1179,7 @@ mod tests {
             settings.listen,
             "127.0.0.1:0".parse::<SocketAddr>().unwrap()
         );
-        assert_eq!(settings.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(settings.db, Database::from(DEFAULT_DB));
         assert_eq!(settings.limits.max_polls_per_identity, 3);
         assert_eq!(settings.limits.sessions_per_ip_per_minute, 7);
         assert_eq!(settings.limits.max_messages_per_session, 200);

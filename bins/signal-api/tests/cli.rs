@@ -204,3 +204,38 @@ async fn jwt_mode_refuses_browsers_without_a_valid_token() {
         "{log:#?}"
     );
 }
+
+/// A database URL that cannot be used stops the start at once, saying
+/// what is wrong, and never shows the password.
+#[test]
+fn a_bad_or_unreachable_database_url_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (url, expected) in [
+        (
+            "postgres://beeline:hunter2@127.0.0.1:notaport/signal".to_owned(),
+            "invalid PostgreSQL URL",
+        ),
+        (
+            format!("postgres://beeline:hunter2@127.0.0.1:{port}/signal"),
+            "could not connect to the signaling database",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_signal-api"))
+            .env_clear()
+            .current_dir(dir.path())
+            .args(["--home-token", TOKEN, "--listen", "127.0.0.1:0"])
+            .args(["--browser-auth", "open", "--db", &url])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(stderr.contains("beeline:***@127.0.0.1"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "password shown: {stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    }
+}

@@ -1,11 +1,12 @@
 //! Settings for a [`SignalServer`](crate::SignalServer).
 
-use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use crate::{
     auth::{BrowserAuth, HomeCredential, OpenAuth},
     limits::Limits,
     net::IpNet,
+    store::{Database, PostgresOptions},
     turn::TurnSecrets,
 };
 
@@ -20,8 +21,11 @@ pub struct SignalConfig {
     /// Path prefix of the signaling endpoints, e.g. `/webrtc` or
     /// `/jarvis-api/webrtc`. A trailing `/` is ignored.
     pub base_path: String,
-    /// SQLite database file; created if missing.
-    pub db_path: PathBuf,
+    /// Where sessions are kept: a SQLite file (created if missing; one
+    /// instance) or a PostgreSQL URL (several instances may share it).
+    pub database: Database,
+    /// Pool size and timeouts of a PostgreSQL [`database`](Self::database).
+    pub postgres: PostgresOptions,
     /// The home peers, each with its own bearer token. Names must be unique
     /// and tokens non-empty and distinct.
     pub homes: Vec<HomeCredential>,
@@ -92,15 +96,21 @@ impl SignalConfig {
     /// `/webrtc`, open browser auth, 300 s credentials, 10 s long-poll hold,
     /// 600 s sessions remembered for an hour after expiry, a sweep every
     /// 30 s, default [`Limits`], no ICE servers and no relay.
-    pub fn new(db_path: impl Into<PathBuf>, home_token: impl Into<String>) -> Self {
-        Self::with_homes(db_path, vec![HomeCredential::new(DEFAULT_HOME, home_token)])
+    pub fn new(database: impl Into<Database>, home_token: impl Into<String>) -> Self {
+        Self::with_homes(
+            database,
+            vec![HomeCredential::new(DEFAULT_HOME, home_token)],
+        )
     }
 
-    /// Like [`SignalConfig::new`], with several named homes.
-    pub fn with_homes(db_path: impl Into<PathBuf>, homes: Vec<HomeCredential>) -> Self {
+    /// Like [`SignalConfig::new`], with several named homes. A
+    /// `postgres://` URL as `database` is PostgreSQL, anything else a SQLite
+    /// file path.
+    pub fn with_homes(database: impl Into<Database>, homes: Vec<HomeCredential>) -> Self {
         Self {
             base_path: "/webrtc".to_owned(),
-            db_path: db_path.into(),
+            database: database.into(),
+            postgres: PostgresOptions::default(),
             homes,
             default_home: None,
             browser_auth: Arc::new(OpenAuth),
@@ -129,7 +139,8 @@ impl fmt::Debug for SignalConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalConfig")
             .field("base_path", &self.base_path)
-            .field("db_path", &self.db_path)
+            .field("database", &self.database)
+            .field("postgres", &self.postgres)
             .field("homes", &self.homes)
             .field("default_home", &self.default_home)
             .field("browser_auth", &self.browser_auth)

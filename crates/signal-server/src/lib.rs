@@ -1,5 +1,5 @@
 //! beeline's signaling server: an axum [`Router`](axum::Router) and its
-//! SQLite [`SessionStore`].
+//! [`SessionStore`] (SQLite for one instance, PostgreSQL for several).
 //!
 //! Entry type: [`SignalServer`]. Open it with a [`SignalConfig`], serve
 //! [`SignalServer::router`] (with connect info, so per-address limits see the
@@ -17,7 +17,7 @@
 //!   [`TurnSecrets`]). A home peer may not create sessions (403).
 //! - `POST {base}/signal` — `{"session_id", "type", "sdp"?, "candidate"?}`
 //!   with `type` one of `offer`, `answer`, `candidate`, `bye`; answered with
-//!   `{"seq"}` once the message is committed to SQLite.
+//!   `{"seq"}` once the message is committed to the database.
 //! - `GET {base}/signal?session_id=&after=` — long-poll for messages of the
 //!   *other* side with `seq > after`, held until one arrives, the hold time
 //!   passes (then `{"messages": [], "cursor": after}`) or the server shuts
@@ -43,10 +43,13 @@
 //!
 //! # Guarantees
 //!
-//! Every error is answered as `{"error": "..."}`. Sequence numbers come from
-//! one store-wide counter, so cursors never skip or repeat a message, across
-//! restarts too (SQLite in WAL mode). Held polls are woken in-process the
-//! moment a message is committed; nothing polls the database on a timer.
+//! Every error is answered as `{"error": "..."}`; a database that cannot be
+//! reached is a 503 with `Retry-After`. Sequence numbers come from one
+//! store-wide counter, so cursors never skip or repeat a message, across
+//! restarts and instances too. Held polls are woken the moment a message is
+//! committed (in-process, and across instances sharing a PostgreSQL
+//! database through `LISTEN`/`NOTIFY`); nothing polls the database on a
+//! timer.
 //! Sessions expire after [`SignalConfig::session_ttl`]: their messages are
 //! swept, and the session itself is remembered for
 //! [`SignalConfig::tombstone_ttl`] to answer 410. [`Limits`] bound body and
@@ -86,8 +89,8 @@ pub use net::{IpNet, IpNetParseError};
 pub use relay::{RelayConfigError, SESSION_HEADER, SESSION_PARAM};
 pub use server::{OpenError, SignalServer, MAX_BODY_BYTES};
 pub use store::{
-    Access, MessageKind, NewMessage, SessionRecord, SessionStore, Side, StoreError, StoredMessage,
-    Swept,
+    open_store, Access, Database, MessageKind, NewMessage, PostgresOptions, PostgresStore,
+    RemotePost, SessionRecord, SessionStore, Side, SqliteStore, StoreError, StoredMessage, Swept,
 };
 pub use turn::{
     ice_urls_for_host, turn_credential, turn_credentials, TurnCredentials, TurnSecrets,

@@ -34,7 +34,10 @@ use crate::{
     metrics::{Metrics, Outcome, FALLBACK_REASONS},
     net::client_ip,
     relay::{self, Relay, RelayConfigError},
-    store::{Access, MessageKind, NewMessage, SessionStore, Side, StoreError, StoredMessage},
+    store::{
+        open_store, Access, MessageKind, NewMessage, RemotePost, SessionStore, Side, StoreError,
+        StoredMessage,
+    },
     turn::{check_ice_urls, hex},
     wake::{Topic, Wakeups},
 };
@@ -80,9 +83,6 @@ pub enum OpenError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The blocking task that opens the database did not finish.
-    #[error("opening the signaling database was interrupted")]
-    Interrupted(#[source] tokio::task::JoinError),
 }
 
 /// State shared by every handler of one server.
@@ -91,7 +91,7 @@ pub(crate) struct Shared {
     config: SignalConfig,
     homes: HomeTokens,
     default_home: Option<Arc<str>>,
-    store: Arc<SessionStore>,
+    store: Arc<dyn SessionStore>,
     pub(crate) metrics: Metrics,
     relay: Option<Relay>,
     /// Home-peers' links, which the relay uses when no upstream is set.
@@ -117,6 +117,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn config(&self) -> &SignalConfig {
         &self.config
+    }
+
+    pub(crate) fn store(&self) -> &dyn SessionStore {
+        &*self.store
     }
 
     pub(crate) fn relay(&self) -> Option<&Relay> {
@@ -158,8 +162,10 @@ pub struct SignalServer {
 }
 
 impl SignalServer {
-    /// Validates `config`, opens the SQLite store and starts the periodic
-    /// sweep of expired rows. Must be called inside a Tokio runtime.
+    /// Validates `config`, opens the store (SQLite, or PostgreSQL for a
+    /// `postgres://` URL), starts the periodic sweep of expired rows and,
+    /// with a shared store, the wake-ups from other instances. Must be called
+    /// inside a Tokio runtime.
     pub async fn open(mut config: SignalConfig) -> Result<Self, OpenError> {
         config.base_path = normalize_base_path(&config.base_path)?;
         let default_home = check_homes(&config)?;
@@ -178,15 +184,12 @@ impl SignalServer {
             .as_deref()
             .map(|upstream| Relay::new(upstream, &config))
             .transpose()?;
-        let db_path = config.db_path.clone();
-        let store = tokio::task::spawn_blocking(move || SessionStore::open(&db_path))
-            .await
-            .map_err(OpenError::Interrupted)??;
+        let store = open_store(&config.database, &config.postgres).await?;
         let limits = &config.limits;
         let shared = Arc::new(Shared {
             homes: HomeTokens::new(&config.homes),
             default_home,
-            store: Arc::new(store),
+            store,
             metrics: Metrics::default(),
             relay,
             links: HomeLinks::default(),
@@ -213,6 +216,7 @@ impl SignalServer {
             config,
         });
         spawn_sweeper(&shared);
+        spawn_remote_wakeups(&shared);
         Ok(Self { shared })
     }
 
@@ -443,7 +447,7 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
             shared.live_per_ip.sweep(now);
             let live_since = live_since_ms(&shared.config);
             let forget_before = live_since.saturating_sub(millis(shared.config.tombstone_ttl));
-            match run_blocking(&shared, move |store| store.sweep(live_since, forget_before)).await {
+            match stored(&shared, shared.store.sweep(live_since, forget_before)).await {
                 Ok(swept) if swept.sessions + swept.messages > 0 => {
                     tracing::debug!(
                         sessions_forgotten = swept.sessions,
@@ -452,7 +456,7 @@ fn spawn_sweeper(shared: &Arc<Shared>) {
                     );
                 }
                 Ok(_) => {}
-                // Already logged by `run_blocking`; the next tick tries again.
+                // Already logged by `stored`; the next tick tries again.
                 Err(_) => {}
             }
         }
@@ -477,34 +481,75 @@ fn live_since_ms(config: &SignalConfig) -> u64 {
     now_ms().saturating_sub(millis(config.session_ttl))
 }
 
-/// Runs a store operation on the blocking pool; store failures become
-/// logged 500s, session errors their documented statuses.
-pub(crate) async fn run_blocking<T, F>(shared: &Shared, op: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&SessionStore) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = shared.store.clone();
-    match tokio::task::spawn_blocking(move || op(&store)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(StoreError::UnknownSession)) => Err(ApiError::unknown_session()),
-        Ok(Err(StoreError::ExpiredSession)) => Err(ApiError::expired_session(&shared.config)),
-        Ok(Err(StoreError::SessionFull { limit })) => {
+/// Awaits a store call; store failures become logged 500s (503 with
+/// `Retry-After` while the database cannot be reached), session errors
+/// their documented statuses.
+pub(crate) async fn stored<T>(
+    shared: &Shared,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, ApiError> {
+    match call.await {
+        Ok(value) => Ok(value),
+        Err(StoreError::UnknownSession) => Err(ApiError::unknown_session()),
+        Err(StoreError::ExpiredSession) => Err(ApiError::expired_session(&shared.config)),
+        Err(StoreError::SessionFull { limit }) => {
             shared.metrics.count_limit("session-messages");
             Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("this session already holds its maximum of {limit} messages; start a new session"),
             ))
         }
-        Ok(Err(error)) => {
+        Err(error @ StoreError::Unavailable(_)) => {
+            tracing::warn!(error = %error_chain(&error), "signaling store unavailable");
+            Err(ApiError::unavailable())
+        }
+        Err(error) => {
             tracing::error!(error = %error_chain(&error), "signaling store failed");
             Err(ApiError::internal())
         }
-        Err(error) => {
-            tracing::error!(error = %error_chain(&error), "signaling store task failed");
-            Err(ApiError::internal())
-        }
     }
+}
+
+/// Passes other instances' posts (a shared store) on to the waiters here.
+fn spawn_remote_wakeups(shared: &Arc<Shared>) {
+    let Some(mut posts) = shared.store.remote_posts() else {
+        return;
+    };
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let stop = shared.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let post = tokio::select! {
+                _ = stop.cancelled() => break,
+                post = posts.recv() => post,
+            };
+            let Some(shared) = weak.upgrade() else { break };
+            let at = Instant::now();
+            match post {
+                Ok(RemotePost::Message {
+                    session_id,
+                    home_id,
+                    side,
+                }) => {
+                    shared.wakeups.announce(
+                        &Topic::Session {
+                            id: session_id,
+                            from: side,
+                        },
+                        at,
+                    );
+                    if side == Side::Browser {
+                        shared.wakeups.announce(&Topic::Home(home_id), at);
+                    }
+                }
+                // Announcements were missed: every waiter reads again.
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    shared.wakeups.announce_all(at);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 fn error_chain(error: &dyn StdError) -> String {
@@ -570,6 +615,17 @@ impl ApiError {
 
     fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+
+    /// 503 with `Retry-After`: the database cannot be reached right now.
+    fn unavailable() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the signaling database is unavailable; retry shortly",
+            )
+        }
     }
 
     /// Maps an axum extractor rejection, keeping its status (400, 413, 415…).
@@ -826,13 +882,13 @@ async fn create_session(
     limit_session_rate(&shared, &caller)?;
 
     let session_id = hex(&rand::random::<[u8; 16]>());
-    let id = session_id.clone();
-    let owner = identity.subject().to_owned();
-    let home_id = home.to_string();
     let now = now_ms();
-    run_blocking(&shared, move |store| {
-        store.create_session(&id, &home_id, &owner, now)
-    })
+    stored(
+        &shared,
+        shared
+            .store
+            .create_session(&session_id, &home, identity.subject(), now),
+    )
     .await?;
     shared
         .metrics
@@ -916,8 +972,7 @@ async fn cookie_exchange(
             "expected {{\"session_id\": ..., \"set_cookie\"?: ...}}: {e}"
         ))
     })?;
-    let id = request.session_id.clone();
-    let session = run_blocking(&shared, move |store| store.session(&id))
+    let session = stored(&shared, shared.store.session(&request.session_id))
         .await?
         .filter(|s| Access::Owner(identity.subject()).allows(s))
         .ok_or_else(ApiError::unknown_session)?;
@@ -1116,28 +1171,22 @@ async fn post_signal(
             ));
         }
     }
-    let owner_or_home = match &caller.who {
-        Who::Browser(identity) => OwnedAccess::Owner(identity.subject().to_owned()),
-        Who::Home(name) => OwnedAccess::Home(name.clone()),
-    };
     let live_since = live_since_ms(&shared.config);
     let max_messages = shared.config.limits.max_messages_per_session;
     let now = now_ms();
-    let (seq, home) = run_blocking(&shared, move |store| {
-        store.append(
-            &NewMessage {
-                session_id: &posted.session_id,
-                side,
-                kind,
-                sdp: posted.sdp.as_deref(),
-                candidate_json: candidate_json.as_deref(),
-            },
-            owner_or_home.as_access(),
-            live_since,
-            max_messages,
-            now,
-        )
-    })
+    let message = NewMessage {
+        session_id: &posted.session_id,
+        side,
+        kind,
+        sdp: posted.sdp.as_deref(),
+        candidate_json: candidate_json.as_deref(),
+    };
+    let (seq, home) = stored(
+        &shared,
+        shared
+            .store
+            .append(&message, caller.access(), live_since, max_messages, now),
+    )
     .await?;
 
     // The row is committed; wake the held polls it concerns.
@@ -1160,21 +1209,6 @@ async fn post_signal(
         "signal stored"
     );
     Ok(Json(Posted { seq }))
-}
-
-/// [`Access`] that can move to the blocking pool.
-enum OwnedAccess {
-    Owner(String),
-    Home(Arc<str>),
-}
-
-impl OwnedAccess {
-    fn as_access(&self) -> Access<'_> {
-        match self {
-            OwnedAccess::Owner(owner) => Access::Owner(owner),
-            OwnedAccess::Home(home) => Access::Home(home),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -1231,8 +1265,7 @@ async fn poll_signal(
         }
         (None, Who::Home(name)) => Topic::Home(name.clone()),
         (Some(id), _) => {
-            let lookup = id.clone();
-            let session = run_blocking(&shared, move |store| store.session(&lookup)).await?;
+            let session = stored(&shared, shared.store.session(&id)).await?;
             match session {
                 Some(session) if caller.access().allows(&session) => {
                     if session.created_ms < live_since_ms(&shared.config) {
@@ -1252,7 +1285,7 @@ async fn poll_signal(
     // ever: answer at once with this store's, which it takes as its next.
     // (A browser's session is gone with the old database anyway.)
     let highest = match &topic {
-        Topic::Home(_) => run_blocking(&shared, |store| store.highest_seq()).await?,
+        Topic::Home(_) => stored(&shared, shared.store.highest_seq()).await?,
         _ => u64::MAX,
     };
     if after > highest {
@@ -1299,15 +1332,16 @@ async fn wait_for_messages(
     let mut woken_at: Option<Instant> = None;
     let mut waiting = None;
     loop {
-        let read = topic.clone();
         let live_since = live_since_ms(&shared.config);
-        let found = run_blocking(shared, move |store| match &read {
-            Topic::Session { id, from } => {
-                store.session_messages(id, *from, after, live_since, POLL_BATCH)
-            }
-            Topic::Home(home) => store.home_messages(home, after, live_since, POLL_BATCH),
-        })
-        .await?;
+        let read = match &topic {
+            Topic::Session { id, from } => shared
+                .store
+                .session_messages(id, *from, after, live_since, POLL_BATCH),
+            Topic::Home(home) => shared
+                .store
+                .home_messages(home, after, live_since, POLL_BATCH),
+        };
+        let found = stored(shared, read).await?;
         if !found.is_empty() {
             if let Some(at) = woken_at {
                 shared.metrics.observe_wake(at.elapsed());

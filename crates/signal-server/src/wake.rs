@@ -59,6 +59,14 @@ impl Wakeups {
         }
     }
 
+    /// Wakes every subscriber of every topic (announcements may have been
+    /// missed), stamped `at`.
+    pub(crate) fn announce_all(&self, at: Instant) {
+        for sender in self.lock().values() {
+            sender.send_replace(Some(at));
+        }
+    }
+
     #[cfg(test)]
     fn topics(&self) -> usize {
         self.lock().len()

@@ -6,7 +6,10 @@
 //!   twin in the browser and interop tests, so neither may change);
 //! - SHA-256 helpers;
 //! - with the `connect` feature, [`browser_connect`]: what `client.js`
-//!   does to open a channel, confined to loopback.
+//!   does to open a channel, confined to loopback;
+//! - [`postgres::TestPostgres`]: a throwaway PostgreSQL cluster on loopback.
+
+pub mod postgres;
 
 use sha2::{Digest as _, Sha256};
 

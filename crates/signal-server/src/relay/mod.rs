@@ -194,8 +194,7 @@ async fn session_home(
     let Some(id) = session.filter(|id| !id.is_empty() && id.len() <= 64) else {
         return Ok(None);
     };
-    let id = id.to_owned();
-    let record = crate::server::run_blocking(shared, move |store| store.session(&id)).await?;
+    let record = crate::server::stored(shared, shared.store().session(id)).await?;
     Ok(record.and_then(|record| shared.home_named(&record.home_id)))
 }
 

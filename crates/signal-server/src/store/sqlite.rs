@@ -1,18 +1,22 @@
-//! SQLite storage of sessions and their messages.
+//! The SQLite backend: one file, one process.
 //!
-//! The store is synchronous: each call takes an internal lock on one
-//! connection and returns when SQLite has committed. Async callers run it on
-//! a blocking thread (the [`SignalServer`](crate::SignalServer) does).
-//! Time is passed in by the caller as milliseconds since the Unix epoch, so
-//! that expiry is decided in one place and tests can pick the clock.
+//! [`Db`] is synchronous: each call takes an internal lock on one
+//! connection and returns when SQLite has committed. [`SqliteStore`] runs
+//! its calls on the blocking pool.
 
 use std::{
-    path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
+use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+
+use super::{
+    to_sql_int, Access, MessageKind, NewMessage, SessionRecord, SessionStore, Side, StoreError,
+    StoredMessage, Swept, SWEEP_BATCH,
+};
 
 /// The SQL that selects [`read_message`]'s columns from the messages `m`
 /// joined with their sessions `s`, `WHERE` the condition given (which goes on
@@ -67,182 +71,6 @@ UPDATE sessions SET message_count =
     (SELECT COUNT(*) FROM messages m WHERE m.session_id = sessions.id);
 ";
 
-/// Errors from [`SessionStore`] operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database file could not be opened or its schema created.
-    #[error("could not open the signaling database {}", path.display())]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The database was written by a newer version of this crate.
-    #[error("the signaling database {} has schema version {found}; this build knows up to {SCHEMA_VERSION}", path.display())]
-    NewerSchema {
-        /// The database file.
-        path: PathBuf,
-        /// Its `user_version`.
-        found: i64,
-    },
-    /// The session does not exist, or the caller may not use it.
-    #[error("unknown session")]
-    UnknownSession,
-    /// The session existed but has expired.
-    #[error("expired session")]
-    ExpiredSession,
-    /// The session already holds the most messages it may.
-    #[error("the session holds its maximum of {limit} messages")]
-    SessionFull {
-        /// The limit.
-        limit: u32,
-    },
-    /// A query failed.
-    #[error("signaling database query failed")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-/// Which peer wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The browser that created the session.
-    Browser,
-    /// The home peer the session is addressed to.
-    Home,
-}
-
-impl Side {
-    /// The column value, also used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Browser => "browser",
-            Side::Home => "home",
-        }
-    }
-
-    /// The peer on the other end.
-    pub fn other(self) -> Side {
-        match self {
-            Side::Browser => Side::Home,
-            Side::Home => Side::Browser,
-        }
-    }
-}
-
-/// The type of a signaling message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MessageKind {
-    /// An SDP offer.
-    Offer,
-    /// An SDP answer.
-    Answer,
-    /// A trickled ICE candidate.
-    Candidate,
-    /// The sender leaves the session.
-    Bye,
-}
-
-impl MessageKind {
-    /// Every kind, in a fixed order (used for metrics).
-    pub const ALL: [MessageKind; 4] = [
-        MessageKind::Offer,
-        MessageKind::Answer,
-        MessageKind::Candidate,
-        MessageKind::Bye,
-    ];
-
-    /// The wire name (`"offer"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Offer => "offer",
-            MessageKind::Answer => "answer",
-            MessageKind::Candidate => "candidate",
-            MessageKind::Bye => "bye",
-        }
-    }
-
-    /// Parses a wire name; `None` for anything unknown.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-}
-
-/// A session as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// The home it is addressed to.
-    pub home_id: String,
-    /// The subject of the browser identity that created it (empty for the
-    /// anonymous identity).
-    pub owner: String,
-    /// When it was created, in milliseconds since the Unix epoch.
-    pub created_ms: u64,
-}
-
-/// Who is asking to use a session; anyone else is told it does not exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access<'a> {
-    /// The browser identity with this subject.
-    Owner(&'a str),
-    /// The home with this name.
-    Home(&'a str),
-}
-
-impl Access<'_> {
-    /// Whether this caller may use `session`.
-    pub fn allows(&self, session: &SessionRecord) -> bool {
-        match self {
-            Access::Owner(owner) => session.owner == *owner,
-            Access::Home(home) => session.home_id == *home,
-        }
-    }
-}
-
-/// A message to append to a session.
-#[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
-    /// The session it belongs to.
-    pub session_id: &'a str,
-    /// Who wrote it.
-    pub side: Side,
-    /// Its type.
-    pub kind: MessageKind,
-    /// SDP of an offer or answer.
-    pub sdp: Option<&'a str>,
-    /// The candidate as JSON text (`"null"` for an explicit null).
-    pub candidate_json: Option<&'a str>,
-}
-
-/// A stored message, as returned by polls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// Store-wide, strictly increasing sequence number.
-    pub seq: u64,
-    /// The session it belongs to.
-    pub session_id: String,
-    /// Who wrote it.
-    pub side: Side,
-    /// Its type.
-    pub kind: MessageKind,
-    /// SDP of an offer or answer.
-    pub sdp: Option<String>,
-    /// The candidate as JSON text.
-    pub candidate_json: Option<String>,
-}
-
-/// What [`SessionStore::sweep`] removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Swept {
-    /// Sessions forgotten (past their tombstone time).
-    pub sessions: usize,
-    /// Deleted messages.
-    pub messages: usize,
-}
-
 /// Sessions and messages in one SQLite file (WAL mode).
 ///
 /// Sequence numbers are one counter for the whole store, never reused (even
@@ -250,13 +78,13 @@ pub struct Swept {
 /// restarts. A session counts as live while `created_ms >= live_since_ms`,
 /// the cutoff each call is given.
 #[derive(Debug)]
-pub struct SessionStore {
+pub(crate) struct Db {
     conn: Mutex<Connection>,
 }
 
-impl SessionStore {
+impl Db {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
@@ -306,7 +134,7 @@ impl SessionStore {
     }
 
     /// Records a new session addressed to `home_id`, owned by `owner`.
-    pub fn create_session(
+    pub(crate) fn create_session(
         &self,
         id: &str,
         home_id: &str,
@@ -322,7 +150,7 @@ impl SessionStore {
     }
 
     /// The session `id`, live or expired, if it is still remembered.
-    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub(crate) fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt =
             conn.prepare_cached("SELECT home_id, owner, created_ms FROM sessions WHERE id = ?1")?;
@@ -337,7 +165,7 @@ impl SessionStore {
     /// or `access` may not use it, [`StoreError::ExpiredSession`] when it was
     /// created before `live_since_ms`, and [`StoreError::SessionFull`] when
     /// it already holds `max_messages` (0: no limit).
-    pub fn append(
+    pub(crate) fn append(
         &self,
         msg: &NewMessage<'_>,
         access: Access<'_>,
@@ -346,7 +174,10 @@ impl SessionStore {
         now_ms: u64,
     ) -> Result<(u64, String), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before reading, so a second
+        // connection to the file waits (busy timeout) instead of failing
+        // to upgrade its read.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (session, count) = {
             let mut stmt = tx.prepare_cached(
                 "SELECT home_id, owner, created_ms, message_count FROM sessions WHERE id = ?1",
@@ -389,7 +220,7 @@ impl SessionStore {
 
     /// Messages written by `from` in session `session_id` with `seq > after`,
     /// oldest first, at most `limit`. Empty if the session is not live.
-    pub fn session_messages(
+    pub(crate) fn session_messages(
         &self,
         session_id: &str,
         from: Side,
@@ -414,7 +245,7 @@ impl SessionStore {
 
     /// Browser-written messages with `seq > after` of every live session
     /// addressed to `home_id`, oldest first, at most `limit`.
-    pub fn home_messages(
+    pub(crate) fn home_messages(
         &self,
         home_id: &str,
         after: u64,
@@ -445,7 +276,7 @@ impl SessionStore {
     /// The highest sequence number this store ever gave out (0 for a new
     /// store). Expiry deletes messages, never this: a cursor above it means
     /// the caller knew another store (the database was recreated).
-    pub fn highest_seq(&self) -> Result<u64, StoreError> {
+    pub(crate) fn highest_seq(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
         let seq: Option<i64> = conn
             .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")?
@@ -476,7 +307,11 @@ impl SessionStore {
     /// batches instead of waiting for the whole sweep; then the freed pages
     /// are handed back to the file system (incremental vacuum), a batch at a
     /// time too.
-    pub fn sweep(&self, live_since_ms: u64, forget_before_ms: u64) -> Result<Swept, StoreError> {
+    pub(crate) fn sweep(
+        &self,
+        live_since_ms: u64,
+        forget_before_ms: u64,
+    ) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let batch = i64::try_from(SWEEP_BATCH).unwrap_or(i64::MAX);
         loop {
@@ -527,7 +362,7 @@ impl SessionStore {
     }
 
     /// Bytes the database file takes (pages in use and free pages).
-    pub fn file_bytes(&self) -> Result<u64, StoreError> {
+    pub(crate) fn file_bytes(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
         let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
         let size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -535,8 +370,135 @@ impl SessionStore {
     }
 }
 
-/// Rows one sweep transaction deletes at most.
-pub(crate) const SWEEP_BATCH: usize = 500;
+/// The SQLite backend of [`SessionStore`]: sessions and messages in one
+/// file (WAL mode), for one process.
+///
+/// Each call runs on Tokio's blocking pool and returns once SQLite has
+/// committed. Sequence numbers are one counter for the whole file, never
+/// reused (even after a sweep or a reopen).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Arc<Db>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, on the blocking
+    /// pool. Must be called inside a Tokio runtime.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let db = tokio::task::spawn_blocking(move || Db::open(&path))
+            .await
+            .map_err(StoreError::Interrupted)??;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Bytes the database file takes (pages in use and free pages).
+    pub async fn file_bytes(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| db.file_bytes()).await
+    }
+
+    async fn blocking<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || op(&db))
+            .await
+            .map_err(StoreError::Interrupted)?
+    }
+}
+
+impl SessionStore for SqliteStore {
+    fn create_session<'a>(
+        &'a self,
+        id: &'a str,
+        home_id: &'a str,
+        owner: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (id, home_id, owner) = (id.to_owned(), home_id.to_owned(), owner.to_owned());
+        Box::pin(self.blocking(move |db| db.create_session(&id, &home_id, &owner, now_ms)))
+    }
+
+    fn session<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(self.blocking(move |db| db.session(&id)))
+    }
+
+    fn append<'a>(
+        &'a self,
+        msg: &'a NewMessage<'a>,
+        access: Access<'a>,
+        live_since_ms: u64,
+        max_messages: u32,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(u64, String), StoreError>> {
+        let session_id = msg.session_id.to_owned();
+        let (side, kind) = (msg.side, msg.kind);
+        let sdp = msg.sdp.map(str::to_owned);
+        let candidate = msg.candidate_json.map(str::to_owned);
+        let (is_owner, who) = match access {
+            Access::Owner(owner) => (true, owner.to_owned()),
+            Access::Home(home) => (false, home.to_owned()),
+        };
+        Box::pin(self.blocking(move |db| {
+            let access = if is_owner {
+                Access::Owner(&who)
+            } else {
+                Access::Home(&who)
+            };
+            let msg = NewMessage {
+                session_id: &session_id,
+                side,
+                kind,
+                sdp: sdp.as_deref(),
+                candidate_json: candidate.as_deref(),
+            };
+            db.append(&msg, access, live_since_ms, max_messages, now_ms)
+        }))
+    }
+
+    fn session_messages<'a>(
+        &'a self,
+        session_id: &'a str,
+        from: Side,
+        after: u64,
+        live_since_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        let session_id = session_id.to_owned();
+        Box::pin(self.blocking(move |db| {
+            db.session_messages(&session_id, from, after, live_since_ms, limit)
+        }))
+    }
+
+    fn home_messages<'a>(
+        &'a self,
+        home_id: &'a str,
+        after: u64,
+        live_since_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        let home_id = home_id.to_owned();
+        Box::pin(self.blocking(move |db| db.home_messages(&home_id, after, live_since_ms, limit)))
+    }
+
+    fn highest_seq(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.blocking(|db| db.highest_seq()))
+    }
+
+    fn sweep(
+        &self,
+        live_since_ms: u64,
+        forget_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Swept, StoreError>> {
+        Box::pin(self.blocking(move |db| db.sweep(live_since_ms, forget_before_ms)))
+    }
+}
 
 /// Pages one incremental-vacuum step returns at most.
 const VACUUM_PAGES: u32 = 256;
@@ -565,8 +527,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         Ok(Some(found)) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(StoreError::NewerSchema {
-                path: path.to_owned(),
+                database: path.display().to_string(),
                 found,
+                known: SCHEMA_VERSION,
             })
         }
         Err(source) => {
@@ -574,12 +537,6 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             Err(open_error(source))
         }
     }
-}
-
-/// SQLite integers are signed; values past `i64::MAX` (never reached by
-/// real clocks or sequence numbers) saturate.
-fn to_sql_int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn read_session(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -631,8 +588,8 @@ mod tests {
         }
     }
 
-    fn open(dir: &tempfile::TempDir) -> SessionStore {
-        SessionStore::open(&dir.path().join("s.db")).unwrap()
+    fn open(dir: &tempfile::TempDir) -> Db {
+        Db::open(&dir.path().join("s.db")).unwrap()
     }
 
     #[test]
@@ -826,7 +783,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SessionStore::open(&path).unwrap();
+        let store = Db::open(&path).unwrap();
         let session = store.session("s").unwrap().unwrap();
         assert_eq!(session.owner, "");
         assert_eq!(store.home_messages("home", 0, 0, 10).unwrap().len(), 1);
@@ -840,7 +797,7 @@ mod tests {
         ));
         drop(store);
         // Reopening a current database is a no-op.
-        SessionStore::open(&path).unwrap();
+        Db::open(&path).unwrap();
     }
 
     #[test]
@@ -852,7 +809,7 @@ mod tests {
             .pragma_update(None, "user_version", 99)
             .unwrap();
         assert!(matches!(
-            SessionStore::open(&path),
+            Db::open(&path),
             Err(StoreError::NewerSchema { found: 99, .. })
         ));
     }
