@@ -130,8 +130,10 @@ export class BeelineClient extends EventTarget {
 
   /**
    * A WebSocket to `url` on the home service (`protocols`: a string or an
-   * array of subprotocols): over the data channel when it is open, else
-   * through signal-api's relay. See BeelineWebSocket.
+   * array of subprotocols): over the loopback listener when it is the path,
+   * over the data channel when it is open (chosen once hello/agree settles,
+   * if that is still under way), else through signal-api's relay. See
+   * BeelineWebSocket.
    */
   websocket(url, protocols = []) {
     const list = typeof protocols === 'string' ? [protocols] : [...protocols];
@@ -141,31 +143,32 @@ export class BeelineClient extends EventTarget {
     if (target.protocol !== 'ws:' && target.protocol !== 'wss:') {
       throw new DOMException(`The URL's scheme must be ws, wss, http or https, not ${target.protocol}`, 'SyntaxError');
     }
-    const relay = new URL(target);
-    if (this.#sessionId) relay.searchParams.set(SESSION_PARAM, this.#sessionId);
     const pageOrigin = new URL(this.#opts.baseUrl ?? globalThis.location?.href ?? target.href);
     const sameOrigin = target.host === pageOrigin.host;
+    const protocol = this.#protocol;
+    if (sameOrigin && !this.#loopbackUsable() && this.#directUsable() && protocol && protocol.info === null) {
+      // The channel is open but hello/agree is still under way (a page that
+      // opens a socket as soon as `ready` resolves): choose once it settles.
+      return new BeelineWebSocket(target.href, list, { later: protocol.negotiated.then(() => this.#websocketPath(target, sameOrigin)) });
+    }
+    return new BeelineWebSocket(target.href, list, this.#websocketPath(target, sameOrigin));
+  }
+
+  // How a WebSocket to `target` goes now: the loopback listener, the
+  // channel (when the home agreed `websocket`), or the relay.
+  #websocketPath(target, sameOrigin) {
+    const relay = new URL(target);
+    if (this.#sessionId) relay.searchParams.set(SESSION_PARAM, this.#sessionId);
     const streams = this.#protocol?.streams;
     const agreed = this.#protocol?.info?.features?.includes('websocket');
     const fallback = { relayUrl: sameOrigin ? relay.href : target.href, NativeWebSocket: this.#opts.NativeWebSocket };
     if (sameOrigin && this.#loopbackUsable()) {
-      return new BeelineWebSocket(target.href, list, {
-        relayUrl: this.#loopback.websocketUrl(target.pathname + target.search),
-        NativeWebSocket: this.#opts.NativeWebSocket,
-        label: 'loopback',
-      });
+      return { relayUrl: this.#loopback.websocketUrl(target.pathname + target.search), NativeWebSocket: this.#opts.NativeWebSocket, label: 'loopback' };
     }
     if (sameOrigin && this.#directUsable() && streams && agreed) {
-      const headers = { host: target.host };
-      return new BeelineWebSocket(target.href, list, {
-        streams,
-        path: target.pathname + target.search,
-        headers,
-        maxMessage: this.#protocol.info.maxWsMessage,
-        fallback,
-      });
+      return { streams, path: target.pathname + target.search, headers: { host: target.host }, maxMessage: this.#protocol.info.maxWsMessage, fallback };
     }
-    return new BeelineWebSocket(target.href, list, fallback);
+    return fallback;
   }
 
   /** Shows the path in `element` (or selector); see installIndicator. */

@@ -184,12 +184,32 @@ export class BeelineWebSocket extends EventTarget {
   /**
    * @param {string} url absolute ws(s):// URL (what `url` reports)
    * @param {string[]} protocols requested subprotocols
-   * @param {{streams?: ChannelStreams, maxMessage?: number, relayUrl: string, path: string, headers: Object<string,string>, NativeWebSocket?: typeof WebSocket, label?: string}} how
-   *   `label`: what `path` says of a native socket to `relayUrl` (default 'relay')
+   * @param {{streams?: ChannelStreams, maxMessage?: number, relayUrl: string, path: string, headers: Object<string,string>, NativeWebSocket?: typeof WebSocket, label?: string, later?: Promise<object>}} how
+   *   `label`: what `path` says of a native socket to `relayUrl` (default 'relay');
+   *   `later`: a promise of the `how` to use, for a socket opened while the channel negotiates
    */
   constructor(url, protocols, how) {
     super();
     this.#url = url;
+    if (how.later) {
+      // The path is chosen once the channel's protocol is settled.
+      this.#path = 'direct';
+      how.later.then(
+        (chosen) => this.#start(protocols, chosen),
+        () => this.#fail(1006, ''),
+      );
+      return;
+    }
+    this.#start(protocols, how);
+  }
+
+  #start(protocols, how) {
+    if (this.#readyState === WS_CLOSING) {
+      // close() while the path was being chosen: as a browser fails a
+      // connecting socket.
+      this.#fail(1006, '');
+      return;
+    }
     if (how.streams) {
       this.#path = 'direct';
       this.#openDirect(how.streams, how.path, protocols, how.headers, how.maxMessage ?? DEFAULT_MAX_WS_MESSAGE, how.fallback);

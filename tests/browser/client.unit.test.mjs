@@ -448,6 +448,42 @@ describe('createClient setup and fallback', () => {
     assert.deepEqual(events, ['direct', 'relay']);
   });
 
+  test('a WebSocket opened while hello/agree is under way waits for it, then takes the channel', async () => {
+    const { client, channel } = await directClient({ WebSocket: class { constructor() { throw new Error('the relay was used'); } } });
+    assert.equal(client.protocol, null, 'still negotiating');
+    const socket = client.websocket('/ws/echo', ['echo.v1']);
+    assert.equal(socket.readyState, 0);
+    await sleep(10);
+    assert.equal(channel.sent.length, 0, 'nothing before agree');
+    channel.deliver({ type: 'agree', version: 2, features: ['binary', 'cancel', 'credit', 'websocket'], window: 262144, max_streams: 128 });
+    await until(() => channel.sent.some((f) => f.type === 'request'), 2000, 'the upgrade request on the channel');
+    const head = channel.sent.find((f) => f.type === 'request');
+    assert.equal(head.path, '/ws/echo');
+    assert.equal(head.headers.upgrade ?? head.upgrade, 'websocket');
+    assert.equal(socket.path, 'direct');
+  });
+
+  test('a WebSocket opened while negotiating takes the relay when the home never agrees, and close() meanwhile fails it', async () => {
+    const opened = [];
+    class FakeNativeWebSocket {
+      constructor(url) {
+        opened.push(url);
+      }
+    }
+    const { client } = await directClient({ WebSocket: FakeNativeWebSocket, negotiateMs: 50 });
+    const socket = client.websocket('/ws/echo');
+    const closing = client.websocket('/ws/other');
+    const events = [];
+    closing.onerror = () => events.push('error');
+    closing.onclose = (e) => events.push(`close ${e.code}`);
+    closing.close();
+    await until(() => opened.length === 1, 2000, 'the relay socket');
+    assert.match(opened[0], /^ws:\/\/home\.test\/ws\/echo\?__beeline_session=sess-1$/);
+    assert.equal(socket.path, 'relay');
+    await until(() => events.length === 2, 2000, 'the failed socket');
+    assert.deepEqual(events, ['error', 'close 1006']);
+  });
+
   test('the indicator names the path in text, is an accessible live region, and shows the measurements on hover and focus', async () => {
     const element = new FakeElement();
     element.hidden = true;

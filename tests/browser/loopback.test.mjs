@@ -2,13 +2,23 @@
 // network namespace run.sh creates: pages load the bundle signal-api serves,
 // home-peer runs its loopback listener (--loopback-listen 127.0.0.1:0).
 //
+// (a) A page on the home machine picks the loopback listener within 150 ms,
+//     the indicator says so, requests and an SSE stream go there (the relay
+//     carries none of them), and when the listener stops the next request
+//     takes the normal path with no error on the page.
+// (b) Another origin in the same browser cannot get the home service called
+//     through the listener: not by fetch with or without no-cors, not by a
+//     form POST, not by an image GET (the home service's own request log
+//     says so; a request of the right page shows the log works).
 // (c) Another process on the offered port, without the magic headers (or
 //     with a proof it cannot make), is never sent a request.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 
-import { allowIpsFor, browserKinds, launchBrowser, openPage, startStack } from './harness.mjs';
+import { allowIpsFor, browserKinds, launchBrowser, openPage, sendChat, startStack, waitFor } from './harness.mjs';
+
+const RELAYED = 'beeline_relay_requests_total';
 
 async function withStack(options, t, body) {
   const stack = await startStack(options);
@@ -45,9 +55,24 @@ async function startServer(handler) {
   };
 }
 
-// Console lines a page may show for a connection the browser itself
-// reports failing (the client cannot silence those); anything else is a problem.
-const pageProblems = (problems) => problems.filter((p) => !/Failed to load resource|ERR_CONNECTION_REFUSED|NetworkError|net::ERR/.test(p));
+// In the page: a client of the served bundle, and how long it took to choose.
+function chooseInPage(page, extra = {}) {
+  return page.evaluate(async (extra) => {
+    const { createClient } = await import('/webrtc/client.js');
+    const started = performance.now();
+    const client = createClient({ enabled: true, ...extra });
+    window.__own = client;
+    const path = await client.ready;
+    return { path, ms: performance.now() - started, timing: client.timing };
+  }, extra);
+}
+
+// What a browser itself logs when a connection is refused (Chromium:
+// "Failed to load resource: net::ERR_CONNECTION_REFUSED"; Firefox, for a
+// CORS request: "... (Reason: CORS request did not succeed). Status code:
+// (null)"): the client cannot silence those, and recovers. Anything else
+// on the console or thrown in the page is a problem.
+const pageProblems = (problems) => problems.filter((p) => !/net::ERR_CONNECTION_REFUSED|\(Reason: CORS request did not succeed\)\. Status code: \(null\)/.test(p));
 
 for (const kind of browserKinds()) describe(`loopback tier in ${kind}`, () => {
   let browser;
@@ -56,6 +81,122 @@ for (const kind of browserKinds()) describe(`loopback tier in ${kind}`, () => {
   });
   after(async () => {
     await browser?.close();
+  });
+
+  test('(a) the page picks loopback within 150 ms, chats and streams over it, and takes the normal path without an error when the listener stops', async (t) => {
+    // home-peer's ICE confined to an address no interface has: no channel
+    // opens, so once the listener is gone the next path is the relay.
+    await withStack({ homePeer: true, loopback: true, allowIps: ['192.0.2.1'] }, t, async (stack) => {
+      const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/`);
+      t.after(close);
+      assert.equal(await page.evaluate(() => window.__beeline.ready), 'loopback');
+      assert.equal(await page.evaluate(() => window.__beeline.path), 'loopback');
+      assert.equal(await page.locator('#beeline-indicator').textContent(), '\u26a1 loopback');
+
+      // A page's own client, timed from createClient.
+      const own = await chooseInPage(page);
+      assert.equal(own.path, 'loopback');
+      assert.ok(own.ms <= 150, `chose loopback after ${own.ms.toFixed(1)} ms`);
+      assert.ok(own.timing.setupMs <= 150 && own.timing.rttMs !== null, JSON.stringify(own.timing));
+
+      const relayedBefore = (await stack.metrics())[RELAYED] ?? 0;
+      const reply = await sendChat(page, 'hello from the home machine');
+      assert.equal(reply.error, false, reply.text);
+      assert.equal(reply.complete, true, 'the SSE stream ended without [DONE]');
+      assert.ok(reply.text.startsWith('You said: hello from the home machine.'), reply.text);
+      assert.ok(reply.tokens >= 20, `only ${reply.tokens} tokens`);
+      assert.ok(reply.firstTokenMs + 200 < reply.doneMs, `not streamed: first token at ${reply.firstTokenMs} ms, done at ${reply.doneMs} ms`);
+      assert.equal(reply.path, 'loopback');
+      const plain = await page.evaluate(async () => {
+        const res = await window.__own.fetch('/healthz?via=own');
+        return { status: res.status, path: res.headers.get('x-beeline-path') };
+      });
+      assert.deepEqual(plain, { status: 200, path: 'loopback' });
+      assert.equal((await stack.metrics())[RELAYED] ?? 0, relayedBefore, 'the relay carried a loopback request');
+
+      // The listener goes away (with home-peer): the next chat takes the relay.
+      await stack.homePeer.stop();
+      const again = await sendChat(page, 'still there?');
+      assert.equal(again.error, false, `the page showed an error: ${again.text}`);
+      assert.equal(again.complete, true);
+      assert.ok(again.text.startsWith('You said: still there?.'), again.text);
+      assert.equal(again.path, 'fallback', 'the demo marks a reply without x-beeline-path');
+      assert.equal(await page.evaluate(() => window.__beeline.path), 'normal');
+      assert.equal(await page.locator('#beeline-indicator').textContent(), 'normal path');
+      assert.ok(((await stack.metrics())[RELAYED] ?? 0) > relayedBefore, 'the chat did not go through the relay');
+      assert.equal(await page.locator('.bubble.error').count(), 0);
+      assert.deepEqual(pageProblems(problems), []);
+    });
+  });
+
+  test('(b) another origin in the same browser cannot get the home service called through the listener', async (t) => {
+    await withStack({ homePeer: true, loopback: true, upstream: 'plain', allowIps: allowIpsFor(kind) }, t, async (stack) => {
+      const logged = () => stack.upstreamRequests().map((r) => r.path);
+      // The right page reaches the home service through the listener, so the
+      // log would show any request that got through.
+      const { page: home, close: closeHome } = await openPage(browser, `${stack.signalUrl}/healthz`, { waitForClient: false });
+      t.after(closeHome);
+      assert.equal((await chooseInPage(home)).path, 'loopback');
+      const legit = await home.evaluate(async () => {
+        const res = await window.__own.fetch('/legit?x=1', { method: 'POST', body: 'hi' });
+        return { status: res.status, path: res.headers.get('x-beeline-path') };
+      });
+      assert.deepEqual(legit, { status: 200, path: 'loopback' });
+      await waitFor(async () => logged().includes('/legit?x=1'), 5000, 'the legit request in the log');
+
+      // The other origin: a page of the test's own server.
+      const other = await startServer((req, res) => {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end('<!doctype html><title>other origin</title><iframe name="sink"></iframe>');
+      });
+      t.after(other.close);
+      const { page: evil, problems, close: closeEvil } = await openPage(browser, `${other.url}/`, { waitForClient: false });
+      t.after(closeEvil);
+      const outcome = await evil.evaluate(async (lb) => {
+        const settle = (promise) => promise.then((res) => ({ ok: true, type: res.type, status: res.status }), (err) => ({ ok: false, error: err.name }));
+        const results = {};
+        results.cors = await settle(fetch(`${lb}/attack/cors`, { method: 'POST', body: 'x' }));
+        results.corsJson = await settle(fetch(`${lb}/attack/cors-json`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+        results.noCorsPost = await settle(fetch(`${lb}/attack/no-cors-post`, { method: 'POST', mode: 'no-cors', body: 'x' }));
+        results.noCorsGet = await settle(fetch(`${lb}/attack/no-cors-get`, { mode: 'no-cors' }));
+        results.guessedTicket = await settle(fetch(`${lb}/attack/ticket`, { headers: { 'x-beeline-ticket': 'v1.0123456789abcdef.4102444800.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } }));
+        results.image = await new Promise((resolve) => {
+          const img = new Image();
+          img.onload = () => resolve('load');
+          img.onerror = () => resolve('error');
+          img.src = `${lb}/attack/image.png`;
+        });
+        results.form = await new Promise((resolve) => {
+          const sink = document.querySelector('iframe[name=sink]');
+          sink.onload = () => resolve('submitted');
+          const form = document.createElement('form');
+          form.method = 'POST';
+          form.action = `${lb}/attack/form`;
+          form.target = 'sink';
+          const field = document.createElement('input');
+          field.name = 'message';
+          field.value = 'x';
+          form.append(field);
+          document.body.append(form);
+          form.submit();
+          setTimeout(() => resolve('timeout'), 3000);
+        });
+        return results;
+      }, stack.loopbackUrl);
+      // The listener answered (the no-cors requests got an opaque answer),
+      // and nothing of it reached the home service.
+      assert.equal(outcome.noCorsPost.type, 'opaque', JSON.stringify(outcome));
+      assert.equal(outcome.noCorsGet.type, 'opaque', JSON.stringify(outcome));
+      assert.equal(outcome.image, 'error', JSON.stringify(outcome));
+      assert.equal(outcome.form, 'submitted', JSON.stringify(outcome));
+      for (const name of ['cors', 'corsJson', 'guessedTicket']) {
+        assert.ok(!outcome[name].ok || outcome[name].status >= 400, `${name}: ${JSON.stringify(outcome[name])}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const attacks = logged().filter((p) => p.startsWith('/attack'));
+      assert.deepEqual(attacks, [], `the home service was called from another origin: ${attacks.join(', ')}`);
+      void problems;
+    });
   });
 
   for (const daemon of ['no magic headers', 'a forged proof']) {
@@ -74,7 +215,8 @@ for (const kind of browserKinds()) describe(`loopback tier in ${kind}`, () => {
           res.end(req.url === '/.beeline/probe' ? undefined : 'not the home');
         });
         t.after(other.close);
-        const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/healthz`, { waitForClient: false });
+        // The demo page (it names no favicon, which Chromium would ask for).
+        const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/`);
         t.after(close);
         // signal-api names that port in the session answer (as it would if
         // home-peer's listener had been replaced by this process).
