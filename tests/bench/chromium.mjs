@@ -5,6 +5,7 @@
 //
 //   node chromium.mjs --mode loopback --origin http://127.0.0.1:P --upstream http://127.0.0.1:Q --out FILE [...]
 //   node chromium.mjs --mode far --origin http://10.77.2.2:P --out FILE
+//   (--only bundle,loopback_tier runs only those phases of loopback mode)
 //
 // `beeline-bench` starts it (inside the namespace it runs in) against a
 // stack of real binaries; it never starts servers itself. Every loop is
@@ -12,6 +13,7 @@
 // side's (summaries: n, min, p50, p90, p99, max; raw round-trip samples).
 
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 
 // The browser tests' launcher and context: the same Chromium, flags and
 // camera/microphone permission (plain host candidates, not mDNS names).
@@ -31,6 +33,9 @@ const mode = args.mode ?? 'loopback';
 const num = (name, fallback) => (args[name] !== undefined ? Number(args[name]) : fallback);
 
 const log = (...a) => console.error('chromium bench:', ...a);
+// `--only a,b`: run only these phases (the keys of the result), e.g. for a quick look.
+const only = args.only ? new Set(args.only.split(',')) : null;
+const wants = (key) => only === null || only.has(key);
 
 const browser = await launchBrowser([
   // Keep timers and the network stack at full speed in a background tab.
@@ -48,20 +53,25 @@ try {
 
   const result = { mode, user_agent: await page.evaluate(() => navigator.userAgent) };
   if (mode === 'loopback') {
-    result.setup = await phase('setup', () => page.evaluate(measureSetup, { n: num('setups', 20) }));
-    result.chromium_echo = await phase('Chromium↔Chromium echo', () => page.evaluate(measureChromiumEcho, { n: 500 }));
-    result.clientjs_protocol = await phase('client.js protocol alone', () => page.evaluate(measureClientJsProtocol, { n: 1000 }));
-    result.rtt = await phase('round trips', () =>
+    if (wants('bundle')) result.bundle = await phase('client.js bundle size', () => measureBundle(args.origin));
+    if (wants('setup')) result.setup = await phase('setup', () => page.evaluate(measureSetup, { n: num('setups', 20) }));
+    // Only when home-peer runs its loopback listener (the session offers it).
+    if (wants('loopback_tier')) result.loopback_tier = await phase('loopback tier', () =>
+      page.evaluate(measureLoopbackTier, { setups: num('setups', 20), warmup: 50, n: num('round-trips', 500), upstream: args.upstream, budgetMs: 60_000 }),
+    );
+    if (wants('chromium_echo')) result.chromium_echo = await phase('Chromium↔Chromium echo', () => page.evaluate(measureChromiumEcho, { n: 500 }));
+    if (wants('clientjs_protocol')) result.clientjs_protocol = await phase('client.js protocol alone', () => page.evaluate(measureClientJsProtocol, { n: 1000 }));
+    if (wants('rtt')) result.rtt = await phase('round trips', () =>
       page.evaluate(measureRoundTrips, { warmup: 50, n: num('round-trips', 500), upstream: args.upstream, relay: true, budgetMs: 60_000 }),
     );
-    result.sse = await phase('token delay', () =>
+    if (wants('sse')) result.sse = await phase('token delay', () =>
       page.evaluate(measureSse, { events: num('sse-events', 1000), intervalMs: num('sse-interval-ms', 20), upstream: args.upstream }),
     );
-    result.throughput = await phase('throughput', () =>
+    if (wants('throughput')) result.throughput = await phase('throughput', () =>
       measureThroughput(page, { bytes: num('transfer-bytes', 100_000_000), reps: 2, budgetMs: 60_000, homePid: num('home-pid', 0), browserPid: process.pid }),
     );
     // Last: 100 MB of garbage for Chromium's collector must not land in the latency phases.
-    result.chromium_throughput = await phase('Chromium↔Chromium throughput', async () => {
+    if (wants('chromium_throughput')) result.chromium_throughput = await phase('Chromium↔Chromium throughput', async () => {
       const before = treeCpuSecs(process.pid);
       const run = await page.evaluate(measureChromiumThroughput, { bytes: num('transfer-bytes', 100_000_000), budgetMs: 60_000 });
       run.chromium_and_node_cpu_secs = treeCpuSecs(process.pid) - before;
@@ -83,6 +93,17 @@ try {
   await browser.close();
 }
 process.exit(exitCode);
+
+/**
+ * The bundle signal-api serves at {base}/client.js: its size as served
+ * (minified) and gzipped (level 9, as a server would compress it at best).
+ */
+async function measureBundle(origin) {
+  const res = await fetch(`${origin}/webrtc/client.js`);
+  if (!res.ok) throw new Error(`GET /webrtc/client.js answered ${res.status}`);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  return { bytes: bytes.length, gzip_bytes: gzipSync(bytes, { level: 9 }).length };
+}
 
 /** CPU seconds (user + system) used so far by `pid` and all its descendants. */
 function treeCpuSecs(pid) {
@@ -168,7 +189,8 @@ function installHelpers() {
   };
   async function openClient(options = {}) {
     const { createClient } = await import('/webrtc/client.js');
-    const client = createClient({ enabled: true, ...options });
+    // The channel's figures: no loopback tier even where home-peer offers it.
+    const client = createClient({ enabled: true, loopback: false, ...options });
     const path = await withTimeout(client.ready, 10_000, 'setup');
     if (path !== 'direct') throw new Error(`no direct channel (path ${path})`);
     const info = await withTimeout(client.negotiated, 5_000, 'negotiation');
@@ -230,7 +252,7 @@ async function measureSetup({ n }) {
   // loading WebRTC itself.
   for (let i = 0; i <= n; i++) {
     const t0 = now();
-    const client = createClient({ enabled: true });
+    const client = createClient({ enabled: true, loopback: false });
     try {
       const path = await withTimeout(client.ready, 10_000, 'setup');
       const t1 = now();
@@ -250,6 +272,53 @@ async function measureSetup({ n }) {
     await sleep(50);
   }
   return { failures, open: summary(open), negotiated: summary(negotiated), samples_open: open };
+}
+
+// The loopback tier (home-peer's loopback listener): how long a page waits
+// from createClient until the path is chosen, and a small GET through the
+// client over loopback against a plain fetch of the same URL from the home
+// service, interleaved. Null figures when the session offers no listener.
+async function measureLoopbackTier({ setups, warmup, n, upstream, budgetMs }) {
+  const { now, sleep, summary, withTimeout } = window.__bench;
+  const { createClient } = await import('/webrtc/client.js');
+  const choose = [];
+  let client = null;
+  // One unrecorded warm-up, as for setup.
+  for (let i = 0; i <= setups; i++) {
+    client?.close();
+    const t0 = now();
+    client = createClient({ enabled: true });
+    const path = await withTimeout(client.ready, 10_000, 'choosing the path');
+    const ms = now() - t0;
+    if (path !== 'loopback') {
+      client.close();
+      return { error: `the path chosen was ${path}, not loopback (is home-peer's loopback listener on?)` };
+    }
+    if (i > 0) choose.push(ms);
+    await sleep(20);
+  }
+  const samples = { loopback: [], http: [] };
+  const deadline = now() + budgetMs;
+  const time = async (f) => {
+    const t = now();
+    const res = await f();
+    await res.text();
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    return { ms: now() - t, path: res.headers.get('x-beeline-path') };
+  };
+  for (let i = 0; i < warmup + n && now() < deadline; i++) {
+    const keep = i >= warmup;
+    const l = await time(() => client.fetch('/bench/small', { cache: 'no-store' }));
+    if (l.path !== 'loopback') throw new Error(`a request went ${l.path ?? 'the normal way'}, not over loopback`);
+    const h = await time(() => fetch(`${upstream}/bench/small`, { cache: 'no-store' }));
+    if (keep) {
+      samples.loopback.push(l.ms);
+      samples.http.push(h.ms);
+    }
+  }
+  const timing = client.timing;
+  client.close();
+  return { choose: summary(choose), probe_rtt_ms: timing.rttMs, rtt: { loopback: summary(samples.loopback), http: summary(samples.http) }, samples_choose: choose };
 }
 
 async function measureRoundTrips({ warmup, n, upstream, relay, budgetMs }) {

@@ -317,6 +317,18 @@ pub(crate) fn start_home_peer(
     upstream: &str,
     allow_ip: &str,
 ) -> Result<Proc> {
+    start_home_peer_with(bins, netns, signal_base, upstream, allow_ip, &[])
+}
+
+/// Starts home-peer with `extra` flags; ICE confined to `allow_ip`.
+pub(crate) fn start_home_peer_with(
+    bins: &Bins,
+    netns: Option<&str>,
+    signal_base: &str,
+    upstream: &str,
+    allow_ip: &str,
+    extra: &[&str],
+) -> Result<Proc> {
     let args: Vec<String> = [
         "--signal-url",
         signal_base,
@@ -328,6 +340,7 @@ pub(crate) fn start_home_peer(
         allow_ip,
     ]
     .iter()
+    .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
     // BEELINE_BENCH_HOME_WRAP runs home-peer under a profiler, e.g.
@@ -367,14 +380,19 @@ impl Stack {
         let (upstream, upstream_url) = start_upstream(None, "127.0.0.1:0")?;
         let (signal, signal_url) =
             start_signal_api(bins, None, "127.0.0.1:0", Some(&upstream_url), db.path())?;
-        let home = start_home_peer(
+        // With its loopback listener, for the loopback tier's figures (the
+        // other Chromium phases turn the tier off in their clients).
+        let home = start_home_peer_with(
             bins,
             None,
             &format!("{signal_url}/webrtc"),
             &upstream_url,
             "127.0.0.1",
+            &["--loopback-listen", "127.0.0.1:0"],
         )?;
         wait_home_polling(&signal_url).await?;
+        // signal-api offers the listener once the home link has told it.
+        wait_home_link(&signal_url).await?;
         Ok(Self {
             upstream_url,
             signal_url,

@@ -192,6 +192,48 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         None,
     );
 
+    // The browser client as served, and the loopback tier (home-peer's
+    // loopback listener; tests/bench/chromium.mjs).
+    rows.add(
+        "clientjs_bundle_gzip_kb",
+        "client.js bundle as served, minified + gzipped",
+        num(&chromium, "bundle.gzip_bytes").map(|b| b / 1000.0),
+        "kB",
+        AtMost(20.0),
+    );
+    rows.add(
+        "loopback_choose_chromium_median_ms",
+        "loopback tier, Chromium: createClient → path chosen (loopback), median",
+        num(&chromium, "loopback_tier.choose.p50"),
+        "ms",
+        AtMost(150.0),
+    );
+    let (lb50, lh50) = (
+        num(&chromium, "loopback_tier.rtt.loopback.p50"),
+        num(&chromium, "loopback_tier.rtt.http.p50"),
+    );
+    rows.add(
+        "rtt_chromium_loopback_p50_ms",
+        "small GET, Chromium: over the loopback listener p50",
+        lb50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "rtt_chromium_loopback_http_p50_ms",
+        "small GET, Chromium: plain fetch to the home service p50",
+        lh50,
+        "ms",
+        None,
+    );
+    rows.add(
+        "rtt_chromium_loopback_p50_ratio",
+        "small GET, Chromium: loopback p50 / plain fetch p50",
+        ratio(lb50, lh50),
+        "×",
+        AtMost(1.2),
+    );
+
     // Round trips.
     for (who, v) in [("rust", &rust), ("chromium", &chromium)] {
         let name = if who == "rust" { "Rust" } else { "Chromium" };
