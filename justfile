@@ -39,9 +39,7 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_seal -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ws_records -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
-# The browser client (client/): the committed bundle signal-api serves is
-# what client/src builds to, and a TypeScript example compiles (strict)
-# against the hand-written declarations client/index.d.ts.
+# The browser client: the committed bundle is what client/src builds to, and client/examples/*.ts compiles against client/index.d.ts (tsc, strict).
 [group('test')]
 client-check: ensure-client-deps
     cd client && node scripts/build.mjs --check
