@@ -25,9 +25,9 @@ test: lint client-check test-rust test-browser test-proxy test-interop test-nat 
 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
 # coturn proves the TURN credentials, and a throwaway PostgreSQL cluster runs
-# the shared store's tests.
+# the shared store's tests (three signal-api instances behind haproxy among them).
 [group('test')]
-test-rust: ensure-coturn ensure-postgres
+test-rust: ensure-coturn ensure-postgres ensure-haproxy
     BEELINE_REQUIRE_COTURN=1 BEELINE_REQUIRE_POSTGRES=1 cargo test --workspace --no-fail-fast
 
 # Run each frame-decoder fuzz target briefly (bounded; not part of `test`).
@@ -128,6 +128,11 @@ ensure-coturn:
 [group('setup')]
 ensure-postgres:
     scripts/ensure-postgres.sh
+
+# Install Debian's haproxy when missing (the balancer in front of three signal-api instances in a test).
+[group('setup')]
+ensure-haproxy:
+    scripts/ensure-haproxy.sh
 
 # Install cargo-fuzz when missing (runs on stable through RUSTC_BOOTSTRAP).
 [group('setup')]

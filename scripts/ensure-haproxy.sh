@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs Debian's haproxy when it is missing, for the test that runs three
+# signal-api instances behind a real load balancer
+# (bins/signal-api/tests/multi_instance.rs). Idempotent: with haproxy
+# present it only checks and exits. Runs as root (it calls apt-get). The
+# package's own service is not used: the test runs its own haproxy as an
+# unprivileged user with a temporary configuration on loopback.
+set -euo pipefail
+
+log() { echo "ensure-haproxy: $*" >&2; }
+
+if command -v haproxy >/dev/null 2>&1; then
+    exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+log "installing haproxy"
+# Refresh the package lists only when the first attempt fails, since a fresh
+# image often has stale or empty lists.
+if ! apt-get install -y --no-install-recommends haproxy; then
+    log "apt-get install failed; running apt-get update and retrying"
+    apt-get update
+    apt-get install -y --no-install-recommends haproxy
+fi
+command -v haproxy >/dev/null 2>&1 || { log "haproxy installed but not on PATH"; exit 1; }
