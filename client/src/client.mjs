@@ -156,14 +156,21 @@ export class BeelineClient extends EventTarget {
 
   // How a WebSocket to `target` goes now: the loopback listener, the
   // channel (when the home agreed `websocket`), or the relay.
-  #websocketPath(target, sameOrigin) {
+  #websocketPath(target, sameOrigin, { loopback = true } = {}) {
     const relay = new URL(target);
     if (this.#sessionId) relay.searchParams.set(SESSION_PARAM, this.#sessionId);
     const streams = this.#protocol?.streams;
     const agreed = this.#protocol?.info?.features?.includes('websocket');
     const fallback = { relayUrl: sameOrigin ? relay.href : target.href, NativeWebSocket: this.#opts.NativeWebSocket };
-    if (sameOrigin && this.#loopbackUsable()) {
-      return { relayUrl: this.#loopback.websocketUrl(target.pathname + target.search), NativeWebSocket: this.#opts.NativeWebSocket, label: 'loopback' };
+    if (loopback && sameOrigin && this.#loopbackUsable()) {
+      const listener = this.#loopback;
+      // A socket the listener never opened: the next path, and a probe to
+      // tell a listener that is gone from a refusal of the home service.
+      const retry = () => {
+        listener.verify();
+        return this.#websocketPath(target, sameOrigin, { loopback: false });
+      };
+      return { relayUrl: listener.websocketUrl(target.pathname + target.search), NativeWebSocket: this.#opts.NativeWebSocket, label: 'loopback', retry };
     }
     if (sameOrigin && this.#directUsable() && streams && agreed) {
       return { streams, path: target.pathname + target.search, headers: { host: target.host }, maxMessage: this.#protocol.info.maxWsMessage, fallback };

@@ -12,6 +12,12 @@
 // `x-beeline-cookie-jar`), CORS without credentials; WebSockets to
 // `ws://{host}{path}?__beeline_ticket=...`.
 //
+// A request whose connection fails before any response, or that home-peer
+// refuses (403 with x-beeline-error), marks the listener dead and goes on
+// over the channel or the normal path, body replayed. A WebSocket that never
+// opens goes on over the next path too, and a probe tells a listener that is
+// gone from a refusal of the home service.
+//
 // What the probe found is remembered per tab (sessionStorage) for 30 s: a
 // listener that did not answer, or stopped answering, is not tried again in
 // that time, by this page or by the next one the tab loads.
@@ -91,6 +97,7 @@ export class Loopback {
   #now;
   #deadSince = 0;
   #reviving = null;
+  #verifying = null;
   #onchange;
 
   /**
@@ -151,6 +158,19 @@ export class Loopback {
     this.#deadSince = this.#now();
     this.#remember(false);
     this.#onchange();
+  }
+
+  /**
+   * Probes a live listener again, in the background, after something failed
+   * on it that may or may not be its fault (a WebSocket that never opened);
+   * marks it dead if the probe fails.
+   */
+  verify() {
+    if (this.state !== 'alive' || this.#verifying) return;
+    this.#verifying = this.#probe().then((ok) => {
+      this.#verifying = null;
+      if (!ok && this.state === 'alive') this.markDead('its probe failed after a WebSocket did');
+    });
   }
 
   /**

@@ -180,6 +180,7 @@ export class BeelineWebSocket extends EventTarget {
   #closeSent = false;
   #closeReceived = null;
   #closedOnce = false;
+  #closeCalled = false;
 
   /**
    * @param {string} url absolute ws(s):// URL (what `url` reports)
@@ -215,7 +216,7 @@ export class BeelineWebSocket extends EventTarget {
       this.#openDirect(how.streams, how.path, protocols, how.headers, how.maxMessage ?? DEFAULT_MAX_WS_MESSAGE, how.fallback);
     } else {
       this.#path = how.label ?? 'relay';
-      this.#openNative(how.NativeWebSocket ?? globalThis.WebSocket, how.relayUrl, protocols);
+      this.#openNative(how.NativeWebSocket ?? globalThis.WebSocket, how.relayUrl, protocols, how.retry);
     }
   }
 
@@ -248,14 +249,38 @@ export class BeelineWebSocket extends EventTarget {
 
   // ---- the normal path ----
 
-  #openNative(NativeWebSocket, relayUrl, protocols) {
+  // `retry`, when given, is asked for another path if the socket fails
+  // before it opens (a loopback listener that is gone): its answer is opened
+  // instead, and the page sees neither the error nor the close.
+  #openNative(NativeWebSocket, relayUrl, protocols, retry) {
     const native = protocols.length > 0 ? new NativeWebSocket(relayUrl, protocols) : new NativeWebSocket(relayUrl);
     native.binaryType = this.#binaryType;
     this.#native = native;
-    native.onopen = () => this.#emit('open');
+    let opened = false;
+    let errored = false;
+    const retrying = () => !opened && typeof retry === 'function' && !this.#closeCalled;
+    native.onopen = () => {
+      opened = true;
+      this.#emit('open');
+    };
     native.onmessage = (e) => this.#emit('message', { data: e.data, origin: new URL(this.#url).origin });
-    native.onerror = () => this.#emit('error');
-    native.onclose = (e) => this.#emit('close', { code: e.code, reason: e.reason, wasClean: e.wasClean });
+    native.onerror = () => {
+      if (retrying()) errored = true;
+      else this.#emit('error');
+    };
+    native.onclose = (e) => {
+      if (retrying()) {
+        const next = retry();
+        if (next) {
+          native.onopen = native.onmessage = native.onerror = native.onclose = null;
+          this.#native = null;
+          this.#start(protocols, next);
+          return;
+        }
+        if (errored) this.#emit('error');
+      }
+      this.#emit('close', { code: e.code, reason: e.reason, wasClean: e.wasClean });
+    };
   }
 
   // ---- the data channel ----
@@ -428,6 +453,7 @@ export class BeelineWebSocket extends EventTarget {
     }
     const text = reason === undefined ? '' : String(reason);
     if (utf8Encoder.encode(text).length > 123) throw new DOMException('The close reason is longer than 123 bytes.', 'SyntaxError');
+    this.#closeCalled = true;
     if (this.#native) return this.#native.close(code, reason);
     if (this.#readyState === WS_CLOSING || this.#readyState === WS_CLOSED) return;
     if (this.#readyState === WS_CONNECTING) {

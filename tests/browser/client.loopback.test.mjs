@@ -325,6 +325,74 @@ describe('loopback tier', () => {
     client.close();
   });
 
+  test('a WebSocket the listener never opens goes on over the next path without the page seeing it; the listener is probed and found gone', async () => {
+    const opened = [];
+    class FakeNativeWebSocket {
+      constructor(url) {
+        this.url = url;
+        opened.push(url);
+        setTimeout(() => {
+          if (url.startsWith('ws://127.0.0.1:33120/')) {
+            this.onerror?.({});
+            this.onclose?.({ code: 1006, reason: '', wasClean: false });
+          } else {
+            this.readyState = 1;
+            this.onopen?.({});
+          }
+        }, 5);
+      }
+      close() {}
+    }
+    const listener = fakeListener();
+    const { client } = loopbackClient(listener, { WebSocket: FakeNativeWebSocket });
+    assert.equal(await client.ready, 'loopback');
+    listener.mode = 'stopped';
+    const socket = client.websocket('/ws/echo');
+    const events = [];
+    socket.onopen = () => events.push('open');
+    socket.onerror = () => events.push('error');
+    socket.onclose = (e) => events.push(`close ${e.code}`);
+    await until(() => events.length > 0, 2000, 'the socket to open');
+    assert.deepEqual(events, ['open']);
+    assert.equal(socket.path, 'relay');
+    assert.equal(opened.length, 2);
+    assert.match(opened[1], /^ws:\/\/home\.test\/ws\/echo\?__beeline_session=sess-1$/);
+    await until(() => client.path === 'normal', 2000, 'the listener to be found gone');
+    client.close();
+  });
+
+  test('a WebSocket the home refuses on a live listener is tried once on the next path, and the listener stays', async () => {
+    const opened = [];
+    class RefusingWebSocket {
+      constructor(url) {
+        opened.push(url);
+        setTimeout(() => {
+          this.onerror?.({});
+          this.onclose?.({ code: 1006, reason: '', wasClean: false });
+        }, 5);
+      }
+      close() {}
+    }
+    const { client } = loopbackClient(fakeListener(), { WebSocket: RefusingWebSocket });
+    assert.equal(await client.ready, 'loopback');
+    const socket = client.websocket('/ws/forbidden');
+    const events = [];
+    socket.onerror = () => events.push('error');
+    socket.onclose = (e) => events.push(`close ${e.code}`);
+    await until(() => events.length === 2, 2000, 'the refusal');
+    assert.deepEqual(events, ['error', 'close 1006']);
+    assert.equal(opened.length, 2);
+    await sleep(20);
+    assert.equal(client.path, 'loopback', 'a refusal of the home service is not a dead listener');
+    // A socket the page closes while connecting is not retried.
+    const before = opened.length;
+    const closing = client.websocket('/ws/echo');
+    closing.close();
+    await sleep(30);
+    assert.equal(opened.length, before + 1);
+    client.close();
+  });
+
   test('the sealed cookie jar goes along as x-beeline-cookie-jar, and sealed Set-Cookie goes to signal-api', async () => {
     const listener = fakeListener({ answer: () => new Response('logged in', { headers: { 'x-beeline-set-cookie': 'sealed-set-cookie' } }) });
     const { client, server } = loopbackClient(listener, {}, { cookieJar: 'jar-1' });

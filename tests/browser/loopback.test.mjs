@@ -68,11 +68,14 @@ function chooseInPage(page, extra = {}) {
 }
 
 // What a browser itself logs when a connection is refused (Chromium:
-// "Failed to load resource: net::ERR_CONNECTION_REFUSED"; Firefox, for a
-// CORS request: "... (Reason: CORS request did not succeed). Status code:
-// (null)"): the client cannot silence those, and recovers. Anything else
+// "Failed to load resource: net::ERR_CONNECTION_REFUSED", "WebSocket
+// connection to 'ws://127.0.0.1:…' failed"; Firefox, for a CORS request:
+// "... (Reason: CORS request did not succeed). Status code: (null)", "...
+// can't establish a connection to the server at ws://127.0.0.1:…"): the
+// client cannot silence those, and recovers. Anything else
 // on the console or thrown in the page is a problem.
-const pageProblems = (problems) => problems.filter((p) => !/net::ERR_CONNECTION_REFUSED|\(Reason: CORS request did not succeed\)\. Status code: \(null\)/.test(p));
+const pageProblems = (problems) =>
+  problems.filter((p) => !/net::ERR_CONNECTION_REFUSED|\(Reason: CORS request did not succeed\)\. Status code: \(null\)|WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/[^']*' failed|can.t establish a connection to the server at ws:\/\/127\.0\.0\.1:\d+\//.test(p));
 
 for (const kind of browserKinds()) describe(`loopback tier in ${kind}`, () => {
   let browser;
@@ -114,8 +117,31 @@ for (const kind of browserKinds()) describe(`loopback tier in ${kind}`, () => {
       assert.deepEqual(plain, { status: 200, path: 'loopback' });
       assert.equal((await stack.metrics())[RELAYED] ?? 0, relayedBefore, 'the relay carried a loopback request');
 
-      // The listener goes away (with home-peer): the next chat takes the relay.
+      // The listener goes away (with home-peer). A WebSocket opened now goes
+      // on over the relay without the page seeing the failed attempt...
       await stack.homePeer.stop();
+      const socket = await page.evaluate(async () => {
+        const ws = window.__beeline.websocket('/ws/echo');
+        const events = [];
+        const settled = new Promise((resolve) => {
+          ws.onopen = () => resolve(events.push('open'));
+          ws.onerror = () => events.push('error');
+          ws.onclose = (e) => resolve(events.push(`close ${e.code}`));
+        });
+        await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, 5000))]);
+        if (ws.readyState !== 1) return { events, path: ws.path };
+        const echoed = await Promise.race([
+          new Promise((resolve) => {
+            ws.onmessage = (e) => resolve(e.data);
+            ws.send('after the listener');
+          }),
+          new Promise((resolve) => setTimeout(() => resolve('no echo'), 5000)),
+        ]);
+        ws.close();
+        return { events, path: ws.path, echoed };
+      });
+      assert.deepEqual(socket, { events: ['open'], path: 'relay', echoed: 'after the listener' });
+      // ...and so does the next chat.
       const again = await sendChat(page, 'still there?');
       assert.equal(again.error, false, `the page showed an error: ${again.text}`);
       assert.equal(again.complete, true);
