@@ -38,6 +38,7 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_path -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_seal -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ws_records -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run resume_envelope -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # The browser client: the committed bundle is what client/src builds to, and client/examples/*.ts compiles against client/index.d.ts (tsc, strict).
 [group('test')]

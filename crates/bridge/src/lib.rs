@@ -33,6 +33,7 @@ mod headers;
 #[cfg(feature = "transport")]
 mod link;
 mod memory;
+mod resume;
 mod server;
 mod socket;
 mod upstream;
@@ -54,6 +55,7 @@ pub use headers::{frame_headers, http_headers};
 #[cfg(feature = "transport")]
 pub use link::{DataChannelLink, LinkActivity};
 pub use memory::MemoryChannel;
+pub use resume::{ResumableChannel, ResumeConfig, ResumeError};
 pub use server::serve;
 pub use socket::{SocketChannel, SocketMessage};
 pub use upstream::{

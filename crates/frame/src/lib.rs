@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 mod chunker;
 pub mod proxy;
+pub mod resume;
 pub mod v2;
 pub mod ws;
 
