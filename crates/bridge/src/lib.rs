@@ -55,7 +55,7 @@ pub use headers::{frame_headers, http_headers};
 #[cfg(feature = "transport")]
 pub use link::{DataChannelLink, LinkActivity};
 pub use memory::MemoryChannel;
-pub use resume::{ResumableChannel, ResumeConfig, ResumeError};
+pub use resume::{CarrierId, ResumableChannel, ResumeConfig, ResumeError};
 pub use server::serve;
 pub use socket::{SocketChannel, SocketMessage};
 pub use upstream::{

@@ -187,9 +187,23 @@ struct State {
     ahead: BTreeMap<u64, Received>,
     ahead_bytes: usize,
     acked_sent: u64,
-    /// The carrier unsequenced acks go on.
+    /// The carrier unsequenced acks go on (the write carrier).
     current: Option<(u64, Arc<dyn Carrier>)>,
+    /// Every carrier attached and not ended, oldest first.
+    live: Vec<Attached>,
 }
+
+struct Attached {
+    id: u64,
+    carrier: Arc<dyn Carrier>,
+    /// Cancelled when it is detached: its reader stops.
+    gone: CancellationToken,
+}
+
+/// A carrier attached to a [`ResumableChannel`], for
+/// [`detach`](ResumableChannel::detach).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CarrierId(u64);
 
 impl ResumableChannel {
     /// A connection with no carrier yet; sends wait for the first
@@ -210,6 +224,7 @@ impl ResumableChannel {
                 ahead_bytes: 0,
                 acked_sent: 0,
                 current: None,
+                live: Vec::new(),
             }),
             progress: Notify::new(),
             ack_due: Arc::new(Notify::new()),
@@ -230,8 +245,9 @@ impl ResumableChannel {
     /// Moves the connection onto `carrier`: waits for the message being
     /// written, sends everything not yet acknowledged again on `carrier`,
     /// and from then on writes there only. The previous carrier is still
-    /// read until it ends, so its tail is delivered.
-    pub async fn attach<C: Channel>(&self, carrier: C) -> Result<(), ResumeError> {
+    /// read until it ends (so its tail is delivered), and writing moves back
+    /// to it if this one ends or is [detached](Self::detach) first.
+    pub async fn attach<C: Channel>(&self, carrier: C) -> Result<CarrierId, ResumeError> {
         let needed = self.shared.config.max_message_size + DATA_OVERHEAD;
         if carrier.max_message_size() < needed {
             return Err(ResumeError::CarrierTooSmall {
@@ -244,49 +260,37 @@ impl ResumableChannel {
         }
         let carrier: Arc<dyn Carrier> = Arc::new(carrier);
         let id = self.shared.next_carrier.fetch_add(1, Ordering::Relaxed);
+        let gone = CancellationToken::new();
+        self.shared
+            .state
+            .lock()
+            .expect("not poisoned")
+            .live
+            .push(Attached {
+                id,
+                carrier: Arc::clone(&carrier),
+                gone: gone.clone(),
+            });
         tokio::spawn(read_carrier(
             Arc::downgrade(&self.shared),
             id,
             Arc::clone(&carrier),
+            gone,
         ));
-        // Stop the world: a send still waiting on the old carrier gives up
-        // its turn, so the lock comes at once even when that carrier hangs.
-        if let Some(old) = self.shared.retiring.lock().expect("not poisoned").take() {
-            old.cancel();
+        if switch_to(&self.shared, id, carrier).await {
+            Ok(CarrierId(id))
+        } else {
+            self.shared.forget(id).await;
+            Err(ResumeError::Closed)
         }
-        let mut writer = self.shared.writer.lock().await;
-        let (pending, recv_next) = {
-            let state = self.shared.state.lock().expect("not poisoned");
-            let pending: Vec<(u64, Encoded)> = state.unacked.iter().cloned().collect();
-            (pending, state.recv_next)
-        };
-        // What the other side has of ours may be behind what it has
-        // acknowledged to us; tell it where we are first.
-        let _ = carrier
-            .send_bytes(Envelope::Ack { next: recv_next }.encode())
-            .await;
-        for (seq, message) in pending {
-            if carrier
-                .send_bytes(Envelope::Data { seq, message }.encode())
-                .await
-                .is_err()
-            {
-                // Dead on arrival: stay where we were.
-                return Err(ResumeError::Closed);
-            }
-        }
-        let retired = CancellationToken::new();
-        *self.shared.retiring.lock().expect("not poisoned") = Some(retired.clone());
-        writer.carrier = Some(WriteCarrier {
-            id,
-            carrier: Arc::clone(&carrier),
-            retired,
-        });
-        self.shared.state.lock().expect("not poisoned").current = Some((id, carrier));
-        self.shared.switches.fetch_add(1, Ordering::Relaxed);
-        drop(writer);
-        self.shared.progress.notify_waiters();
-        Ok(())
+    }
+
+    /// Stops using a carrier (its path is known to be dead, e.g. ICE went
+    /// `disconnected`): nothing more is read from or written to it, and
+    /// writing moves to the newest carrier still attached, everything not
+    /// yet acknowledged sent again there.
+    pub async fn detach(&self, carrier: CarrierId) {
+        self.shared.forget(carrier.0).await;
     }
 
     /// Closes the connection: the bridge on it sees the channel end.
@@ -334,6 +338,35 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// Drops carrier `id`; if writing was on it, moves writing to the
+    /// newest carrier still attached (or to none, until one is attached).
+    async fn forget(self: &Arc<Self>, id: u64) {
+        let next = {
+            let mut state = self.state.lock().expect("not poisoned");
+            if let Some(at) = state.live.iter().position(|a| a.id == id) {
+                state.live.remove(at).gone.cancel();
+            }
+            if state.current.as_ref().is_some_and(|(c, _)| *c == id) {
+                state.current = None;
+                state.live.last().map(|a| (a.id, Arc::clone(&a.carrier)))
+            } else {
+                None
+            }
+        };
+        {
+            let mut writer = self.writer.lock().await;
+            if writer.carrier.as_ref().is_some_and(|c| c.id == id) {
+                writer.carrier = None;
+            }
+        }
+        if let Some((next_id, carrier)) = next {
+            if !switch_to(self, next_id, carrier).await {
+                Box::pin(self.forget(next_id)).await;
+            }
+        }
+        self.progress.notify_waiters();
+    }
+
     fn fail(&self, error: ResumeError) {
         let mut slot = self.error.lock().expect("not poisoned");
         if slot.is_none() {
@@ -423,7 +456,57 @@ impl Shared {
     }
 }
 
-async fn read_carrier(shared: std::sync::Weak<Shared>, id: u64, carrier: Arc<dyn Carrier>) {
+/// The stop-the-world switch of writing onto carrier `id`. False when the
+/// carrier failed on the way (writing stays where it was).
+async fn switch_to(shared: &Arc<Shared>, id: u64, carrier: Arc<dyn Carrier>) -> bool {
+    // A send still waiting on the old carrier gives up its turn, so the
+    // lock comes at once even when that carrier hangs.
+    if let Some(old) = shared.retiring.lock().expect("not poisoned").take() {
+        old.cancel();
+    }
+    let mut writer = shared.writer.lock().await;
+    let (pending, recv_next) = {
+        let state = shared.state.lock().expect("not poisoned");
+        if !state.live.iter().any(|a| a.id == id) {
+            return false;
+        }
+        let pending: Vec<(u64, Encoded)> = state.unacked.iter().cloned().collect();
+        (pending, state.recv_next)
+    };
+    // What the other side has of ours may be behind what it has
+    // acknowledged to us; tell it where we are first.
+    let _ = carrier
+        .send_bytes(Envelope::Ack { next: recv_next }.encode())
+        .await;
+    for (seq, message) in pending {
+        if carrier
+            .send_bytes(Envelope::Data { seq, message }.encode())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    let retired = CancellationToken::new();
+    *shared.retiring.lock().expect("not poisoned") = Some(retired.clone());
+    writer.carrier = Some(WriteCarrier {
+        id,
+        carrier: Arc::clone(&carrier),
+        retired,
+    });
+    shared.state.lock().expect("not poisoned").current = Some((id, carrier));
+    shared.switches.fetch_add(1, Ordering::Relaxed);
+    drop(writer);
+    shared.progress.notify_waiters();
+    true
+}
+
+async fn read_carrier(
+    shared: std::sync::Weak<Shared>,
+    id: u64,
+    carrier: Arc<dyn Carrier>,
+    gone: CancellationToken,
+) {
     loop {
         let Some(strong) = shared.upgrade() else {
             return;
@@ -433,22 +516,14 @@ async fn read_carrier(shared: std::sync::Weak<Shared>, id: u64, carrier: Arc<dyn
         let message = tokio::select! {
             m = carrier.recv_message() => m,
             _ = closed.cancelled() => return,
+            _ = gone.cancelled() => return,
         };
         let Some(shared) = shared.upgrade() else {
             return;
         };
         let Some(message) = message else {
-            // The carrier ended: nothing more is written to it.
-            let mut writer = shared.writer.lock().await;
-            if writer.carrier.as_ref().is_some_and(|c| c.id == id) {
-                writer.carrier = None;
-                let mut state = shared.state.lock().expect("not poisoned");
-                if state.current.as_ref().is_some_and(|(c, _)| *c == id) {
-                    state.current = None;
-                }
-            }
-            drop(writer);
-            shared.progress.notify_waiters();
+            // The carrier ended: writing moves to another, if any.
+            shared.forget(id).await;
             return;
         };
         let outcome = match Envelope::decode(&message.data) {
@@ -723,6 +798,30 @@ mod tests {
         // Acknowledgements catch up and free what was kept.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!((a.unacked(), b.unacked()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn detaching_the_newest_carrier_moves_writing_back_to_the_older_one() {
+        let (a, b) = (
+            ResumableChannel::new(config()),
+            ResumableChannel::new(config()),
+        );
+        let (a1, b1, _cut1) = carrier_pair();
+        a.attach(a1).await.unwrap();
+        b.attach(b1).await.unwrap();
+        let (a2, b2, _cut2) = carrier_pair();
+        let newest = a.attach(a2).await.unwrap();
+        b.attach(b2).await.unwrap();
+        numbered(&a, 100, "before").await;
+        // The path under the newest carrier is known dead: a stops using
+        // it, though b still reads it; what went on it unacknowledged goes
+        // again on the older one.
+        a.detach(newest).await;
+        assert_eq!(a.switches(), 3);
+        numbered(&a, 100, "after").await;
+        let progress = std::sync::atomic::AtomicU32::new(0);
+        expect_numbered(&b, 100, "before", &progress).await;
+        expect_numbered(&b, 100, "after", &progress).await;
     }
 
     #[tokio::test]
