@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use beeline_bridge::{BridgeConfig, ClientHeaderFilter, CookieKey, HttpUpstream};
 use beeline_home::{
     bind_loopback, link_url, run_link, serve_loopback, HomeConfig, LinkConfig, LoopbackConfig,
-    LoopbackKey,
+    LoopbackKey, ResumeSessions, ResumeUpstream,
 };
 
 use beeline_signal_client::SignalClient;
@@ -410,15 +410,26 @@ async fn run(args: Args) -> Result<()> {
             shutdown.clone(),
         ))
     });
+    // A page's streams move between its frame connection on the link and
+    // its data channel (docs/protocol.md §4.8).
+    let resume = ResumeSessions::new(
+        Arc::clone(&upstream),
+        config.bridge.clone(),
+        config.cookie_key.clone(),
+        config.max_sessions,
+    );
     let link_task = link.map(|link| {
         tokio::spawn(run_link(
             link,
-            Arc::clone(&upstream),
+            Arc::new(ResumeUpstream::new(
+                Arc::clone(&upstream),
+                Arc::clone(&resume),
+            )),
             Arc::default(),
             shutdown.clone(),
         ))
     });
-    beeline_home::run(signal, upstream, config, shutdown).await;
+    beeline_home::run_resumable(signal, upstream, config, Some(resume), shutdown).await;
     if let Some(task) = link_task {
         let _ = task.await;
     }

@@ -76,7 +76,8 @@ pub struct ResumeConfig {
 impl Default for ResumeConfig {
     fn default() -> Self {
         Self {
-            max_message_size: 64 * 1024,
+            // A data channel's smallest usual limit, less the envelope.
+            max_message_size: 64 * 1024 - DATA_OVERHEAD,
             max_unacked_bytes: 8 << 20,
             linger: Duration::from_secs(30),
             ack_every: 32,

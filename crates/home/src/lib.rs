@@ -11,6 +11,7 @@
 
 mod link;
 mod loopback;
+mod resume;
 
 pub use beeline_seal::LoopbackKey;
 pub use link::{
@@ -21,6 +22,7 @@ pub use loopback::{
     bind_loopback, serve_loopback, LoopbackConfig, LoopbackError, ERROR_HEADER, HOME_HEADER,
     PROBE_PATH, PROOF_HEADER, TICKET_HEADER, TICKET_PARAM,
 };
+pub use resume::{ResumeSessions, ResumeUpstream, RESUME_CHANNEL_LABEL, RESUME_PATH};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,6 +101,20 @@ pub async fn run<U: Upstream>(
     config: HomeConfig,
     shutdown: CancellationToken,
 ) {
+    run_resumable(signal, upstream, config, None, shutdown).await;
+}
+
+/// [`run`], with resumable sessions: a session's `resume` data channel
+/// joins its frame connection over the home link (give the link a
+/// [`ResumeUpstream`] over the same `resume`), so the page's streams move
+/// between the two (`docs/protocol.md` §4.8).
+pub async fn run_resumable<U: Upstream>(
+    signal: SignalClient,
+    upstream: Arc<U>,
+    config: HomeConfig,
+    resume: Option<Arc<ResumeSessions<U>>>,
+    shutdown: CancellationToken,
+) {
     let sessions: Sessions = Arc::default();
     let mut cursor = 0;
     let mut backoff = config.backoff_initial;
@@ -122,7 +138,9 @@ pub async fn run<U: Upstream>(
                 }
                 cursor = poll.cursor;
                 for message in poll.messages {
-                    dispatch(message, &signal, &upstream, &config, &sessions, &shutdown);
+                    dispatch(
+                        message, &signal, &upstream, &config, &resume, &sessions, &shutdown,
+                    );
                 }
             }
             Err(error) => {
@@ -145,6 +163,7 @@ fn dispatch<U: Upstream>(
     signal: &SignalClient,
     upstream: &Arc<U>,
     config: &HomeConfig,
+    resume: &Option<Arc<ResumeSessions<U>>>,
     sessions: &Sessions,
     shutdown: &CancellationToken,
 ) {
@@ -186,6 +205,7 @@ fn dispatch<U: Upstream>(
                 id,
                 signal: signal.clone(),
                 upstream: Arc::clone(upstream),
+                resume: resume.clone(),
                 config: config.clone(),
                 sessions: Arc::clone(sessions),
                 cancel,
@@ -215,6 +235,15 @@ fn dispatch<U: Upstream>(
     }
 }
 
+/// The browser's address on the selected pair.
+fn peer_ip(peer: &Peer) -> Option<String> {
+    peer.selected_pair()
+        .map(|p| match p.remote_addr.rsplit_once(':') {
+            Some((ip, _port)) => ip.to_owned(),
+            None => p.remote_addr,
+        })
+}
+
 /// The `a=ice-ufrag` and `a=ice-pwd` of an offer.
 fn ice_credentials_of(sdp: &str) -> Option<(String, String)> {
     let value = |key: &str| {
@@ -235,6 +264,7 @@ struct SessionTask<U> {
     id: String,
     signal: SignalClient,
     upstream: Arc<U>,
+    resume: Option<Arc<ResumeSessions<U>>>,
     config: HomeConfig,
     sessions: Sessions,
     cancel: CancellationToken,
@@ -308,6 +338,8 @@ impl<U: Upstream> SessionTask<U> {
         let mut ice_credentials = ice_credentials_of(offer);
         // Since when the path has failed, waiting for a restart.
         let mut failed_since: Option<Instant> = None;
+        // The `resume` channel, when the page's session is resumable.
+        let mut resume_carrier: Option<beeline_bridge::CarrierId> = None;
         let outcome = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break Ok(()),
@@ -335,6 +367,21 @@ impl<U: Upstream> SessionTask<U> {
                 }
                 channel = peer.accept_channel() => {
                     let Some(channel) = channel else { break Ok(()) };
+                    if let (RESUME_CHANNEL_LABEL, Some(resume)) = (channel.label(), &self.resume) {
+                        if resume_carrier.is_some() {
+                            let _ = channel.close().await;
+                            continue;
+                        }
+                        let link = DataChannelLink::sharing(channel, Arc::clone(&activity));
+                        match resume.attach(&self.id, link, peer_ip(&peer)).await {
+                            Ok(id) => {
+                                tracing::info!(session = %short(&self.id), "resumable session on the channel");
+                                resume_carrier = Some(id);
+                            }
+                            Err(e) => tracing::debug!(session = %short(&self.id), error = %e, "resume channel refused"),
+                        }
+                        continue;
+                    }
                     if channel.label() != HTTP_CHANNEL_LABEL {
                         tracing::debug!(label = channel.label(), "closing a channel with an unknown label");
                         let _ = channel.close().await;
@@ -361,10 +408,7 @@ impl<U: Upstream> SessionTask<U> {
                         key,
                         session: self.id.clone(),
                     });
-                    bridge.peer_addr = peer.selected_pair().map(|p| match p.remote_addr.rsplit_once(':') {
-                        Some((ip, _port)) => ip.to_owned(),
-                        None => p.remote_addr,
-                    });
+                    bridge.peer_addr = peer_ip(&peer);
                     bridges.spawn(beeline_bridge::serve(channel, Arc::clone(&self.upstream), bridge));
                 }
                 changed = state.changed() => {
@@ -378,7 +422,14 @@ impl<U: Upstream> SessionTask<U> {
                             tracing::debug!(session = %short(&self.id), "path failed; waiting for an ICE restart");
                         }
                         PeerState::Closed => break Ok(()),
-                        PeerState::Disconnected => tracing::debug!(session = %short(&self.id), "path disconnected"),
+                        PeerState::Disconnected => {
+                            tracing::debug!(session = %short(&self.id), "path disconnected");
+                            // The page's streams go back to the link now,
+                            // not when the channel is declared dead.
+                            if let (Some(id), Some(resume)) = (resume_carrier.take(), &self.resume) {
+                                resume.detach(&self.id, id).await;
+                            }
+                        }
                         PeerState::Connected => failed_since = None,
                         _ => {}
                     }

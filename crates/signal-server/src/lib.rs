@@ -64,6 +64,7 @@
 mod auth;
 mod config;
 mod cookies;
+mod frames;
 mod home_link;
 mod jwt;
 mod limits;
@@ -81,6 +82,7 @@ pub use auth::{
     ProxyHeaderAuth,
 };
 pub use config::{SignalConfig, DEFAULT_HOME};
+pub use frames::RESUME_PATH;
 pub use home_link::{LINK_MESSAGE_SIZE, LINK_SILENCE, PING_EVERY};
 pub use jwt::{JwtAuth, JwtKey, JwtKeyError, JwtKeys};
 pub use limits::Limits;

@@ -253,6 +253,7 @@ impl SignalServer {
             .route("/metrics", get(metrics))
             .route(&format!("{base}/client.js"), get(client_js))
             .route(&format!("{base}/link"), get(home_link::accept))
+            .route(&format!("{base}/frames"), get(crate::frames::accept))
             .merge(signaling)
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(relay::forward)
@@ -477,6 +478,27 @@ fn now_ms() -> u64 {
 }
 
 /// Sessions created at or after this instant are live.
+/// The home of session `id` when `caller` may use it and it is live; 404
+/// (410 when expired) otherwise, as for a poll.
+pub(crate) async fn live_session_home(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Arc<str>, ApiError> {
+    let session = stored(shared, shared.store.session(id)).await?;
+    match session {
+        Some(session) if caller.access().allows(&session) => {
+            if session.created_ms < live_since_ms(&shared.config) {
+                return Err(ApiError::expired_session(&shared.config));
+            }
+            shared
+                .home_named(&session.home_id)
+                .ok_or_else(ApiError::unknown_session)
+        }
+        _ => Err(ApiError::unknown_session()),
+    }
+}
+
 fn live_since_ms(config: &SignalConfig) -> u64 {
     now_ms().saturating_sub(millis(config.session_ttl))
 }

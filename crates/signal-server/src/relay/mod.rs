@@ -93,6 +93,11 @@ async fn relay(shared: &Arc<Shared>, request: Request) -> Result<Response, ApiEr
             format!("request path refused: {error}"),
         )
     })?;
+    if target.starts_with("/.beeline/") {
+        // Reserved for what signal-api itself sends over a home link
+        // (frames.rs); a page may not reach it through the relay.
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
+    }
     let route = route(shared, session.as_deref()).await?;
     shared
         .metrics

@@ -1,0 +1,341 @@
+//! Live migration, end to end in Rust (issue 11): a page's bridge
+//! connection starts on its frame connection over the home link
+//! (`GET /webrtc/frames`), moves to its `resume` data channel when that
+//! opens, and back to the link when the channel dies, while a streamed
+//! response keeps arriving byte for byte. Real signal-server, real link
+//! loop, real home loop and a real data channel on loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beeline_bridge::{
+    BridgeConfig, Channel, ChannelClosed, Client, ClientOptions, HttpUpstream, Received,
+    ResumableChannel, ResumeConfig,
+};
+use beeline_frame::Encoded;
+use beeline_home::{
+    link_url, run_link, run_resumable, HomeConfig, LinkConfig, LinkStatus, ResumeSessions,
+    ResumeUpstream, RESUME_CHANNEL_LABEL,
+};
+use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
+use beeline_signal_server::{SignalConfig, SignalServer};
+use beeline_transport::{DataChannel, Peer};
+use common::{get_head, loopback_peer, upstream_router, TOKEN};
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The page's frame connection as a carrier; counts what it carries.
+struct FrameSocket {
+    sink: Mutex<futures::stream::SplitSink<Socket, tungstenite::Message>>,
+    stream: Mutex<futures::stream::SplitStream<Socket>>,
+    received: Arc<AtomicU64>,
+}
+
+impl Channel for FrameSocket {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        let Encoded::Binary(data) = message else {
+            return Err(ChannelClosed);
+        };
+        self.sink
+            .lock()
+            .await
+            .send(tungstenite::Message::Binary(data))
+            .await
+            .map_err(|_| ChannelClosed)
+    }
+    async fn recv(&self) -> Option<Received> {
+        let mut stream = self.stream.lock().await;
+        loop {
+            match stream.next().await? {
+                Ok(tungstenite::Message::Binary(data)) => {
+                    self.received.fetch_add(1, Ordering::Relaxed);
+                    return Some(Received { data, binary: true });
+                }
+                Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+    fn max_message_size(&self) -> usize {
+        1 << 20
+    }
+}
+
+/// The `resume` data channel as a carrier; counts what it carries.
+struct Counted {
+    inner: beeline_bridge::DataChannelLink,
+    received: Arc<AtomicU64>,
+}
+
+impl Channel for Counted {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        self.inner.send(message).await
+    }
+    async fn recv(&self) -> Option<Received> {
+        let m = self.inner.recv().await?;
+        self.received.fetch_add(1, Ordering::Relaxed);
+        Some(m)
+    }
+    fn max_message_size(&self) -> usize {
+        self.inner.max_message_size()
+    }
+}
+
+struct Home {
+    origin: String,
+    server: SignalServer,
+    shutdown: CancellationToken,
+    _db: tempfile::TempDir,
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.server.shutdown();
+    }
+}
+
+async fn home() -> Home {
+    let db = tempfile::tempdir().unwrap();
+    let server = SignalServer::open(SignalConfig::new(db.path().join("signal.db"), TOKEN))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let app = server
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let stop = server.shutdown_token();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .unwrap()
+    });
+    let service = common::serve(upstream_router(Arc::default())).await;
+    let upstream = Arc::new(HttpUpstream::new(&service).unwrap());
+    let config = HomeConfig {
+        peer: loopback_peer(),
+        ..Default::default()
+    };
+    let resume = ResumeSessions::new(
+        Arc::clone(&upstream),
+        config.bridge.clone(),
+        None,
+        config.max_sessions,
+    );
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(LinkStatus::default());
+    tokio::spawn(run_link(
+        LinkConfig {
+            url: link_url(&format!("{origin}/webrtc")).unwrap(),
+            token: TOKEN.to_owned(),
+            bridge: BridgeConfig {
+                trust_forwarded_headers: true,
+                ..BridgeConfig::default()
+            },
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(800),
+            loopback_url: None,
+            home_name: Default::default(),
+        },
+        Arc::new(ResumeUpstream::new(
+            Arc::clone(&upstream),
+            Arc::clone(&resume),
+        )),
+        Arc::clone(&status),
+        shutdown.clone(),
+    ));
+    tokio::spawn(run_resumable(
+        SignalClient::new(&format!("{origin}/webrtc"))
+            .unwrap()
+            .with_bearer(TOKEN),
+        upstream,
+        config,
+        Some(resume),
+        shutdown.clone(),
+    ));
+    let start = Instant::now();
+    while !status.is_connected() {
+        assert!(start.elapsed() < Duration::from_secs(5), "link not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Home {
+        origin,
+        server,
+        shutdown,
+        _db: db,
+    }
+}
+
+/// The `resume` data channel of `session`, negotiated as a page does.
+async fn resume_channel(signal: &SignalClient, session: &str) -> (Arc<Peer>, DataChannel) {
+    let (peer, offer) = Peer::offer(loopback_peer()).await.unwrap();
+    let peer = Arc::new(peer);
+    signal
+        .post(&SignalMessage::offer(session.to_owned(), offer))
+        .await
+        .unwrap();
+    let trickle = {
+        let (peer, signal, id) = (Arc::clone(&peer), signal.clone(), session.to_owned());
+        tokio::spawn(async move {
+            while let Some(c) = peer.next_local_candidate().await {
+                let init = serde_json::json!({"candidate": c.candidate, "sdpMid": "0", "sdpMLineIndex": 0});
+                if signal
+                    .post(&SignalMessage::candidate(id.clone(), init))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let opener = Arc::clone(&peer);
+    let open = async move { opener.open_channel(RESUME_CHANNEL_LABEL).await };
+    tokio::pin!(open);
+    let mut cursor = 0;
+    let channel = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            tokio::select! {
+                ch = &mut open => break ch.unwrap(),
+                poll = signal.poll(Some(session), cursor) => {
+                    let poll = poll.unwrap();
+                    cursor = poll.cursor;
+                    for m in poll.messages {
+                        match m.kind {
+                            SignalKind::Answer => peer.apply_answer(m.sdp.as_deref().unwrap()).unwrap(),
+                            SignalKind::Candidate => {
+                                if let Some(c) = m.candidate.as_ref().and_then(|c| c["candidate"].as_str()) {
+                                    let _ = peer.add_remote_candidate(c);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the resume channel opens");
+    trickle.abort();
+    (peer, channel)
+}
+
+/// Reads until `text` holds `n` ticks.
+async fn read_ticks(body: &mut beeline_bridge::ResponseBody, text: &mut String, n: usize) {
+    while text.matches('\n').count() < n {
+        let piece = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("a tick within 5 s")
+            .expect("not ended")
+            .expect("no error");
+        text.push_str(std::str::from_utf8(&piece).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_moves_from_the_link_to_the_channel_and_back_without_a_gap() {
+    let home = home().await;
+    let signal = SignalClient::new(&format!("{}/webrtc", home.origin)).unwrap();
+    let session = signal.create_session().await.unwrap().session_id;
+
+    // The page's frame connection over the link.
+    let url = format!(
+        "{}/webrtc/frames?session_id={session}",
+        home.origin.replace("http://", "ws://")
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (sink, stream) = socket.split();
+    let on_link = Arc::new(AtomicU64::new(0));
+    let page = ResumableChannel::new(ResumeConfig::default());
+    page.attach(FrameSocket {
+        sink: Mutex::new(sink),
+        stream: Mutex::new(stream),
+        received: Arc::clone(&on_link),
+    })
+    .await
+    .unwrap();
+    let client = Client::connect(
+        Arc::new(page.clone()),
+        ClientOptions {
+            binary: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the home agrees over the link");
+
+    // 20 ticks, 100 ms apart.
+    let mut slow = client.send(get_head("/slow"), None).await.unwrap();
+    let mut text = String::new();
+    read_ticks(&mut slow.body, &mut text, 3).await;
+    let link_before = on_link.load(Ordering::Relaxed);
+    assert!(link_before > 0, "the first ticks came over the link");
+
+    // The channel opens: the page moves, and so does the home.
+    let (peer, channel) = resume_channel(&signal, &session).await;
+    let on_channel = Arc::new(AtomicU64::new(0));
+    page.attach(Counted {
+        inner: beeline_bridge::DataChannelLink::new(channel),
+        received: Arc::clone(&on_channel),
+    })
+    .await
+    .unwrap();
+    read_ticks(&mut slow.body, &mut text, 10).await;
+    assert!(
+        on_channel.load(Ordering::Relaxed) > 0,
+        "later ticks came over the channel"
+    );
+    let link_mid = on_link.load(Ordering::Relaxed);
+
+    // The channel dies: both move back to the link.
+    peer.close().await;
+    read_ticks(&mut slow.body, &mut text, 20).await;
+    assert!(
+        on_link.load(Ordering::Relaxed) > link_mid,
+        "the last ticks came over the link again"
+    );
+    assert!(slow.body.next().await.is_none(), "the stream ends cleanly");
+    let expected: String = (0..20).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(text, expected, "every tick once, in order");
+    assert_eq!(page.switches(), 3, "link, channel, link");
+
+    // A new request after all that is served.
+    let r = client.send(get_head("/headers"), None).await.unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cannot_reach_the_reserved_path_through_the_relay() {
+    let home = home().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(format!("{}/.beeline/resume", home.origin))
+        .query(&[("session", "0123456789abcdef0123456789abcdef")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    // And a frame connection needs a live session of the caller's.
+    let url = format!(
+        "{}/webrtc/frames?session_id=0123456789abcdef0123456789abcdef",
+        home.origin.replace("http://", "ws://")
+    );
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("unknown session accepted: {:?}", other.map(|_| ())),
+    }
+}
