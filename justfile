@@ -110,12 +110,12 @@ lint: ensure-lint-tools
 # The benchmark suite: one table with goals, target/bench/report.json, the
 # latency chart and the README's bench section (see docs/performance.md).
 [group('bench')]
-bench:
+bench: ensure-postgres
     scripts/bench.sh
 
-# Signaling figures: posts/s, poll wake p50/p99, RSS at 1,000 waiting polls (target/bench/signal.json).
+# Signaling figures: posts/s, poll wake p50/p99, RSS at 1,000 waiting polls, alone on SQLite and three instances on PostgreSQL (target/bench/signal.json).
 [group('bench')]
-bench-signal:
+bench-signal: ensure-postgres
     cargo bench -p signal-api --bench signal
 
 # --- setup -------------------------------------------------------------------

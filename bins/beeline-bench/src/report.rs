@@ -656,6 +656,28 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "MB",
         AtMost(100.0),
     );
+    // Three instances sharing PostgreSQL (absent when it is not installed).
+    rows.add(
+        "signaling_pg_posts_per_s",
+        "signaling, 3 instances on PostgreSQL: posts/s",
+        num(&signal, "postgres.posts_per_sec"),
+        "/s",
+        AtLeast(5000.0),
+    );
+    rows.add(
+        "signaling_pg_cross_wake_p99_ms",
+        "signaling, 3 instances on PostgreSQL: cross-instance wake p99",
+        num(&signal, "postgres.cross_wake_latency_p99_ms"),
+        "ms",
+        AtMost(10.0),
+    );
+    rows.add(
+        "signaling_pg_rss_1000_polls_mb",
+        "signaling, 3 instances on PostgreSQL: instance RSS at 1,000 waiting polls",
+        num(&signal, "postgres.instance_rss_waiting_mb"),
+        "MB",
+        AtMost(100.0),
+    );
 
     let meta = meta(&args);
     print_table(&rows, &meta);

@@ -5,6 +5,13 @@
 //! Run with `cargo bench -p signal-api --bench signal`. Goals: ≥ 2,000
 //! posts/s, wake p99 ≤ 5 ms, RSS ≤ 100 MB at 1,000 waiters; a missed goal is
 //! reported, not fatal. Every phase is bounded in count and in time.
+//!
+//! Then the same figures for three instances sharing one PostgreSQL (a
+//! throwaway cluster, `beeline_test_support::postgres`; skipped with a note
+//! when PostgreSQL is not installed): posts/s across the three (goal ≥
+//! 5,000), wake-ups of a poll on one instance by a post on another (p99 goal
+//! ≤ 10 ms), and one instance's RSS while 1,000 polls wait on it (goal ≤ 100
+//! MB).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -34,6 +41,13 @@ const GOAL_POSTS_PER_SEC: f64 = 2_000.0;
 const GOAL_WAKE_P99_MS: f64 = 5.0;
 const GOAL_RSS_MB: f64 = 100.0;
 
+/// Instances sharing PostgreSQL, and their posting connections in all.
+const INSTANCES: usize = 3;
+const MULTI_POSTERS: usize = 48;
+const MULTI_POSTS: usize = 30_000;
+const GOAL_MULTI_POSTS_PER_SEC: f64 = 5_000.0;
+const GOAL_CROSS_WAKE_P99_MS: f64 = 10.0;
+
 /// The server process; killed when dropped.
 struct Server {
     child: Child,
@@ -43,15 +57,20 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Self {
+    /// One instance on `db` (a PostgreSQL URL), or on a fresh SQLite file.
+    fn start(db: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let db = db.map_or_else(
+            || dir.path().join("signal.db").into_os_string(),
+            std::ffi::OsString::from,
+        );
         let mut child = Command::new(env!("CARGO_BIN_EXE_signal-api"))
             .env_clear()
             .env("RUST_LOG", "warn,signal_api=info")
             .args(["--listen", "127.0.0.1:0", "--browser-auth", "open"])
             .args(["--home-token", HOME_TOKEN])
             .arg("--db")
-            .arg(dir.path().join("signal.db"))
+            .arg(db)
             // The bench is one client address and one identity.
             .args(["--sessions-per-ip-per-minute", "0"])
             .args(["--max-polls-per-identity", "0"])
@@ -271,6 +290,135 @@ async fn waiters(server: &Server, http: &reqwest::Client) -> (f64, f64, f64) {
     (idle_rss, rss, started.elapsed().as_secs_f64() * 1000.0)
 }
 
+/// Acknowledged posts per second across `servers`, each connection posting
+/// to its own session on one instance (round-robin over the instances).
+async fn multi_posts_per_second(servers: &[Server]) -> (f64, usize, f64) {
+    let browser = SignalClient::new(&servers[0].base).unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..MULTI_POSTERS {
+        sessions.push(browser.create_session().await.unwrap().session_id);
+    }
+    let started = Instant::now();
+    let deadline = started + POST_BUDGET;
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, session)| {
+            let client = SignalClient::new(&servers[i % servers.len()].base).unwrap();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for n in 0..MULTI_POSTS / MULTI_POSTERS {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    let candidate = json!({"candidate": format!("candidate:{n} 1 udp 2122260223 192.0.2.1 5000 typ host"), "sdpMid": "0"});
+                    let sent = Instant::now();
+                    client
+                        .post(&SignalMessage::candidate(&session, candidate))
+                        .await
+                        .unwrap();
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    (
+        latencies.len() as f64 / elapsed,
+        latencies.len(),
+        percentile(&latencies, 99.0),
+    )
+}
+
+/// From sending a post to one instance until the poll it wakes on another
+/// has its answer; the instances take turns.
+async fn cross_wake_latencies(servers: &[Server], http: &reqwest::Client) -> Vec<f64> {
+    let session = SignalClient::new(&servers[0].base)
+        .unwrap()
+        .create_session()
+        .await
+        .unwrap()
+        .session_id;
+    let deadline = Instant::now() + WAKE_BUDGET;
+    let mut cursor = 0;
+    let mut samples = Vec::new();
+    for round in 0..WAKE_ROUNDS {
+        if Instant::now() > deadline {
+            break;
+        }
+        let waits = &servers[round % servers.len()];
+        let posts = &servers[(round + 1) % servers.len()];
+        let poller = SignalClient::new(&waits.base).unwrap();
+        let id = session.clone();
+        let waiting = tokio::spawn(async move {
+            let poll = poller.poll(Some(&id), cursor).await.unwrap();
+            (poll, Instant::now())
+        });
+        waits.until_waiting(http, 1, Duration::from_secs(10)).await;
+        let home = SignalClient::new(&posts.base)
+            .unwrap()
+            .with_bearer(HOME_TOKEN);
+        let sent = Instant::now();
+        home.post(&SignalMessage::candidate(
+            &session,
+            json!({"candidate": round}),
+        ))
+        .await
+        .unwrap();
+        let (poll, received) = waiting.await.unwrap();
+        assert_eq!(poll.messages.len(), 1);
+        cursor = poll.cursor;
+        samples.push((received - sent).as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples
+}
+
+/// Figures of three instances on one PostgreSQL.
+struct MultiFigures {
+    posts_per_sec: f64,
+    posts: usize,
+    post_p99: f64,
+    wakes: Vec<f64>,
+    idle_rss: f64,
+    rss: f64,
+    others_rss: Vec<f64>,
+    wake_all_ms: f64,
+}
+
+async fn multi_instance(http: &reqwest::Client) -> Option<MultiFigures> {
+    let pg = beeline_test_support::postgres::TestPostgres::start_or_skip(
+        "the signal bench's PostgreSQL rows",
+    )?;
+    let url = pg.create_database("bench");
+    let servers: Vec<Server> = (0..INSTANCES).map(|_| Server::start(Some(&url))).collect();
+    eprintln!("signal bench: {MULTI_POSTS} posts across {INSTANCES} instances on PostgreSQL…");
+    let (posts_per_sec, posts, post_p99) = multi_posts_per_second(&servers).await;
+    eprintln!("signal bench: {WAKE_ROUNDS} cross-instance wake-ups…");
+    let wakes = cross_wake_latencies(&servers, http).await;
+    eprintln!("signal bench: {WAITERS} polls waiting on one instance…");
+    let (idle_rss, rss, wake_all_ms) = waiters(&servers[0], http).await;
+    let others_rss = servers[1..].iter().map(Server::rss_mb).collect();
+    drop(servers);
+    drop(pg);
+    Some(MultiFigures {
+        posts_per_sec,
+        posts,
+        post_p99,
+        wakes,
+        idle_rss,
+        rss,
+        others_rss,
+        wake_all_ms,
+    })
+}
+
 fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
@@ -297,7 +445,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let server = Server::start();
+        let server = Server::start(None);
         let http = reqwest::Client::new();
         eprintln!("signal bench: {POSTS} posts on {POSTERS} connections…");
         let (posts_per_sec, posts, post_p99) = posts_per_second(&server).await;
@@ -366,10 +514,91 @@ fn main() {
             "",
             "",
         );
+        drop(server);
+        let multi = multi_instance(&http).await;
+        if let Some(m) = &multi {
+            let (p50, p99) = (percentile(&m.wakes, 50.0), percentile(&m.wakes, 99.0));
+            row(
+                format!("PostgreSQL, {INSTANCES} instances: posts/s ({} posts)", m.posts),
+                format!("{:.0}", m.posts_per_sec),
+                &format!(">= {GOAL_MULTI_POSTS_PER_SEC:.0}"),
+                verdict(m.posts_per_sec >= GOAL_MULTI_POSTS_PER_SEC),
+            );
+            row("  post latency p99 (ms)".into(), format!("{:.2}", m.post_p99), "", "");
+            row(
+                format!("  cross-instance wake p50 (ms, {} samples)", m.wakes.len()),
+                format!("{p50:.2}"),
+                "",
+                "",
+            );
+            row(
+                "  cross-instance wake p99 (ms)".into(),
+                format!("{p99:.2}"),
+                &format!("<= {GOAL_CROSS_WAKE_P99_MS:.1}"),
+                verdict(p99 <= GOAL_CROSS_WAKE_P99_MS),
+            );
+            row(
+                format!("  instance RSS, {WAITERS} idle sessions (MB)"),
+                format!("{:.1}", m.idle_rss),
+                "",
+                "",
+            );
+            row(
+                format!("  instance RSS, {WAITERS} waiting polls (MB)"),
+                format!("{:.1}", m.rss),
+                &format!("<= {GOAL_RSS_MB:.0}"),
+                verdict(m.rss <= GOAL_RSS_MB),
+            );
+            row(
+                "  other instances' RSS (MB)".into(),
+                m.others_rss
+                    .iter()
+                    .map(|mb| format!("{mb:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "",
+                "",
+            );
+            row(
+                format!("  wake all {WAITERS} waiters (ms)"),
+                format!("{:.1}", m.wake_all_ms),
+                "",
+                "",
+            );
+        }
         println!();
         println!("wake latency = from sending the POST until the waiting poll's answer arrives (client side, loopback).");
+        println!("cross-instance: the poll waits on one instance, the post goes to another; both on one PostgreSQL.");
 
+        let postgres = multi.as_ref().map(|m| {
+            let p99 = percentile(&m.wakes, 99.0);
+            json!({
+                "instances": INSTANCES,
+                "posters": MULTI_POSTERS,
+                "posts": m.posts,
+                "posts_per_sec": m.posts_per_sec,
+                "post_latency_p99_ms": m.post_p99,
+                "cross_wake_samples": m.wakes.len(),
+                "cross_wake_latency_p50_ms": percentile(&m.wakes, 50.0),
+                "cross_wake_latency_p99_ms": p99,
+                "instance_rss_idle_mb": m.idle_rss,
+                "instance_rss_waiting_mb": m.rss,
+                "other_instances_rss_mb": m.others_rss,
+                "wake_all_waiters_ms": m.wake_all_ms,
+                "goals": {
+                    "posts_per_sec": GOAL_MULTI_POSTS_PER_SEC,
+                    "cross_wake_latency_p99_ms": GOAL_CROSS_WAKE_P99_MS,
+                    "instance_rss_waiting_mb": GOAL_RSS_MB,
+                },
+                "met": {
+                    "posts_per_sec": m.posts_per_sec >= GOAL_MULTI_POSTS_PER_SEC,
+                    "cross_wake_latency_p99_ms": p99 <= GOAL_CROSS_WAKE_P99_MS,
+                    "instance_rss_waiting_mb": m.rss <= GOAL_RSS_MB,
+                },
+            })
+        });
         let report = json!({
+            "postgres": postgres,
             "posts": posts,
             "posters": POSTERS,
             "posts_per_sec": posts_per_sec,

@@ -7,13 +7,14 @@
 //!   `Retry-After`).
 //! - Versioned migrations run at start under an advisory lock, so several
 //!   instances may start at once; a schema newer than this build is refused.
-//! - A message's sequence number comes from one `bigserial`, and its cursor
-//!   order is its commit order where a reader can see it: a post takes its
-//!   session's row lock (and, for a browser message, an advisory lock on the
-//!   session's home) before it draws the number and keeps them until it has
-//!   committed. So no message of a home (or of a session) with a lower
-//!   number can become visible after one with a higher number was read, and
-//!   a cursor never skips one, whichever instance wrote it.
+//! - A message's sequence number comes from one `bigserial`, and no reader
+//!   can see a number before every lower one it may read: a post takes its
+//!   session's row lock (and, for a browser message, its home's advisory
+//!   lock, shared) before it draws the number and keeps them until it has
+//!   committed, and a home's read takes the home's lock exclusively before
+//!   it takes its snapshot. So a session's messages commit in number order,
+//!   a home's read waits for the home's posts in flight, and a cursor never
+//!   skips a message, whichever instance wrote it.
 //! - After the commit the post sends `NOTIFY beeline_wake`; every instance
 //!   keeps one listening connection (reconnected with backoff) and passes
 //!   other instances' posts on as [`RemotePost`]s.
@@ -39,9 +40,10 @@ const MIGRATION_LOCK: i64 = 0x6265_656c_696e_6531; // "beeline1"
 
 /// The schema, one step per version. Never edit a step that has shipped:
 /// add the next one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE beeline_sessions (
     id             TEXT PRIMARY KEY,
     home_id        TEXT NOT NULL,
@@ -104,7 +106,74 @@ BEGIN
 END
 $$;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Browser posts of one home no longer commit one at a time: each takes the
+-- home's advisory lock *shared*, so they commit together (group commit),
+-- and a home's read takes it *exclusively*, which waits until every post
+-- that already drew its number has committed and holds new ones back
+-- while it reads. The read's snapshot is taken after the lock: it sees a
+-- complete prefix of the home's messages, never a later number without an
+-- earlier one. (A session's messages stay ordered by its row lock.)
+CREATE OR REPLACE FUNCTION beeline_append(
+    p_session TEXT, p_side TEXT, p_kind TEXT, p_sdp TEXT, p_candidate TEXT,
+    p_owner TEXT, p_home TEXT, p_live_since BIGINT, p_max INTEGER, p_now BIGINT,
+    OUT out_status TEXT, OUT out_seq BIGINT, OUT out_home TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    s beeline_sessions%ROWTYPE;
+BEGIN
+    SELECT * INTO s FROM beeline_sessions WHERE id = p_session FOR UPDATE;
+    IF NOT FOUND
+       OR (p_owner IS NOT NULL AND s.owner <> p_owner)
+       OR (p_home IS NOT NULL AND s.home_id <> p_home) THEN
+        out_status := 'unknown';
+        RETURN;
+    END IF;
+    IF s.created_ms < p_live_since THEN
+        out_status := 'expired';
+        RETURN;
+    END IF;
+    IF p_max > 0 AND s.message_count >= p_max THEN
+        out_status := 'full';
+        RETURN;
+    END IF;
+    IF p_side = 'browser' THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended('beeline-home:' || s.home_id, 0));
+    END IF;
+    INSERT INTO beeline_messages (session_id, home_id, side, kind, sdp, candidate, created_ms)
+        VALUES (p_session, s.home_id, p_side, p_kind, p_sdp, p_candidate, p_now)
+        RETURNING seq INTO out_seq;
+    UPDATE beeline_sessions SET message_count = message_count + 1 WHERE id = p_session;
+    out_status := 'ok';
+    out_home := s.home_id;
+END
+$$;
+
+CREATE FUNCTION beeline_home_messages(
+    p_home TEXT, p_after BIGINT, p_live_since BIGINT, p_limit BIGINT)
+RETURNS TABLE (r_seq BIGINT, r_session TEXT, r_side TEXT, r_kind TEXT, r_sdp TEXT, r_candidate TEXT)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('beeline-home:' || p_home, 0));
+    -- A new statement: a new snapshot, taken with the lock held.
+    RETURN QUERY
+    SELECT m.seq, m.session_id, m.side, m.kind, m.sdp, m.candidate
+    FROM beeline_messages m JOIN beeline_sessions s ON s.id = m.session_id
+    WHERE m.home_id = p_home AND m.side = 'browser' AND m.seq > p_after
+      AND s.created_ms >= p_live_since
+      AND NOT (m.kind = 'offer' AND EXISTS (
+          SELECT 1 FROM beeline_messages h
+          WHERE h.session_id = m.session_id AND h.side = 'home' AND h.seq > m.seq))
+    ORDER BY m.seq
+    LIMIT p_limit;
+END
+$$;
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
 const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -142,6 +211,8 @@ pub struct PostgresStore {
     /// This process, so that its own announcements are not passed back.
     instance: Arc<str>,
     remote: broadcast::Sender<RemotePost>,
+    /// Announcements for the notifier task, which sends them in batches.
+    notices: mpsc::UnboundedSender<String>,
     _listener: DropGuard,
 }
 
@@ -222,11 +293,14 @@ impl PostgresStore {
             stop.clone(),
             shown,
         ));
+        let (notices, pending) = mpsc::unbounded_channel();
+        tokio::spawn(notify(pool.clone(), pending, stop.clone()));
         Ok(Self {
             pool,
             options,
             instance,
             remote,
+            notices,
             _listener: stop.drop_guard(),
         })
     }
@@ -424,6 +498,45 @@ async fn listen_once(
     }
 }
 
+/// Most announcements one `NOTIFY` statement carries.
+const NOTIFY_BATCH: usize = 256;
+
+/// Sends the announcements of committed posts, everything queued at the
+/// moment in one statement (one round trip and one short transaction, with
+/// no WAL flush to wait for), until `stop`. A batch that fails is dropped
+/// (logged): its waiters elsewhere read at the end of their hold.
+async fn notify(pool: Pool, mut pending: mpsc::UnboundedReceiver<String>, stop: CancellationToken) {
+    let mut batch = Vec::with_capacity(NOTIFY_BATCH);
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            first = pending.recv() => first,
+        };
+        let Some(first) = first else { return };
+        batch.push(first);
+        while batch.len() < NOTIFY_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute(
+                    "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
+                    &[&WAKE_CHANNEL, &batch],
+                )
+                .await
+                .map_err(|e| error_chain(&e))
+        };
+        if let Err(error) = sent.await {
+            tracing::warn!(%error, posts = batch.len(), "could not announce posts to the other instances");
+        }
+        batch.clear();
+    }
+}
+
 /// `instance|side|session|home`, as [`PostgresStore::append`] sends it;
 /// `None` for our own announcements and anything unreadable.
 fn parse_wake(payload: &str, instance: &str) -> Option<RemotePost> {
@@ -559,22 +672,17 @@ impl SessionStore for PostgresStore {
             }
             let seq = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
             let home_id: String = row.get(2);
-            // Committed: tell the other instances. A lost announcement
-            // delays their waiters to the end of their hold, never loses
-            // the message.
-            let payload = format!(
+            // Committed: tell the other instances (in the background, with
+            // the announcements of other posts of the moment). A lost
+            // announcement delays their waiters to the end of their hold,
+            // never loses the message.
+            let _ = self.notices.send(format!(
                 "{}|{}|{}|{}",
                 self.instance,
                 msg.side.as_str(),
                 msg.session_id,
                 home_id
-            );
-            if let Err(error) = client
-                .execute("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, &payload])
-                .await
-            {
-                tracing::warn!(error = %error_chain(&error), "could not announce a post to the other instances");
-            }
+            ));
             Ok((seq, home_id))
         }))
     }
@@ -621,15 +729,13 @@ impl SessionStore for PostgresStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
         Box::pin(self.with_client(move |client| async move {
+            // The function waits for the home's posts in flight (see
+            // migration 2), then reads.
             let statement = client
-                .prepare_cached(&format!(
-                    "{SELECT_MESSAGES}
-                     WHERE m.home_id = $1 AND m.side = 'browser' AND m.seq > $2 AND s.created_ms >= $3
-                       AND NOT (m.kind = 'offer' AND EXISTS (
-                           SELECT 1 FROM beeline_messages h
-                           WHERE h.session_id = m.session_id AND h.side = 'home' AND h.seq > m.seq))
-                     ORDER BY m.seq LIMIT $4"
-                ))
+                .prepare_cached(
+                    "SELECT r_seq, r_session, r_side, r_kind, r_sdp, r_candidate
+                     FROM beeline_home_messages($1, $2, $3, $4)",
+                )
                 .await
                 .map_err(classify)?;
             let rows = client
