@@ -1052,9 +1052,6 @@ impl Settings {
             sessions_per_ip_per_minute,
             max_polls_per_identity
         );
-        if limits.max_body_bytes == 0 {
-            bail!("--max-body-bytes must be above 0");
-        }
         let seconds = |value: Option<u64>, what: &str| -> anyhow::Result<Option<Duration>> {
             match value {
                 Some(0) => bail!("--{what} must be above 0"),

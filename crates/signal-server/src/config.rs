@@ -59,7 +59,8 @@ pub struct SignalConfig {
     /// How long an expired session is remembered (without its messages) so
     /// that it answers 410 rather than 404.
     pub tombstone_ttl: Duration,
-    /// How often expired rows are deleted from the database.
+    /// How often expired rows are deleted from the database (and idle
+    /// rate-limit entries forgotten); must be more than zero.
     pub sweep_interval: Duration,
     /// When set, every request no signaling route matches is forwarded to
     /// this base URL (e.g. `http://127.0.0.1:3000`) and streamed back.

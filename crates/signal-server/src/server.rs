@@ -83,6 +83,9 @@ pub enum OpenError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// [`SignalConfig::sweep_interval`] is zero.
+    #[error("the sweep interval must be longer than zero (it is how often expired sessions are deleted)")]
+    InvalidSweepInterval,
 }
 
 /// State shared by every handler of one server.
@@ -112,6 +115,8 @@ pub(crate) struct Shared {
     live_per_ip: LiveSessions,
     polls: PollSlots,
     shutdown: CancellationToken,
+    /// The validated CORS allow-list.
+    cors_allow: Vec<HeaderValue>,
 }
 
 impl Shared {
@@ -171,8 +176,14 @@ impl SignalServer {
         let default_home = check_homes(&config)?;
         check_ice_urls(&config.stun_urls, &["stun", "stuns"]).map_err(OpenError::InvalidIceUrl)?;
         check_ice_urls(&config.turn_urls, &["turn", "turns"]).map_err(OpenError::InvalidIceUrl)?;
-        for origin in &config.cors_origins {
-            check_origin(origin)?;
+        // Parsed once; the CORS layer uses exactly these.
+        let cors_allow = config
+            .cors_origins
+            .iter()
+            .map(|origin| check_origin(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        if config.sweep_interval.is_zero() {
+            return Err(OpenError::InvalidSweepInterval);
         }
         if config.turn_secrets.is_none() && !config.turn_urls.is_empty() {
             tracing::warn!(
@@ -213,6 +224,7 @@ impl SignalServer {
             live_per_ip: LiveSessions::new(limits.max_live_sessions_per_ip, config.session_ttl),
             polls: PollSlots::new(limits.max_polls_per_identity),
             shutdown: CancellationToken::new(),
+            cors_allow,
             config,
         });
         spawn_sweeper(&shared);
@@ -240,12 +252,16 @@ impl SignalServer {
             // Set before the layers so that the CORS layer also wraps it and
             // answers preflights (OPTIONS) on these paths.
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(DefaultBodyLimit::max(shared.config.limits.max_body_bytes))
+            .layer(match shared.config.limits.max_body_bytes {
+                // 0 turns the limit off, as for every limit.
+                0 => DefaultBodyLimit::disable(),
+                limit => DefaultBodyLimit::max(limit),
+            })
             .layer(middleware::from_fn_with_state(
                 shared.clone(),
                 guard_request,
             ));
-        if let Some(cors) = cors_layer(&shared.config.cors_origins) {
+        if let Some(cors) = cors_layer(&shared.cors_allow) {
             signaling = signaling.layer(cors);
         }
         Router::new()
@@ -347,14 +363,11 @@ fn check_origin(origin: &str) -> Result<HeaderValue, OpenError> {
     HeaderValue::from_str(origin).map_err(|_| invalid())
 }
 
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+fn cors_layer(origins: &[HeaderValue]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| check_origin(o).ok())
-        .collect();
+    let origins = origins.to_vec();
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
@@ -389,7 +402,7 @@ async fn guard_request(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let limit = shared.config.limits.max_body_bytes;
-    if declared.is_some_and(|length| length > limit as u64) {
+    if limit != 0 && declared.is_some_and(|length| length > limit as u64) {
         shared.metrics.count_limit("body-size");
         return ApiError::body_too_large(limit).into_response();
     }
