@@ -756,16 +756,17 @@ export class BeelineClient extends EventTarget {
       home: session.home,
       fetch: this.#opts.loopbackFetch,
       scope: this.#opts.signalBase,
-      onchange: () => {
-        if (this.#loopback === loopback) this.#updatePath();
-      },
+      onchange: () => settle(),
     });
-    this.#loopback = loopback;
-    loopback.probed.then((ok) => {
+    const settle = () => {
       if (this.#loopback !== loopback) return;
-      if (ok) this.#measured('loopback', { rttMs: loopback.rttMs, setupMs: now() - this.#setupStartedAt });
+      if (loopback.alive && this.#timings.loopback.setupMs === undefined) {
+        this.#measured('loopback', { rttMs: loopback.rttMs, setupMs: now() - this.#setupStartedAt });
+      }
       this.#updatePath();
-    });
+    };
+    this.#loopback = loopback;
+    loopback.probed.then(settle);
   }
 
   #onConnectionState(state) {

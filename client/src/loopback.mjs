@@ -26,6 +26,8 @@ import { debug } from './common.mjs';
 
 /** How long the probe may take before the loopback tier is given up. */
 export const LOOPBACK_PROBE_MS = 150;
+/** How long the first probe may go on after that, to take a listener that answers late (a loaded machine). */
+export const LATE_PROBE_MS = 2000;
 /** How long what a probe found is remembered (per tab). */
 export const LOOPBACK_CACHE_MS = 30_000;
 /** The probe's path on the loopback listener. */
@@ -75,11 +77,12 @@ export function parseLoopbackOffer(value) {
 
 /**
  * One session's loopback listener. `state` is 'probing' until the probe
- * settles, then 'alive' or 'dead'. A dead listener may be probed again once
+ * settles, then 'alive' or 'dead' ('late' between the 150 ms and a slow
+ * probe's answer). A dead listener may be probed again once
  * what was remembered about it expires (`maybeRevive`).
  */
 export class Loopback {
-  /** 'probing' | 'alive' | 'dead' */
+  /** 'probing' | 'late' (the probe outlasted the 150 ms; not used until it proves the listener) | 'alive' | 'dead' */
   state = 'probing';
   /** The probe's round trip in ms (its CORS preflight included), once alive. */
   rttMs = null;
@@ -129,11 +132,25 @@ export class Loopback {
       this.#deadSince = remembered.at;
       this.probed = Promise.resolve(false);
     } else {
-      this.probed = this.#probe().then((ok) => {
-        this.state = ok ? 'alive' : 'dead';
-        if (!ok) this.#deadSince = this.#now();
-        this.#remember(ok);
-        return ok;
+      // `probed` says false once the 150 ms are up, so nothing waits longer
+      // for the listener; the probe itself may go on up to LATE_PROBE_MS,
+      // and a listener that proves itself late is taken then (onchange).
+      this.probed = new Promise((resolve) => {
+        const deadline = setTimeout(() => {
+          if (this.state !== 'probing') return;
+          this.state = 'late';
+          debug(`loopback ${this.#url} did not answer within ${this.#timeoutMs} ms; not waiting for it`);
+          resolve(false);
+        }, this.#timeoutMs);
+        this.#probe(Math.max(this.#timeoutMs, LATE_PROBE_MS)).then((ok) => {
+          clearTimeout(deadline);
+          const late = this.state === 'late';
+          this.state = ok ? 'alive' : 'dead';
+          if (!ok) this.#deadSince = this.#now();
+          this.#remember(ok);
+          resolve(ok);
+          if (late && ok) this.#onchange();
+        });
       });
     }
   }
@@ -191,10 +208,10 @@ export class Loopback {
     });
   }
 
-  async #probe() {
+  async #probe(limitMs = this.#timeoutMs) {
     const started = this.#now();
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new Error(`no answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
+    const timer = setTimeout(() => abort.abort(new Error(`no answer within ${limitMs} ms`)), limitMs);
     try {
       const res = await this.#fetch(this.#url + PROBE_PATH, {
         method: 'GET',
@@ -293,6 +310,9 @@ const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 /** The listener's response as the page gets it: same status, headers and streaming body, marked `x-beeline-path: loopback`. */
 function loopbackResponse(res) {
+  // An opaque redirect (the page asked for redirect: 'manual') cannot be
+  // rebuilt: the page gets it as fetch gave it.
+  if (res.status < 200 || res.status > 599) return res;
   const headers = new Headers(res.headers);
   headers.set('x-beeline-path', 'loopback');
   return new Response(NULL_BODY.has(res.status) ? null : res.body, { status: res.status, statusText: res.statusText, headers });

@@ -204,6 +204,26 @@ describe('loopback tier', () => {
     assert.equal(client.path, 'normal');
   });
 
+  test('a listener that proves itself after the 150 ms is taken then (a loaded machine), with a pathchange', async () => {
+    const listener = fakeListener();
+    const slow = { ...listener, fetch: async (url, init) => {
+      if (new URL(url).pathname === '/.beeline/probe') await sleep(300);
+      return listener.fetch(url, init);
+    } };
+    const started = performance.now();
+    const { client } = loopbackClient(slow, { budgetMs: 100 });
+    const changes = [];
+    client.addEventListener('pathchange', (e) => changes.push(e.detail.path));
+    assert.equal(await client.ready, 'normal');
+    assert.ok(performance.now() - started < 300, 'ready waited for the slow probe');
+    await until(() => client.path === 'loopback', 2000, 'the late listener');
+    assert.deepEqual(changes, ['loopback']);
+    assert.ok(client.timing.setupMs >= 300, JSON.stringify(client.timing));
+    const res = await client.fetch('/late');
+    assert.equal(res.headers.get('x-beeline-path'), 'loopback');
+    client.close();
+  });
+
   test('when the listener stops, the request (body included) goes on over the channel without an error, and later ones too', async () => {
     const listener = fakeListener();
     const { client, channel } = await directClient({ loopbackFetch: listener.fetch }, { loopback: OFFER, expect: 'loopback' });
@@ -271,6 +291,17 @@ describe('loopback tier', () => {
     const res = await client.fetch('/admin');
     assert.equal(res.status, 403);
     assert.equal(await res.text(), 'forbidden by the app');
+    assert.equal(client.path, 'loopback');
+    client.close();
+  });
+
+  test('a redirect the page asked to see (redirect: manual) comes back as fetch gave it', async () => {
+    const opaque = { type: 'opaqueredirect', status: 0, headers: new Headers(), body: null };
+    const listener = fakeListener({ answer: () => opaque });
+    const { client } = loopbackClient(listener);
+    assert.equal(await client.ready, 'loopback');
+    const res = await client.fetch('/login', { redirect: 'manual' });
+    assert.equal(res, opaque);
     assert.equal(client.path, 'loopback');
     client.close();
   });
