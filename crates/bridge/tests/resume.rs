@@ -4,7 +4,9 @@
 //! messages each way, while the carrier changes twice: a planned switch
 //! (both carriers up, as when the data channel opens under the relay) and
 //! a cut (the carrier dies with messages in flight, as when UDP is
-//! dropped). Every number arrives once and in order.
+//! dropped). Every number arrives once and in order. Then the resumable
+//! channel alone: numbered messages across switches and cuts, waiting for a
+//! carrier, and bad input.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -15,8 +17,9 @@ use axum::routing::get;
 use axum::Router;
 use beeline_bridge::{
     serve, BridgeConfig, Channel, ChannelClosed, Client, ClientOptions, HttpUpstream, Received,
-    ResumableChannel, ResumeConfig, Upgrade,
+    ResumableChannel, ResumeConfig, ResumeError, Upgrade,
 };
+use beeline_frame::resume::Envelope;
 use beeline_frame::v2::RequestHead;
 use beeline_frame::ws::Message;
 use beeline_frame::Encoded;
@@ -252,4 +255,213 @@ async fn sse_and_websocket_streams_survive_a_planned_switch_and_a_cut() {
         .unwrap();
     assert_eq!(page.switches(), 3, "relay, channel, relay again");
     assert_eq!(home.switches(), 3);
+}
+
+// Below: the resumable channel alone, two ends over carriers with 2 ms of
+// latency that lose what is in flight when cut.
+
+fn config() -> ResumeConfig {
+    ResumeConfig {
+        max_unacked_bytes: 256 * 1024,
+        ..ResumeConfig::default()
+    }
+}
+
+async fn numbered(from: &ResumableChannel, n: u32, label: &'static str) {
+    for i in 0..n {
+        let message = if i % 2 == 0 {
+            Encoded::Text(format!("{label} {i}"))
+        } else {
+            Encoded::Binary(Bytes::from(format!("{label} {i}")))
+        };
+        from.send(message).await.expect("sent");
+        if i % 50 == 0 {
+            // Paced, so the switches below land mid-stream.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+async fn expect_numbered(
+    at: &ResumableChannel,
+    n: u32,
+    label: &'static str,
+    progress: &std::sync::atomic::AtomicU32,
+) {
+    for i in 0..n {
+        progress.store(i, Ordering::Relaxed);
+        let m = tokio::time::timeout(Duration::from_secs(10), at.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{label} {i} never came"))
+            .expect("open");
+        assert_eq!(m.data, format!("{label} {i}").as_bytes(), "{label} {i}");
+        assert_eq!(m.binary, i % 2 == 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_arrives_once_in_order_across_planned_and_broken_switches() {
+    let (a, b) = (
+        ResumableChannel::new(config()),
+        ResumableChannel::new(config()),
+    );
+    let (a1, b1, cut1) = carriers();
+    a.attach(a1).await.unwrap();
+    b.attach(b1).await.unwrap();
+    const N: u32 = 10_000;
+    let senders = tokio::spawn({
+        let (a, b) = (a.clone(), b.clone());
+        async move { tokio::join!(numbered(&a, N, "up"), numbered(&b, N, "down")) }
+    });
+    let (up, down) = (
+        Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        Arc::new(std::sync::atomic::AtomicU32::new(0)),
+    );
+    let receivers = tokio::spawn({
+        let (a, b, up, down) = (a.clone(), b.clone(), Arc::clone(&up), Arc::clone(&down));
+        async move {
+            tokio::join!(
+                expect_numbered(&b, N, "up", &up),
+                expect_numbered(&a, N, "down", &down)
+            )
+        }
+    });
+    let mid_stream = || {
+        let (u, d) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+        assert!(
+            u > 0 && u < N - 1 && d > 0 && d < N - 1,
+            "switched mid-stream ({u}, {d})"
+        );
+    };
+    // A planned switch (both carriers up), each side in its own time.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (a2, b2, cut2) = carriers();
+    mid_stream();
+    a.attach(a2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.attach(b2).await.unwrap();
+    // The old carrier dies later; then the new one dies with messages
+    // in flight, and a third takes over.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cut1.cancel();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cut2.cancel();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (a3, b3, _cut3) = carriers();
+    mid_stream();
+    b.attach(b3).await.unwrap();
+    a.attach(a3).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), receivers)
+        .await
+        .expect("everything arrives")
+        .unwrap();
+    senders.await.unwrap();
+    assert!(a.switches() >= 3 && b.switches() >= 3);
+    // Acknowledgements catch up and free what was kept.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((a.unacked(), b.unacked()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detaching_the_newest_carrier_moves_writing_back_to_the_older_one() {
+    let (a, b) = (
+        ResumableChannel::new(config()),
+        ResumableChannel::new(config()),
+    );
+    let (a1, b1, _cut1) = carriers();
+    a.attach(a1).await.unwrap();
+    b.attach(b1).await.unwrap();
+    let (a2, b2, _cut2) = carriers();
+    let newest = a.attach(a2).await.unwrap();
+    b.attach(b2).await.unwrap();
+    numbered(&a, 100, "before").await;
+    // The path under the newest carrier is known dead: a stops using
+    // it, though b still reads it; what went on it unacknowledged goes
+    // again on the older one.
+    a.detach(newest).await;
+    assert_eq!(a.switches(), 3);
+    numbered(&a, 100, "after").await;
+    let progress = std::sync::atomic::AtomicU32::new(0);
+    expect_numbered(&b, 100, "before", &progress).await;
+    expect_numbered(&b, 100, "after", &progress).await;
+}
+
+#[tokio::test]
+async fn sends_wait_for_a_carrier_and_the_connection_closes_after_the_linger() {
+    let a = ResumableChannel::new(ResumeConfig {
+        linger: Duration::from_millis(200),
+        ..config()
+    });
+    let waiting = tokio::spawn({
+        let a = a.clone();
+        async move { a.send(Encoded::Text("hello".into())).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "a send waits for a carrier");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(waiting.await.unwrap().is_err());
+    assert_eq!(
+        a.error(),
+        ResumeError::NoCarrier(Duration::from_millis(200))
+    );
+    assert!(a.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn garbage_and_impossible_acks_close_it_with_a_clear_error() {
+    for (bytes, expected) in [
+        (
+            Bytes::from_static(b"\x07"),
+            ResumeError::Envelope(beeline_frame::resume::EnvelopeError::UnknownKind(7)),
+        ),
+        (
+            Envelope::Ack { next: 5 }.encode(),
+            ResumeError::AckBeyond { acked: 5, sent: 0 },
+        ),
+    ] {
+        let a = ResumableChannel::new(config());
+        let (a1, b1, _cut) = carriers();
+        a.attach(a1).await.unwrap();
+        b1.send(Encoded::Binary(bytes)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while !a.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("closed");
+        assert_eq!(a.error(), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_gap_that_never_fills_closes_it() {
+    let a = ResumableChannel::new(ResumeConfig {
+        max_unacked_bytes: 1000,
+        ..config()
+    });
+    let (a1, b1, _cut) = carriers();
+    a.attach(a1).await.unwrap();
+    // Message 0 never comes; 1, 2, ... pile up.
+    for seq in 1..=20 {
+        let data = Envelope::Data {
+            seq,
+            message: Encoded::Binary(Bytes::from(vec![0u8; 100])),
+        };
+        b1.send(Encoded::Binary(data.encode())).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while !a.is_closed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("closed");
+    assert_eq!(
+        a.error(),
+        ResumeError::Gap {
+            missing: 0,
+            limit: 1000
+        }
+    );
 }

@@ -2,7 +2,6 @@
 //! home-peer's own WebSocket to it, with no `--relay-upstream`. Real
 //! signal-server, real home services and the real link loop, on loopback.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,13 +9,16 @@ use axum::body::Body;
 use axum::extract::Query;
 use axum::routing::{get, post};
 use axum::Router;
-use beeline_bridge::{BridgeConfig, HttpUpstream};
-use beeline_home::{link_url, run_link, LinkConfig, LinkStatus};
+use beeline_bridge::HttpUpstream;
+use beeline_home::{run_link, LinkStatus};
 use beeline_signal_server::{HomeCredential, SignalConfig, SignalServer};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{link_config, serve_signal, serve_signal_on};
 
 const TOKEN_A: &str = "token-of-home-a";
 const TOKEN_B: &str = "token-of-home-b";
@@ -131,20 +133,6 @@ async fn serve_plain(app: Router) -> String {
     format!("http://{addr}")
 }
 
-/// signal-api on `listener`, with connect info as the binary serves it.
-fn serve_signal(server: &SignalServer, listener: tokio::net::TcpListener) {
-    let app = server
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop = server.shutdown_token();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap()
-    });
-}
-
 struct Stack {
     origin: String,
     server: SignalServer,
@@ -160,21 +148,6 @@ impl Drop for Stack {
     }
 }
 
-fn link_config(origin: &str, token: &str) -> LinkConfig {
-    LinkConfig {
-        url: link_url(&format!("{origin}/webrtc")).unwrap(),
-        token: token.to_owned(),
-        bridge: BridgeConfig {
-            trust_forwarded_headers: true,
-            ..BridgeConfig::default()
-        },
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_millis(800),
-        loopback_url: None,
-        home_name: Default::default(),
-    }
-}
-
 /// Two homes, `a` and `b`, each with its own service and its own link
 /// (when `links` is true).
 async fn two_homes(links: bool) -> Stack {
@@ -187,9 +160,7 @@ async fn two_homes(links: bool) -> Stack {
         ],
     );
     let server = SignalServer::open(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    serve_signal(&server, listener);
+    let origin = serve_signal(&server).await;
     let shutdown = CancellationToken::new();
     let mut statuses = Vec::new();
     if links {
@@ -340,9 +311,7 @@ async fn the_link_relays_like_a_proxy_and_streams_stay_independent() {
     let server = SignalServer::open(SignalConfig::new(db.path().join("s.db"), TOKEN_A))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    serve_signal(&server, listener);
+    let origin = serve_signal(&server).await;
     let service = serve_plain(home_service("only")).await;
     let status = Arc::new(LinkStatus::default());
     let shutdown = CancellationToken::new();
@@ -432,7 +401,7 @@ async fn the_link_comes_back_after_signal_api_restarts() {
     let server = SignalServer::open(SignalConfig::new(&db_path, TOKEN_A))
         .await
         .unwrap();
-    serve_signal(&server, listener);
+    serve_signal_on(&server, listener);
     let service = serve_plain(home_service("home")).await;
     let status = Arc::new(LinkStatus::default());
     let shutdown = CancellationToken::new();
@@ -454,7 +423,7 @@ async fn the_link_comes_back_after_signal_api_restarts() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let restarted = Instant::now();
-    serve_signal(&server, listener);
+    serve_signal_on(&server, listener);
     // Back within its longest backoff (plus jitter and the handshake).
     wait_for(
         || status.connects() >= 2,
@@ -549,9 +518,7 @@ async fn a_websocket_is_closed_when_the_link_drops() {
     let server = SignalServer::open(SignalConfig::new(db.path().join("s.db"), TOKEN_A))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    serve_signal(&server, listener);
+    let origin = serve_signal(&server).await;
     let service = serve_plain(home_service("home")).await;
     let start_link = |shutdown: CancellationToken| {
         let status = Arc::new(LinkStatus::default());

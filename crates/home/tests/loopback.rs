@@ -15,8 +15,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use beeline_bridge::{BridgeConfig, HttpUpstream};
 use beeline_home::{
-    bind_loopback, link_url, run_link, serve_loopback, LinkConfig, LinkStatus, LoopbackConfig,
-    LoopbackError, LoopbackKey,
+    bind_loopback, run_link, serve_loopback, LinkConfig, LinkStatus, LoopbackConfig, LoopbackError,
+    LoopbackKey,
 };
 use beeline_signal_server::{LoopbackOffer, SignalConfig, SignalServer};
 use bytes::Bytes;
@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "loopback-home-token";
 const PAGE: &str = "http://page.test:8080";
+
+mod common;
 
 /// The home service; counts every request it sees.
 fn home_service(seen: Arc<AtomicUsize>) -> Router {
@@ -111,18 +113,7 @@ async fn home(offer: LoopbackOffer) -> Home {
     let mut config = SignalConfig::new(db.path().join("signal.db"), TOKEN);
     config.loopback = offer;
     let server = SignalServer::open(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let signal = format!("http://{}", listener.local_addr().unwrap());
-    let app = server
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop = server.shutdown_token();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap()
-    });
+    let signal = common::serve_signal(&server).await;
 
     let seen = Arc::new(AtomicUsize::new(0));
     let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -153,16 +144,9 @@ async fn home(offer: LoopbackOffer) -> Home {
     let status = Arc::new(LinkStatus::default());
     tokio::spawn(run_link(
         LinkConfig {
-            url: link_url(&format!("{signal}/webrtc")).unwrap(),
-            token: TOKEN.to_owned(),
-            bridge: BridgeConfig {
-                trust_forwarded_headers: true,
-                ..BridgeConfig::default()
-            },
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(800),
             loopback_url: Some(format!("http://{loopback}")),
             home_name,
+            ..common::link_config(&signal, TOKEN)
         },
         upstream,
         Arc::clone(&status),

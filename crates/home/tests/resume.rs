@@ -7,19 +7,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beeline_bridge::{
-    BridgeConfig, Channel, ChannelClosed, Client, ClientOptions, HttpUpstream, Received,
-    ResumableChannel, ResumeConfig,
+    Channel, ChannelClosed, Client, ClientOptions, HttpUpstream, Received, ResumableChannel,
+    ResumeConfig,
 };
 use beeline_frame::Encoded;
 use beeline_home::{
-    link_url, run_link, run_resumable, HomeConfig, LinkConfig, LinkStatus, ResumeSessions,
-    ResumeUpstream, RESUME_CHANNEL_LABEL,
+    run_link, run_resumable, HomeConfig, LinkStatus, ResumeSessions, ResumeUpstream,
+    RESUME_CHANNEL_LABEL,
 };
 use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_signal_server::{SignalConfig, SignalServer};
@@ -109,18 +108,7 @@ async fn home() -> Home {
     let server = SignalServer::open(SignalConfig::new(db.path().join("signal.db"), TOKEN))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let app = server
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop = server.shutdown_token();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap()
-    });
+    let origin = common::serve_signal(&server).await;
     let service = common::serve(upstream_router(Arc::default())).await;
     let upstream = Arc::new(HttpUpstream::new(&service).unwrap());
     let config = HomeConfig {
@@ -136,18 +124,7 @@ async fn home() -> Home {
     let shutdown = CancellationToken::new();
     let status = Arc::new(LinkStatus::default());
     tokio::spawn(run_link(
-        LinkConfig {
-            url: link_url(&format!("{origin}/webrtc")).unwrap(),
-            token: TOKEN.to_owned(),
-            bridge: BridgeConfig {
-                trust_forwarded_headers: true,
-                ..BridgeConfig::default()
-            },
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(800),
-            loopback_url: None,
-            home_name: Default::default(),
-        },
+        common::link_config(&origin, TOKEN),
         Arc::new(ResumeUpstream::new(
             Arc::clone(&upstream),
             Arc::clone(&resume),

@@ -29,22 +29,20 @@ pub(crate) struct CookieKeys(HashMap<Arc<str>, CookieKey>);
 
 impl CookieKeys {
     pub(crate) fn new(homes: &[HomeCredential]) -> Self {
-        Self(
-            homes
-                .iter()
-                .map(|h| {
-                    (
-                        Arc::from(h.name.as_str()),
-                        CookieKey::from_home_token(&h.token),
-                    )
-                })
-                .collect(),
-        )
+        Self(per_home(homes, CookieKey::from_home_token))
     }
 
     pub(crate) fn get(&self, home: &str) -> Option<&CookieKey> {
         self.0.get(home)
     }
+}
+
+/// A key per home, derived from its token by `derive`.
+pub(crate) fn per_home<K>(homes: &[HomeCredential], derive: fn(&str) -> K) -> HashMap<Arc<str>, K> {
+    homes
+        .iter()
+        .map(|h| (Arc::from(h.name.as_str()), derive(&h.token)))
+        .collect()
 }
 
 /// Every `Cookie` header of a request, joined as one.

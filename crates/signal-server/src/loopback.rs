@@ -44,17 +44,10 @@ pub(crate) struct LoopbackKeys(HashMap<Arc<str>, LoopbackKey>);
 
 impl LoopbackKeys {
     pub(crate) fn new(homes: &[HomeCredential]) -> Self {
-        Self(
-            homes
-                .iter()
-                .map(|h| {
-                    (
-                        Arc::from(h.name.as_str()),
-                        LoopbackKey::from_home_token(&h.token),
-                    )
-                })
-                .collect(),
-        )
+        Self(crate::cookies::per_home(
+            homes,
+            LoopbackKey::from_home_token,
+        ))
     }
 
     /// The offer for a new session of `home`, or `None` when the policy or

@@ -164,6 +164,46 @@ pub fn ice_ufrag(sdp: &str) -> Option<&str> {
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
 }
 
+/// signal-api on a fresh loopback port, with connect info as the binary
+/// serves it (client addresses matter to the link and loopback offers);
+/// returns its origin.
+pub async fn serve_signal(server: &SignalServer) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    serve_signal_on(server, listener);
+    origin
+}
+
+/// [`serve_signal`] on a listener of the caller's (an address it reuses).
+pub fn serve_signal_on(server: &SignalServer, listener: tokio::net::TcpListener) {
+    let app = server
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stop = server.shutdown_token();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .unwrap()
+    });
+}
+
+/// The home link to the signal-api at `origin`, quick to reconnect.
+pub fn link_config(origin: &str, token: &str) -> beeline_home::LinkConfig {
+    beeline_home::LinkConfig {
+        url: beeline_home::link_url(&format!("{origin}/webrtc")).unwrap(),
+        token: token.to_owned(),
+        bridge: beeline_bridge::BridgeConfig {
+            trust_forwarded_headers: true,
+            ..beeline_bridge::BridgeConfig::default()
+        },
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(800),
+        loopback_url: None,
+        home_name: Default::default(),
+    }
+}
+
 /// A GET head with no body.
 pub fn get_head(path: &str) -> beeline_frame::v2::RequestHead {
     beeline_frame::v2::RequestHead {
