@@ -2,8 +2,11 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use axum::http::HeaderValue;
+
 use crate::{
     auth::{BrowserAuth, HomeCredential, OpenAuth},
+    errors::OpenError,
     limits::Limits,
     net::IpNet,
     store::{Database, PostgresOptions},
@@ -164,9 +167,142 @@ impl fmt::Debug for SignalConfig {
     }
 }
 
+// --- validation, used by `SignalServer::open` ---
+
+pub(crate) fn normalize_base_path(raw: &str) -> Result<String, OpenError> {
+    let trimmed = raw.trim_end_matches('/');
+    let bad = |c: char| matches!(c, '{' | '}' | '?' | '#') || c.is_whitespace();
+    if !(trimmed.is_empty() || trimmed.starts_with('/'))
+        || trimmed.contains(bad)
+        || trimmed.contains("//")
+    {
+        return Err(OpenError::InvalidBasePath(raw.to_owned()));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks names and tokens, and picks the home of sessions that name none.
+pub(crate) fn check_homes(config: &SignalConfig) -> Result<Option<Arc<str>>, OpenError> {
+    let invalid = |why: String| Err(OpenError::InvalidHomes(why));
+    if config.homes.is_empty() {
+        return invalid("at least one home with a bearer token is required".to_owned());
+    }
+    for (i, home) in config.homes.iter().enumerate() {
+        let good_name = !home.name.is_empty()
+            && home.name.len() <= 64
+            && home
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !good_name {
+            return invalid(format!(
+                "home name {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                home.name
+            ));
+        }
+        if home.token.trim().is_empty() {
+            return invalid(format!("the token of home {:?} is empty", home.name));
+        }
+        for other in &config.homes[..i] {
+            if other.name == home.name {
+                return invalid(format!("home {:?} is configured twice", home.name));
+            }
+            if other.token == home.token {
+                return invalid(format!(
+                    "homes {:?} and {:?} share a token; each home needs its own",
+                    other.name, home.name
+                ));
+            }
+        }
+    }
+    match &config.default_home {
+        Some(name) if !config.homes.iter().any(|h| &h.name == name) => {
+            invalid(format!("the default home {name:?} is not configured"))
+        }
+        Some(name) => Ok(Some(name.as_str().into())),
+        None if config.homes.len() == 1 => Ok(Some(config.homes[0].name.as_str().into())),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn check_origin(origin: &str) -> Result<HeaderValue, OpenError> {
+    let invalid = || OpenError::InvalidOrigin(origin.to_owned());
+    let (scheme, authority) = origin.split_once("://").ok_or_else(invalid)?;
+    if !matches!(scheme, "http" | "https")
+        || authority.is_empty()
+        || authority.contains(['/', '?', '#', ' '])
+    {
+        return Err(invalid());
+    }
+    HeaderValue::from_str(origin).map_err(|_| invalid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::HomeCredential;
+
+    #[test]
+    fn base_path_is_normalized_and_validated() {
+        assert_eq!(normalize_base_path("/webrtc/").unwrap(), "/webrtc");
+        assert_eq!(
+            normalize_base_path("/jarvis-api/webrtc").unwrap(),
+            "/jarvis-api/webrtc"
+        );
+        assert_eq!(normalize_base_path("/").unwrap(), "");
+        assert!(normalize_base_path("webrtc").is_err());
+        assert!(normalize_base_path("/a/{id}").is_err());
+        assert!(normalize_base_path("/a//b").is_err());
+    }
+
+    #[test]
+    fn homes_are_validated_and_the_default_is_chosen() {
+        let config = |homes: Vec<HomeCredential>, default: Option<&str>| {
+            let mut config = SignalConfig::with_homes("x.db", homes);
+            config.default_home = default.map(str::to_owned);
+            config
+        };
+        let two = || {
+            vec![
+                HomeCredential::new("kitchen", "a"),
+                HomeCredential::new("attic", "b"),
+            ]
+        };
+        let one = check_homes(&SignalConfig::new("x.db", "t")).unwrap();
+        assert_eq!(one.as_deref(), Some("home"));
+        assert_eq!(check_homes(&config(two(), None)).unwrap(), None);
+        assert_eq!(
+            check_homes(&config(two(), Some("attic")))
+                .unwrap()
+                .as_deref(),
+            Some("attic")
+        );
+        for bad in [
+            config(vec![], None),
+            config(two(), Some("cellar")),
+            config(vec![HomeCredential::new("a b", "t")], None),
+            config(vec![HomeCredential::new("h", " ")], None),
+            config(
+                vec![HomeCredential::new("h", "t"), HomeCredential::new("h", "u")],
+                None,
+            ),
+            config(
+                vec![HomeCredential::new("h", "t"), HomeCredential::new("g", "t")],
+                None,
+            ),
+        ] {
+            assert!(check_homes(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn origins_must_be_scheme_and_host() {
+        assert!(check_origin("https://app.example.com").is_ok());
+        assert!(check_origin("http://127.0.0.1:8080").is_ok());
+        for bad in ["app.example.com", "https://", "https://a/b", "ftp://a", "*"] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn debug_output_redacts_secrets() {

@@ -64,6 +64,7 @@
 mod auth;
 mod config;
 mod cookies;
+mod errors;
 mod frames;
 mod home_link;
 mod jwt;

@@ -1,8 +1,6 @@
 //! The HTTP surface: routes, handlers and the long-poll wait.
 
 use std::{
-    borrow::Cow,
-    error::Error as StdError,
     net::{IpAddr, SocketAddr},
     sync::{atomic::Ordering, Arc, Weak},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -27,20 +25,22 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     auth::{bearer_token, BrowserRequest, HomeTokens, Identity},
-    config::SignalConfig,
+    config::{check_homes, check_origin, normalize_base_path, SignalConfig},
     cookies::{self, CookieKeys},
     home_link::{self, HomeLinks},
     limits::{address_key, LiveSessions, PollSlots, RateLimiter},
     metrics::{Metrics, Outcome, FALLBACK_REASONS},
     net::client_ip,
-    relay::{self, Relay, RelayConfigError},
+    relay::{self, Relay},
     store::{
-        open_store, Access, MessageKind, NewMessage, RemotePost, SessionStore, Side, StoreError,
-        StoredMessage,
+        open_store, Access, MessageKind, NewMessage, RemotePost, SessionStore, Side, StoredMessage,
     },
     turn::{check_ice_urls, hex},
     wake::{Topic, Wakeups},
 };
+
+pub use crate::errors::OpenError;
+pub(crate) use crate::errors::{stored, ApiError};
 
 /// The browser client served at `{base}/client.js`.
 const CLIENT_JS: &str = include_str!("../assets/client.js");
@@ -58,35 +58,6 @@ const MAX_REPORT_DETAIL: usize = 200;
 
 /// Longest setup time a report may claim.
 const MAX_SETUP: Duration = Duration::from_secs(600);
-
-/// Errors from [`SignalServer::open`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// The base path is not of the form `/a/b`.
-    #[error("invalid base path {0:?}: it must start with '/' and contain no '{{', '}}', '?', '#' or spaces")]
-    InvalidBasePath(String),
-    /// The homes are missing or misconfigured.
-    #[error("invalid home configuration: {0}")]
-    InvalidHomes(String),
-    /// An ICE server URL has the wrong scheme or no host.
-    #[error("invalid ICE server URL {0:?}: STUN URLs must start with stun: or stuns:, TURN URLs with turn: or turns:, followed by a host")]
-    InvalidIceUrl(String),
-    /// A CORS origin is not `scheme://host[:port]`.
-    #[error(
-        "invalid CORS origin {0:?}: expected scheme://host[:port], e.g. https://app.example.com"
-    )]
-    InvalidOrigin(String),
-    /// The relay upstream is not a usable URL.
-    #[error(transparent)]
-    Relay(#[from] RelayConfigError),
-    /// The database could not be opened.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// [`SignalConfig::sweep_interval`] is zero.
-    #[error("the sweep interval must be longer than zero (it is how often expired sessions are deleted)")]
-    InvalidSweepInterval,
-}
 
 /// State shared by every handler of one server.
 #[derive(Debug)]
@@ -295,74 +266,6 @@ impl SignalServer {
     }
 }
 
-fn normalize_base_path(raw: &str) -> Result<String, OpenError> {
-    let trimmed = raw.trim_end_matches('/');
-    let bad = |c: char| matches!(c, '{' | '}' | '?' | '#') || c.is_whitespace();
-    if !(trimmed.is_empty() || trimmed.starts_with('/'))
-        || trimmed.contains(bad)
-        || trimmed.contains("//")
-    {
-        return Err(OpenError::InvalidBasePath(raw.to_owned()));
-    }
-    Ok(trimmed.to_owned())
-}
-
-/// Checks names and tokens, and picks the home of sessions that name none.
-fn check_homes(config: &SignalConfig) -> Result<Option<Arc<str>>, OpenError> {
-    let invalid = |why: String| Err(OpenError::InvalidHomes(why));
-    if config.homes.is_empty() {
-        return invalid("at least one home with a bearer token is required".to_owned());
-    }
-    for (i, home) in config.homes.iter().enumerate() {
-        let good_name = !home.name.is_empty()
-            && home.name.len() <= 64
-            && home
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !good_name {
-            return invalid(format!(
-                "home name {:?} must be 1-64 letters, digits, '-', '_' or '.'",
-                home.name
-            ));
-        }
-        if home.token.trim().is_empty() {
-            return invalid(format!("the token of home {:?} is empty", home.name));
-        }
-        for other in &config.homes[..i] {
-            if other.name == home.name {
-                return invalid(format!("home {:?} is configured twice", home.name));
-            }
-            if other.token == home.token {
-                return invalid(format!(
-                    "homes {:?} and {:?} share a token; each home needs its own",
-                    other.name, home.name
-                ));
-            }
-        }
-    }
-    match &config.default_home {
-        Some(name) if !config.homes.iter().any(|h| &h.name == name) => {
-            invalid(format!("the default home {name:?} is not configured"))
-        }
-        Some(name) => Ok(Some(name.as_str().into())),
-        None if config.homes.len() == 1 => Ok(Some(config.homes[0].name.as_str().into())),
-        None => Ok(None),
-    }
-}
-
-fn check_origin(origin: &str) -> Result<HeaderValue, OpenError> {
-    let invalid = || OpenError::InvalidOrigin(origin.to_owned());
-    let (scheme, authority) = origin.split_once("://").ok_or_else(invalid)?;
-    if !matches!(scheme, "http" | "https")
-        || authority.is_empty()
-        || authority.contains(['/', '?', '#', ' '])
-    {
-        return Err(invalid());
-    }
-    HeaderValue::from_str(origin).map_err(|_| invalid())
-}
-
 fn cors_layer(origins: &[HeaderValue]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
@@ -516,35 +419,6 @@ fn live_since_ms(config: &SignalConfig) -> u64 {
     now_ms().saturating_sub(millis(config.session_ttl))
 }
 
-/// Awaits a store call; store failures become logged 500s (503 with
-/// `Retry-After` while the database cannot be reached), session errors
-/// their documented statuses.
-pub(crate) async fn stored<T>(
-    shared: &Shared,
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, ApiError> {
-    match call.await {
-        Ok(value) => Ok(value),
-        Err(StoreError::UnknownSession) => Err(ApiError::unknown_session()),
-        Err(StoreError::ExpiredSession) => Err(ApiError::expired_session(&shared.config)),
-        Err(StoreError::SessionFull { limit }) => {
-            shared.metrics.count_limit("session-messages");
-            Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("this session already holds its maximum of {limit} messages; start a new session"),
-            ))
-        }
-        Err(error @ StoreError::Unavailable(_)) => {
-            tracing::warn!(error = %error_chain(&error), "signaling store unavailable");
-            Err(ApiError::unavailable())
-        }
-        Err(error) => {
-            tracing::error!(error = %error_chain(&error), "signaling store failed");
-            Err(ApiError::internal())
-        }
-    }
-}
-
 /// Passes other instances' posts (a shared store) on to the waiters here.
 fn spawn_remote_wakeups(shared: &Arc<Shared>) {
     let Some(mut posts) = shared.store.remote_posts() else {
@@ -585,122 +459,6 @@ fn spawn_remote_wakeups(shared: &Arc<Shared>) {
             }
         }
     });
-}
-
-fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// An error answered as `{"error": "..."}`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    message: Cow<'static, str>,
-    retry_after: Option<Duration>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub(crate) fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// 429 with `Retry-After` (whole seconds, rounded up).
-    fn too_many(message: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
-        }
-    }
-
-    fn unknown_session() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown session")
-    }
-
-    fn expired_session(config: &SignalConfig) -> Self {
-        Self::new(
-            StatusCode::GONE,
-            format!(
-                "session expired: signaling sessions last {} s; create a new session",
-                config.session_ttl.as_secs()
-            ),
-        )
-    }
-
-    fn body_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {limit} bytes"),
-        )
-    }
-
-    fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
-    }
-
-    /// 503 with `Retry-After`: the database cannot be reached right now.
-    fn unavailable() -> Self {
-        Self {
-            retry_after: Some(Duration::from_secs(1)),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the signaling database is unavailable; retry shortly",
-            )
-        }
-    }
-
-    /// Maps an axum extractor rejection, keeping its status (400, 413, 415…).
-    fn rejected(shared: &Shared, status: StatusCode, what: &str, detail: String) -> Self {
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            shared.metrics.count_limit("body-size");
-            Self::body_too_large(shared.config.limits.max_body_bytes)
-        } else {
-            Self::new(status, format!("{what}: {detail}"))
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(ErrorBody {
-                error: &self.message,
-            }),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(wait) = self.retry_after {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        }
-        response
-    }
 }
 
 /// Who is calling.
@@ -1500,60 +1258,6 @@ async fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::HomeCredential;
-
-    #[test]
-    fn base_path_is_normalized_and_validated() {
-        assert_eq!(normalize_base_path("/webrtc/").unwrap(), "/webrtc");
-        assert_eq!(
-            normalize_base_path("/jarvis-api/webrtc").unwrap(),
-            "/jarvis-api/webrtc"
-        );
-        assert_eq!(normalize_base_path("/").unwrap(), "");
-        assert!(normalize_base_path("webrtc").is_err());
-        assert!(normalize_base_path("/a/{id}").is_err());
-        assert!(normalize_base_path("/a//b").is_err());
-    }
-
-    #[test]
-    fn homes_are_validated_and_the_default_is_chosen() {
-        let config = |homes: Vec<HomeCredential>, default: Option<&str>| {
-            let mut config = SignalConfig::with_homes("x.db", homes);
-            config.default_home = default.map(str::to_owned);
-            config
-        };
-        let two = || {
-            vec![
-                HomeCredential::new("kitchen", "a"),
-                HomeCredential::new("attic", "b"),
-            ]
-        };
-        let one = check_homes(&SignalConfig::new("x.db", "t")).unwrap();
-        assert_eq!(one.as_deref(), Some("home"));
-        assert_eq!(check_homes(&config(two(), None)).unwrap(), None);
-        assert_eq!(
-            check_homes(&config(two(), Some("attic")))
-                .unwrap()
-                .as_deref(),
-            Some("attic")
-        );
-        for bad in [
-            config(vec![], None),
-            config(two(), Some("cellar")),
-            config(vec![HomeCredential::new("a b", "t")], None),
-            config(vec![HomeCredential::new("h", " ")], None),
-            config(
-                vec![HomeCredential::new("h", "t"), HomeCredential::new("h", "u")],
-                None,
-            ),
-            config(
-                vec![HomeCredential::new("h", "t"), HomeCredential::new("g", "t")],
-                None,
-            ),
-        ] {
-            assert!(check_homes(&bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn same_origin_and_listed_origins_are_allowed() {
@@ -1572,14 +1276,5 @@ mod tests {
             HeaderValue::from_static("public.example"),
         );
         assert!(allowed("https://public.example", &headers));
-    }
-
-    #[test]
-    fn origins_must_be_scheme_and_host() {
-        assert!(check_origin("https://app.example.com").is_ok());
-        assert!(check_origin("http://127.0.0.1:8080").is_ok());
-        for bad in ["app.example.com", "https://", "https://a/b", "ftp://a", "*"] {
-            assert!(check_origin(bad).is_err(), "{bad}");
-        }
     }
 }
