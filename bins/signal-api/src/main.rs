@@ -71,6 +71,9 @@ fn init_tracing(json: bool) {
 fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
     let mut config =
         SignalConfig::with_homes(settings.db.clone(), std::mem::take(&mut settings.homes));
+    if let Some(size) = settings.db_pool_size {
+        config.postgres.pool_size = size;
+    }
     config.base_path = settings.base_path.clone();
     config.default_home = settings.default_home.take();
     config.browser_auth = match std::mem::replace(&mut settings.browser_auth, BrowserAuth::Open) {

@@ -124,6 +124,14 @@ pub(crate) struct Cli {
         help_heading = "General"
     )]
     db: Option<PathBuf>,
+    /// With a postgres:// --db: most connections this instance keeps open for requests (plus one that listens for the other instances' posts) [default: 16].
+    #[arg(
+        long,
+        env = "BEELINE_DB_POOL_SIZE",
+        value_name = "N",
+        help_heading = "General"
+    )]
+    db_pool_size: Option<usize>,
     /// Path prefix of the signaling endpoints [default: /webrtc].
     #[arg(
         long,
@@ -532,6 +540,7 @@ struct FileHome {
 pub(crate) struct FileConfig {
     listen: Option<SocketAddr>,
     db: Option<PathBuf>,
+    db_pool_size: Option<usize>,
     base_path: Option<String>,
     relay_upstream: Option<String>,
     #[serde(alias = "strip_header")]
@@ -685,6 +694,7 @@ pub(crate) enum JwtKeySource {
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) db: Database,
+    pub(crate) db_pool_size: Option<usize>,
     pub(crate) base_path: String,
     pub(crate) relay_upstream: Option<String>,
     pub(crate) strip_headers: Vec<String>,
@@ -1068,6 +1078,10 @@ impl Settings {
                 .db
                 .or(file.db)
                 .map_or_else(|| Database::from(DEFAULT_DB), Database::from),
+            db_pool_size: match cli.db_pool_size.or(file.db_pool_size) {
+                Some(0) => bail!("--db-pool-size must be above 0"),
+                other => other,
+            },
             base_path: cli
                 .base_path
                 .or(file.base_path)
@@ -1398,5 +1412,36 @@ mod tests {
         let file = FileConfig::load(Path::new(example)).unwrap();
         assert_eq!(file.browser_auth, Some(BrowserAuthMode::Jwt));
         assert!(file.turn_secret_file.is_some());
+    }
+
+    /// A PostgreSQL URL in the file is a URL, not a path to put under the
+    /// file's folder; a relative file path still is.
+    #[test]
+    fn a_database_url_in_the_file_stays_a_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signal-api.toml");
+        let url = "postgres://beeline:pw@db.internal:5432/beeline";
+        std::fs::write(&path, format!("db = \"{url}\"\ndb_pool_size = 4\n")).unwrap();
+        let loaded = FileConfig::load(&path).unwrap();
+        assert_eq!(loaded.db.as_deref(), Some(Path::new(url)));
+        let (cli, matches) = parse(&["--home-token", "t", "--browser-auth", "open"]);
+        let settings = Settings::resolve(cli, &matches, loaded).unwrap();
+        assert_eq!(settings.db, Database::Postgres(url.into()));
+        assert_eq!(settings.db_pool_size, Some(4));
+        std::fs::write(&path, "db = \"signal.db\"\n").unwrap();
+        let loaded = FileConfig::load(&path).unwrap();
+        assert_eq!(loaded.db, Some(dir.path().join("signal.db")));
+        assert!(resolve(
+            &[
+                "--home-token",
+                "t",
+                "--browser-auth",
+                "open",
+                "--db-pool-size",
+                "0"
+            ],
+            ""
+        )
+        .is_err());
     }
 }

@@ -147,6 +147,8 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "--sessions-per-ip-per-minute",
         "--max-polls-per-identity",
         "--log-json",
+        "--db <PATH|URL>",
+        "--db-pool-size <N>",
         "POST {base}/report",
         "Precedence: flags > environment > config file",
     ] {
