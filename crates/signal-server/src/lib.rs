@@ -74,6 +74,7 @@ mod metrics;
 mod net;
 mod relay;
 mod server;
+mod state;
 mod store;
 mod turn;
 mod wake;

@@ -2,7 +2,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{atomic::Ordering, Arc, Weak},
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,29 +18,26 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use beeline_frame::proxy::ClientHeaderFilter;
 use serde::{Deserialize, Deserializer, Serialize};
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    auth::{bearer_token, BrowserRequest, HomeTokens, Identity},
-    config::{check_homes, check_origin, normalize_base_path, SignalConfig},
-    cookies::{self, CookieKeys},
-    home_link::{self, HomeLinks},
-    limits::{address_key, LiveSessions, PollSlots, RateLimiter},
-    metrics::{Metrics, Outcome, FALLBACK_REASONS},
+    auth::{bearer_token, BrowserRequest, Identity},
+    config::SignalConfig,
+    cookies, home_link,
+    limits::address_key,
+    metrics::{Outcome, FALLBACK_REASONS},
     net::client_ip,
-    relay::{self, Relay},
-    store::{
-        open_store, Access, MessageKind, NewMessage, RemotePost, SessionStore, Side, StoredMessage,
-    },
-    turn::{check_ice_urls, hex},
-    wake::{Topic, Wakeups},
+    relay,
+    store::{Access, MessageKind, NewMessage, Side, StoredMessage},
+    turn::hex,
+    wake::Topic,
 };
 
 pub use crate::errors::OpenError;
 pub(crate) use crate::errors::{stored, ApiError};
+pub(crate) use crate::state::Shared;
+pub use crate::state::SignalServer;
 
 /// The browser client served at `{base}/client.js`.
 const CLIENT_JS: &str = include_str!("../assets/client.js");
@@ -59,150 +56,7 @@ const MAX_REPORT_DETAIL: usize = 200;
 /// Longest setup time a report may claim.
 const MAX_SETUP: Duration = Duration::from_secs(600);
 
-/// State shared by every handler of one server.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    config: SignalConfig,
-    homes: HomeTokens,
-    default_home: Option<Arc<str>>,
-    store: Arc<dyn SessionStore>,
-    pub(crate) metrics: Metrics,
-    relay: Option<Relay>,
-    /// Home-peers' links, which the relay uses when no upstream is set.
-    links: HomeLinks,
-    /// Request headers no client may set for the home service to believe.
-    client_headers: ClientHeaderFilter,
-    /// Per-home keys for sealed cookie jars (empty when they are off).
-    cookie_keys: CookieKeys,
-    /// Per-home keys for loopback tickets.
-    loopback_keys: crate::loopback::LoopbackKeys,
-    wakeups: Wakeups,
-    sessions_per_identity: RateLimiter,
-    sessions_per_ip: RateLimiter,
-    reports_per_ip: RateLimiter,
-    posts_per_session: RateLimiter,
-    posts_per_identity: RateLimiter,
-    live_per_identity: LiveSessions,
-    live_per_ip: LiveSessions,
-    polls: PollSlots,
-    shutdown: CancellationToken,
-    /// The validated CORS allow-list.
-    cors_allow: Vec<HeaderValue>,
-}
-
-impl Shared {
-    pub(crate) fn config(&self) -> &SignalConfig {
-        &self.config
-    }
-
-    pub(crate) fn store(&self) -> &dyn SessionStore {
-        &*self.store
-    }
-
-    pub(crate) fn relay(&self) -> Option<&Relay> {
-        self.relay.as_ref()
-    }
-
-    pub(crate) fn links(&self) -> &HomeLinks {
-        &self.links
-    }
-
-    pub(crate) fn client_headers(&self) -> &ClientHeaderFilter {
-        &self.client_headers
-    }
-
-    pub(crate) fn default_home(&self) -> Option<Arc<str>> {
-        self.default_home.clone()
-    }
-
-    /// The configured home called `name`.
-    pub(crate) fn home_named(&self, name: &str) -> Option<Arc<str>> {
-        self.homes.names().find(|home| ***home == *name).cloned()
-    }
-
-    pub(crate) fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-}
-
-/// A signaling server: configuration, store, wake-ups, limits and metrics.
-///
-/// Cheap to clone; all clones share one state. Serve [`SignalServer::router`]
-/// with axum — with connect info (`into_make_service_with_connect_info::<SocketAddr>()`)
-/// so that per-address limits and proxy-header auth see the peer — and call
-/// [`SignalServer::shutdown`] before waiting for the server to drain, so that
-/// held long-polls are answered at once.
-#[derive(Debug, Clone)]
-pub struct SignalServer {
-    shared: Arc<Shared>,
-}
-
 impl SignalServer {
-    /// Validates `config`, opens the store (SQLite, or PostgreSQL for a
-    /// `postgres://` URL), starts the periodic sweep of expired rows and,
-    /// with a shared store, the wake-ups from other instances. Must be called
-    /// inside a Tokio runtime.
-    pub async fn open(mut config: SignalConfig) -> Result<Self, OpenError> {
-        config.base_path = normalize_base_path(&config.base_path)?;
-        let default_home = check_homes(&config)?;
-        check_ice_urls(&config.stun_urls, &["stun", "stuns"]).map_err(OpenError::InvalidIceUrl)?;
-        check_ice_urls(&config.turn_urls, &["turn", "turns"]).map_err(OpenError::InvalidIceUrl)?;
-        // Parsed once; the CORS layer uses exactly these.
-        let cors_allow = config
-            .cors_origins
-            .iter()
-            .map(|origin| check_origin(origin))
-            .collect::<Result<Vec<_>, _>>()?;
-        if config.sweep_interval.is_zero() {
-            return Err(OpenError::InvalidSweepInterval);
-        }
-        if config.turn_secrets.is_none() && !config.turn_urls.is_empty() {
-            tracing::warn!(
-                "TURN URLs are configured without a TURN secret; they will not be announced"
-            );
-        }
-        let relay = config
-            .relay_upstream
-            .as_deref()
-            .map(|upstream| Relay::new(upstream, &config))
-            .transpose()?;
-        let store = open_store(&config.database, &config.postgres).await?;
-        let limits = &config.limits;
-        let shared = Arc::new(Shared {
-            homes: HomeTokens::new(&config.homes),
-            default_home,
-            store,
-            metrics: Metrics::default(),
-            relay,
-            links: HomeLinks::default(),
-            client_headers: ClientHeaderFilter::new(&config.strip_request_headers),
-            cookie_keys: if config.cookie_jar {
-                CookieKeys::new(&config.homes)
-            } else {
-                CookieKeys::default()
-            },
-            loopback_keys: crate::loopback::LoopbackKeys::new(&config.homes),
-            wakeups: Wakeups::default(),
-            sessions_per_identity: RateLimiter::new(limits.sessions_per_identity_per_minute),
-            sessions_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
-            reports_per_ip: RateLimiter::new(limits.sessions_per_ip_per_minute),
-            posts_per_session: RateLimiter::new(limits.posts_per_session_per_minute),
-            posts_per_identity: RateLimiter::new(limits.posts_per_identity_per_minute),
-            live_per_identity: LiveSessions::new(
-                limits.max_live_sessions_per_identity,
-                config.session_ttl,
-            ),
-            live_per_ip: LiveSessions::new(limits.max_live_sessions_per_ip, config.session_ttl),
-            polls: PollSlots::new(limits.max_polls_per_identity),
-            shutdown: CancellationToken::new(),
-            cors_allow,
-            config,
-        });
-        spawn_sweeper(&shared);
-        spawn_remote_wakeups(&shared);
-        Ok(Self { shared })
-    }
-
     /// The routes of the signaling contract, plus `/healthz`, `/metrics` and
     /// the relay (or a JSON 404) as fallback.
     ///
@@ -245,24 +99,6 @@ impl SignalServer {
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(relay::forward)
             .with_state(shared.clone())
-    }
-
-    /// The normalized base path the routes live under (e.g. `/webrtc`).
-    pub fn base_path(&self) -> &str {
-        &self.shared.config.base_path
-    }
-
-    /// Answers every held long-poll (empty) now and every later one at once,
-    /// and stops the sweeper. Requests in flight otherwise complete normally.
-    pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
-        self.shared.links.close_all();
-    }
-
-    /// A token cancelled by [`SignalServer::shutdown`]; handy as the trigger
-    /// of axum's graceful shutdown.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.shutdown.clone()
     }
 }
 
@@ -340,52 +176,12 @@ fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, listed: &[String]) 
         .any(|host| host.eq_ignore_ascii_case(authority))
 }
 
-/// Deletes expired rows and idle rate-limit entries every `sweep_interval`
-/// until shutdown or until the server is dropped.
-fn spawn_sweeper(shared: &Arc<Shared>) {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    let stop = shared.shutdown.clone();
-    let mut ticks = tokio::time::interval(shared.config.sweep_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
-            let Some(shared) = weak.upgrade() else { break };
-            let now = Instant::now();
-            shared.sessions_per_identity.sweep(now);
-            shared.sessions_per_ip.sweep(now);
-            shared.reports_per_ip.sweep(now);
-            shared.posts_per_session.sweep(now);
-            shared.posts_per_identity.sweep(now);
-            shared.live_per_identity.sweep(now);
-            shared.live_per_ip.sweep(now);
-            let live_since = live_since_ms(&shared.config);
-            let forget_before = live_since.saturating_sub(millis(shared.config.tombstone_ttl));
-            match stored(&shared, shared.store.sweep(live_since, forget_before)).await {
-                Ok(swept) if swept.sessions + swept.messages > 0 => {
-                    tracing::debug!(
-                        sessions_forgotten = swept.sessions,
-                        messages = swept.messages,
-                        "swept expired signaling rows"
-                    );
-                }
-                Ok(_) => {}
-                // Already logged by `stored`; the next tick tries again.
-                Err(_) => {}
-            }
-        }
-    });
-}
-
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     millis(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -415,50 +211,8 @@ pub(crate) async fn live_session_home(
     }
 }
 
-fn live_since_ms(config: &SignalConfig) -> u64 {
+pub(crate) fn live_since_ms(config: &SignalConfig) -> u64 {
     now_ms().saturating_sub(millis(config.session_ttl))
-}
-
-/// Passes other instances' posts (a shared store) on to the waiters here.
-fn spawn_remote_wakeups(shared: &Arc<Shared>) {
-    let Some(mut posts) = shared.store.remote_posts() else {
-        return;
-    };
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    let stop = shared.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let post = tokio::select! {
-                _ = stop.cancelled() => break,
-                post = posts.recv() => post,
-            };
-            let Some(shared) = weak.upgrade() else { break };
-            let at = Instant::now();
-            match post {
-                Ok(RemotePost::Message {
-                    session_id,
-                    home_id,
-                    side,
-                }) => {
-                    shared.wakeups.announce(
-                        &Topic::Session {
-                            id: session_id,
-                            from: side,
-                        },
-                        at,
-                    );
-                    if side == Side::Browser {
-                        shared.wakeups.announce(&Topic::Home(home_id), at);
-                    }
-                }
-                // Announcements were missed: every waiter reads again.
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    shared.wakeups.announce_all(at);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
 }
 
 /// Who is calling.
