@@ -7,8 +7,8 @@ use beeline_frame::v2::{ErrorCode, RequestHead};
 use futures::StreamExt as _;
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::errors::ApiError;
 use crate::home_link::Link;
-use crate::server::ApiError;
 
 /// Sends one request (headers already prepared by the relay) over `link`.
 pub(super) async fn send(

@@ -49,7 +49,7 @@ pub(crate) use upstream::Relay;
 pub use upstream::RelayConfigError;
 
 use crate::home_link::Link;
-use crate::server::{ApiError, Shared};
+use crate::{errors::ApiError, state::Shared};
 
 /// The header a page names its signaling session with on the normal path.
 pub const SESSION_HEADER: &str = "x-beeline-session";
@@ -199,7 +199,7 @@ async fn session_home(
     let Some(id) = session.filter(|id| !id.is_empty() && id.len() <= 64) else {
         return Ok(None);
     };
-    let record = crate::server::stored(shared, shared.store().session(id)).await?;
+    let record = crate::errors::stored(shared, shared.store().session(id)).await?;
     Ok(record.and_then(|record| shared.home_named(&record.home_id)))
 }
 

@@ -8,7 +8,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use reqwest::Url;
 
 use crate::config::SignalConfig;
-use crate::server::ApiError;
+use crate::errors::ApiError;
 
 /// How long connecting to the upstream may take. There is no overall
 /// timeout: relayed responses may be long-lived event streams.

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest as _, protocol::frame::coding::CloseCode,
 };
 
-use crate::server::ApiError;
+use crate::errors::ApiError;
 
 /// Largest message relayed; more closes the socket with 1009.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 16 << 20;
