@@ -322,9 +322,11 @@ export class BeelineClient extends EventTarget {
     return url.origin === new URL(base).origin;
   }
 
-  async #fetch(input, init) {
+  // `loopback: false` for a request the listener sent back (it stays the
+  // path for the others).
+  async #fetch(input, init, { loopback = true } = {}) {
     const fallback = () => this.#normalFetch(input, init);
-    if (this.#loopbackUsable()) return this.#loopbackFetch(input, init);
+    if (loopback && this.#loopbackUsable()) return this.#loopbackFetch(input, init);
     if (!this.#directUsable()) return fallback();
 
     let request;
@@ -417,11 +419,12 @@ export class BeelineClient extends EventTarget {
       jar,
     });
     if (response !== null) return this.#takeSetCookie(response);
-    // The listener is gone (marked dead, so the path changed): the next path.
+    // The listener is gone (marked dead, so the path changed) or sent this
+    // request back: the next path.
     const replay = { ...init };
     if (!NO_BODY_METHODS.has(request.method)) replay.body = bytes;
     delete replay.duplex;
-    return this.#fetch(input, replay);
+    return this.#fetch(input, replay, { loopback: false });
   }
 
   // The body of a v2 request and its length when known (then sent as

@@ -259,9 +259,10 @@ export class Loopback {
   /**
    * Sends one request to the listener. Resolves with the listener's
    * Response (headers marked `x-beeline-path: loopback`), or with null when
-   * the listener is unusable and the request must take the next path: the
-   * connection failed before any response, or home-peer refused the ticket
-   * (403 with `x-beeline-error`). An abort rejects as fetch does.
+   * the request must take the next path: the connection failed before any
+   * response, or home-peer refused it with an `x-beeline-error` that is not
+   * about the request itself (an expired ticket, too many sessions, ...).
+   * An abort rejects as fetch does.
    *
    * @param {{method: string, path: string, headers: Headers, body: Uint8Array|null, signal?: AbortSignal, cache?: RequestCache, redirect?: RequestRedirect, jar?: string|null}} request
    */
@@ -287,13 +288,17 @@ export class Loopback {
       this.markDead(`request failed: ${err?.message ?? err}`);
       return null;
     }
-    if (res.status === 403 && res.headers.has(ERROR_HEADER)) {
+    const refusal = res.headers.get(ERROR_HEADER);
+    if (refusal !== null && !REQUEST_ERRORS.has(refusal)) {
+      // home-peer's own refusal of the session (ticket, origin, host, too
+      // many sessions, its bridge): the next path. One that says only this
+      // request came at a busy moment does not end the listener's use.
       try {
         await res.body?.cancel();
       } catch {
         // Nothing to release.
       }
-      this.markDead(`refused: ${res.headers.get(ERROR_HEADER)}`);
+      if (refusal !== 'too_many_streams') this.markDead(`refused: ${refusal} (${res.status})`);
       return null;
     }
     return loopbackResponse(res);
@@ -305,6 +310,10 @@ export class Loopback {
     return `ws://${new URL(this.#url).host}${pathAndQuery}${sep}${TICKET_PARAM}=${encodeURIComponent(this.#ticket)}`;
   }
 }
+
+// home-peer's error codes (x-beeline-error) about the request itself, which
+// the channel would answer alike: the page gets them as responses.
+const REQUEST_ERRORS = new Set(['upstream_unavailable', 'body_too_large', 'header_too_large', 'bad_request', 'stream_failed']);
 
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 

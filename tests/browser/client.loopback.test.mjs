@@ -284,6 +284,27 @@ describe('loopback tier', () => {
     client.close();
   });
 
+  test('home-peer refusals: of the session, the next path (a busy moment keeps the listener); of the request, the page\'s answer', async () => {
+    let refusal = null;
+    const listener = fakeListener({
+      answer: () => (refusal ? new Response('refused', { status: refusal.status, headers: { 'x-beeline-error': refusal.code } }) : new Response('ok')),
+    });
+    const { client, fallback } = loopbackClient(listener);
+    assert.equal(await client.ready, 'loopback');
+    refusal = { status: 502, code: 'upstream_unavailable' };
+    const res = await client.fetch('/down');
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get('x-beeline-error'), 'upstream_unavailable');
+    refusal = { status: 503, code: 'too_many_streams' };
+    assert.equal(await (await client.fetch('/busy')).text(), 'via fallback');
+    assert.equal(client.path, 'loopback', 'a busy moment ended the listener');
+    refusal = { status: 503, code: 'too_many_sessions' };
+    assert.equal(await (await client.fetch('/full')).text(), 'via fallback');
+    assert.equal(client.path, 'normal');
+    assert.deepEqual(fallback.calls.map((c) => c.input), ['/busy', '/full']);
+    client.close();
+  });
+
   test('a 403 from the home service itself (no x-beeline-error) is the answer', async () => {
     const listener = fakeListener({ answer: () => new Response('forbidden by the app', { status: 403 }) });
     const { client } = loopbackClient(listener);
