@@ -519,7 +519,7 @@ fn main() {
         if let Some(m) = &multi {
             let (p50, p99) = (percentile(&m.wakes, 50.0), percentile(&m.wakes, 99.0));
             row(
-                format!("PostgreSQL, {INSTANCES} instances: posts/s ({} posts)", m.posts),
+                format!("PostgreSQL x{INSTANCES}: posts/s ({} posts)", m.posts),
                 format!("{:.0}", m.posts_per_sec),
                 &format!(">= {GOAL_MULTI_POSTS_PER_SEC:.0}"),
                 verdict(m.posts_per_sec >= GOAL_MULTI_POSTS_PER_SEC),
