@@ -96,9 +96,20 @@ impl Balancer {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // setpriv changes user and execs: the child is haproxy itself, so
+        // killing it on drop leaves nothing behind (runuser would fork and
+        // leave haproxy running).
         let mut command = if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "nobody", "--"]).arg(binary);
+            let id = |flag: &str| {
+                let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            };
+            let mut command = Command::new("setpriv");
+            command
+                .arg(format!("--reuid={}", id("-u")))
+                .arg(format!("--regid={}", id("-g")))
+                .args(["--clear-groups", "--"])
+                .arg(binary);
             command
         } else {
             Command::new(binary)
