@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{link_config, serve_signal, serve_signal_on};
+use common::{link_config, serve_signal, serve_signal_on, wait_for};
 
 const TOKEN_A: &str = "token-of-home-a";
 const TOKEN_B: &str = "token-of-home-b";
@@ -30,17 +30,7 @@ fn home_service(name: &'static str) -> Router {
             "/who",
             get(move |uri: axum::http::Uri| async move { format!("{name} {uri}") }),
         )
-        .route(
-            "/headers",
-            get(|headers: axum::http::HeaderMap| async move {
-                let mut out: Vec<String> = headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
-                    .collect();
-                out.sort();
-                out.join("\n")
-            }),
-        )
+        .route("/headers", get(common::echo_headers))
         .route(
             "/events",
             get(|Query(q): Query<Count>| async move {
@@ -187,14 +177,6 @@ async fn two_homes(links: bool) -> Stack {
         wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
     }
     stack
-}
-
-async fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "condition not met in {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn session(http: &reqwest::Client, origin: &str, home: &str) -> String {

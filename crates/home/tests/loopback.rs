@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::routing::{any, get};
@@ -41,17 +41,7 @@ fn home_service(seen: Arc<AtomicUsize>) -> Router {
         }
     };
     Router::new()
-        .route(
-            "/headers",
-            any(|headers: axum::http::HeaderMap| async move {
-                let mut out: Vec<String> = headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
-                    .collect();
-                out.sort();
-                out.join("\n")
-            }),
-        )
+        .route("/headers", any(common::echo_headers))
         .route(
             "/events",
             get(|| async {
@@ -152,11 +142,7 @@ async fn home(offer: LoopbackOffer) -> Home {
         Arc::clone(&status),
         shutdown.clone(),
     ));
-    let start = Instant::now();
-    while !status.is_connected() {
-        assert!(start.elapsed() < Duration::from_secs(5), "link not up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
     Home {
         signal,
         loopback,

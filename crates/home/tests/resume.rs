@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use beeline_bridge::{
     Channel, ChannelClosed, Client, ClientOptions, HttpUpstream, Received, ResumableChannel,
@@ -141,11 +141,7 @@ async fn home() -> Home {
         Some(resume),
         shutdown.clone(),
     ));
-    let start = Instant::now();
-    while !status.is_connected() {
-        assert!(start.elapsed() < Duration::from_secs(5), "link not up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
     Home {
         origin,
         server,

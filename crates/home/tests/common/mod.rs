@@ -98,17 +98,7 @@ pub fn upstream_router(disconnects: Arc<std::sync::atomic::AtomicUsize>) -> Rout
                 Ok::<_, String>(format!("{len} {hex}"))
             }),
         )
-        .route(
-            "/headers",
-            get(|headers: axum::http::HeaderMap| async move {
-                let mut out: Vec<String> = headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
-                    .collect();
-                out.sort();
-                out.join("\n")
-            }),
-        )
+        .route("/headers", get(echo_headers))
         .route(
             "/hold",
             // Headers now, a body that never ends: a stream that stays
@@ -201,6 +191,25 @@ pub fn link_config(origin: &str, token: &str) -> beeline_home::LinkConfig {
         backoff_max: Duration::from_millis(800),
         loopback_url: None,
         home_name: Default::default(),
+    }
+}
+
+/// The request's headers, one `name: value` line each, sorted.
+pub async fn echo_headers(headers: axum::http::HeaderMap) -> String {
+    let mut out: Vec<String> = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+        .collect();
+    out.sort();
+    out.join("\n")
+}
+
+/// Waits until `done`, failing the test after `limit`.
+pub async fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "condition not met in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
