@@ -55,6 +55,14 @@ export interface CreateClientOptions {
   loopbackFetch?: typeof fetch;
   /** Whether a ReadableStream request body streams up (default: whether the browser supports request streams). */
   requestStreams?: boolean;
+  /**
+   * Run requests and WebSockets on one resumable connection when the session offers it (default false;
+   * docs/protocol.md §4.8): it starts on the frame connection through signal-api's home link, moves to the
+   * data channel when it opens and back when its path dies, and streams in flight carry on across both moves.
+   */
+  resume?: boolean;
+  /** Start setting up the direct path this long after the session exists, in ms (default 0); the setup budget starts then. */
+  directAfterMs?: number;
 }
 
 /** What the channel's hello/agree settled. */
@@ -65,6 +73,14 @@ export interface ProtocolInfo {
   window?: number;
   maxStreams?: number;
   maxWsMessage?: number;
+}
+
+/** The resumable connection's state (docs/protocol.md §4.8). */
+export interface ResumeState {
+  /** What it writes to now: the data channel, the frame connection through signal-api's home link, or nothing (between carriers). */
+  carrier: 'channel' | 'link' | null;
+  /** How many times it moved from one carrier to another. */
+  switches: number;
 }
 
 /** Detail of a `pathchange` event. */
@@ -104,6 +120,8 @@ export interface BeelineClient extends EventTarget {
   readonly protocol: ProtocolInfo | null;
   /** The signaling session id, once the session exists. */
   readonly sessionId: string | null;
+  /** The resumable connection (option `resume`), or null when requests do not run on one. */
+  readonly resume: ResumeState | null;
   /** Called with the new path on every change. */
   onpathchange: ((path: BeelinePath) => void) | null;
   /** A WebSocket to `url` on the home service, over the loopback listener or the data channel when one is up. */

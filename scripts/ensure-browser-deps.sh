@@ -28,6 +28,8 @@ missing=()
 [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# iptables: the migration test cuts the UDP path inside its namespace.
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -1,9 +1,10 @@
 // BeelineClient: setup, request routing, cookies.
 
-import { BODY_METHODS, ChannelSendError, COOKIES_CHANGED_HEADER, COOKIES_CHANGED_TIMING, COOKIES_FEATURE, DATA_CHANNEL_LABEL, IDEMPOTENT_METHODS, JAR_HEADER, JAR_REFRESH_MS, JAR_RETRY_MS, JAR_TIMEOUT_MS, NO_BODY_METHODS, SESSION_PARAM, SET_COOKIE_HEADER, debug, documentCookie } from './common.mjs';
+import { BODY_METHODS, BUFFERED_LOW, ChannelSendError, COOKIES_CHANGED_HEADER, COOKIES_CHANGED_TIMING, COOKIES_FEATURE, DATA_CHANNEL_LABEL, IDEMPOTENT_METHODS, JAR_HEADER, JAR_REFRESH_MS, JAR_RETRY_MS, JAR_TIMEOUT_MS, NO_BODY_METHODS, RESUME_CHANNEL_LABEL, SESSION_HEADER, SESSION_PARAM, SET_COOKIE_HEADER, debug, documentCookie } from './common.mjs';
 import { installIndicator } from './indicator.mjs';
 import { dataChannelLink } from './link.mjs';
 import { Loopback, parseLoopbackOffer } from './loopback.mjs';
+import { RESUME_LINGER_MS, ResumableLink, UNKNOWN_CONNECTION_CLOSE } from './resume.mjs';
 import { ChannelProtocol, abortReason, isReadableStream, readBody } from './streams.mjs';
 import { BeelineWebSocket } from './websocket.mjs';
 
@@ -38,6 +39,14 @@ const now = () => (typeof performance !== 'undefined' && typeof performance.now 
  * `negotiated` resolves once the channel's protocol version is settled, with
  * `protocol` (`{version: 1}` or `{version: 2, features, binary, ...}`), or
  * with null when no channel opened.
+ *
+ * With `resume` on and a session that offers it (docs/protocol.md §4.8),
+ * requests and WebSockets run on one resumable connection instead: it
+ * starts on the frame connection through signal-api's home link (path
+ * 'normal'), moves to the `resume` data channel when it opens ('direct' or
+ * 'relay') and back when the channel's path dies, and streams in flight
+ * carry on across both moves, nothing lost, duplicated or reordered.
+ * `resume` tells its state.
  */
 export class BeelineClient extends EventTarget {
   /** Called with the new path on every path change. */
@@ -81,6 +90,14 @@ export class BeelineClient extends EventTarget {
   #refreshing = null;
   #jarRetryAt = 0;
   #timingObserver = null;
+  // The resumable connection (docs/protocol.md §4.8), when the session
+  // offers one and `resume` is on: a ResumableLink over the frame
+  // connection (#frames, a WebSocket through the home link) and the
+  // `resume` data channel (#channel, carrier id #channelCarrier).
+  #resumable = null;
+  #frames = null;
+  #channelCarrier = null;
+  #framesRetries = 0;
 
   constructor(opts) {
     super();
@@ -123,6 +140,18 @@ export class BeelineClient extends EventTarget {
     return this.#protocol?.info ?? null;
   }
 
+  /**
+   * The resumable connection, when requests run on one (see above):
+   * `{carrier, switches}`, where `carrier` is what it writes to now
+   * ('channel', 'link', or null while it has none) and `switches` counts
+   * its moves; null otherwise.
+   */
+  get resume() {
+    const link = this.#resumable;
+    if (!link || link.closed) return null;
+    return { carrier: link.carrier, switches: link.switches };
+  }
+
   /** The signaling session id, once the session exists (for diagnostics). */
   get sessionId() {
     return this.#sessionId;
@@ -146,7 +175,7 @@ export class BeelineClient extends EventTarget {
     const pageOrigin = new URL(this.#opts.baseUrl ?? globalThis.location?.href ?? target.href);
     const sameOrigin = target.host === pageOrigin.host;
     const protocol = this.#protocol;
-    if (sameOrigin && !this.#loopbackUsable() && this.#directUsable() && protocol && protocol.info === null) {
+    if (sameOrigin && !this.#loopbackUsable() && (this.#directUsable() || this.#resumeCarried()) && protocol && protocol.info === null) {
       // The channel is open but hello/agree is still under way (a page that
       // opens a socket as soon as `ready` resolves): choose once it settles.
       return new BeelineWebSocket(target.href, list, { later: protocol.negotiated.then(() => this.#websocketPath(target, sameOrigin)) });
@@ -172,7 +201,7 @@ export class BeelineClient extends EventTarget {
       };
       return { relayUrl: listener.websocketUrl(target.pathname + target.search), NativeWebSocket: this.#opts.NativeWebSocket, label: 'loopback', retry };
     }
-    if (sameOrigin && this.#directUsable() && streams && agreed) {
+    if (sameOrigin && (this.#directUsable() || this.#resumeUsable()) && streams && agreed) {
       return { streams, path: target.pathname + target.search, headers: { host: target.host }, maxMessage: this.#protocol.info.maxWsMessage, fallback };
     }
     return fallback;
@@ -195,8 +224,9 @@ export class BeelineClient extends EventTarget {
     this.#cookieEpoch += 1;
   }
 
-  /** Closes the direct and loopback paths for good; later requests use the normal path. */
+  /** Closes the direct and loopback paths (and the resumable connection) for good; later requests use the normal path. */
   close() {
+    this.#resumable?.close('closed by the page');
     if (this.#loopback) {
       this.#loopback = null;
       this.#updatePath();
@@ -309,6 +339,17 @@ export class BeelineClient extends EventTarget {
     return this.#channelState === 'direct' && this.#channel?.readyState === 'open';
   }
 
+  // The resumable connection has a carrier to write to.
+  #resumeCarried() {
+    const link = this.#resumable;
+    return link !== null && !link.closed && link.carrier !== null;
+  }
+
+  // ...and its streams are agreed: requests may go on it.
+  #resumeUsable() {
+    return this.#resumeCarried() && Boolean(this.#protocol?.streams);
+  }
+
   #loopbackUsable() {
     const loopback = this.#loopback;
     if (!loopback) return false;
@@ -327,7 +368,7 @@ export class BeelineClient extends EventTarget {
   async #fetch(input, init, { loopback = true } = {}) {
     const fallback = () => this.#normalFetch(input, init);
     if (loopback && this.#loopbackUsable()) return this.#loopbackFetch(input, init);
-    if (!this.#directUsable()) return fallback();
+    if (!this.#directUsable() && !this.#resumeUsable()) return fallback();
 
     let request;
     try {
@@ -463,13 +504,30 @@ export class BeelineClient extends EventTarget {
   // The normal path: the page's own fetch, noting whether the relay said
   // the response set cookies (then the jar is stale).
   async #normalFetch(input, init) {
-    const response = await this.#opts.fallbackFetch(input, init);
+    const response = await this.#opts.fallbackFetch(...this.#namingSession(input, init));
     try {
       if (response?.headers?.get(COOKIES_CHANGED_HEADER) === '1') this.#cookieEpoch += 1;
     } catch {
       // Not a real Response: nothing to note.
     }
     return response;
+  }
+
+  // The request with x-beeline-session added when it goes to this origin
+  // and the session exists, so a signal-api serving several homes relays it
+  // to this page's home.
+  #namingSession(input, init) {
+    if (this.#sessionId === null) return [input, init];
+    try {
+      const url = new URL(input instanceof Request ? input.url : String(input), this.#opts.baseUrl);
+      if (!this.#sameOrigin(url)) return [input, init];
+      const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+      if (headers.has(SESSION_HEADER)) return [input, init];
+      headers.set(SESSION_HEADER, this.#sessionId);
+      return [input, { ...init, headers }];
+    } catch {
+      return [input, init];
+    }
   }
 
   // Notes `Server-Timing: beeline-cookies-changed` on any response of the
@@ -629,26 +687,32 @@ export class BeelineClient extends EventTarget {
       return;
     }
 
+    const resume = this.#opts.resume && session.resume === true;
+    if (resume) this.#startResumable();
+    if (this.#opts.directAfterMs > 0) {
+      // The page asked for the direct path later; the setup budget starts then.
+      await new Promise((resolve) => setTimeout(resolve, this.#opts.directAfterMs));
+      if (this.#setupDone) return;
+      clearTimeout(this.#budgetTimer);
+      this.#budgetTimer = setTimeout(() => this.#abandon(`no direct channel within ${this.#opts.budgetMs} ms`), this.#opts.budgetMs);
+    }
+
     const iceServers = Array.isArray(session.ice_servers) ? session.ice_servers : [];
     const pc = new PeerConnection({ iceServers });
     this.#pc = pc;
-    const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
-    channel.binaryType = 'arraybuffer';
-    this.#channel = channel;
-    this.#link = dataChannelLink(channel, pc);
-    // The cookies feature only with a jar to send.
-    const features = this.#opts.features.filter((f) => f !== COOKIES_FEATURE);
-    if (this.#jar !== null) features.push(COOKIES_FEATURE);
-    const protocol = new ChannelProtocol(this.#link, { window: this.#opts.window, features, timeoutMs: this.#opts.negotiateMs, headTimeoutMs: this.#opts.headTimeoutMs });
-    this.#protocol = protocol;
-    protocol.negotiated.then((info) => {
-      debug(`speaking protocol v${info.version}${info.version >= 2 ? ` (${info.features.join(', ') || 'no features'})` : ''}`);
-      this.#resolveNegotiated(info);
-    });
-    channel.onmessage = (event) => protocol.receive(event.data);
-    channel.onopen = () => this.#onChannelOpen();
-    channel.onclose = () => this.#onChannelLost('data channel closed');
-    channel.onerror = (event) => debug('data channel error', event?.error ?? event);
+    if (resume) {
+      this.#openResumeChannel(pc);
+    } else {
+      const channel = pc.createDataChannel(DATA_CHANNEL_LABEL);
+      channel.binaryType = 'arraybuffer';
+      this.#channel = channel;
+      this.#link = dataChannelLink(channel, pc);
+      const protocol = this.#newProtocol(this.#link);
+      channel.onmessage = (event) => protocol.receive(event.data);
+      channel.onopen = () => this.#onChannelOpen();
+      channel.onclose = () => this.#onChannelLost('data channel closed');
+      channel.onerror = (event) => debug('data channel error', event?.error ?? event);
+    }
     pc.onconnectionstatechange = () => this.#onConnectionState(pc.connectionState);
 
     // Candidates may be gathered before the offer is posted; hold them until
@@ -670,6 +734,149 @@ export class BeelineClient extends EventTarget {
     for (const candidate of heldCandidates) this.#postSignal({ type: 'candidate', candidate });
 
     await this.#pollSignals(pc);
+  }
+
+  // The protocol over `link`, asking for the configured features (cookies
+  // only with a jar to send); it becomes the client's.
+  #newProtocol(link) {
+    const features = this.#opts.features.filter((f) => f !== COOKIES_FEATURE);
+    if (this.#jar !== null) features.push(COOKIES_FEATURE);
+    const protocol = new ChannelProtocol(link, { window: this.#opts.window, features, timeoutMs: this.#opts.negotiateMs, headTimeoutMs: this.#opts.headTimeoutMs });
+    this.#protocol = protocol;
+    protocol.negotiated.then((info) => {
+      debug(`speaking protocol v${info.version}${info.version >= 2 ? ` (${info.features.join(', ') || 'no features'})` : ''}`);
+      this.#resolveNegotiated(info);
+    });
+    return protocol;
+  }
+
+  // ---- the resumable connection (docs/protocol.md §4.8) -----------------
+
+  // Starts the resumable connection on the frame connection; the data
+  // channel joins it when it opens.
+  #startResumable() {
+    const link = new ResumableLink();
+    this.#resumable = link;
+    const protocol = this.#newProtocol(link);
+    link.onmessage = (message) => protocol.receive(message);
+    link.oncarrier = (carrier) => {
+      debug(`resumable connection now on ${carrier ?? 'no carrier'}`);
+      if (carrier === 'channel') this.#setChannelState('direct');
+      else if (this.#channelState === 'direct') this.#setChannelState('fallback');
+      else this.#updatePath();
+    };
+    link.onclose = (reason) => {
+      debug(`resumable connection ended (${reason}); using the normal path`);
+      if (this.#resumable === link) this.#resumable = null;
+      protocol.closeAll();
+      this.#frames?.close();
+      this.#frames = null;
+      if (this.#setupDone) this.#teardown(reason);
+      else this.#abandon(reason);
+    };
+    this.#openFrames(link);
+  }
+
+  // The frame connection: a WebSocket to {signalBase}/frames, reopened
+  // while the connection lingers (it keeps everything unacknowledged).
+  #openFrames(link) {
+    const NativeWebSocket = this.#opts.NativeWebSocket;
+    if (typeof NativeWebSocket !== 'function' || link.closed) return;
+    let url;
+    try {
+      url = new URL(`${this.#opts.signalBase}/frames`, this.#opts.baseUrl ?? globalThis.location?.href);
+      url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+      url.searchParams.set('session_id', this.#sessionId);
+      // The home answers a resume of a connection it no longer has with
+      // UNKNOWN_CONNECTION_CLOSE, rather than starting a new one.
+      if (link.started) url.searchParams.set('resume', '1');
+    } catch (err) {
+      debug('no frame connection:', err?.message ?? err);
+      return;
+    }
+    const socket = new NativeWebSocket(url.href);
+    socket.binaryType = 'arraybuffer';
+    this.#frames = socket;
+    let id = null;
+    socket.onopen = () => {
+      if (link.closed) {
+        socket.close();
+        return;
+      }
+      // The frame connection reopened under a live channel only joins the
+      // carriers; writing stays on the channel.
+      const write = link.carrier !== 'channel';
+      const carrier = {
+        name: 'link',
+        send(bytes) {
+          // A closing socket would drop it (and the browser logs an error).
+          if (socket.readyState !== 1) throw new Error('the frame connection is closing');
+          socket.send(bytes);
+        },
+        get bufferedAmount() {
+          return socket.bufferedAmount;
+        },
+        close: () => socket.close(),
+      };
+      id = link.attach(carrier, { write });
+      this.#protocol?.open();
+    };
+    socket.onmessage = (event) => {
+      this.#framesRetries = 0;
+      if (id !== null && typeof event.data !== 'string') link.receive(id, event.data);
+    };
+    socket.onclose = (event) => {
+      debug(`frame connection closed (${event.code}${event.reason ? ` ${event.reason}` : ''})`);
+      if (this.#frames === socket) this.#frames = null;
+      if (event.code === UNKNOWN_CONNECTION_CLOSE) {
+        link.close(`the home no longer has this connection (${event.reason || 'home-peer restarted?'})`);
+        return;
+      }
+      if (id !== null) link.carrierEnded(id);
+      if (link.closed || this.#resumable !== link) return;
+      // Back off: 0.25 s, 0.5 s, 1 s, ... 4 s, within the linger time.
+      const delay = Math.min(4000, 250 * 2 ** this.#framesRetries);
+      this.#framesRetries += 1;
+      if (this.#framesRetries * 4000 > RESUME_LINGER_MS + 4000) return;
+      setTimeout(() => this.#openFrames(link), delay);
+    };
+  }
+
+  // A `resume` data channel on `pc`, joining the connection when it opens.
+  #openResumeChannel(pc) {
+    const link = this.#resumable;
+    const channel = pc.createDataChannel(RESUME_CHANNEL_LABEL);
+    channel.binaryType = 'arraybuffer';
+    channel.bufferedAmountLowThreshold = BUFFERED_LOW;
+    this.#channel = channel;
+    let id = null;
+    channel.onbufferedamountlow = () => link.wake();
+    // Read until the channel ends, even after it stopped being written to.
+    channel.onmessage = (event) => {
+      if (id !== null && typeof event.data !== 'string') link.receive(id, event.data);
+    };
+    channel.onopen = () => {
+      if (link.closed || this.#channel !== channel) return;
+      id = link.attach({ name: 'channel', send: (bytes) => channel.send(bytes), get bufferedAmount() { return channel.bufferedAmount; }, close: () => channel.close() });
+      this.#channelCarrier = id;
+      this.#protocol?.open();
+      this.#onChannelOpen();
+    };
+    channel.onclose = () => {
+      if (id !== null) link.carrierEnded(id);
+      if (this.#channel !== channel) return;
+      this.#channel = null;
+      this.#channelCarrier = null;
+      const state = this.#pc?.connectionState;
+      if (this.#setupDone && state === 'connected') {
+        // home-peer gave up the channel (its side of the path went
+        // disconnected); the path is back, so a new one.
+        this.#openResumeChannel(this.#pc);
+      } else if (state !== 'disconnected') {
+        this.#onChannelLost('data channel closed');
+      }
+    };
+    channel.onerror = (event) => debug('resume channel error', event?.error ?? event);
   }
 
   async #pollSignals(pc) {
@@ -721,13 +928,18 @@ export class BeelineClient extends EventTarget {
   }
 
   #onChannelOpen() {
-    if (this.#setupDone) return;
+    if (this.#setupDone) {
+      // A later resume channel (after a reconnect).
+      if (this.#resumable) this.#updatePath();
+      return;
+    }
     const opened = now();
     this.#measured('direct', { setupMs: opened - this.#setupStartedAt });
     const protocol = this.#protocol;
+    const settled = protocol.info !== null;
     protocol.open();
     protocol.negotiated.then((info) => {
-      if (info?.version === 2) this.#measured('direct', { rttMs: now() - opened });
+      if (info?.version === 2 && !settled) this.#measured('direct', { rttMs: now() - opened });
     });
     // Requests may flow at once (in this task: before `agree`, as v1). The
     // kind of direct path is normally known already (read when ICE
@@ -779,6 +991,10 @@ export class BeelineClient extends EventTarget {
     }
     if (state === 'connected') this.#checkTurn();
     if (!this.#setupDone || this.#channel === null) return;
+    if (this.#resumable) {
+      this.#onResumePathState(state);
+      return;
+    }
     // A 'disconnected' connection may come back: route new requests the normal
     // way meanwhile, and go direct again if it recovers.
     if (state === 'disconnected' && this.#channelState === 'direct') {
@@ -786,6 +1002,24 @@ export class BeelineClient extends EventTarget {
       this.#setChannelState('fallback');
     } else if (state === 'connected' && this.#channelState === 'fallback' && this.#channel.readyState === 'open') {
       this.#setChannelState('direct');
+    }
+  }
+
+  // The resumable connection stops writing to a channel whose path went
+  // 'disconnected' (writing moves to the frame connection, everything not
+  // yet acknowledged sent again there) and closes it, as home-peer does its
+  // side; when the path is back, a new `resume` channel joins.
+  #onResumePathState(state) {
+    const channel = this.#channel;
+    if (state === 'disconnected' && channel) {
+      debug('connection disconnected; the resumable connection moves to the link');
+      this.#channel = null;
+      if (this.#channelCarrier !== null) this.#resumable.detach(this.#channelCarrier);
+      this.#channelCarrier = null;
+      this.#setChannelState('fallback');
+      channel.close();
+    } else if (state === 'connected' && this.#channel === null && this.#pc) {
+      this.#openResumeChannel(this.#pc);
     }
   }
 
@@ -810,7 +1044,10 @@ export class BeelineClient extends EventTarget {
     if (this.#channel === null && this.#pc === null) return;
     debug(`direct channel lost (${why}); using the normal path`);
     this.#setChannelState('fallback');
-    this.#protocol?.closeAll();
+    if (this.#channelCarrier !== null) this.#resumable?.detach(this.#channelCarrier);
+    this.#channelCarrier = null;
+    // The resumable connection carries on over the frame connection.
+    if (!this.#resumable) this.#protocol?.closeAll();
     this.#link?.close();
     this.#closePeer();
     if (this.#sessionId) this.#postSignal({ type: 'bye' });

@@ -29,6 +29,10 @@ export const UNLIMITED_MAX_MESSAGE_SIZE = 256 * 1024;
 export const BUFFERED_HIGH = 2 * 1024 * 1024;
 export const BUFFERED_LOW = 512 * 1024;
 export const DATA_CHANNEL_LABEL = 'http';
+/** The label of a resumable session's data channel (docs/protocol.md §4.8). */
+export const RESUME_CHANNEL_LABEL = 'resume';
+/** The request header naming the page's session on the normal path (so a server with several homes knows whose it is). */
+export const SESSION_HEADER = 'x-beeline-session';
 export const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD']);
 // Methods whose requests cannot have a body (the Request constructor refuses one).
 export const NO_BODY_METHODS = new Set(['GET', 'HEAD']);

@@ -75,6 +75,13 @@ import { supportsRequestStreams } from './streams.mjs';
  * @param {typeof WebSocket} [options.WebSocket] the normal path's WebSocket (default: the browser's)
  * @param {boolean} [options.loopback=true] use home-peer's loopback listener when the session offers one and its probe succeeds
  * @param {typeof fetch} [options.loopbackFetch] what loopback requests and the probe use (default: global fetch)
+ * @param {boolean} [options.resume=false] run requests and WebSockets on one
+ *   resumable connection when the session offers it (docs/protocol.md §4.8):
+ *   it starts on the frame connection through signal-api's home link and
+ *   moves to the data channel and back, streams in flight included
+ * @param {number} [options.directAfterMs=0] start setting up the direct path
+ *   this long after the session exists (the setup budget starts then), e.g.
+ *   for pages that mostly make one request
  * @param {boolean} [options.requestStreams] whether a ReadableStream request
  *   body streams up (default: whether this browser supports request streams;
  *   tests set it to act like a browser that does not)
@@ -99,6 +106,8 @@ export function createClient(options = {}) {
     NativeWebSocket: options.WebSocket ?? globalThis.WebSocket,
     loopback: options.loopback ?? true,
     loopbackFetch: options.loopbackFetch ?? globalFetch,
+    resume: options.resume ?? false,
+    directAfterMs: options.directAfterMs ?? 0,
   };
   const client = new BeelineClient(opts);
   if (options.indicator) installIndicator(client, options.indicator);
@@ -111,3 +120,4 @@ export { ChannelProtocol, ChannelRequests, ChannelStreams, supportsRequestStream
 export { BeelineWebSocket, RecordError, RecordReader, encodeCloseRecord, encodeRecord } from './websocket.mjs';
 export { PATH_LABELS, describeTiming, installIndicator } from './indicator.mjs';
 export { LOOPBACK_CACHE_MS, LOOPBACK_PROBE_MS, parseLoopbackOffer } from './loopback.mjs';
+export { EnvelopeError, ResumableLink, decodeEnvelope, encodeAck, encodeData } from './resume.mjs';

@@ -179,14 +179,24 @@ export async function startStack({ homePeer = true, tokenDelayMs = 30, upstream 
 
     if (homePeer) {
       const waitingBefore = (await stack.metrics()).beeline_longpolls_waiting ?? 0;
-      const peer = new Service('home-peer', [
+      const peerArgs = [
         '--signal-url', `${stack.signalUrl}/webrtc`,
         '--token', token,
         '--upstream', stack.upstreamUrl,
         ...allowIps.flatMap((ip) => ['--allow-ip', ip]),
         ...(loopback ? ['--loopback-listen', '127.0.0.1:0'] : []),
-      ]);
+      ];
+      const peer = new Service('home-peer', peerArgs);
       services.push(peer);
+      /** Stops home-peer and starts a new one with the same arguments; resolves once its home link is up again. */
+      stack.restartHomePeer = async () => {
+        const linksBefore = (await stack.metrics())['beeline_home_link_connects_total'] ?? 0;
+        await stack.homePeer.stop();
+        const next = new Service('home-peer', peerArgs);
+        services.push(next);
+        stack.homePeer = next;
+        await waitFor(async () => ((await stack.metrics())['beeline_home_link_connects_total'] ?? 0) > linksBefore, START_TIMEOUT_MS, () => `the new home-peer's home link:\n${next.log}`);
+      };
       stack.homePeer = peer;
       if (loopback) stack.loopbackUrl = await peer.waitForLine(/loopback listener up.*?url=(http:\/\/[0-9.:]+)/);
       // The home peer is ready once its long-poll is held by signal-api.

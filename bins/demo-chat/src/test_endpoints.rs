@@ -1,7 +1,8 @@
 //! Endpoints the browser tests call through beeline, mounted only with
 //! `--test-endpoints`: a response whose head comes well before its body, one
 //! whose head comes late, a
-//! slow stream that records whether its client disconnected, a large
+//! slow stream that records whether its client disconnected, numbered
+//! server-sent events, a large
 //! deterministic binary download that reports how much of it was produced,
 //! an upload checksum and a header echo.
 
@@ -60,6 +61,7 @@ pub(crate) fn router() -> Router {
         .route("/test/slow-head", get(slow_head))
         .route("/test/late-head", get(late_head))
         .route("/test/stream", get(slow_stream))
+        .route("/test/events", get(numbered_events))
         .route("/test/disconnects", get(disconnects))
         .route("/test/produced", get(produced))
         .route("/test/bytes", get(bytes))
@@ -164,6 +166,44 @@ async fn slow_stream(
     });
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    n: Option<u32>,
+    interval_ms: Option<u64>,
+}
+
+/// Most events `/test/events` sends.
+const MAX_EVENTS: u32 = 100_000;
+
+/// `GET /test/events?n=N&interval_ms=M`: a server-sent event stream of N
+/// numbered events (`id: i` and `data: i`, i from 0), M ms apart on a
+/// steady clock (default 10), for tests that check every number arrives
+/// once and in order.
+async fn numbered_events(Query(query): Query<EventsQuery>) -> Response {
+    let count = query.n.unwrap_or(100).min(MAX_EVENTS);
+    let every = clamp_delay(query.interval_ms, 10).max(Duration::from_millis(1));
+    let mut clock = tokio::time::interval(every);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let body = stream::unfold((0u32, clock), move |(i, mut clock)| async move {
+        if i == count {
+            return None;
+        }
+        clock.tick().await;
+        Some((
+            Ok::<_, Infallible>(format!("id: {i}\ndata: {i}\n\n")),
+            (i + 1, clock),
+        ))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(body),
     )
         .into_response()

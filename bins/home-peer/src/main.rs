@@ -383,6 +383,7 @@ async fn run(args: Args) -> Result<()> {
                 backoff_max: config.backoff_max,
                 loopback_url: loopback.as_ref().map(|(_, url, _)| url.clone()),
                 home_name: Arc::clone(&home_name),
+                resumable: true,
             })
         })
         .transpose()?;

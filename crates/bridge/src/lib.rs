@@ -85,6 +85,22 @@ pub trait Channel: Send + Sync + 'static {
     fn max_message_size(&self) -> usize;
 }
 
+/// A shared channel is a channel: its owner can keep a handle (to close
+/// it, say) while a bridge or a resumable connection uses it.
+impl<C: Channel> Channel for std::sync::Arc<C> {
+    fn send(&self, message: Encoded) -> impl Future<Output = Result<(), ChannelClosed>> + Send {
+        C::send(self, message)
+    }
+
+    fn recv(&self) -> impl Future<Output = Option<Received>> + Send {
+        C::recv(self)
+    }
+
+    fn max_message_size(&self) -> usize {
+        C::max_message_size(self)
+    }
+}
+
 /// The channel is closed; nothing more can be sent.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("channel closed")]

@@ -16,13 +16,15 @@ mod resume;
 pub use beeline_seal::LoopbackKey;
 pub use link::{
     link_url, run_link, LinkConfig, LinkStatus, LinkUrlError, HOME_NAME_HEADER, LINK_MESSAGE_SIZE,
-    LINK_SILENCE, LOOPBACK_URL_HEADER, PING_EVERY,
+    LINK_SILENCE, LOOPBACK_URL_HEADER, PING_EVERY, RESUMABLE_HEADER,
 };
 pub use loopback::{
     bind_loopback, serve_loopback, LoopbackConfig, LoopbackError, ERROR_HEADER, HOME_HEADER,
     PROBE_PATH, PROOF_HEADER, TICKET_HEADER, TICKET_PARAM,
 };
-pub use resume::{ResumeSessions, ResumeUpstream, RESUME_CHANNEL_LABEL, RESUME_PATH};
+pub use resume::{
+    ResumeSessions, ResumeUpstream, RESUME_CHANNEL_LABEL, RESUME_PATH, UNKNOWN_CONNECTION_CLOSE,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -338,8 +340,9 @@ impl<U: Upstream> SessionTask<U> {
         let mut ice_credentials = ice_credentials_of(offer);
         // Since when the path has failed, waiting for a restart.
         let mut failed_since: Option<Instant> = None;
-        // The `resume` channel, when the page's session is resumable.
-        let mut resume_carrier: Option<beeline_bridge::CarrierId> = None;
+        // The `resume` channel, when the page's session is resumable, and
+        // its id on the resumable connection.
+        let mut resume_carrier: Option<(beeline_bridge::CarrierId, Arc<DataChannelLink>)> = None;
         let outcome = loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break Ok(()),
@@ -372,11 +375,11 @@ impl<U: Upstream> SessionTask<U> {
                             let _ = channel.close().await;
                             continue;
                         }
-                        let link = DataChannelLink::sharing(channel, Arc::clone(&activity));
-                        match resume.attach(&self.id, link, peer_ip(&peer)).await {
+                        let link = Arc::new(DataChannelLink::sharing(channel, Arc::clone(&activity)));
+                        match resume.attach(&self.id, Arc::clone(&link), peer_ip(&peer)).await {
                             Ok(id) => {
                                 tracing::info!(session = %short(&self.id), "resumable session on the channel");
-                                resume_carrier = Some(id);
+                                resume_carrier = Some((id, link));
                             }
                             Err(e) => tracing::debug!(session = %short(&self.id), error = %e, "resume channel refused"),
                         }
@@ -426,8 +429,14 @@ impl<U: Upstream> SessionTask<U> {
                             tracing::debug!(session = %short(&self.id), "path disconnected");
                             // The page's streams go back to the link now,
                             // not when the channel is declared dead.
-                            if let (Some(id), Some(resume)) = (resume_carrier.take(), &self.resume) {
+                            if let (Some((id, link)), Some(resume)) = (resume_carrier.take(), &self.resume) {
                                 resume.detach(&self.id, id).await;
+                                // Closed, so the page stops writing to it
+                                // too; if the path comes back, it opens a
+                                // new `resume` channel.
+                                tokio::spawn(async move {
+                                    let _ = link.channel().close().await;
+                                });
                             }
                         }
                         PeerState::Connected => failed_since = None,

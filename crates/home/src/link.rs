@@ -52,11 +52,19 @@ pub struct LinkConfig {
     /// Where the link writes the home's name, as signal-api states it when
     /// the link opens (the loopback listener answers probes with it).
     pub home_name: Arc<std::sync::Mutex<Option<String>>>,
+    /// Whether this home serves resumable sessions (`docs/protocol.md`
+    /// §4.8: a page's frame connection on the link joined with its
+    /// `resume` data channel); told to signal-api so it offers them.
+    pub resumable: bool,
 }
 
 /// The request header on the link's handshake that carries
 /// [`LinkConfig::loopback_url`].
 pub const LOOPBACK_URL_HEADER: &str = "x-beeline-loopback";
+
+/// The request header on the link's handshake that says the home serves
+/// resumable sessions ([`LinkConfig::resumable`]); its value is `1`.
+pub const RESUMABLE_HEADER: &str = "x-beeline-resumable";
 
 /// The response header on the link's handshake that names the home.
 pub const HOME_NAME_HEADER: &str = "x-beeline-home";
@@ -213,6 +221,11 @@ async fn connect(config: &LinkConfig) -> Result<Socket, ConnectError> {
     if let Some(url) = &config.loopback_url {
         let value = url.parse().map_err(|_| ConnectError::LoopbackUrl)?;
         request.headers_mut().insert(LOOPBACK_URL_HEADER, value);
+    }
+    if config.resumable {
+        request
+            .headers_mut()
+            .insert(RESUMABLE_HEADER, http::HeaderValue::from_static("1"));
     }
     let mut ws_config = tungstenite::protocol::WebSocketConfig::default();
     ws_config.max_message_size = Some(2 * LINK_MESSAGE_SIZE);

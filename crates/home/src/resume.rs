@@ -25,6 +25,10 @@ use futures::{SinkExt as _, StreamExt as _};
 pub const RESUME_PATH: &str = "/.beeline/resume";
 /// The label of a page's resumable data channel.
 pub const RESUME_CHANNEL_LABEL: &str = "resume";
+/// The close code a page's frame connection gets when it asks to resume
+/// (`resume=1`) a connection this home does not have (home-peer restarted,
+/// or the connection closed): the page's streams are gone.
+pub const UNKNOWN_CONNECTION_CLOSE: u16 = 4410;
 
 /// The resumable sessions of this home.
 pub struct ResumeSessions<U> {
@@ -75,6 +79,15 @@ impl<U: Upstream> ResumeSessions<U> {
     /// Whether none is being served.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `session` has a connection that is still open.
+    pub fn has(&self, session: &str) -> bool {
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .get(session)
+            .is_some_and(|c| !c.is_closed())
     }
 
     /// Attaches `carrier` to `session`'s connection, starting the
@@ -174,13 +187,37 @@ impl<U: Upstream> Upstream for ResumeUpstream<U> {
         if !is_resume_path(&request.head.path) {
             return self.inner.websocket(request, max_message_bytes).await;
         }
-        let session = request
+        let query = request
             .head
             .path
-            .split_once("?session=")
-            .map(|(_, id)| id.to_owned())
+            .split_once('?')
+            .map_or("", |(_, query)| query);
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let session = param("session")
             .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| BridgeError::BadRequest("the resume path names no session".into()))?;
+            .ok_or_else(|| BridgeError::BadRequest("the resume path names no session".into()))?
+            .to_owned();
+        if param("resume") == Some("1") && !self.sessions.has(&session) {
+            // The page had a connection here that this home no longer has:
+            // a close it can read, so it gives up on it at once.
+            tracing::debug!(session = %session.get(..8).unwrap_or(&session), "asked to resume an unknown connection");
+            let close = Message::Close(Some(beeline_frame::ws::Close {
+                code: UNKNOWN_CONNECTION_CLOSE,
+                reason: "no such resumable connection (home-peer restarted?)".into(),
+            }));
+            let outgoing: MessageSink =
+                Box::pin(futures::sink::drain().sink_map_err(|e| match e {}));
+            let incoming: MessageStream = futures::stream::iter([Ok(close)]).boxed();
+            return Ok(WebSocketOpen::Accepted {
+                protocol: None,
+                outgoing,
+                incoming,
+            });
+        }
         let (carrier, outgoing, incoming) = socket_carrier();
         self.sessions
             .attach(&session, carrier, None)

@@ -312,3 +312,53 @@ async fn a_page_cannot_reach_the_reserved_path_through_the_relay() {
         other => panic!("unknown session accepted: {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_connection_the_home_does_not_have_is_closed_with_4410() {
+    let home = home().await;
+    let signal = SignalClient::new(&format!("{}/webrtc", home.origin)).unwrap();
+    let session = signal.create_session().await.unwrap().session_id;
+    // What a page sends after home-peer restarted under its connection.
+    let url = format!(
+        "{}/webrtc/frames?session_id={session}&resume=1",
+        home.origin.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("an answer within 5 s");
+    match first {
+        Some(Ok(tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(
+                u16::from(frame.code),
+                beeline_home::UNKNOWN_CONNECTION_CLOSE
+            );
+            assert!(frame.reason.contains("no such resumable connection"));
+        }
+        other => panic!("expected a 4410 close, got {other:?}"),
+    }
+    // Starting one (no resume=1) is fine, and then resuming it is too.
+    let fresh = url.replace("&resume=1", "");
+    let (mut socket, _) = tokio_tungstenite::connect_async(fresh.as_str())
+        .await
+        .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("the home's ack within 5 s");
+    assert!(
+        matches!(ack, Some(Ok(tungstenite::Message::Binary(ref b))) if b[0] == 3),
+        "the home acknowledges a new carrier first: {ack:?}"
+    );
+    let (mut again, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(5), again.next())
+        .await
+        .expect("the home's ack within 5 s");
+    assert!(
+        matches!(ack, Some(Ok(tungstenite::Message::Binary(ref b))) if b[0] == 3),
+        "a resume of a connection the home has is taken: {ack:?}"
+    );
+}

@@ -33,6 +33,10 @@ const MAX_MESSAGE: usize = 1 << 20;
 #[derive(Deserialize)]
 pub(crate) struct FramesParams {
     session_id: String,
+    /// `1` when the page resumes a connection it already had (the home
+    /// closes the socket with 4410 when it no longer has it).
+    #[serde(default)]
+    resume: Option<String>,
 }
 
 pub(crate) async fn accept(
@@ -59,7 +63,15 @@ pub(crate) async fn accept(
     let head = RequestHead {
         method: "GET".into(),
         // Session ids are hex (checked by the lookup above).
-        path: format!("{RESUME_PATH}?session={}", params.session_id),
+        path: format!(
+            "{RESUME_PATH}?session={}{}",
+            params.session_id,
+            if params.resume.as_deref() == Some("1") {
+                "&resume=1"
+            } else {
+                ""
+            }
+        ),
         ..RequestHead::default()
     };
     let opened = link.client().websocket(head).await.map_err(|error| {

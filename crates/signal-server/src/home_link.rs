@@ -62,6 +62,8 @@ pub(crate) struct Link {
     loopback_url: Option<String>,
     /// Where the link came from (the home's network).
     remote_ip: Option<std::net::IpAddr>,
+    /// home-peer serves resumable sessions (`docs/protocol.md` §4.8).
+    resumable: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -80,6 +82,12 @@ impl Link {
     /// from, when home-peer has a listener.
     pub(crate) fn loopback(&self) -> Option<(&str, Option<std::net::IpAddr>)> {
         Some((self.loopback_url.as_deref()?, self.remote_ip))
+    }
+
+    /// Whether home-peer takes pages' frame connections (`GET /frames`),
+    /// as it stated on opening the link.
+    pub(crate) fn resumable(&self) -> bool {
+        self.resumable
     }
 }
 
@@ -187,10 +195,13 @@ pub(crate) async fn accept(
         );
     }
     let remote_ip = caller.ok().and_then(|c| c.client_ip);
+    let resumable = headers
+        .get(RESUMABLE_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1");
     let name = http::HeaderValue::from_str(&home).ok();
     let mut response = upgrade
         .max_message_size(2 * LINK_MESSAGE_SIZE)
-        .on_upgrade(move |socket| run(shared, home, socket, loopback_url, remote_ip));
+        .on_upgrade(move |socket| run(shared, home, socket, loopback_url, remote_ip, resumable));
     if let Some(name) = name {
         response.headers_mut().insert(HOME_NAME_HEADER, name);
     }
@@ -199,6 +210,8 @@ pub(crate) async fn accept(
 
 /// The request header in which home-peer states its loopback listener.
 const LOOPBACK_URL_HEADER: &str = "x-beeline-loopback";
+/// The request header in which home-peer says it serves resumable sessions.
+const RESUMABLE_HEADER: &str = "x-beeline-resumable";
 /// The response header that tells home-peer its home's name.
 const HOME_NAME_HEADER: &str = "x-beeline-home";
 
@@ -208,6 +221,7 @@ async fn run(
     socket: WebSocket,
     loopback_url: Option<String>,
     remote_ip: Option<std::net::IpAddr>,
+    resumable: bool,
 ) {
     let channel = Arc::new(ws_channel(socket));
     let keepalive = tokio::spawn(Arc::clone(&channel).keep_alive(PING_EVERY, LINK_SILENCE));
@@ -230,6 +244,7 @@ async fn run(
         channel: Arc::clone(&channel),
         loopback_url,
         remote_ip,
+        resumable,
     });
     shared.links().accepted.fetch_add(1, Ordering::Relaxed);
     shared.links().insert(home.clone(), Arc::clone(&link));

@@ -364,6 +364,11 @@ struct SessionCreated {
     /// The home's loopback listener and a ticket for it (`docs/loopback.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     loopback: Option<crate::loopback::LoopbackOut>,
+    /// The home takes this session's frame connection (`GET {base}/frames`,
+    /// `docs/protocol.md` §4.8): its streams can move between the relay
+    /// and the data channel. Absent when it does not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    resume: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -476,6 +481,7 @@ async fn create_session(
         &session_id,
         config.session_ttl,
     );
+    let resume = link.as_deref().is_some_and(|link| link.resumable());
     Ok(Json(SessionCreated {
         session_id,
         home: home.to_string(),
@@ -483,6 +489,7 @@ async fn create_session(
         ttl: config.credential_ttl.as_secs(),
         cookie_jar,
         loopback,
+        resume,
     }))
 }
 

@@ -191,6 +191,7 @@ pub fn link_config(origin: &str, token: &str) -> beeline_home::LinkConfig {
         backoff_max: Duration::from_millis(800),
         loopback_url: None,
         home_name: Default::default(),
+        resumable: true,
     }
 }
 
