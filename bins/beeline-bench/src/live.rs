@@ -14,17 +14,31 @@ use crate::measure::http_client;
 use crate::procs::{start_home_peer, start_signal_api, wait_home_link, Bins, Stack};
 use crate::stats::Samples;
 
-pub(crate) async fn relay_link(bins: &Bins, stack: &Stack, round_trips: usize) -> Result<Value> {
+/// A signal-api with no `--relay-upstream` and a home-peer linked to it,
+/// serving `upstream`: the deployment without a tunnel. Keep the guard.
+struct Linked {
+    url: String,
+    _signal: crate::procs::Proc,
+    _home: crate::procs::Proc,
+    _db: tempfile::TempDir,
+}
+
+async fn linked_stack(bins: &Bins, upstream: &str) -> Result<Linked> {
     let db = tempfile::tempdir()?;
-    let (_signal, linked_url) = start_signal_api(bins, None, "127.0.0.1:0", None, db.path())?;
-    let _home = start_home_peer(
-        bins,
-        None,
-        &format!("{linked_url}/webrtc"),
-        &stack.upstream_url,
-        "127.0.0.1",
-    )?;
-    wait_home_link(&linked_url).await?;
+    let (signal, url) = start_signal_api(bins, None, "127.0.0.1:0", None, db.path())?;
+    let home = start_home_peer(bins, None, &format!("{url}/webrtc"), upstream, "127.0.0.1")?;
+    wait_home_link(&url).await?;
+    Ok(Linked {
+        url,
+        _signal: signal,
+        _home: home,
+        _db: db,
+    })
+}
+
+pub(crate) async fn relay_link(bins: &Bins, stack: &Stack, round_trips: usize) -> Result<Value> {
+    let linked = linked_stack(bins, &stack.upstream_url).await?;
+    let linked_url = linked.url.clone();
 
     let http = http_client();
     let (mut link, mut upstream) = (Samples::default(), Samples::default());
@@ -111,4 +125,140 @@ pub(crate) async fn websocket_rtt(
     let _ = sender.send(Message::close(1000, "")).await;
     let _ = plain.close(None).await;
     Ok(json!({"message_rtt": {"channel": channel.summary(), "plain": direct.summary()}}))
+}
+
+/// The `handoff` phase: how long a live stream pauses when its resumable
+/// connection (`docs/protocol.md` §4.8) moves between carriers. A Rust page
+/// (as `client.js` with `resume: true`) reads an event stream, one event
+/// every 20 ms, that starts on the frame connection through the home link;
+/// it then opens a `resume` data channel (the stream moves to it) and closes
+/// it again (the stream moves back), `switches / 2` times. Per switch, the
+/// figure is the largest gap between two events arriving in the second
+/// around it; every event must arrive once and in order.
+pub(crate) async fn handoff(
+    bins: &Bins,
+    stack: &Stack,
+    filter: &beeline_transport::AddressFilter,
+    switches: usize,
+) -> Result<Value> {
+    use beeline_bridge::{Client, ClientOptions, DataChannelLink, ResumableChannel, ResumeConfig};
+    use beeline_frame::v2::RequestHead;
+    use std::sync::{Arc, Mutex};
+
+    const EVERY_MS: u64 = 20;
+    let linked = linked_stack(bins, &stack.upstream_url).await?;
+    let base = format!("{}/webrtc", linked.url);
+    let signal = beeline_signal_client::SignalClient::new(&base)?;
+    let session = signal.create_session().await?;
+    if !session.resume {
+        bail!("signal-api did not offer a resumable connection");
+    }
+    let page = ResumableChannel::new(ResumeConfig::default());
+    page.attach(beeline_client::frame_connection(&base, &session.session_id, false, None).await?)
+        .await?;
+    let client = Client::connect(
+        Arc::new(page.clone()),
+        ClientOptions {
+            binary: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    // Long enough for every switch; cancelled once they are done.
+    let cycles = switches.div_ceil(2).max(1);
+    let events = 200 + cycles as u64 * 3_000 / EVERY_MS;
+    let head = RequestHead {
+        method: "GET".into(),
+        path: format!("/bench/sse?n={events}&interval_ms={EVERY_MS}"),
+        ..Default::default()
+    };
+    let mut response = client.send(head, None).await?;
+    if response.status != 200 {
+        bail!("GET /bench/sse answered {}", response.status);
+    }
+    // (arrival, number) of every event, in arrival order.
+    let arrivals: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let reader = {
+        let arrivals = Arc::clone(&arrivals);
+        tokio::spawn(async move {
+            let mut text = String::new();
+            while let Some(chunk) = response.body.next().await {
+                let Ok(chunk) = chunk else { break };
+                let at = Instant::now();
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let event: String = text.drain(..end + 2).collect();
+                    let number = event
+                        .strip_prefix("data: ")
+                        .and_then(|rest| rest.split(' ').next())
+                        .and_then(|n| n.parse().ok());
+                    if let Some(n) = number {
+                        arrivals.lock().expect("not poisoned").push((at, n));
+                    }
+                }
+            }
+        })
+    };
+
+    let budget = Duration::from_secs(10);
+    let mut moments = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for _ in 0..cycles {
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let opened = beeline_client::open_channel_on(
+            &signal,
+            crate::client::peer_config(filter),
+            session.clone(),
+            beeline_client::RESUME_CHANNEL_LABEL,
+            budget,
+        )
+        .await?;
+        page.attach(DataChannelLink::new(opened.channel)).await?;
+        moments.push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        moments.push(Instant::now());
+        opened.peer.close().await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    reader.abort();
+    let arrivals = arrivals.lock().expect("not poisoned").clone();
+    if let Some(bad) = arrivals
+        .iter()
+        .enumerate()
+        .find(|(i, (_, n))| *n != *i as u64)
+    {
+        bail!(
+            "event {} arrived as number {}: lost, duplicated or reordered across a switch",
+            bad.0,
+            bad.1 .1
+        );
+    }
+    let mut gaps = Samples::default();
+    for moment in &moments {
+        let from = moment
+            .checked_sub(Duration::from_millis(200))
+            .unwrap_or(*moment);
+        let to = *moment + Duration::from_millis(800);
+        let window: Vec<Instant> = arrivals
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at >= from && *at <= to)
+            .collect();
+        let largest = window
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default();
+        gaps.push(largest.as_secs_f64() * 1e3);
+    }
+    Ok(json!({
+        "interval_ms": EVERY_MS,
+        "switches": moments.len(),
+        "events": arrivals.len(),
+        "largest_gap_ms": gaps.summary(),
+    }))
 }

@@ -47,10 +47,13 @@ pub(crate) struct LoopbackArgs {
     /// Peer connections held open for the memory figure.
     #[arg(long, default_value_t = 20)]
     memory_connections: usize,
+    /// Carrier switches in the handoff phase (half to the channel, half back).
+    #[arg(long, default_value_t = 40)]
+    handoff_switches: usize,
     /// The Chromium script to run against the same stack; none skips Chromium.
     #[arg(long)]
     chromium_script: Option<PathBuf>,
-    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,link,websocket,parallel,chromium).
+    /// Only these phases (comma-separated: memory,transport,setup,rtt,sse,throughput,proxy,link,handoff,websocket,parallel,chromium).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -166,6 +169,15 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
         out.insert(
             "link".into(),
             crate::live::relay_link(&bins, &stack, args.round_trips).await?,
+        );
+    }
+    if wants("handoff") {
+        eprintln!(
+            "bench: the pause of a live stream moving between the home link and the channel…"
+        );
+        out.insert(
+            "handoff".into(),
+            crate::live::handoff(&bins, &stack, &filter, args.handoff_switches).await?,
         );
     }
     if wants("websocket") {

@@ -121,7 +121,7 @@ pub async fn dial(
     budget: Duration,
 ) -> Result<Connection, Error> {
     tokio::time::timeout(budget, async {
-        let opened = open_inner(signal, peer).await?;
+        let opened = open_inner(signal, peer, HTTP_CHANNEL_LABEL, None).await?;
         let OpenChannel {
             peer,
             channel,
@@ -148,12 +148,13 @@ pub async fn dial(
     .map_err(|_| Error::SetupTimeout(budget))?
 }
 
-/// A freshly opened `http` channel on which nothing has been said yet (for
-/// callers that speak the protocol themselves, e.g. protocol tests).
+/// A freshly opened channel (`http`, or the one [`open_channel_on`]
+/// named) on which nothing has been said yet (for callers that speak the
+/// protocol themselves, e.g. protocol tests).
 pub struct OpenChannel {
     /// The peer connection.
     pub peer: Arc<Peer>,
-    /// The open `http` data channel.
+    /// The open data channel.
     pub channel: DataChannel,
     /// Setup milestones (`agree_ms` is 0: no `hello` was sent).
     pub times: SetupTimes,
@@ -172,18 +173,44 @@ pub async fn open_channel(
     peer: PeerConfig,
     budget: Duration,
 ) -> Result<OpenChannel, Error> {
-    tokio::time::timeout(budget, open_inner(signal, peer))
+    tokio::time::timeout(budget, open_inner(signal, peer, HTTP_CHANNEL_LABEL, None))
         .await
         .map_err(|_| Error::SetupTimeout(budget))?
 }
 
-async fn open_inner(signal: &SignalClient, mut config: PeerConfig) -> Result<OpenChannel, Error> {
+/// Opens a channel labelled `label` (e.g. [`RESUME_CHANNEL_LABEL`](crate::RESUME_CHANNEL_LABEL))
+/// on a new peer connection of an existing `session`, within `budget`,
+/// without saying anything on it. `times.session_ms` is 0.
+pub async fn open_channel_on(
+    signal: &SignalClient,
+    peer: PeerConfig,
+    session: SessionInfo,
+    label: &str,
+    budget: Duration,
+) -> Result<OpenChannel, Error> {
+    tokio::time::timeout(budget, open_inner(signal, peer, label, Some(session)))
+        .await
+        .map_err(|_| Error::SetupTimeout(budget))?
+}
+
+async fn open_inner(
+    signal: &SignalClient,
+    mut config: PeerConfig,
+    label: &str,
+    session: Option<SessionInfo>,
+) -> Result<OpenChannel, Error> {
     let started = Instant::now();
     let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1e3;
     let mut times = SetupTimes::default();
 
-    let session = signal.create_session().await?;
-    times.session_ms = ms(Instant::now());
+    let session = match session {
+        Some(session) => session,
+        None => {
+            let session = signal.create_session().await?;
+            times.session_ms = ms(Instant::now());
+            session
+        }
+    };
     let id = session.session_id.clone();
     // TURN credentials from signal-api join whatever the caller configured.
     config
@@ -220,7 +247,8 @@ async fn open_inner(signal: &SignalClient, mut config: PeerConfig) -> Result<Ope
 
     let mut cursor = 0;
     let opener = Arc::clone(&peer);
-    let open = async move { opener.open_channel(HTTP_CHANNEL_LABEL).await };
+    let label = label.to_owned();
+    let open = async move { opener.open_channel(&label).await };
     tokio::pin!(open);
     let channel = loop {
         tokio::select! {

@@ -39,6 +39,7 @@
 mod dial;
 mod error;
 mod link;
+mod resume;
 mod service;
 
 use std::sync::Arc;
@@ -50,8 +51,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use beeline_signal_client::SignalClient;
-pub use dial::{dial, open_channel, Connection, OpenChannel, SetupTimes, HTTP_CHANNEL_LABEL};
+pub use dial::{
+    dial, open_channel, open_channel_on, Connection, OpenChannel, SetupTimes, HTTP_CHANNEL_LABEL,
+};
 pub use error::Error;
+pub use resume::{
+    frame_connection, FrameConnection, RESUME_CHANNEL_LABEL, UNKNOWN_CONNECTION_CLOSE,
+};
 pub use service::{Body, HomeClient, PathState};
 
 /// How the client proves itself to signal-api: the same ways a browser

@@ -175,6 +175,10 @@ pub struct SessionInfo {
     /// keeps cookie jars (`docs/cookies.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_jar: Option<String>,
+    /// The home takes a resumable frame connection for this session
+    /// (`GET {base}/frames`, `docs/protocol.md` §4.8).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 /// How a browser's connection attempt ended, for [`SignalClient::report`].

@@ -1,0 +1,134 @@
+//! Resumable connections from Rust (`docs/protocol.md` §4.8), as
+//! `client.js` makes them with `resume: true`: one bridge connection
+//! (a [`beeline_bridge::ResumableChannel`]) that starts on the frame
+//! connection through signal-api's home link and moves to a `resume` data
+//! channel ([`open_channel_on`](crate::open_channel_on) with
+//! [`RESUME_CHANNEL_LABEL`]) and back, streams in flight included.
+//!
+//! [`frame_connection`] opens the first carrier; attach it, then the
+//! channel's [`DataChannelLink`](beeline_bridge::DataChannelLink), to the
+//! resumable channel.
+
+use beeline_bridge::{Channel, ChannelClosed, Received};
+use beeline_frame::Encoded;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+
+use crate::Error;
+
+/// The label of a resumable session's data channel.
+pub const RESUME_CHANNEL_LABEL: &str = "resume";
+
+/// The close code of a frame connection that asked to resume a connection
+/// the home no longer has (home-peer restarted).
+pub const UNKNOWN_CONNECTION_CLOSE: u16 = 4410;
+
+/// The largest message a frame connection takes (signal-api's limit).
+const MAX_MESSAGE: usize = 1 << 20;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The frame connection of a session: a WebSocket to `{base}/frames`
+/// through signal-api and its home link, as a [`Channel`] carrying
+/// envelopes (binary messages).
+pub struct FrameConnection {
+    sink: Mutex<SplitSink<Socket, tungstenite::Message>>,
+    stream: Mutex<SplitStream<Socket>>,
+}
+
+impl std::fmt::Debug for FrameConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameConnection").finish_non_exhaustive()
+    }
+}
+
+/// Opens the frame connection of `session_id` at the signaling base URL
+/// `signal_url` (`http://host/webrtc` or `https://…`). `resume` says the
+/// caller had a connection with this session already (the home then
+/// closes the socket with [`UNKNOWN_CONNECTION_CLOSE`] when it no longer
+/// has it, rather than starting a new one). `bearer` is the browser token,
+/// when signal-api wants one.
+pub async fn frame_connection(
+    signal_url: &str,
+    session_id: &str,
+    resume: bool,
+    bearer: Option<&str>,
+) -> Result<FrameConnection, Error> {
+    let base = signal_url.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        return Err(Error::Config(format!(
+            "signaling URL {signal_url:?} must start with http:// or https://"
+        )));
+    };
+    let mut url = format!("{base}/frames?session_id={session_id}");
+    if resume {
+        url.push_str("&resume=1");
+    }
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| Error::Config(format!("frame connection URL: {e}")))?;
+    if let Some(token) = bearer {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::Config("the bearer token is not a valid header value".into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let mut config = tungstenite::protocol::WebSocketConfig::default();
+    config.max_message_size = Some(MAX_MESSAGE);
+    config.max_frame_size = Some(MAX_MESSAGE);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| Error::Refused(format!("frame connection: {e}")))?;
+    let (sink, stream) = socket.split();
+    Ok(FrameConnection {
+        sink: Mutex::new(sink),
+        stream: Mutex::new(stream),
+    })
+}
+
+impl Channel for FrameConnection {
+    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
+        let Encoded::Binary(data) = message else {
+            // Envelopes are binary; a resumable channel sends nothing else.
+            return Err(ChannelClosed);
+        };
+        self.sink
+            .lock()
+            .await
+            .send(tungstenite::Message::Binary(data))
+            .await
+            .map_err(|_| ChannelClosed)
+    }
+
+    async fn recv(&self) -> Option<Received> {
+        let mut stream = self.stream.lock().await;
+        loop {
+            match stream.next().await? {
+                Ok(tungstenite::Message::Binary(data)) => {
+                    return Some(Received { data, binary: true })
+                }
+                Ok(tungstenite::Message::Close(frame)) => {
+                    if let Some(frame) =
+                        frame.filter(|f| u16::from(f.code) == UNKNOWN_CONNECTION_CLOSE)
+                    {
+                        tracing::debug!(reason = %frame.reason, "the home no longer has this resumable connection");
+                    }
+                    return None;
+                }
+                Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        MAX_MESSAGE
+    }
+}
