@@ -13,7 +13,12 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{config::SignalConfig, relay::RelayConfigError, server::Shared, store::StoreError};
+use crate::{
+    config::SignalConfig,
+    relay::{RelayConfigError, RelayError},
+    server::Shared,
+    store::StoreError,
+};
 
 /// Errors from [`SignalServer::open`].
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +166,18 @@ impl ApiError {
             Self::body_too_large(shared.config().limits.max_body_bytes)
         } else {
             Self::new(status, format!("{what}: {detail}"))
+        }
+    }
+}
+
+/// A failure to find a relayed request's home is answered as the server
+/// answers it anywhere else.
+impl From<ApiError> for RelayError {
+    fn from(error: ApiError) -> Self {
+        Self::Lookup {
+            status: error.status,
+            message: error.message,
+            retry_after: error.retry_after,
         }
     }
 }
