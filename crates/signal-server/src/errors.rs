@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{
     config::SignalConfig,
     relay::{RelayConfigError, RelayError},
-    server::Shared,
+    state::Shared,
     store::StoreError,
 };
 
