@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use beeline_signal_server::{
-    JwtAuth, JwtKeys, OpenAuth, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
+    JwtAuth, JwtKeys, OpenAuth, OpenError, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
 };
 use clap::{CommandFactory as _, FromArgMatches as _};
 use settings::{BrowserAuth, Cli, FileConfig, JwtKeySource, Settings};
@@ -28,7 +28,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = match load_settings() {
+    let mut settings = match load_settings() {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("signal-api: {err:#}");
@@ -36,7 +36,15 @@ async fn main() -> ExitCode {
         }
     };
     init_tracing(settings.log_json);
-    match run(settings).await {
+    // A configuration the library refuses is a usage error too.
+    let config = match signal_config(&mut settings) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(settings, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -67,7 +75,8 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// Builds the library configuration; the only place settings meet the crate.
+/// Builds the library configuration, the only place settings meet the
+/// crate, and has the library check it ([`SignalConfig::validate`]).
 fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
     let mut config =
         SignalConfig::with_homes(settings.db.clone(), std::mem::take(&mut settings.homes));
@@ -155,11 +164,22 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
     config.loopback = settings.loopback_offer.into();
     config.home_link = settings.home_link;
     config.limits = settings.limits.clone();
+    validate(&config)?;
     Ok(config)
 }
 
-async fn run(mut settings: Settings) -> anyhow::Result<()> {
-    let config = signal_config(&mut settings)?;
+/// The library's verdict on `config`, naming the flag that fixes it where
+/// there is one.
+fn validate(config: &SignalConfig) -> anyhow::Result<()> {
+    config.validate().map_err(|error| match error {
+        OpenError::TurnUrlsWithoutSecret => anyhow::anyhow!(
+            "{error}: pass --turn-secret-file (turn_secret_file in the config file)"
+        ),
+        error => anyhow::Error::new(error).context("invalid configuration"),
+    })
+}
+
+async fn run(settings: Settings, config: SignalConfig) -> anyhow::Result<()> {
     // Logged below; the secrets themselves never are.
     let homes: Vec<String> = config.homes.iter().map(|home| home.name.clone()).collect();
     let browser_auth = config.browser_auth.mode();
@@ -251,5 +271,41 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("signal-api").chain(args.iter().copied()))
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        Settings::resolve(cli, &matches, FileConfig::default()).unwrap()
+    }
+
+    /// The library refuses TURN URLs without a TURN secret; the binary
+    /// names the flag that fixes it.
+    #[test]
+    fn turn_urls_without_a_secret_are_refused_with_the_flag_to_pass() {
+        let base = ["--home-token", "t", "--browser-auth", "open"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            signal_config(&mut settings(&args))
+        };
+        let error = format!("{:#}", with(&["--turn-host", "h"]).unwrap_err());
+        assert!(error.contains("no TURN secret"), "{error}");
+        assert!(error.contains("--turn-secret-file"), "{error}");
+        let error = format!("{:#}", with(&["--turn-url", "turn:h:3478"]).unwrap_err());
+        assert!(error.contains("--turn-secret-file"), "{error}");
+        let config = with(&["--turn-host", "h", "--turn-secret", "s"]).unwrap();
+        assert_eq!(config.turn_urls.len(), 3);
+        // Other refusals carry the library's own words.
+        let error = format!("{:#}", with(&["--base-path", "no-slash"]).unwrap_err());
+        assert!(error.contains("invalid base path"), "{error}");
     }
 }

@@ -942,7 +942,8 @@ fn resolve_browser_auth(
                 (None, Some(_), Some(JwtAlgorithm::Hs256)) => {
                     bail!("--jwt-algorithm hs256 needs --jwt-secret-file, not a public key")
                 }
-                (None, Some(pem), None) => detect_key(pem)?,
+                // The library tells RS256 from ES256 by the key's type.
+                (None, Some(pem), None) => JwtKey::from_public_pem(pem)?,
                 (None, None, _) => bail!(
                     "--browser-auth jwt needs a key: --jwt-secret-file PATH (HS256), \
                      --jwt-public-key-file PATH (RS256/ES256) or --jwt-jwks-file PATH (keys by kid)"
@@ -957,19 +958,6 @@ fn resolve_browser_auth(
             })
         }
     }
-}
-
-/// RS256 for an RSA key, ES256 for an EC key.
-fn detect_key(pem: Vec<u8>) -> anyhow::Result<JwtKey> {
-    use beeline_signal_server::JwtAuth;
-    let rsa = JwtKey::Rs256Pem(pem.clone());
-    if JwtAuth::new(rsa.clone()).is_ok() {
-        return Ok(rsa);
-    }
-    let ec = JwtKey::Es256Pem(pem);
-    JwtAuth::new(ec.clone())
-        .context("the JWT public key is neither an RSA nor an EC PEM public key")?;
-    Ok(ec)
 }
 
 impl Settings {
@@ -1036,9 +1024,8 @@ impl Settings {
                 turn_urls = turn;
             }
         }
-        if !turn_urls.is_empty() && turn_secret.is_none() {
-            bail!("TURN URLs are configured but no TURN secret: pass --turn-secret-file (the static-auth-secret of coturn)");
-        }
+        // TURN URLs without a secret: refused by the library's validation
+        // (`SignalConfig::validate`, called by `main`).
 
         // Each limit: flag/env, else the file, else Limits' default.
         let mut limits = Limits::default();
@@ -1316,17 +1303,52 @@ mod tests {
         );
     }
 
+    /// A public key without --jwt-algorithm is taken as the library
+    /// detects it (`JwtKey::from_public_pem`); with one, as it says.
     #[test]
-    fn public_keys_are_detected() {
+    fn a_public_key_file_gives_the_key_of_its_type() {
         let fixtures = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../crates/signal-server/tests/fixtures"
         );
-        let rsa = std::fs::read(format!("{fixtures}/rs256-public.pem")).unwrap();
-        let ec = std::fs::read(format!("{fixtures}/es256-public.pem")).unwrap();
-        assert!(matches!(detect_key(rsa).unwrap(), JwtKey::Rs256Pem(_)));
-        assert!(matches!(detect_key(ec).unwrap(), JwtKey::Es256Pem(_)));
-        assert!(detect_key(b"not a key".to_vec()).is_err());
+        let key = |file: &str, algorithm: Option<&str>| -> anyhow::Result<JwtKey> {
+            let path = format!("{fixtures}/{file}");
+            let mut args = vec![
+                "--home-token",
+                "t",
+                "--browser-auth",
+                "jwt",
+                "--jwt-public-key-file",
+                &path,
+            ];
+            if let Some(algorithm) = algorithm {
+                args.extend(["--jwt-algorithm", algorithm]);
+            }
+            match resolve(&args, "")?.browser_auth {
+                BrowserAuth::Jwt {
+                    key: JwtKeySource::Key(key),
+                    ..
+                } => Ok(key),
+                _ => panic!("not a JWT key"),
+            }
+        };
+        assert!(matches!(
+            key("rs256-public.pem", None),
+            Ok(JwtKey::Rs256Pem(_))
+        ));
+        assert!(matches!(
+            key("es256-public.pem", None),
+            Ok(JwtKey::Es256Pem(_))
+        ));
+        assert!(matches!(
+            key("es256-public.pem", Some("es256")),
+            Ok(JwtKey::Es256Pem(_))
+        ));
+        let error = key("README.md", None).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("neither an RSA nor an EC"),
+            "{error:#}"
+        );
     }
 
     #[test]
@@ -1354,19 +1376,6 @@ mod tests {
                 "turns:turn.example.com:443?transport=tcp",
             ]
         );
-        // TURN URLs without a secret would hand out useless credentials.
-        assert!(resolve(
-            &[
-                "--home-token",
-                "t",
-                "--browser-auth",
-                "open",
-                "--turn-host",
-                "h"
-            ],
-            ""
-        )
-        .is_err());
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub enum OpenError {
     /// [`SignalConfig::sweep_interval`] is zero.
     #[error("the sweep interval must be longer than zero (it is how often expired sessions are deleted)")]
     InvalidSweepInterval,
+    /// [`SignalConfig::turn_urls`] are set but
+    /// [`SignalConfig::turn_secrets`] is not: browsers would be handed TURN
+    /// servers without credentials.
+    #[error("TURN URLs are configured but no TURN secret (coturn's static-auth-secret) to sign their credentials")]
+    TurnUrlsWithoutSecret,
 }
 
 /// Awaits a store call; store failures become logged 500s (503 with

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::HomeTokens,
-    config::{check_homes, check_origin, normalize_base_path, SignalConfig},
+    config::{Checked, SignalConfig},
     cookies::CookieKeys,
     errors::{stored, OpenError},
     home_link::{HomeLinks, Link},
@@ -28,7 +28,6 @@ use crate::{
     relay::{HomeLink, Homes, Relay, RelayConfig, RelayError},
     server::{live_since_ms, millis},
     store::{open_store, RemotePost, SessionStore, Side},
-    turn::check_ice_urls,
     wake::{Topic, Wakeups},
 };
 
@@ -98,29 +97,17 @@ pub struct SignalServer {
 }
 
 impl SignalServer {
-    /// Validates `config`, opens the store (SQLite, or PostgreSQL for a
-    /// `postgres://` URL), starts the periodic sweep of expired rows and,
-    /// with a shared store, the wake-ups from other instances. Must be called
-    /// inside a Tokio runtime.
+    /// Validates `config` ([`SignalConfig::validate`]), opens the store
+    /// (SQLite, or PostgreSQL for a `postgres://` URL), starts the periodic
+    /// sweep of expired rows and, with a shared store, the wake-ups from
+    /// other instances. Must be called inside a Tokio runtime.
     pub async fn open(mut config: SignalConfig) -> Result<Self, OpenError> {
-        config.base_path = normalize_base_path(&config.base_path)?;
-        let default_home = check_homes(&config)?;
-        check_ice_urls(&config.stun_urls, &["stun", "stuns"]).map_err(OpenError::InvalidIceUrl)?;
-        check_ice_urls(&config.turn_urls, &["turn", "turns"]).map_err(OpenError::InvalidIceUrl)?;
-        // Parsed once; the CORS layer uses exactly these.
-        let cors_allow = config
-            .cors_origins
-            .iter()
-            .map(|origin| check_origin(origin))
-            .collect::<Result<Vec<_>, _>>()?;
-        if config.sweep_interval.is_zero() {
-            return Err(OpenError::InvalidSweepInterval);
-        }
-        if config.turn_secrets.is_none() && !config.turn_urls.is_empty() {
-            tracing::warn!(
-                "TURN URLs are configured without a TURN secret; they will not be announced"
-            );
-        }
+        let Checked {
+            base_path,
+            default_home,
+            cors_allow,
+        } = config.check()?;
+        config.base_path = base_path;
         let relay = Relay::new(RelayConfig {
             upstream: config.relay_upstream.clone(),
             home_link: config.home_link,
