@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use beeline_signal_server::{
-    JwtAuth, JwtKeys, OpenAuth, OpenError, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
+    JwtAuth, JwtKeys, OpenAuth, OpenError, ProxyHeaderAuth, SignalConfig, SignalServer,
 };
 use clap::{CommandFactory as _, FromArgMatches as _};
 use settings::{BrowserAuth, Cli, FileConfig, JwtKeySource, Settings};
@@ -75,16 +75,11 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// Builds the library configuration, the only place settings meet the
-/// crate, and has the library check it ([`SignalConfig::validate`]).
+/// The library configuration of `settings`, with its browser auth built
+/// (a JWKS file is read, and watched from now on), checked by the library
+/// ([`SignalConfig::validate`]).
 fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
-    let mut config =
-        SignalConfig::with_homes(settings.db.clone(), std::mem::take(&mut settings.homes));
-    if let Some(size) = settings.db_pool_size {
-        config.postgres.pool_size = size;
-    }
-    config.base_path = settings.base_path.clone();
-    config.default_home = settings.default_home.take();
+    let mut config = settings.config.clone();
     config.browser_auth = match std::mem::replace(&mut settings.browser_auth, BrowserAuth::Open) {
         BrowserAuth::Open => {
             tracing::warn!(
@@ -132,38 +127,9 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
             let header = header
                 .parse()
                 .with_context(|| format!("invalid proxy user header {header:?}"))?;
-            Arc::new(ProxyHeaderAuth::new(
-                header,
-                settings.trusted_proxies.clone(),
-            ))
+            Arc::new(ProxyHeaderAuth::new(header, config.trusted_proxies.clone()))
         }
     };
-    config.trusted_proxies = settings.trusted_proxies.clone();
-    config.cors_origins = settings.cors_origins.clone();
-    config.turn_secrets = settings
-        .turn_secret
-        .take()
-        .map(|current| TurnSecrets::new(current, settings.turn_previous_secret.take()));
-    config.stun_urls = settings.stun_urls.clone();
-    config.turn_urls = settings.turn_urls.clone();
-    if let Some(ttl) = settings.credential_ttl {
-        config.credential_ttl = ttl;
-    }
-    if let Some(timeout) = settings.long_poll_timeout {
-        config.long_poll_timeout = timeout;
-    }
-    if let Some(ttl) = settings.session_ttl {
-        config.session_ttl = ttl;
-    }
-    if let Some(ttl) = settings.tombstone_ttl {
-        config.tombstone_ttl = ttl;
-    }
-    config.relay_upstream = settings.relay_upstream.clone();
-    config.strip_request_headers = settings.strip_headers.clone();
-    config.cookie_jar = settings.cookie_jar;
-    config.loopback = settings.loopback_offer.into();
-    config.home_link = settings.home_link;
-    config.limits = settings.limits.clone();
     validate(&config)?;
     Ok(config)
 }
@@ -195,11 +161,11 @@ async fn run(settings: Settings, config: SignalConfig) -> anyhow::Result<()> {
         .local_addr()
         .context("could not read the bound address")?;
     tracing::info!(
-        db = %settings.db.display(),
+        db = %settings.config.database.display(),
         base_path = server.base_path(),
         homes = homes.join(","),
         browser_auth,
-        relay = match (&settings.relay_upstream, settings.home_link) {
+        relay = match (&settings.config.relay_upstream, settings.config.home_link) {
             (Some(upstream), _) => upstream.as_str(),
             (None, true) => "home link",
             (None, false) => "none",
