@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use beeline_signal_server::{
-    JwtAuth, JwtKeys, OpenAuth, ProxyHeaderAuth, SignalConfig, SignalServer, TurnSecrets,
+    JwtAuth, JwtKeys, OpenAuth, OpenError, ProxyHeaderAuth, SignalConfig, SignalServer,
 };
 use clap::{CommandFactory as _, FromArgMatches as _};
 use settings::{BrowserAuth, Cli, FileConfig, JwtKeySource, Settings};
@@ -28,7 +28,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = match load_settings() {
+    let mut settings = match load_settings() {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("signal-api: {err:#}");
@@ -36,7 +36,15 @@ async fn main() -> ExitCode {
         }
     };
     init_tracing(settings.log_json);
-    match run(settings).await {
+    // A configuration the library refuses is a usage error too.
+    let config = match signal_config(&mut settings) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(settings, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -67,15 +75,11 @@ fn init_tracing(json: bool) {
     }
 }
 
-/// Builds the library configuration; the only place settings meet the crate.
+/// The library configuration of `settings`, with its browser auth built
+/// (a JWKS file is read, and watched from now on), checked by the library
+/// ([`SignalConfig::validate`]).
 fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
-    let mut config =
-        SignalConfig::with_homes(settings.db.clone(), std::mem::take(&mut settings.homes));
-    if let Some(size) = settings.db_pool_size {
-        config.postgres.pool_size = size;
-    }
-    config.base_path = settings.base_path.clone();
-    config.default_home = settings.default_home.take();
+    let mut config = settings.config.clone();
     config.browser_auth = match std::mem::replace(&mut settings.browser_auth, BrowserAuth::Open) {
         BrowserAuth::Open => {
             tracing::warn!(
@@ -123,43 +127,25 @@ fn signal_config(settings: &mut Settings) -> anyhow::Result<SignalConfig> {
             let header = header
                 .parse()
                 .with_context(|| format!("invalid proxy user header {header:?}"))?;
-            Arc::new(ProxyHeaderAuth::new(
-                header,
-                settings.trusted_proxies.clone(),
-            ))
+            Arc::new(ProxyHeaderAuth::new(header, config.trusted_proxies.clone()))
         }
     };
-    config.trusted_proxies = settings.trusted_proxies.clone();
-    config.cors_origins = settings.cors_origins.clone();
-    config.turn_secrets = settings
-        .turn_secret
-        .take()
-        .map(|current| TurnSecrets::new(current, settings.turn_previous_secret.take()));
-    config.stun_urls = settings.stun_urls.clone();
-    config.turn_urls = settings.turn_urls.clone();
-    if let Some(ttl) = settings.credential_ttl {
-        config.credential_ttl = ttl;
-    }
-    if let Some(timeout) = settings.long_poll_timeout {
-        config.long_poll_timeout = timeout;
-    }
-    if let Some(ttl) = settings.session_ttl {
-        config.session_ttl = ttl;
-    }
-    if let Some(ttl) = settings.tombstone_ttl {
-        config.tombstone_ttl = ttl;
-    }
-    config.relay_upstream = settings.relay_upstream.clone();
-    config.strip_request_headers = settings.strip_headers.clone();
-    config.cookie_jar = settings.cookie_jar;
-    config.loopback = settings.loopback_offer.into();
-    config.home_link = settings.home_link;
-    config.limits = settings.limits.clone();
+    validate(&config)?;
     Ok(config)
 }
 
-async fn run(mut settings: Settings) -> anyhow::Result<()> {
-    let config = signal_config(&mut settings)?;
+/// The library's verdict on `config`, naming the flag that fixes it where
+/// there is one.
+fn validate(config: &SignalConfig) -> anyhow::Result<()> {
+    config.validate().map_err(|error| match error {
+        OpenError::TurnUrlsWithoutSecret => anyhow::anyhow!(
+            "{error}: pass --turn-secret-file (turn_secret_file in the config file)"
+        ),
+        error => anyhow::Error::new(error).context("invalid configuration"),
+    })
+}
+
+async fn run(settings: Settings, config: SignalConfig) -> anyhow::Result<()> {
     // Logged below; the secrets themselves never are.
     let homes: Vec<String> = config.homes.iter().map(|home| home.name.clone()).collect();
     let browser_auth = config.browser_auth.mode();
@@ -175,11 +161,11 @@ async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .local_addr()
         .context("could not read the bound address")?;
     tracing::info!(
-        db = %settings.db.display(),
+        db = %settings.config.database.display(),
         base_path = server.base_path(),
         homes = homes.join(","),
         browser_auth,
-        relay = match (&settings.relay_upstream, settings.home_link) {
+        relay = match (&settings.config.relay_upstream, settings.config.home_link) {
             (Some(upstream), _) => upstream.as_str(),
             (None, true) => "home link",
             (None, false) => "none",
@@ -251,5 +237,41 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("signal-api").chain(args.iter().copied()))
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        Settings::resolve(cli, &matches, FileConfig::default()).unwrap()
+    }
+
+    /// The library refuses TURN URLs without a TURN secret; the binary
+    /// names the flag that fixes it.
+    #[test]
+    fn turn_urls_without_a_secret_are_refused_with_the_flag_to_pass() {
+        let base = ["--home-token", "t", "--browser-auth", "open"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            signal_config(&mut settings(&args))
+        };
+        let error = format!("{:#}", with(&["--turn-host", "h"]).unwrap_err());
+        assert!(error.contains("no TURN secret"), "{error}");
+        assert!(error.contains("--turn-secret-file"), "{error}");
+        let error = format!("{:#}", with(&["--turn-url", "turn:h:3478"]).unwrap_err());
+        assert!(error.contains("--turn-secret-file"), "{error}");
+        let config = with(&["--turn-host", "h", "--turn-secret", "s"]).unwrap();
+        assert_eq!(config.turn_urls.len(), 3);
+        // Other refusals carry the library's own words.
+        let error = format!("{:#}", with(&["--base-path", "no-slash"]).unwrap_err());
+        assert!(error.contains("invalid base path"), "{error}");
     }
 }

@@ -1,9 +1,13 @@
-//! Flags, environment and config file, merged into one [`Settings`].
+//! Flags, environment and config file ([`Cli`] over [`FileConfig`]), mapped
+//! onto the library's [`SignalConfig`] in one [`Settings`].
 //!
 //! Precedence is flag > environment > file > built-in default. clap handles
 //! the first two (every flag has an `env`); the file's values fill whatever
 //! is still unset. Secrets are read here (from files or the environment) and
-//! never logged.
+//! never logged. What makes a configuration valid is the library's to say
+//! (`SignalConfig::validate`, `JwtKey::from_public_pem`); this module only
+//! refuses what is about flags themselves (a value and its file both given,
+//! a mode without the setting it needs, a zero where a flag wants seconds).
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +18,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use beeline_signal_server::{Database, HomeCredential, IpNet, JwtKey, Limits, DEFAULT_HOME};
+use beeline_signal_server::{
+    Database, HomeCredential, IpNet, JwtKey, Limits, SignalConfig, TurnSecrets, DEFAULT_HOME,
+};
 use clap::{parser::ValueSource, ArgMatches, Parser, ValueEnum};
 use serde::Deserialize;
 
@@ -690,42 +696,24 @@ pub(crate) enum JwtKeySource {
     Jwks(PathBuf),
 }
 
-/// Everything `main` needs, resolved. Holds secrets: never log it.
+/// Everything `main` needs, resolved: the library's [`SignalConfig`] and
+/// what only the binary uses. Holds secrets: never log it whole.
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
-    pub(crate) db: Database,
-    pub(crate) db_pool_size: Option<usize>,
-    pub(crate) base_path: String,
-    pub(crate) relay_upstream: Option<String>,
-    pub(crate) strip_headers: Vec<String>,
-    pub(crate) cookie_jar: bool,
-    pub(crate) home_link: bool,
-    pub(crate) loopback_offer: LoopbackOfferMode,
     pub(crate) log_json: bool,
-    pub(crate) homes: Vec<HomeCredential>,
-    pub(crate) default_home: Option<String>,
+    /// The library configuration, browser auth aside (`main` builds it from
+    /// [`Settings::browser_auth`], since a JWKS file is watched while the
+    /// server runs).
+    pub(crate) config: SignalConfig,
     pub(crate) browser_auth: BrowserAuth,
-    pub(crate) trusted_proxies: Vec<IpNet>,
-    pub(crate) cors_origins: Vec<String>,
-    pub(crate) turn_secret: Option<String>,
-    pub(crate) turn_previous_secret: Option<String>,
-    pub(crate) stun_urls: Vec<String>,
-    pub(crate) turn_urls: Vec<String>,
-    pub(crate) credential_ttl: Option<Duration>,
-    pub(crate) long_poll_timeout: Option<Duration>,
-    pub(crate) session_ttl: Option<Duration>,
-    pub(crate) tombstone_ttl: Option<Duration>,
-    pub(crate) limits: Limits,
 }
 
-/// Only what is safe to show.
+/// Only what is safe to show (`SignalConfig` redacts its secrets).
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
-            .field("db", &self.db)
-            .field("base_path", &self.base_path)
-            .field("homes", &self.homes)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -942,7 +930,8 @@ fn resolve_browser_auth(
                 (None, Some(_), Some(JwtAlgorithm::Hs256)) => {
                     bail!("--jwt-algorithm hs256 needs --jwt-secret-file, not a public key")
                 }
-                (None, Some(pem), None) => detect_key(pem)?,
+                // The library tells RS256 from ES256 by the key's type.
+                (None, Some(pem), None) => JwtKey::from_public_pem(pem)?,
                 (None, None, _) => bail!(
                     "--browser-auth jwt needs a key: --jwt-secret-file PATH (HS256), \
                      --jwt-public-key-file PATH (RS256/ES256) or --jwt-jwks-file PATH (keys by kid)"
@@ -957,19 +946,6 @@ fn resolve_browser_auth(
             })
         }
     }
-}
-
-/// RS256 for an RSA key, ES256 for an EC key.
-fn detect_key(pem: Vec<u8>) -> anyhow::Result<JwtKey> {
-    use beeline_signal_server::JwtAuth;
-    let rsa = JwtKey::Rs256Pem(pem.clone());
-    if JwtAuth::new(rsa.clone()).is_ok() {
-        return Ok(rsa);
-    }
-    let ec = JwtKey::Es256Pem(pem);
-    JwtAuth::new(ec.clone())
-        .context("the JWT public key is neither an RSA nor an EC PEM public key")?;
-    Ok(ec)
 }
 
 impl Settings {
@@ -1036,9 +1012,8 @@ impl Settings {
                 turn_urls = turn;
             }
         }
-        if !turn_urls.is_empty() && turn_secret.is_none() {
-            bail!("TURN URLs are configured but no TURN secret: pass --turn-secret-file (the static-auth-secret of coturn)");
-        }
+        // TURN URLs without a secret: refused by the library's validation
+        // (`SignalConfig::validate`, called by `main`).
 
         // Each limit: flag/env, else the file, else Limits' default.
         let mut limits = Limits::default();
@@ -1069,56 +1044,78 @@ impl Settings {
             }
         };
 
+        let db = cli
+            .db
+            .or(file.db)
+            .map_or_else(|| Database::from(DEFAULT_DB), Database::from);
+        let mut config = SignalConfig::with_homes(db, homes);
+        match cli.db_pool_size.or(file.db_pool_size) {
+            Some(0) => bail!("--db-pool-size must be above 0"),
+            Some(size) => config.postgres.pool_size = size,
+            None => {}
+        }
+        config.base_path = cli
+            .base_path
+            .or(file.base_path)
+            .unwrap_or_else(|| DEFAULT_BASE_PATH.to_owned());
+        config.default_home = cli.default_home.or(file.default_home);
+        config.trusted_proxies = trusted_proxies;
+        config.cors_origins = non_empty(cli.cors_origins)
+            .or(file.cors_origins)
+            .unwrap_or_default();
+        config.turn_secrets =
+            turn_secret.map(|current| TurnSecrets::new(current, turn_previous_secret));
+        config.stun_urls = stun_urls;
+        config.turn_urls = turn_urls;
+        let durations = [
+            (
+                &mut config.credential_ttl,
+                seconds(cli.credential_ttl.or(file.credential_ttl), "credential-ttl")?,
+            ),
+            (
+                &mut config.long_poll_timeout,
+                seconds(
+                    cli.long_poll_timeout.or(file.long_poll_timeout),
+                    "long-poll-timeout",
+                )?,
+            ),
+            (
+                &mut config.session_ttl,
+                seconds(cli.session_ttl.or(file.session_ttl), "session-ttl")?,
+            ),
+            (
+                &mut config.tombstone_ttl,
+                cli.tombstone_ttl
+                    .or(file.tombstone_ttl)
+                    .map(Duration::from_secs),
+            ),
+        ];
+        for (field, value) in durations {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+        config.relay_upstream = cli.relay_upstream.or(file.relay_upstream);
+        config.strip_request_headers = non_empty(cli.strip_headers)
+            .or(file.strip_headers)
+            .unwrap_or_default();
+        config.cookie_jar = !cli.no_cookie_jar && file.cookie_jar.unwrap_or(true);
+        config.home_link = !cli.no_home_link && file.home_link.unwrap_or(true);
+        config.loopback = cli
+            .loopback_offer
+            .or(file.loopback_offer)
+            .unwrap_or(LoopbackOfferMode::SameNetwork)
+            .into();
+        config.limits = limits;
+
         Ok(Self {
             listen: match cli.listen.or(file.listen) {
                 Some(listen) => listen,
                 None => DEFAULT_LISTEN.parse()?,
             },
-            db: cli
-                .db
-                .or(file.db)
-                .map_or_else(|| Database::from(DEFAULT_DB), Database::from),
-            db_pool_size: match cli.db_pool_size.or(file.db_pool_size) {
-                Some(0) => bail!("--db-pool-size must be above 0"),
-                other => other,
-            },
-            base_path: cli
-                .base_path
-                .or(file.base_path)
-                .unwrap_or_else(|| DEFAULT_BASE_PATH.to_owned()),
-            relay_upstream: cli.relay_upstream.or(file.relay_upstream),
-            strip_headers: non_empty(cli.strip_headers)
-                .or(file.strip_headers)
-                .unwrap_or_default(),
-            cookie_jar: !cli.no_cookie_jar && file.cookie_jar.unwrap_or(true),
-            home_link: !cli.no_home_link && file.home_link.unwrap_or(true),
-            loopback_offer: cli
-                .loopback_offer
-                .or(file.loopback_offer)
-                .unwrap_or(LoopbackOfferMode::SameNetwork),
             log_json: cli.log_json || file.log_json.unwrap_or(false),
-            homes,
-            default_home: cli.default_home.or(file.default_home),
+            config,
             browser_auth,
-            trusted_proxies,
-            cors_origins: non_empty(cli.cors_origins)
-                .or(file.cors_origins)
-                .unwrap_or_default(),
-            turn_secret,
-            turn_previous_secret,
-            stun_urls,
-            turn_urls,
-            credential_ttl: seconds(cli.credential_ttl.or(file.credential_ttl), "credential-ttl")?,
-            long_poll_timeout: seconds(
-                cli.long_poll_timeout.or(file.long_poll_timeout),
-                "long-poll-timeout",
-            )?,
-            session_ttl: seconds(cli.session_ttl.or(file.session_ttl), "session-ttl")?,
-            tombstone_ttl: cli
-                .tombstone_ttl
-                .or(file.tombstone_ttl)
-                .map(Duration::from_secs),
-            limits,
         })
     }
 }
@@ -1147,6 +1144,7 @@ mod tests {
 
     fn home<'a>(settings: &'a Settings, name: &str) -> &'a str {
         &settings
+            .config
             .homes
             .iter()
             .find(|h| h.name == name)
@@ -1181,19 +1179,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(home(&settings, DEFAULT_HOME), "flag-token");
-        assert_eq!(settings.homes.len(), 1);
-        assert_eq!(settings.stun_urls, ["stun:a", "stun:b"]);
-        assert_eq!(settings.turn_urls, ["turn:file"]);
-        assert_eq!(settings.base_path, "/jarvis-api/webrtc");
+        assert_eq!(settings.config.homes.len(), 1);
+        assert_eq!(settings.config.stun_urls, ["stun:a", "stun:b"]);
+        assert_eq!(settings.config.turn_urls, ["turn:file"]);
+        assert!(settings.config.turn_secrets.is_some());
+        assert_eq!(settings.config.base_path, "/jarvis-api/webrtc");
         assert!(matches!(settings.browser_auth, BrowserAuth::Open));
         assert_eq!(
             settings.listen,
             "127.0.0.1:0".parse::<SocketAddr>().unwrap()
         );
-        assert_eq!(settings.db, Database::from(DEFAULT_DB));
-        assert_eq!(settings.limits.max_polls_per_identity, 3);
-        assert_eq!(settings.limits.sessions_per_ip_per_minute, 7);
-        assert_eq!(settings.limits.max_messages_per_session, 200);
+        assert_eq!(settings.config.database, Database::from(DEFAULT_DB));
+        assert_eq!(settings.config.limits.max_polls_per_identity, 3);
+        assert_eq!(settings.config.limits.sessions_per_ip_per_minute, 7);
+        assert_eq!(settings.config.limits.max_messages_per_session, 200);
     }
 
     #[test]
@@ -1267,7 +1266,7 @@ mod tests {
         assert_eq!(home(&settings, "kitchen"), "kitchen-token");
         assert_eq!(home(&settings, "attic"), "attic-token");
         assert_eq!(home(&settings, "cellar"), "cellar-token");
-        assert_eq!(settings.default_home.as_deref(), Some("kitchen"));
+        assert_eq!(settings.config.default_home.as_deref(), Some("kitchen"));
         assert!(resolve(&["--home", "kitchen", "--browser-auth", "open"], "").is_err());
         assert!(resolve(&["--home", "k=ftp:x", "--browser-auth", "open"], "").is_err());
         assert!(resolve(
@@ -1310,23 +1309,58 @@ mod tests {
             "10.0.0.0/8",
         ])
         .unwrap();
-        assert_eq!(ok.trusted_proxies.len(), 2);
+        assert_eq!(ok.config.trusted_proxies.len(), 2);
         assert!(
             matches!(ok.browser_auth, BrowserAuth::ProxyHeader { ref header } if header == DEFAULT_PROXY_USER_HEADER)
         );
     }
 
+    /// A public key without --jwt-algorithm is taken as the library
+    /// detects it (`JwtKey::from_public_pem`); with one, as it says.
     #[test]
-    fn public_keys_are_detected() {
+    fn a_public_key_file_gives_the_key_of_its_type() {
         let fixtures = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../crates/signal-server/tests/fixtures"
         );
-        let rsa = std::fs::read(format!("{fixtures}/rs256-public.pem")).unwrap();
-        let ec = std::fs::read(format!("{fixtures}/es256-public.pem")).unwrap();
-        assert!(matches!(detect_key(rsa).unwrap(), JwtKey::Rs256Pem(_)));
-        assert!(matches!(detect_key(ec).unwrap(), JwtKey::Es256Pem(_)));
-        assert!(detect_key(b"not a key".to_vec()).is_err());
+        let key = |file: &str, algorithm: Option<&str>| -> anyhow::Result<JwtKey> {
+            let path = format!("{fixtures}/{file}");
+            let mut args = vec![
+                "--home-token",
+                "t",
+                "--browser-auth",
+                "jwt",
+                "--jwt-public-key-file",
+                &path,
+            ];
+            if let Some(algorithm) = algorithm {
+                args.extend(["--jwt-algorithm", algorithm]);
+            }
+            match resolve(&args, "")?.browser_auth {
+                BrowserAuth::Jwt {
+                    key: JwtKeySource::Key(key),
+                    ..
+                } => Ok(key),
+                _ => panic!("not a JWT key"),
+            }
+        };
+        assert!(matches!(
+            key("rs256-public.pem", None),
+            Ok(JwtKey::Rs256Pem(_))
+        ));
+        assert!(matches!(
+            key("es256-public.pem", None),
+            Ok(JwtKey::Es256Pem(_))
+        ));
+        assert!(matches!(
+            key("es256-public.pem", Some("es256")),
+            Ok(JwtKey::Es256Pem(_))
+        ));
+        let error = key("README.md", None).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("neither an RSA nor an EC"),
+            "{error:#}"
+        );
     }
 
     #[test]
@@ -1345,28 +1379,15 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(settings.stun_urls, ["stun:turn.example.com:3478"]);
+        assert_eq!(settings.config.stun_urls, ["stun:turn.example.com:3478"]);
         assert_eq!(
-            settings.turn_urls,
+            settings.config.turn_urls,
             [
                 "turn:turn.example.com:3478?transport=udp",
                 "turn:turn.example.com:3478?transport=tcp",
                 "turns:turn.example.com:443?transport=tcp",
             ]
         );
-        // TURN URLs without a secret would hand out useless credentials.
-        assert!(resolve(
-            &[
-                "--home-token",
-                "t",
-                "--browser-auth",
-                "open",
-                "--turn-host",
-                "h"
-            ],
-            ""
-        )
-        .is_err());
     }
 
     #[test]
@@ -1377,7 +1398,7 @@ mod tests {
             strip_header = ["X-Auth-Token"]
         "#;
         let from_file = resolve(&[], text).unwrap();
-        assert_eq!(from_file.strip_headers, ["X-Auth-Token"]);
+        assert_eq!(from_file.config.strip_request_headers, ["X-Auth-Token"]);
         let from_flags = resolve(
             &[
                 "--strip-header",
@@ -1389,11 +1410,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            from_flags.strip_headers,
+            from_flags.config.strip_request_headers,
             ["Remote-Email", "x-user-id", "x-groups"]
         );
         let none = resolve(&["--home-token", "t", "--browser-auth", "open"], "").unwrap();
-        assert!(none.strip_headers.is_empty());
+        assert!(none.config.strip_request_headers.is_empty());
     }
 
     #[test]
@@ -1426,8 +1447,8 @@ mod tests {
         assert_eq!(loaded.db.as_deref(), Some(Path::new(url)));
         let (cli, matches) = parse(&["--home-token", "t", "--browser-auth", "open"]);
         let settings = Settings::resolve(cli, &matches, loaded).unwrap();
-        assert_eq!(settings.db, Database::Postgres(url.into()));
-        assert_eq!(settings.db_pool_size, Some(4));
+        assert_eq!(settings.config.database, Database::Postgres(url.into()));
+        assert_eq!(settings.config.postgres.pool_size, 4);
         std::fs::write(&path, "db = \"signal.db\"\n").unwrap();
         let loaded = FileConfig::load(&path).unwrap();
         assert_eq!(loaded.db, Some(dir.path().join("signal.db")));

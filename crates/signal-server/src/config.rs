@@ -10,7 +10,7 @@ use crate::{
     limits::Limits,
     net::IpNet,
     store::{Database, PostgresOptions},
-    turn::TurnSecrets,
+    turn::{check_ice_urls, TurnSecrets},
 };
 
 /// Everything a [`SignalServer`](crate::SignalServer) needs to know.
@@ -46,11 +46,13 @@ pub struct SignalConfig {
     /// A request whose `Origin` is neither the server's own nor listed is
     /// refused (403).
     pub cors_origins: Vec<String>,
-    /// coturn `static-auth-secret`s; TURN URLs are only announced when set.
+    /// coturn `static-auth-secret`s, which sign the credentials of the
+    /// [`turn_urls`](Self::turn_urls); required when there are any.
     pub turn_secrets: Option<TurnSecrets>,
     /// `stun:` URLs handed to browsers (no credentials).
     pub stun_urls: Vec<String>,
-    /// `turn:`/`turns:` URLs handed to browsers with time-limited credentials.
+    /// `turn:`/`turns:` URLs handed to browsers with time-limited credentials
+    /// (signed with [`turn_secrets`](Self::turn_secrets)).
     pub turn_urls: Vec<String>,
     /// Lifetime of TURN credentials (also the `ttl` of a session answer).
     pub credential_ttl: Duration,
@@ -168,6 +170,59 @@ impl fmt::Debug for SignalConfig {
 }
 
 // --- validation, used by `SignalServer::open` ---
+
+/// What [`SignalServer::open`](crate::SignalServer::open) takes from a
+/// configuration that passed [`SignalConfig::validate`].
+pub(crate) struct Checked {
+    /// The base path without its trailing `/`.
+    pub(crate) base_path: String,
+    /// The home of sessions that name none.
+    pub(crate) default_home: Option<Arc<str>>,
+    /// The CORS allow-list, parsed once; the CORS layer uses exactly these.
+    pub(crate) cors_allow: Vec<HeaderValue>,
+}
+
+impl SignalConfig {
+    /// Checks everything [`SignalServer::open`](crate::SignalServer::open)
+    /// checks before it opens the database: the base path, the homes (names,
+    /// distinct non-empty tokens, the default home), the STUN and TURN URLs,
+    /// that TURN URLs come with a TURN secret, the CORS origins and the
+    /// sweep interval. A binary calls it to refuse a bad configuration
+    /// before starting anything; `open` calls it again.
+    pub fn validate(&self) -> Result<(), OpenError> {
+        self.check().map(drop)
+    }
+
+    pub(crate) fn check(&self) -> Result<Checked, OpenError> {
+        let base_path = normalize_base_path(&self.base_path)?;
+        let default_home = check_homes(self)?;
+        check_ice_urls(&self.stun_urls, &["stun", "stuns"]).map_err(OpenError::InvalidIceUrl)?;
+        check_ice_urls(&self.turn_urls, &["turn", "turns"]).map_err(OpenError::InvalidIceUrl)?;
+        let cors_allow = self
+            .cors_origins
+            .iter()
+            .map(|origin| check_origin(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.sweep_interval.is_zero() {
+            return Err(OpenError::InvalidSweepInterval);
+        }
+        check_turn(self)?;
+        Ok(Checked {
+            base_path,
+            default_home,
+            cors_allow,
+        })
+    }
+}
+
+/// TURN URLs need a secret to sign their credentials: without one a
+/// browser would be handed TURN servers it cannot use.
+pub(crate) fn check_turn(config: &SignalConfig) -> Result<(), OpenError> {
+    if config.turn_secrets.is_none() && !config.turn_urls.is_empty() {
+        return Err(OpenError::TurnUrlsWithoutSecret);
+    }
+    Ok(())
+}
 
 pub(crate) fn normalize_base_path(raw: &str) -> Result<String, OpenError> {
     let trimmed = raw.trim_end_matches('/');
@@ -301,6 +356,49 @@ mod tests {
         assert!(check_origin("http://127.0.0.1:8080").is_ok());
         for bad in ["app.example.com", "https://", "https://a/b", "ftp://a", "*"] {
             assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn turn_urls_need_a_turn_secret() {
+        let mut config = SignalConfig::new("x.db", "t");
+        assert!(check_turn(&config).is_ok());
+        config.turn_urls = vec!["turn:turn.example.com:3478".into()];
+        assert!(matches!(
+            check_turn(&config),
+            Err(OpenError::TurnUrlsWithoutSecret)
+        ));
+        assert!(matches!(
+            config.validate(),
+            Err(OpenError::TurnUrlsWithoutSecret)
+        ));
+        config.turn_secrets = Some(TurnSecrets::new("s", None));
+        assert!(check_turn(&config).is_ok());
+        assert!(config.validate().is_ok());
+        // A secret without URLs is harmless: nothing is announced.
+        config.turn_urls.clear();
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn validate_makes_the_checks_of_open() {
+        let ok = SignalConfig::new("x.db", "t");
+        assert!(ok.validate().is_ok());
+        let checked = ok.check().unwrap();
+        assert_eq!(checked.base_path, "/webrtc");
+        assert_eq!(checked.default_home.as_deref(), Some("home"));
+        let bad: [fn(&mut SignalConfig); 6] = [
+            |c| c.base_path = "webrtc".into(),
+            |c| c.homes.clear(),
+            |c| c.stun_urls = vec!["http://stun.example".into()],
+            |c| c.turn_urls = vec!["stun:turn.example".into()],
+            |c| c.cors_origins = vec!["*".into()],
+            |c| c.sweep_interval = Duration::ZERO,
+        ];
+        for (i, spoil) in bad.iter().enumerate() {
+            let mut config = SignalConfig::new("x.db", "t");
+            spoil(&mut config);
+            assert!(config.validate().is_err(), "case {i}: {config:?}");
         }
     }
 

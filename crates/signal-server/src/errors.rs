@@ -13,7 +13,12 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{config::SignalConfig, relay::RelayConfigError, server::Shared, store::StoreError};
+use crate::{
+    config::SignalConfig,
+    relay::{RelayConfigError, RelayError},
+    state::Shared,
+    store::StoreError,
+};
 
 /// Errors from [`SignalServer::open`].
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,11 @@ pub enum OpenError {
     /// [`SignalConfig::sweep_interval`] is zero.
     #[error("the sweep interval must be longer than zero (it is how often expired sessions are deleted)")]
     InvalidSweepInterval,
+    /// [`SignalConfig::turn_urls`] are set but
+    /// [`SignalConfig::turn_secrets`] is not: browsers would be handed TURN
+    /// servers without credentials.
+    #[error("TURN URLs are configured but no TURN secret (coturn's static-auth-secret) to sign their credentials")]
+    TurnUrlsWithoutSecret,
 }
 
 /// Awaits a store call; store failures become logged 500s (503 with
@@ -161,6 +171,18 @@ impl ApiError {
             Self::body_too_large(shared.config().limits.max_body_bytes)
         } else {
             Self::new(status, format!("{what}: {detail}"))
+        }
+    }
+}
+
+/// A failure to find a relayed request's home is answered as the server
+/// answers it anywhere else.
+impl From<ApiError> for RelayError {
+    fn from(error: ApiError) -> Self {
+        Self::Lookup {
+            status: error.status,
+            message: error.message,
+            retry_after: error.retry_after,
         }
     }
 }

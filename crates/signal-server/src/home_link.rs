@@ -10,7 +10,7 @@
 //! Invariants:
 //! - a link belongs to the home whose token opened it, and the relay only
 //!   sends a request over the link of the home it chose for that request
-//!   (`relay::choose_home`), so one home's browsers never reach another;
+//!   (`Relay::choose_home`), so one home's browsers never reach another;
 //! - a newer link of the same home replaces the older one (home-peer
 //!   reconnected), which is closed;
 //! - a link that carries nothing for [`LINK_SILENCE`] is dead: home-peer

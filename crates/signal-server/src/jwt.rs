@@ -24,6 +24,20 @@ pub enum JwtKey {
     Es256Pem(Vec<u8>),
 }
 
+impl JwtKey {
+    /// The key of a PEM public key, its algorithm told by its type: RS256
+    /// for an RSA key, ES256 for an EC (P-256) key.
+    pub fn from_public_pem(pem: Vec<u8>) -> Result<Self, JwtKeyError> {
+        if DecodingKey::from_rsa_pem(&pem).is_ok() {
+            return Ok(JwtKey::Rs256Pem(pem));
+        }
+        if DecodingKey::from_ec_pem(&pem).is_ok() {
+            return Ok(JwtKey::Es256Pem(pem));
+        }
+        Err(JwtKeyError::UnknownPublicKey)
+    }
+}
+
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -44,6 +58,10 @@ pub enum JwtKeyError {
     /// The public key is not a PEM key of the expected type.
     #[error("invalid JWT public key")]
     InvalidKey(#[source] jsonwebtoken::errors::Error),
+    /// A PEM public key is neither an RSA nor an EC key
+    /// ([`JwtKey::from_public_pem`]).
+    #[error("the JWT public key is neither an RSA nor an EC PEM public key")]
+    UnknownPublicKey,
     /// A key set would be empty.
     #[error("no JWT key is configured")]
     NoKeys,
@@ -378,5 +396,37 @@ impl BrowserAuth for JwtAuth {
 
     fn mode(&self) -> &'static str {
         "jwt"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA: &[u8] = include_bytes!("../tests/fixtures/rs256-public.pem");
+    const EC: &[u8] = include_bytes!("../tests/fixtures/es256-public.pem");
+
+    #[test]
+    fn a_public_key_is_rs256_or_es256_by_its_type() {
+        assert!(matches!(
+            JwtKey::from_public_pem(RSA.to_vec()),
+            Ok(JwtKey::Rs256Pem(pem)) if pem == RSA
+        ));
+        assert!(matches!(
+            JwtKey::from_public_pem(EC.to_vec()),
+            Ok(JwtKey::Es256Pem(pem)) if pem == EC
+        ));
+        for bad in [
+            &b"not a key"[..],
+            b"",
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        ] {
+            let error = JwtKey::from_public_pem(bad.to_vec()).unwrap_err();
+            assert!(matches!(error, JwtKeyError::UnknownPublicKey), "{error:?}");
+        }
+        // What it detects is what verifies.
+        for pem in [RSA, EC] {
+            assert!(JwtAuth::new(JwtKey::from_public_pem(pem.to_vec()).unwrap()).is_ok());
+        }
     }
 }

@@ -2,11 +2,14 @@
 
 use std::{
     fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
-use crate::store::MessageKind;
+use crate::{relay::RelayStats, store::MessageKind};
 
 /// A connection outcome reported by a browser (`POST {base}/report`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +148,8 @@ pub(crate) struct Metrics {
     /// Indexed like [`MessageKind::ALL`].
     signals: [AtomicU64; 4],
     pub(crate) longpolls_waiting: AtomicU64,
-    pub(crate) relay_requests: AtomicU64,
-    pub(crate) relay_errors: AtomicU64,
+    /// The relay's own counters.
+    relay: Arc<RelayStats>,
     pub(crate) auth_rejections: AtomicU64,
     /// Indexed like [`LIMITS`].
     limit_rejections: [AtomicU64; LIMITS.len()],
@@ -165,8 +168,7 @@ impl Default for Metrics {
             sessions_created: AtomicU64::new(0),
             signals: Default::default(),
             longpolls_waiting: AtomicU64::new(0),
-            relay_requests: AtomicU64::new(0),
-            relay_errors: AtomicU64::new(0),
+            relay: Arc::default(),
             auth_rejections: AtomicU64::new(0),
             limit_rejections: Default::default(),
             outcomes: Default::default(),
@@ -178,6 +180,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics that report `relay`'s counters too.
+    pub(crate) fn new(relay: Arc<RelayStats>) -> Self {
+        Self {
+            relay,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn count_signal(&self, kind: MessageKind) {
         if let Some(index) = MessageKind::ALL.iter().position(|k| *k == kind) {
             self.signals[index].fetch_add(1, Ordering::Relaxed);
@@ -255,14 +265,14 @@ impl Metrics {
             "beeline_relay_requests_total",
             "counter",
             "Requests forwarded to the relay upstream.",
-            load(&self.relay_requests),
+            load(&self.relay.requests),
         );
         single(
             &mut out,
             "beeline_relay_errors_total",
             "counter",
             "Relayed requests whose upstream could not be reached.",
-            load(&self.relay_errors),
+            load(&self.relay.errors),
         );
         single(
             &mut out,

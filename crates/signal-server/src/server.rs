@@ -28,7 +28,6 @@ use crate::{
     limits::address_key,
     metrics::{Outcome, FALLBACK_REASONS},
     net::client_ip,
-    relay,
     store::{Access, MessageKind, NewMessage, Side, StoredMessage},
     turn::hex,
     wake::Topic,
@@ -97,7 +96,7 @@ impl SignalServer {
             .route(&format!("{base}/frames"), get(crate::frames::accept))
             .merge(signaling)
             .method_not_allowed_fallback(method_not_allowed)
-            .fallback(relay::forward)
+            .fallback_service(self.relay.clone())
             .with_state(shared.clone())
     }
 }

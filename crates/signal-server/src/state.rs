@@ -2,7 +2,9 @@
 //! holds) and [`Shared`] (what every handler sees: configuration, store,
 //! wake-ups, limits, metrics, home links), opened from a validated
 //! [`SignalConfig`], with the background tasks it runs (the sweep of expired
-//! rows, and wake-ups from other instances sharing the store).
+//! rows, and wake-ups from other instances sharing the store). It also
+//! builds the [`Relay`] and tells it where homes are ([`ServerHomes`]), so
+//! the relay itself knows nothing of this module.
 
 use std::{
     sync::{Arc, Weak},
@@ -10,21 +12,22 @@ use std::{
 };
 
 use axum::http::HeaderValue;
-use beeline_frame::proxy::ClientHeaderFilter;
+use beeline_bridge::{BodyStream, ClientError, ResponseHandle, Upgrade};
+use beeline_frame::v2::RequestHead;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::HomeTokens,
-    config::{check_homes, check_origin, normalize_base_path, SignalConfig},
+    config::{Checked, SignalConfig},
     cookies::CookieKeys,
     errors::{stored, OpenError},
-    home_link::HomeLinks,
+    home_link::{HomeLinks, Link},
     limits::{LiveSessions, PollSlots, RateLimiter},
     metrics::Metrics,
-    relay::Relay,
+    relay::{HomeLink, Homes, Relay, RelayConfig, RelayError},
     server::{live_since_ms, millis},
     store::{open_store, RemotePost, SessionStore, Side},
-    turn::check_ice_urls,
     wake::{Topic, Wakeups},
 };
 
@@ -36,11 +39,8 @@ pub(crate) struct Shared {
     pub(crate) default_home: Option<Arc<str>>,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) metrics: Metrics,
-    pub(crate) relay: Option<Relay>,
     /// Home-peers' links, which the relay uses when no upstream is set.
     pub(crate) links: HomeLinks,
-    /// Request headers no client may set for the home service to believe.
-    pub(crate) client_headers: ClientHeaderFilter,
     /// Per-home keys for sealed cookie jars (empty when they are off).
     pub(crate) cookie_keys: CookieKeys,
     /// Per-home keys for loopback tickets.
@@ -68,20 +68,8 @@ impl Shared {
         &*self.store
     }
 
-    pub(crate) fn relay(&self) -> Option<&Relay> {
-        self.relay.as_ref()
-    }
-
     pub(crate) fn links(&self) -> &HomeLinks {
         &self.links
-    }
-
-    pub(crate) fn client_headers(&self) -> &ClientHeaderFilter {
-        &self.client_headers
-    }
-
-    pub(crate) fn default_home(&self) -> Option<Arc<str>> {
-        self.default_home.clone()
     }
 
     /// The configured home called `name`.
@@ -104,47 +92,36 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct SignalServer {
     pub(crate) shared: Arc<Shared>,
+    /// The router's fallback, relaying to the upstream or over home links.
+    pub(crate) relay: Relay,
 }
 
 impl SignalServer {
-    /// Validates `config`, opens the store (SQLite, or PostgreSQL for a
-    /// `postgres://` URL), starts the periodic sweep of expired rows and,
-    /// with a shared store, the wake-ups from other instances. Must be called
-    /// inside a Tokio runtime.
+    /// Validates `config` ([`SignalConfig::validate`]), opens the store
+    /// (SQLite, or PostgreSQL for a `postgres://` URL), starts the periodic
+    /// sweep of expired rows and, with a shared store, the wake-ups from
+    /// other instances. Must be called inside a Tokio runtime.
     pub async fn open(mut config: SignalConfig) -> Result<Self, OpenError> {
-        config.base_path = normalize_base_path(&config.base_path)?;
-        let default_home = check_homes(&config)?;
-        check_ice_urls(&config.stun_urls, &["stun", "stuns"]).map_err(OpenError::InvalidIceUrl)?;
-        check_ice_urls(&config.turn_urls, &["turn", "turns"]).map_err(OpenError::InvalidIceUrl)?;
-        // Parsed once; the CORS layer uses exactly these.
-        let cors_allow = config
-            .cors_origins
-            .iter()
-            .map(|origin| check_origin(origin))
-            .collect::<Result<Vec<_>, _>>()?;
-        if config.sweep_interval.is_zero() {
-            return Err(OpenError::InvalidSweepInterval);
-        }
-        if config.turn_secrets.is_none() && !config.turn_urls.is_empty() {
-            tracing::warn!(
-                "TURN URLs are configured without a TURN secret; they will not be announced"
-            );
-        }
-        let relay = config
-            .relay_upstream
-            .as_deref()
-            .map(|upstream| Relay::new(upstream, &config))
-            .transpose()?;
+        let Checked {
+            base_path,
+            default_home,
+            cors_allow,
+        } = config.check()?;
+        config.base_path = base_path;
+        let relay = Relay::new(RelayConfig {
+            upstream: config.relay_upstream.clone(),
+            home_link: config.home_link,
+            strip_request_headers: config.strip_request_headers.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        })?;
         let store = open_store(&config.database, &config.postgres).await?;
         let limits = &config.limits;
         let shared = Arc::new(Shared {
             homes: HomeTokens::new(&config.homes),
             default_home,
             store,
-            metrics: Metrics::default(),
-            relay,
+            metrics: Metrics::new(relay.stats()),
             links: HomeLinks::default(),
-            client_headers: ClientHeaderFilter::new(&config.strip_request_headers),
             cookie_keys: if config.cookie_jar {
                 CookieKeys::new(&config.homes)
             } else {
@@ -169,7 +146,8 @@ impl SignalServer {
         });
         spawn_sweeper(&shared);
         spawn_remote_wakeups(&shared);
-        Ok(Self { shared })
+        let relay = relay.with_homes(Arc::new(ServerHomes(Arc::clone(&shared))));
+        Ok(Self { shared, relay })
     }
 
     /// The normalized base path the routes live under (e.g. `/webrtc`).
@@ -188,6 +166,48 @@ impl SignalServer {
     /// of axum's graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
+    }
+}
+
+/// The relay's view of this server's homes: sessions in the store, links
+/// in [`HomeLinks`].
+struct ServerHomes(Arc<Shared>);
+
+impl Homes for ServerHomes {
+    fn session_home<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<str>>, RelayError>> {
+        Box::pin(async move {
+            let shared = &self.0;
+            let record = stored(shared, shared.store().session(id)).await?;
+            Ok(record.and_then(|record| shared.home_named(&record.home_id)))
+        })
+    }
+
+    fn default_home(&self) -> Option<Arc<str>> {
+        self.0.default_home.clone()
+    }
+
+    fn link(&self, home: &str) -> Option<Arc<dyn HomeLink>> {
+        self.0
+            .links
+            .get(home)
+            .map(|link| -> Arc<dyn HomeLink> { link })
+    }
+}
+
+impl HomeLink for Link {
+    fn send(
+        &self,
+        head: RequestHead,
+        body: Option<BodyStream>,
+    ) -> BoxFuture<'_, Result<ResponseHandle, ClientError>> {
+        Box::pin(self.client().send(head, body))
+    }
+
+    fn websocket(&self, head: RequestHead) -> BoxFuture<'_, Result<Upgrade, ClientError>> {
+        Box::pin(self.client().websocket(head))
     }
 }
 

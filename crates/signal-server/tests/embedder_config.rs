@@ -1,8 +1,9 @@
 //! What an embedder of the library can set: a zero sweep interval is
 //! refused at open (it used to panic), `max_body_bytes = 0` turns the body
-//! limit off as the documentation says (it used to refuse every body), and
-//! the CORS allow-list is the one validated at open (no second parse that
-//! could drop an entry silently).
+//! limit off as the documentation says (it used to refuse every body), the
+//! CORS allow-list is the one validated at open (no second parse that
+//! could drop an entry silently), and TURN URLs without a TURN secret are
+//! refused at open (they used to be dropped with a warning).
 
 mod common;
 
@@ -23,6 +24,25 @@ async fn a_zero_sweep_interval_is_refused_not_a_panic() {
         "{error:?}"
     );
     assert!(error.to_string().contains("sweep interval"), "{error}");
+}
+
+#[tokio::test]
+async fn turn_urls_without_a_turn_secret_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SignalConfig::new(dir.path().join("s.db"), HOME_TOKEN);
+    config.turn_urls = vec!["turn:turn.example.invalid".into()];
+    assert!(matches!(
+        config.validate(),
+        Err(OpenError::TurnUrlsWithoutSecret)
+    ));
+    let error = SignalServer::open(config).await.unwrap_err();
+    assert!(
+        matches!(error, OpenError::TurnUrlsWithoutSecret),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("TURN secret"), "{error}");
+    // Nothing was opened.
+    assert!(!dir.path().join("s.db").exists());
 }
 
 #[tokio::test]

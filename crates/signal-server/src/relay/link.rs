@@ -7,18 +7,17 @@ use beeline_frame::v2::{ErrorCode, RequestHead};
 use futures::StreamExt as _;
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::errors::ApiError;
-use crate::home_link::Link;
+use super::{HomeLink, RelayError};
 
 /// Sends one request (headers already prepared by the relay) over `link`.
 pub(super) async fn send(
-    link: &Link,
+    link: &dyn HomeLink,
     method: Method,
     target: String,
     headers: HeaderMap,
     body: Body,
     length: Option<u64>,
-) -> Result<(StatusCode, HeaderMap, Body), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Body), RelayError> {
     let mut head = RequestHead {
         method: method.as_str().to_owned(),
         path: target,
@@ -36,16 +35,12 @@ pub(super) async fn send(
             })
             .boxed()
     });
-    let response = link.client().send(head, body).await.map_err(|error| {
+    let response = link.send(head, body).await.map_err(|error| {
         tracing::debug!(%error, %method, "relay over the home link failed");
         link_error(&error)
     })?;
-    let status = StatusCode::from_u16(response.status).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "the home answered with an invalid status",
-        )
-    })?;
+    let status = StatusCode::from_u16(response.status)
+        .map_err(|_| RelayError::bad_gateway("the home answered with an invalid status"))?;
     Ok((
         status,
         http_headers(&response.headers),
@@ -54,14 +49,14 @@ pub(super) async fn send(
 }
 
 /// The status a browser is given when the stream failed before its head.
-pub(super) fn link_error(error: &ClientError) -> ApiError {
+pub(super) fn link_error(error: &ClientError) -> RelayError {
     match error {
         ClientError::Stream { code, message } => {
             let status = StatusCode::from_u16(ErrorCode::parse(code).http_status())
                 .unwrap_or(StatusCode::BAD_GATEWAY);
-            ApiError::new(status, format!("{code}: {message}"))
+            RelayError::far(status, format!("{code}: {message}"))
         }
-        _ => ApiError::new(StatusCode::BAD_GATEWAY, "the home link closed"),
+        _ => RelayError::bad_gateway("the home link closed"),
     }
 }
 

@@ -1,13 +1,18 @@
 //! The normal path: requests no signaling route matches are relayed to the
 //! home service, streamed both ways (server-sent events keep flowing).
 //!
-//! Where they go ([`Route`]):
-//! - **`--relay-upstream`** ([`Relay`]): the operator's own tunnel to the
-//!   home service, one upstream for every home;
-//! - **the home link** (`home_link`): home-peer's own connection to
+//! [`Relay`] is a `tower::Service` the router mounts as its fallback. It is
+//! built from its own [`RelayConfig`], owns its HTTP client, and learns
+//! where homes are only through the [`Homes`] it is given, so it imports
+//! nothing from the server that mounts it (only the leaf `net` module).
+//!
+//! Where a request goes ([`Route`]):
+//! - **`--relay-upstream`** (`upstream.rs`): the operator's own tunnel to
+//!   the home service, one upstream for every home;
+//! - **the home link** ([`HomeLink`]): home-peer's own connection to
 //!   signal-api, the default when no upstream is configured. Each request
-//!   goes to one home, chosen by [`choose_home`]: the home of the signaling
-//!   session the page names (`x-beeline-session` header or
+//!   goes to one home, chosen by [`Relay::choose_home`]: the home of the
+//!   signaling session the page names (`x-beeline-session` header or
 //!   `__beeline_session` query parameter, both removed before forwarding),
 //!   else the default home. A request is never sent over another home's
 //!   link.
@@ -19,37 +24,48 @@
 //!   `Content-Length`, stated by the relay from the body it forwards; only a
 //!   body of unknown length (chunked from the client) goes chunked.
 //! - **Forwarding headers.** Every client-sent forwarding or identity header
-//!   ([`ClientHeaderFilter`](beeline_frame::proxy::ClientHeaderFilter), plus
-//!   [`SignalConfig::strip_request_headers`](crate::SignalConfig::strip_request_headers)),
+//!   ([`ClientHeaderFilter`], plus
+//!   [`RelayConfig::strip_request_headers`]),
 //!   every copy in any spelling, is dropped; the relay then sets its own
 //!   `X-Forwarded-For`, `-Proto` and `-Host` with true values.
 //! - **Path prefix.** The request target is resolved on its own root
 //!   ([`normalize_path`]) before it is put under the upstream's path, so
 //!   `..` in any encoding cannot leave it; a refused target is a 400.
 
+mod error;
 mod headers;
 mod link;
 mod upstream;
 mod websocket;
 
 use std::{
+    convert::Infallible,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
 };
 
 use axum::{
-    body::HttpBody as _,
-    extract::{ws::WebSocketUpgrade, ConnectInfo, FromRequestParts as _, Request, State},
+    body::{Body, HttpBody as _},
+    extract::{ws::WebSocketUpgrade, ConnectInfo, FromRequestParts as _},
     response::{IntoResponse as _, Response},
 };
-use beeline_frame::proxy::normalize_path;
-use http::{header, HeaderName, StatusCode};
+use beeline_bridge::{BodyStream, ClientError, ResponseHandle, Upgrade};
+use beeline_frame::{
+    proxy::{normalize_path, ClientHeaderFilter},
+    v2::RequestHead,
+};
+use futures::future::BoxFuture;
+use http::{header, HeaderName, Request};
 
-pub(crate) use upstream::Relay;
+pub(crate) use error::RelayError;
 pub use upstream::RelayConfigError;
+use upstream::Upstream;
 
-use crate::home_link::Link;
-use crate::{errors::ApiError, state::Shared};
+use crate::net::IpNet;
 
 /// The header a page names its signaling session with on the normal path.
 pub const SESSION_HEADER: &str = "x-beeline-session";
@@ -58,149 +74,276 @@ pub const SESSION_HEADER: &str = "x-beeline-session";
 /// header (a browser `WebSocket`).
 pub const SESSION_PARAM: &str = "__beeline_session";
 
+/// What the relay is told by whoever builds it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RelayConfig {
+    /// The operator's upstream (`--relay-upstream`): every request goes
+    /// there when set.
+    pub(crate) upstream: Option<String>,
+    /// Without an upstream, whether requests go over home links (else every
+    /// request is a 404).
+    pub(crate) home_link: bool,
+    /// Request headers never passed on, on top of those no client may set.
+    pub(crate) strip_request_headers: Vec<String>,
+    /// Proxies whose forwarding headers are believed.
+    pub(crate) trusted_proxies: Vec<IpNet>,
+}
+
+/// Where homes are, as the relay needs to know: the server that mounts the
+/// relay implements it.
+pub(crate) trait Homes: Send + Sync + 'static {
+    /// The home of the signaling session `id` (even an expired one: it still
+    /// says whose page this is), `None` when there is no such session.
+    fn session_home<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<str>>, RelayError>>;
+
+    /// The home of a request that names no session, when there is one.
+    fn default_home(&self) -> Option<Arc<str>>;
+
+    /// The link of `home`, when it is connected.
+    fn link(&self, home: &str) -> Option<Arc<dyn HomeLink>>;
+}
+
+/// One home's connected link, as the relay uses it: bridge streams to the
+/// home service.
+pub(crate) trait HomeLink: Send + Sync + 'static {
+    /// Sends one request; resolves when the response head arrives.
+    fn send(
+        &self,
+        head: RequestHead,
+        body: Option<BodyStream>,
+    ) -> BoxFuture<'_, Result<ResponseHandle, ClientError>>;
+
+    /// Opens a WebSocket stream; resolves once the home answered.
+    fn websocket(&self, head: RequestHead) -> BoxFuture<'_, Result<Upgrade, ClientError>>;
+}
+
+/// No homes at all: a relay not (yet) given the server's.
+struct NoHomes;
+
+impl Homes for NoHomes {
+    fn session_home<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<str>>, RelayError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn default_home(&self) -> Option<Arc<str>> {
+        None
+    }
+
+    fn link(&self, _home: &str) -> Option<Arc<dyn HomeLink>> {
+        None
+    }
+}
+
+/// Requests relayed and relays that failed, for the server's metrics.
+#[derive(Debug, Default)]
+pub(crate) struct RelayStats {
+    /// Requests the relay sent on (to the upstream or over a link).
+    pub(crate) requests: AtomicU64,
+    /// Requests whose upstream or home link could not be reached.
+    pub(crate) errors: AtomicU64,
+}
+
+/// The relay: a `tower::Service` that forwards each request to the upstream
+/// or over its home's link and streams the answer back, or answers why not
+/// (`{"error": "..."}`). Cheap to clone; clones share one client.
+#[derive(Clone)]
+pub(crate) struct Relay {
+    inner: Arc<Inner>,
+    homes: Arc<dyn Homes>,
+}
+
+struct Inner {
+    config: RelayConfig,
+    upstream: Option<Upstream>,
+    /// Request headers no client may set for the home service to believe.
+    client_headers: ClientHeaderFilter,
+    stats: Arc<RelayStats>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.inner.config)
+            .field("upstream", &self.inner.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where one relayed request goes.
 enum Route<'a> {
-    Upstream(&'a Relay),
-    Link(Arc<Link>),
+    Upstream(&'a Upstream),
+    Link(Arc<dyn HomeLink>),
 }
 
-/// Fallback handler: relays the request to the upstream or over the home
-/// link, or answers 404 when neither is configured.
-pub(crate) async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    match relay(&shared, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+impl Relay {
+    /// A relay as `config` says, with its own HTTP client when it has an
+    /// upstream, and no homes until [`Relay::with_homes`].
+    pub(crate) fn new(config: RelayConfig) -> Result<Self, RelayConfigError> {
+        let upstream = config
+            .upstream
+            .as_deref()
+            .map(|upstream| Upstream::new(upstream, &config.strip_request_headers))
+            .transpose()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client_headers: ClientHeaderFilter::new(&config.strip_request_headers),
+                upstream,
+                config,
+                stats: Arc::default(),
+            }),
+            homes: Arc::new(NoHomes),
+        })
     }
-}
 
-async fn relay(shared: &Arc<Shared>, request: Request) -> Result<Response, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let upgrade = if websocket::is_upgrade(&parts.method, &parts.headers) {
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-            .await
-            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-        Some(upgrade)
-    } else {
-        None
-    };
-    let protocols = websocket::requested_protocols(&parts.headers);
-    let session = take_session_hint(&mut parts);
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let target = normalize_path(target).map_err(|error| {
-        tracing::debug!(%error, method = %parts.method, target, "relay refused a request path");
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("request path refused: {error}"),
-        )
-    })?;
-    if target.starts_with("/.beeline/") {
-        // Reserved for what signal-api itself sends over a home link
-        // (frames.rs); a page may not reach it through the relay.
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
+    /// This relay, finding homes and their links in `homes`.
+    pub(crate) fn with_homes(self, homes: Arc<dyn Homes>) -> Self {
+        Self { homes, ..self }
     }
-    let route = route(shared, session.as_deref()).await?;
-    shared
-        .metrics
-        .relay_requests
-        .fetch_add(1, Ordering::Relaxed);
 
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    let forwarding = headers::Forwarding::of(peer, &parts, &shared.config().trusted_proxies);
-    let mut request_headers = std::mem::take(&mut parts.headers);
-    headers::strip_hop_by_hop(&mut request_headers);
-    headers::strip_client_forwarding(&mut request_headers, shared.client_headers());
-    // The length is stated again from the body itself.
-    request_headers.remove(header::CONTENT_LENGTH);
-    forwarding.apply(&mut request_headers);
-    let length = body.size_hint().exact();
+    /// Its counters.
+    pub(crate) fn stats(&self) -> Arc<RelayStats> {
+        Arc::clone(&self.inner.stats)
+    }
 
-    if let Some(upgrade) = upgrade {
-        return match route {
-            Route::Upstream(relay) => {
-                websocket::to_upstream(
-                    relay.websocket_url(&target),
-                    &request_headers,
-                    protocols,
-                    upgrade,
-                )
+    /// Relays `request`, or answers why it cannot be.
+    pub(crate) async fn handle(&self, request: Request<Body>) -> Response {
+        match self.relay(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    async fn relay(&self, request: Request<Body>) -> Result<Response, RelayError> {
+        let (mut parts, body) = request.into_parts();
+        let upgrade = if websocket::is_upgrade(&parts.method, &parts.headers) {
+            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
                 .await
+                .map_err(|rejection| RelayError::bad_request(rejection.body_text()))?;
+            Some(upgrade)
+        } else {
+            None
+        };
+        let protocols = websocket::requested_protocols(&parts.headers);
+        let session = take_session_hint(&mut parts);
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = normalize_path(target).map_err(|error| {
+            tracing::debug!(%error, method = %parts.method, target, "relay refused a request path");
+            RelayError::bad_request(format!("request path refused: {error}"))
+        })?;
+        if target.starts_with("/.beeline/") {
+            // Reserved for what signal-api itself sends over a home link
+            // (frames.rs); a page may not reach it through the relay.
+            return Err(RelayError::NotFound);
+        }
+        let route = self.route(session.as_deref()).await?;
+        let stats = &self.inner.stats;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let forwarding = headers::Forwarding::of(peer, &parts, &self.inner.config.trusted_proxies);
+        let mut request_headers = std::mem::take(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut request_headers);
+        headers::strip_client_forwarding(&mut request_headers, &self.inner.client_headers);
+        // The length is stated again from the body itself.
+        request_headers.remove(header::CONTENT_LENGTH);
+        forwarding.apply(&mut request_headers);
+        let length = body.size_hint().exact();
+
+        if let Some(upgrade) = upgrade {
+            return match route {
+                Route::Upstream(upstream) => {
+                    websocket::to_upstream(
+                        upstream.websocket_url(&target),
+                        &request_headers,
+                        protocols,
+                        upgrade,
+                    )
+                    .await
+                }
+                Route::Link(link) => {
+                    websocket::over_link(link, target, &request_headers, protocols, upgrade).await
+                }
+            };
+        }
+
+        let sent = match route {
+            Route::Upstream(upstream) => {
+                upstream
+                    .send(parts.method, &target, request_headers, body, length)
+                    .await
             }
             Route::Link(link) => {
-                websocket::over_link(link, target, &request_headers, protocols, upgrade).await
+                link::send(&*link, parts.method, target, request_headers, body, length).await
             }
         };
+        let (status, mut response_headers, body) = sent.inspect_err(|_| {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        headers::strip_hop_by_hop(&mut response_headers);
+        headers::mark_cookie_changes(&mut response_headers);
+        let mut reply = Response::new(body);
+        *reply.status_mut() = status;
+        *reply.headers_mut() = response_headers;
+        Ok(reply)
     }
 
-    let sent = match route {
-        Route::Upstream(relay) => {
-            relay
-                .send(parts.method, &target, request_headers, body, length)
-                .await
+    async fn route(&self, session: Option<&str>) -> Result<Route<'_>, RelayError> {
+        if let Some(upstream) = &self.inner.upstream {
+            return Ok(Route::Upstream(upstream));
         }
-        Route::Link(link) => {
-            link::send(&link, parts.method, target, request_headers, body, length).await
+        if !self.inner.config.home_link {
+            return Err(RelayError::NotFound);
         }
-    };
-    let (status, mut response_headers, body) = sent.inspect_err(|_| {
-        shared.metrics.relay_errors.fetch_add(1, Ordering::Relaxed);
-    })?;
-    headers::strip_hop_by_hop(&mut response_headers);
-    headers::mark_cookie_changes(&mut response_headers);
-    let mut reply = Response::new(body);
-    *reply.status_mut() = status;
-    *reply.headers_mut() = response_headers;
-    Ok(reply)
-}
-
-async fn route<'a>(shared: &'a Arc<Shared>, session: Option<&str>) -> Result<Route<'a>, ApiError> {
-    if let Some(relay) = shared.relay() {
-        return Ok(Route::Upstream(relay));
-    }
-    if !shared.config().home_link {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
-    }
-    let home = choose_home(shared, session).await?;
-    match shared.links().get(&home) {
-        Some(link) => Ok(Route::Link(link)),
-        None => {
-            shared.metrics.relay_errors.fetch_add(1, Ordering::Relaxed);
-            Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("home {home:?} is not connected"),
-            ))
+        let home = self.choose_home(session).await?;
+        match self.homes.link(&home) {
+            Some(link) => Ok(Route::Link(link)),
+            None => {
+                self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(RelayError::NotConnected(home))
+            }
         }
     }
-}
 
-/// The home a relayed request goes to: the home of the session it names
-/// (even an expired one: it still says whose page this is), else the
-/// default home.
-pub(crate) async fn choose_home(
-    shared: &Arc<Shared>,
-    session: Option<&str>,
-) -> Result<Arc<str>, ApiError> {
-    if let Some(home) = session_home(shared, session).await? {
-        return Ok(home);
+    /// The home a relayed request goes to: the home of the session it names
+    /// (even an expired one: it still says whose page this is), else the
+    /// default home.
+    async fn choose_home(&self, session: Option<&str>) -> Result<Arc<str>, RelayError> {
+        let named = session.filter(|id| !id.is_empty() && id.len() <= 64);
+        if let Some(id) = named {
+            if let Some(home) = self.homes.session_home(id).await? {
+                return Ok(home);
+            }
+        }
+        self.homes.default_home().ok_or_else(|| {
+            RelayError::bad_request(
+                "this server has several homes: name the session (x-beeline-session) whose home the request is for",
+            )
+        })
     }
-    shared.default_home().ok_or_else(|| {
-        ApiError::bad_request(
-            "this server has several homes: name the session (x-beeline-session) whose home the request is for",
-        )
-    })
 }
 
-async fn session_home(
-    shared: &Arc<Shared>,
-    session: Option<&str>,
-) -> Result<Option<Arc<str>>, ApiError> {
-    let Some(id) = session.filter(|id| !id.is_empty() && id.len() <= 64) else {
-        return Ok(None);
-    };
-    let record = crate::errors::stored(shared, shared.store().session(id)).await?;
-    Ok(record.and_then(|record| shared.home_named(&record.home_id)))
+impl tower::Service<Request<Body>> for Relay {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let relay = self.clone();
+        Box::pin(async move { Ok(relay.handle(request).await) })
+    }
 }
 
 /// Removes the page's session hint from the request (header and query
@@ -271,5 +414,79 @@ mod tests {
         let mut p = parts("/plain", None);
         assert_eq!(take_session_hint(&mut p), None);
         assert_eq!(p.uri.to_string(), "/plain");
+    }
+
+    /// Homes for the service tests: session `s1` is the attic's, the
+    /// kitchen is the default, and no link is up.
+    struct TwoHomes;
+
+    impl Homes for TwoHomes {
+        fn session_home<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Arc<str>>, RelayError>> {
+            Box::pin(async move { Ok((id == "s1").then(|| "attic".into())) })
+        }
+
+        fn default_home(&self) -> Option<Arc<str>> {
+            Some("kitchen".into())
+        }
+
+        fn link(&self, _home: &str) -> Option<Arc<dyn HomeLink>> {
+            None
+        }
+    }
+
+    async fn answer(relay: &Relay, uri: &str, session: Option<&str>) -> (u16, String) {
+        use tower::Service as _;
+        let mut request = Request::builder().uri(uri);
+        if let Some(session) = session {
+            request = request.header(SESSION_HEADER, session);
+        }
+        let mut service = relay.clone();
+        let response = service
+            .call(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_service_answers_why_it_cannot_relay() {
+        let off = Relay::new(RelayConfig::default()).unwrap();
+        assert_eq!(
+            answer(&off, "/x", None).await,
+            (404, r#"{"error":"no such endpoint"}"#.to_owned())
+        );
+
+        let config = RelayConfig {
+            home_link: true,
+            ..RelayConfig::default()
+        };
+        let homeless = Relay::new(config.clone()).unwrap();
+        assert_eq!(answer(&homeless, "/x", None).await.0, 400);
+
+        let relay = Relay::new(config).unwrap().with_homes(Arc::new(TwoHomes));
+        assert_eq!(answer(&relay, "/.beeline/resume", None).await.0, 404);
+        assert_eq!(
+            answer(&relay, "/x", Some("s1")).await,
+            (
+                502,
+                r#"{"error":"home \"attic\" is not connected"}"#.to_owned()
+            )
+        );
+        assert_eq!(
+            answer(&relay, "/x?__beeline_session=nope", None).await,
+            (
+                502,
+                r#"{"error":"home \"kitchen\" is not connected"}"#.to_owned()
+            )
+        );
+        assert_eq!(relay.stats().errors.load(Ordering::Relaxed), 2);
+        assert_eq!(relay.stats().requests.load(Ordering::Relaxed), 0);
     }
 }

@@ -7,17 +7,15 @@ use axum::body::Body;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use reqwest::Url;
 
-use crate::config::SignalConfig;
-use crate::errors::ApiError;
+use super::RelayError;
 
 /// How long connecting to the upstream may take. There is no overall
 /// timeout: relayed responses may be long-lived event streams.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The upstream a [`SignalServer`](crate::SignalServer) forwards to, and
-/// what it tells that upstream.
+/// The upstream the relay forwards to, with the HTTP client it owns.
 #[derive(Debug)]
-pub(crate) struct Relay {
+pub(super) struct Upstream {
     client: reqwest::Client,
     /// `scheme://host[:port]` of the upstream, without a path.
     origin: String,
@@ -25,9 +23,13 @@ pub(crate) struct Relay {
     prefix: String,
 }
 
-impl Relay {
-    /// A relay to `upstream` with the header rules of `config`.
-    pub(crate) fn new(upstream: &str, config: &SignalConfig) -> Result<Self, RelayConfigError> {
+impl Upstream {
+    /// The upstream at `upstream`, checked along with the names of the
+    /// headers the relay strips.
+    pub(super) fn new(
+        upstream: &str,
+        strip_request_headers: &[String],
+    ) -> Result<Self, RelayConfigError> {
         let invalid = |reason: String| RelayConfigError {
             upstream: upstream.to_owned(),
             reason,
@@ -39,8 +41,7 @@ impl Relay {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(invalid("must not have a query or fragment".to_owned()));
         }
-        if let Some(name) = config
-            .strip_request_headers
+        if let Some(name) = strip_request_headers
             .iter()
             .find(|name| HeaderName::from_bytes(name.trim().as_bytes()).is_err())
         {
@@ -69,14 +70,14 @@ impl Relay {
 
     /// Sends one request (headers already prepared by the relay) to
     /// `target` below the upstream's path, and streams the answer back.
-    pub(crate) async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         target: &str,
         mut headers: HeaderMap,
         body: Body,
         length: Option<u64>,
-    ) -> Result<(StatusCode, HeaderMap, Body), ApiError> {
+    ) -> Result<(StatusCode, HeaderMap, Body), RelayError> {
         let url = format!(
             "{}{}",
             self.origin,
@@ -99,7 +100,7 @@ impl Relay {
         }
         let response = upstream.send().await.map_err(|error| {
             tracing::warn!(%error, %method, "relay upstream failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "relay upstream is unreachable")
+            RelayError::bad_gateway("relay upstream is unreachable")
         })?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -108,7 +109,7 @@ impl Relay {
 
     /// The upstream's WebSocket URL for `target` (`ws://` for an `http://`
     /// upstream, `wss://` for `https://`).
-    pub(crate) fn websocket_url(&self, target: &str) -> String {
+    pub(super) fn websocket_url(&self, target: &str) -> String {
         let origin = match self.origin.strip_prefix("https://") {
             Some(rest) => format!("wss://{rest}"),
             None => format!("ws://{}", self.origin.trim_start_matches("http://")),
@@ -134,27 +135,24 @@ mod tests {
 
     #[test]
     fn upstream_must_be_http() {
-        let config = SignalConfig::new("x.db", "token");
-        assert!(Relay::new("ftp://127.0.0.1/", &config).is_err());
-        assert!(Relay::new("http://127.0.0.1:3000/", &config).is_ok());
+        assert!(Upstream::new("ftp://127.0.0.1/", &[]).is_err());
+        assert!(Upstream::new("http://127.0.0.1:3000/", &[]).is_ok());
     }
 
     #[test]
     fn the_upstream_path_is_a_prefix() {
-        let config = SignalConfig::new("x.db", "token");
-        let relay = Relay::new("http://user@127.0.0.1:3000/api/v1", &config).unwrap();
-        assert_eq!(relay.origin, "http://user@127.0.0.1:3000");
-        assert_eq!(relay.prefix, "/api/v1");
-        let relay = Relay::new("https://home.example", &config).unwrap();
-        assert_eq!(relay.origin, "https://home.example");
-        assert_eq!(relay.prefix, "/");
+        let upstream = Upstream::new("http://user@127.0.0.1:3000/api/v1", &[]).unwrap();
+        assert_eq!(upstream.origin, "http://user@127.0.0.1:3000");
+        assert_eq!(upstream.prefix, "/api/v1");
+        let upstream = Upstream::new("https://home.example", &[]).unwrap();
+        assert_eq!(upstream.origin, "https://home.example");
+        assert_eq!(upstream.prefix, "/");
     }
 
     #[test]
     fn strip_names_must_be_header_names() {
-        let mut config = SignalConfig::new("x.db", "token");
-        config.strip_request_headers = vec!["X-Auth-Token".into(), "bad name".into()];
-        let error = Relay::new("http://127.0.0.1:3000/", &config).unwrap_err();
+        let strip = ["X-Auth-Token".to_owned(), "bad name".to_owned()];
+        let error = Upstream::new("http://127.0.0.1:3000/", &strip).unwrap_err();
         assert!(error.to_string().contains("bad name"), "{error}");
     }
 }

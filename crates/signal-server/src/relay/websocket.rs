@@ -16,13 +16,13 @@ use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest as _, protocol::frame::coding::CloseCode,
 };
 
-use crate::errors::ApiError;
+use super::{HomeLink, RelayError};
 
 /// Largest message relayed; more closes the socket with 1009.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 16 << 20;
+pub(super) const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Whether a request asks for a WebSocket.
-pub(crate) fn is_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
+pub(super) fn is_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
     method == http::Method::GET
         && headers
             .get(header::UPGRADE)
@@ -31,7 +31,7 @@ pub(crate) fn is_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
 }
 
 /// The subprotocols the browser asked for, in its order.
-pub(crate) fn requested_protocols(headers: &HeaderMap) -> Vec<String> {
+pub(super) fn requested_protocols(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -61,17 +61,14 @@ fn handshake_headers(headers: &HeaderMap) -> HeaderMap {
 
 /// Opens `url` on the upstream and, once it accepted, the browser's socket;
 /// then carries messages both ways until either side closes.
-pub(crate) async fn to_upstream(
+pub(super) async fn to_upstream(
     url: String,
     headers: &HeaderMap,
     protocols: Vec<String>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
+) -> Result<Response, RelayError> {
     let mut request = url.as_str().into_client_request().map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("relay upstream WebSocket URL: {error}"),
-        )
+        RelayError::bad_gateway(format!("relay upstream WebSocket URL: {error}"))
     })?;
     request.headers_mut().extend(handshake_headers(headers));
     if !protocols.is_empty() {
@@ -89,20 +86,17 @@ pub(crate) async fn to_upstream(
             Ok(Ok(connected)) => connected,
             Ok(Err(tungstenite::Error::Http(refusal))) => {
                 let status = refusal.status();
-                return Err(ApiError::new(
+                return Err(RelayError::far(
                     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
                     format!("the home service refused the WebSocket ({status})"),
                 ));
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "relay upstream WebSocket failed");
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "relay upstream is unreachable",
-                ));
+                return Err(RelayError::bad_gateway("relay upstream is unreachable"));
             }
             Err(_) => {
-                return Err(ApiError::new(
+                return Err(RelayError::far(
                     StatusCode::GATEWAY_TIMEOUT,
                     "relay upstream did not answer the WebSocket handshake",
                 ))
@@ -117,7 +111,7 @@ pub(crate) async fn to_upstream(
 }
 
 /// The browser's upgrade, answering with the subprotocol the far end chose.
-pub(crate) fn accept(upgrade: WebSocketUpgrade, chosen: Option<String>) -> WebSocketUpgrade {
+pub(super) fn accept(upgrade: WebSocketUpgrade, chosen: Option<String>) -> WebSocketUpgrade {
     let upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES);
     match chosen {
         Some(protocol) => upgrade.protocols([protocol]),
@@ -189,13 +183,13 @@ fn from_tungstenite(message: tungstenite::Message) -> Option<ws::Message> {
 /// Opens a WebSocket stream to the home over its link and, once the home
 /// service accepted it, the browser's socket; then carries messages both
 /// ways as the stream's records.
-pub(crate) async fn over_link(
-    link: std::sync::Arc<crate::home_link::Link>,
+pub(super) async fn over_link(
+    link: std::sync::Arc<dyn HomeLink>,
     target: String,
     headers: &HeaderMap,
     protocols: Vec<String>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
+) -> Result<Response, RelayError> {
     use beeline_bridge::Upgrade;
     let mut head_headers = beeline_bridge::frame_headers(&handshake_headers(headers));
     if !protocols.is_empty() {
@@ -207,7 +201,7 @@ pub(crate) async fn over_link(
         headers: head_headers,
         ..Default::default()
     };
-    let opened = link.client().websocket(head).await.map_err(|error| {
+    let opened = link.websocket(head).await.map_err(|error| {
         tracing::debug!(%error, "WebSocket over the home link failed");
         super::link::link_error(&error)
     })?;
@@ -233,7 +227,7 @@ pub(crate) async fn over_link(
 
 async fn pump_link(
     browser: WebSocket,
-    link: std::sync::Arc<crate::home_link::Link>,
+    link: std::sync::Arc<dyn HomeLink>,
     sender: beeline_bridge::WsSender,
     receiver: beeline_bridge::WsReceiver,
 ) {
