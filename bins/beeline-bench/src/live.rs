@@ -201,28 +201,48 @@ pub(crate) async fn handoff(
         })
     };
 
-    let budget = Duration::from_secs(10);
+    // One peer connection; each cycle opens a new `resume` channel on it
+    // (the stream moves there) and closes it (the stream moves back).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let opened = beeline_client::open_channel_on(
+        &signal,
+        crate::client::peer_config(filter),
+        session.clone(),
+        beeline_client::RESUME_CHANNEL_LABEL,
+        Duration::from_secs(10),
+    )
+    .await?;
+    let mut channel = Some(opened.channel);
     let mut moments = Vec::new();
+    let mut on_channel = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     for _ in 0..cycles {
         if Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let opened = beeline_client::open_channel_on(
-            &signal,
-            crate::client::peer_config(filter),
-            session.clone(),
-            beeline_client::RESUME_CHANNEL_LABEL,
-            budget,
-        )
-        .await?;
-        page.attach(DataChannelLink::new(opened.channel)).await?;
+        let next = match channel.take() {
+            Some(first) => first,
+            None => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                opened
+                    .peer
+                    .open_channel(beeline_client::RESUME_CHANNEL_LABEL)
+                    .await?
+            }
+        };
+        let link = Arc::new(DataChannelLink::new(next));
+        page.attach(Arc::clone(&link)).await?;
         moments.push(Instant::now());
         tokio::time::sleep(Duration::from_millis(700)).await;
         moments.push(Instant::now());
-        opened.peer.close().await;
+        link.channel().close().await?;
+        // The home moved too: its messages came over the channel.
+        if link.messages_received() == 0 {
+            bail!("nothing arrived over a resume channel in 700 ms: the home did not move to it");
+        }
+        on_channel += link.messages_received();
     }
+    opened.peer.close().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     reader.abort();
     let arrivals = arrivals.lock().expect("not poisoned").clone();
@@ -259,6 +279,7 @@ pub(crate) async fn handoff(
         "interval_ms": EVERY_MS,
         "switches": moments.len(),
         "events": arrivals.len(),
+        "messages_over_channels": on_channel,
         "largest_gap_ms": gaps.summary(),
     }))
 }

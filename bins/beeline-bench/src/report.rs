@@ -438,6 +438,16 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         AtMost(1.2),
     );
 
+    // Live migration (issue 11): a 20 ms event stream moving between the
+    // home link and a resume data channel.
+    rows.add(
+        "handoff_largest_gap_p99_ms",
+        "handoff pause: largest gap in a 20 ms-spaced stream across a link<->channel switch, p99 of 40",
+        num(&rust, "handoff.largest_gap_ms.p99"),
+        "ms",
+        AtMost(50.0),
+    );
+
     // WebSockets (issue 11).
     let (wc50, wp50) = (
         num(&rust, "websocket.message_rtt.channel.p50"),

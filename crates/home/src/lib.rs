@@ -371,9 +371,13 @@ impl<U: Upstream> SessionTask<U> {
                 channel = peer.accept_channel() => {
                     let Some(channel) = channel else { break Ok(()) };
                     if let (RESUME_CHANNEL_LABEL, Some(resume)) = (channel.label(), &self.resume) {
-                        if resume_carrier.is_some() {
-                            let _ = channel.close().await;
-                            continue;
+                        // The page opens a new `resume` channel only when
+                        // it stopped using the one before: the newest wins.
+                        if let Some((id, old)) = resume_carrier.take() {
+                            resume.detach(&self.id, id).await;
+                            tokio::spawn(async move {
+                                let _ = old.channel().close().await;
+                            });
                         }
                         let link = Arc::new(DataChannelLink::sharing(channel, Arc::clone(&activity)));
                         match resume.attach(&self.id, Arc::clone(&link), peer_ip(&peer)).await {
