@@ -56,11 +56,12 @@ export interface CreateClientOptions {
   /** Whether a ReadableStream request body streams up (default: whether the browser supports request streams). */
   requestStreams?: boolean;
   /**
-   * Run requests and WebSockets on one resumable connection when the session offers it (default false;
-   * docs/protocol.md §4.8): it starts on the frame connection through signal-api's home link, moves to the
-   * data channel when it opens and back when its path dies, and streams in flight carry on across both moves.
+   * Run requests and WebSockets on one resumable connection when the session offers it (docs/protocol.md §4.8):
+   * it starts on the frame connection through signal-api's home link, moves to the data channel when it opens
+   * and back when its path dies, and streams in flight carry on across both moves. 'auto' (the default) does so
+   * where signal-api's normal path is the home link (no `--relay-upstream`); true also where it is a tunnel.
    */
-  resume?: boolean;
+  resume?: boolean | 'auto';
   /** Start setting up the direct path this long after the session exists, in ms (default 0); the setup budget starts then. */
   directAfterMs?: number;
 }

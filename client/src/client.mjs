@@ -687,7 +687,10 @@ export class BeelineClient extends EventTarget {
       return;
     }
 
-    const resume = this.#opts.resume && session.resume === true;
+    // 'auto': where the normal path already runs through home-peer (the
+    // home link, no tunnel), so only resumability is added.
+    const wanted = this.#opts.resume === 'auto' ? session.normal_path === 'home-link' : this.#opts.resume === true;
+    const resume = wanted && session.resume === true;
     if (resume) this.#startResumable();
     if (this.#opts.directAfterMs > 0) {
       // The page asked for the direct path later; the setup budget starts then.

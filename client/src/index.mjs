@@ -75,10 +75,12 @@ import { supportsRequestStreams } from './streams.mjs';
  * @param {typeof WebSocket} [options.WebSocket] the normal path's WebSocket (default: the browser's)
  * @param {boolean} [options.loopback=true] use home-peer's loopback listener when the session offers one and its probe succeeds
  * @param {typeof fetch} [options.loopbackFetch] what loopback requests and the probe use (default: global fetch)
- * @param {boolean} [options.resume=false] run requests and WebSockets on one
- *   resumable connection when the session offers it (docs/protocol.md §4.8):
- *   it starts on the frame connection through signal-api's home link and
- *   moves to the data channel and back, streams in flight included
+ * @param {boolean|'auto'} [options.resume='auto'] run requests and WebSockets
+ *   on one resumable connection when the session offers it (docs/protocol.md
+ *   §4.8): it starts on the frame connection through signal-api's home link
+ *   and moves to the data channel and back, streams in flight included.
+ *   'auto' does so where signal-api's normal path is the home link (no
+ *   `--relay-upstream`); true also where it is a tunnel; false never
  * @param {number} [options.directAfterMs=0] start setting up the direct path
  *   this long after the session exists (the setup budget starts then), e.g.
  *   for pages that mostly make one request
@@ -106,7 +108,7 @@ export function createClient(options = {}) {
     NativeWebSocket: options.WebSocket ?? globalThis.WebSocket,
     loopback: options.loopback ?? true,
     loopbackFetch: options.loopbackFetch ?? globalFetch,
-    resume: options.resume ?? false,
+    resume: options.resume ?? 'auto',
     directAfterMs: options.directAfterMs ?? 0,
   };
   const client = new BeelineClient(opts);

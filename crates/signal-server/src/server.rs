@@ -368,6 +368,10 @@ struct SessionCreated {
     /// and the data channel. Absent when it does not.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     resume: bool,
+    /// Where this server's normal path goes: `home-link` (through the
+    /// home's link, so pages use the resumable connection by default) or
+    /// `upstream` (`--relay-upstream`).
+    normal_path: &'static str,
 }
 
 #[derive(Deserialize, Default)]
@@ -489,6 +493,11 @@ async fn create_session(
         cookie_jar,
         loopback,
         resume,
+        normal_path: if config.relay_upstream.is_some() {
+            "upstream"
+        } else {
+            "home-link"
+        },
     }))
 }
 
