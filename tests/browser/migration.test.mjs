@@ -212,7 +212,7 @@ describe('live migration in chromium', () => {
       await stack.restartHomePeer();
       await waitFor(async () => (await page.evaluate(() => window.__closes.length)) === 1, 30_000, 'the page to see its socket close');
       const [closed] = await page.evaluate(() => window.__closes);
-      assert.equal(closed.wasClean, false);
+      assert.deepEqual(closed, { code: 1006, wasClean: false });
       const ticks = await page.evaluate(() => window.__ticks);
       assert.ok(ticks.every((tick, i) => tick === `tick ${i}`), `ticks duplicated or out of order: ${ticks.slice(0, 20)}`);
       // The connection is gone for good; a new socket goes over the relay (the new home-peer's link).
