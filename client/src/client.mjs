@@ -20,6 +20,11 @@ export function reportReason(why) {
   return 'other';
 }
 
+// ICE restart (see BeelineClient#scheduleIceRestart).
+const ICE_RESTART_AFTER_MS = 1000;
+const ICE_RESTART_ATTEMPTS = 3;
+const ICE_RESTART_BUDGET_MS = 10_000;
+
 const now = () => (typeof performance !== 'undefined' && typeof performance.now === 'function' ? performance.now() : Date.now());
 
 /**
@@ -98,6 +103,13 @@ export class BeelineClient extends EventTarget {
   #frames = null;
   #channelCarrier = null;
   #framesRetries = 0;
+  // Signaling: where the session's message list was read up to.
+  #cursor = 0;
+  // ICE restarts (see #scheduleIceRestart): the pending timer, whether one
+  // is under way, and how many this outage has had.
+  #restartTimer = null;
+  #restarting = false;
+  #restartAttempts = 0;
 
   constructor(opts) {
     super();
@@ -883,12 +895,11 @@ export class BeelineClient extends EventTarget {
   }
 
   async #pollSignals(pc) {
-    let cursor = 0;
     let remoteDescriptionSet = false;
     const earlyCandidates = [];
     while (!this.#setupDone) {
       this.#pollAbort = new AbortController();
-      const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(cursor)}`;
+      const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(this.#cursor)}`;
       let reply;
       try {
         reply = await this.#signalRequest('GET', `/signal${query}`, undefined, this.#pollAbort.signal);
@@ -897,7 +908,7 @@ export class BeelineClient extends EventTarget {
         throw err;
       }
       if (this.#setupDone) return;
-      if (reply && reply.cursor !== undefined && reply.cursor !== null) cursor = reply.cursor;
+      if (reply && reply.cursor !== undefined && reply.cursor !== null) this.#cursor = reply.cursor;
       const messages = Array.isArray(reply?.messages) ? reply.messages : [];
       // An empty reply normally means the server held the poll to its limit;
       // pause briefly anyway so a server that answers at once cannot spin us.
@@ -988,19 +999,26 @@ export class BeelineClient extends EventTarget {
   }
 
   #onConnectionState(state) {
-    if (state === 'failed' || state === 'closed') {
+    const established = this.#setupDone && this.#pc !== null;
+    if (state === 'closed' || (state === 'failed' && !established)) {
       this.#onChannelLost(`connection ${state}`);
       return;
     }
-    if (state === 'connected') this.#checkTurn();
-    if (!this.#setupDone || this.#channel === null) return;
+    if (state === 'connected') {
+      this.#checkTurn();
+      this.#iceRestored();
+    }
+    if (!established) return;
+    if (state === 'disconnected' || state === 'failed') this.#scheduleIceRestart(state);
     if (this.#resumable) {
       this.#onResumePathState(state);
       return;
     }
-    // A 'disconnected' connection may come back: route new requests the normal
-    // way meanwhile, and go direct again if it recovers.
-    if (state === 'disconnected' && this.#channelState === 'direct') {
+    if (this.#channel === null) return;
+    // A 'disconnected' connection may come back (by itself, or through an
+    // ICE restart): route new requests the normal way meanwhile, and go
+    // direct again if it recovers.
+    if ((state === 'disconnected' || state === 'failed') && this.#channelState === 'direct') {
       debug('connection disconnected; using the normal path for now');
       this.#setChannelState('fallback');
     } else if (state === 'connected' && this.#channelState === 'fallback' && this.#channel.readyState === 'open') {
@@ -1014,7 +1032,7 @@ export class BeelineClient extends EventTarget {
   // side; when the path is back, a new `resume` channel joins.
   #onResumePathState(state) {
     const channel = this.#channel;
-    if (state === 'disconnected' && channel) {
+    if ((state === 'disconnected' || state === 'failed') && channel) {
       debug('connection disconnected; the resumable connection moves to the link');
       this.#channel = null;
       if (this.#channelCarrier !== null) this.#resumable.detach(this.#channelCarrier);
@@ -1023,6 +1041,95 @@ export class BeelineClient extends EventTarget {
       channel.close();
     } else if (state === 'connected' && this.#channel === null && this.#pc) {
       this.#openResumeChannel(this.#pc);
+    }
+  }
+
+  // ---- ICE restart (issue 12) ---------------------------------------------
+
+  // The connection went 'disconnected' or 'failed': unless it comes back by
+  // itself within ICE_RESTART_AFTER_MS ('failed': at once), a new offer with
+  // new ICE credentials goes to home-peer under the same session. It answers
+  // on the same peer connection, so DTLS, SCTP and the channel carry on.
+  // After ICE_RESTART_ATTEMPTS that did not bring the path back, the direct
+  // path is given up as before.
+  #scheduleIceRestart(state) {
+    if (this.#restarting) return;
+    clearTimeout(this.#restartTimer);
+    const delay = state === 'failed' ? 0 : ICE_RESTART_AFTER_MS;
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = null;
+      const current = this.#pc?.connectionState;
+      if (current === 'disconnected' || current === 'failed') this.#restartIce();
+    }, delay);
+  }
+
+  #iceRestored() {
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = null;
+    if (this.#restartAttempts > 0) debug(`path back after ${this.#restartAttempts} ICE restart(s)`);
+    this.#restartAttempts = 0;
+  }
+
+  async #restartIce() {
+    const pc = this.#pc;
+    if (!pc || this.#restarting) return;
+    if (this.#restartAttempts >= ICE_RESTART_ATTEMPTS) {
+      this.#onChannelLost(`connection ${pc.connectionState}; ${this.#restartAttempts} ICE restarts did not bring it back`);
+      return;
+    }
+    this.#restarting = true;
+    this.#restartAttempts += 1;
+    debug(`connection ${pc.connectionState}; ICE restart ${this.#restartAttempts}`);
+    try {
+      const offer = await pc.createOffer({ iceRestart: true });
+      if (this.#pc !== pc) return;
+      await pc.setLocalDescription(offer);
+      this.#postSignal({ type: 'offer', sdp: pc.localDescription.sdp });
+      await this.#pollRestart(pc);
+    } catch (err) {
+      debug('ICE restart failed:', err?.message ?? err);
+    } finally {
+      this.#restarting = false;
+    }
+    if (this.#pc !== pc) return;
+    const state = pc.connectionState;
+    if (state === 'disconnected' || state === 'failed') this.#restartIce();
+  }
+
+  // Reads the session's messages until the restart's answer is applied and
+  // the path is back, or ICE_RESTART_BUDGET_MS passed.
+  async #pollRestart(pc) {
+    const deadline = Date.now() + ICE_RESTART_BUDGET_MS;
+    let answered = false;
+    while (this.#pc === pc && Date.now() < deadline) {
+      if (answered && pc.connectionState === 'connected') return;
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), Math.max(0, deadline - Date.now()));
+      const connected = () => abort.abort();
+      pc.addEventListener('connectionstatechange', connected);
+      let reply = null;
+      try {
+        const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(this.#cursor)}`;
+        reply = await this.#signalRequest('GET', `/signal${query}`, undefined, abort.signal);
+      } catch (err) {
+        if (!abort.signal.aborted) throw err;
+      } finally {
+        clearTimeout(timer);
+        pc.removeEventListener('connectionstatechange', connected);
+      }
+      if (reply?.cursor !== undefined && reply?.cursor !== null) this.#cursor = reply.cursor;
+      for (const message of Array.isArray(reply?.messages) ? reply.messages : []) {
+        if (this.#pc !== pc) return;
+        if (message?.type === 'answer' && pc.signalingState === 'have-local-offer') {
+          await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+          answered = true;
+        } else if (message?.type === 'candidate') {
+          await this.#addRemoteCandidate(pc, message.candidate);
+        } else if (message?.type === 'bye') {
+          this.#onChannelLost('home peer said bye');
+          return;
+        }
+      }
     }
   }
 
@@ -1058,6 +1165,8 @@ export class BeelineClient extends EventTarget {
 
   #closePeer() {
     this.#stopWatchingTimings();
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = null;
     const channel = this.#channel;
     const pc = this.#pc;
     this.#channel = null;

@@ -1,9 +1,10 @@
 // Live migration (issue 11, docs/protocol.md §4.8), in headless Chromium:
 // a page's streams start on the relay (the frame connection through
 // signal-api's home link, no --relay-upstream), move to the data channel
-// when it opens, and back when its UDP path is cut (iptables DROP on
-// home-peer's ICE port, inside this run's namespace), with every message
-// and event arriving exactly once and in order, in both directions.
+// when it opens, back when its UDP path is cut (iptables DROP on
+// home-peer's ICE port, inside this run's namespace), and to a new channel
+// once client.js's ICE restart finds a new pair, with every message and
+// event arriving exactly once and in order, in both directions.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -169,13 +170,18 @@ describe('live migration in chromium', () => {
       assertExactlyOnceInOrder(run.echo, ECHO_MESSAGES, 'echo (each message went up and came back)');
       assertExactlyOnceInOrder(run.sse, SSE_EVENTS, 'server-sent events');
       assert.deepEqual(run.errors, []);
-      const moves = run.switches.map((s) => `${s.previous}->${s.path}`);
-      assert.deepEqual(moves, ['normal->direct', 'direct->normal'], `switches: ${JSON.stringify(run.switches)}`);
-      for (const s of run.switches) {
+      // Then client.js restarts ICE; the new pair (new ports) is not cut,
+      // so the connection moves to a new resume channel once more.
+      await waitFor(async () => (await progress(page)).carrier === 'channel', 30_000, 'the path to come back through an ICE restart');
+      const switches = await page.evaluate(() => window.__run.switches);
+      const moves = switches.map((s) => `${s.previous}->${s.path}`);
+      assert.deepEqual(moves, ['normal->direct', 'direct->normal', 'normal->direct'], `switches: ${JSON.stringify(switches)}`);
+      for (const s of switches.slice(0, 2)) {
         assert.ok(s.echoed > 0 && s.echoed < ECHO_MESSAGES && s.events > 0 && s.events < SSE_EVENTS, `switch not mid-stream: ${JSON.stringify(s)}`);
       }
-      console.log(`migration: to the channel at ${run.switches[0].at} ms (echoes ${run.switches[0].echoed}, events ${run.switches[0].events}); ` +
-        `back to the relay at ${run.switches[1].at} ms (echoes ${run.switches[1].echoed}, events ${run.switches[1].events}); ` +
+      console.log(`migration: to the channel at ${switches[0].at} ms (echoes ${switches[0].echoed}, events ${switches[0].events}); ` +
+        `back to the relay at ${switches[1].at} ms (echoes ${switches[1].echoed}, events ${switches[1].events}); ` +
+        `to a new channel after an ICE restart at ${switches[2].at} ms (echoes ${switches[2].echoed}, events ${switches[2].events}); ` +
         `${ECHO_MESSAGES} echoes and ${SSE_EVENTS} events each exactly once, in order`);
       assert.deepEqual(problems, []);
     } catch (err) {
