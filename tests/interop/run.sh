@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Interop tests for beeline-transport against independent implementations:
-# headless Chromium (both as offerer and as answerer) and aiortc (offerer),
+# headless Chromium and Firefox ESR (each both as offerer and as answerer)
+# and aiortc (offerer),
 # each moving 10 MB and 1,000 small messages through `dc-echo`.
 #
-# Everything runs inside a fresh network namespace with only loopback, so no
-# WebRTC packet can reach any other address. Installs what is missing
+# Everything runs inside a fresh network namespace (loopback, plus a veth
+# default route into a second, empty namespace for Firefox), so no WebRTC
+# packet can reach any other address. Installs what is missing
 # (Chromium and playwright-core via scripts/ensure-browser-deps.sh, aiortc in
 # a venv via scripts/ensure-python-deps.sh). Must run as root. Extra
 # arguments go to `node --test`.
@@ -22,13 +24,18 @@ if [ -z "${BEELINE_EXAMPLES_DIR:-}" ]; then
 fi
 
 ns="beeline-interop-$$"
-cleanup() { netns_destroy "$ns"; }
+gw="beeline-intgw-$$"
+ns_addr=198.18.0.1
+cleanup() { netns_destroy "$ns" "$gw"; }
 netns_traps cleanup
-netns_add "$ns"
+netns_add "$ns" "$gw"
+# Firefox gathers no host candidate without a default route: a veth to a
+# second namespace that holds nothing else (as tests/browser/run.sh does).
+netns_default_route "$ns" eth0 "$ns_addr/30" "$gw" eth0 198.18.0.2/30
 # aioice skips 127.0.0.1 when it lists host addresses; a second loopback
 # address gives it one.
 ip -n "$ns" addr add 127.0.0.2/8 dev lo
 
 cd "$here"
-ip netns exec "$ns" env BEELINE_PYTHON="$python" node --test --test-concurrency=1 "$@" \
-    chromium.test.mjs aiortc.test.mjs
+ip netns exec "$ns" env BEELINE_PYTHON="$python" BEELINE_NS_ADDR="$ns_addr" node --test --test-concurrency=1 "$@" \
+    chromium.test.mjs firefox.test.mjs aiortc.test.mjs
