@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what tests/browser needs when it is missing: Debian's chromium
 # and firefox-esr, iproute2 (for `ip netns`), python3 (the plain upstream),
-# and playwright-core (drives Chromium) and puppeteer-core (drives Firefox
-# over WebDriver BiDi) under tests/browser.
+# postgresql and haproxy (balancer.test.mjs: three signal-api instances on
+# one PostgreSQL behind haproxy; scripts/ensure-postgres.sh and
+# scripts/ensure-haproxy.sh), and playwright-core (drives Chromium) and
+# puppeteer-core (drives Firefox over WebDriver BiDi) under tests/browser.
 # Idempotent: when everything is present it only checks and exits.
 # Runs as root (it calls apt-get). Never downloads a browser build of its own.
 set -euo pipefail
@@ -34,6 +36,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"
 fi
+
+# balancer.test.mjs runs its own PostgreSQL cluster and haproxy.
+bash "$repo_root/scripts/ensure-postgres.sh"
+bash "$repo_root/scripts/ensure-haproxy.sh"
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     log "installing nodejs and npm"

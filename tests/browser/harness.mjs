@@ -603,3 +603,6 @@ export async function startReferencePeer(browser, stack) {
     close: () => context.close(),
   };
 }
+
+// For tests that start services of their own (balancer.test.mjs).
+export { Service };
