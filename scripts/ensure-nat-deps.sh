@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what tests/nat needs when it is missing: iproute2 (`ip netns`),
-# iptables (NAT and packet drops inside the test's namespaces) and coturn
-# (through scripts/ensure-coturn.sh). Idempotent: when everything is present
+# iptables (NAT and packet drops inside the test's namespaces), openssl (TURN
+# REST credentials, and the CA and certificate of the TURN-over-TLS case) and
+# coturn (through scripts/ensure-coturn.sh; it brings turnutils_uclient, the
+# TCP/TLS control client). Idempotent: when everything is present
 # it only checks and exits. Runs as root (it calls apt-get).
 set -euo pipefail
 
@@ -11,6 +13,7 @@ log() { echo "ensure-nat-deps: $*" >&2; }
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -26,7 +26,7 @@ use webrtc_ice::candidate::{Candidate, CandidateType};
 use webrtc_ice::mdns::MulticastDnsMode;
 use webrtc_ice::network_type::NetworkType;
 use webrtc_ice::state::ConnectionState;
-use webrtc_ice::url::Url;
+use webrtc_ice::url::{ProtoType, SchemeType, Url};
 use webrtc_sctp::association::{Association, Config as SctpConfig};
 use webrtc_sctp::chunk::chunk_payload_data::PayloadProtocolIdentifier;
 use webrtc_util::Conn;
@@ -794,6 +794,10 @@ async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
         for raw in &server.urls {
             let mut url = Url::parse_url(raw)
                 .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
+            if !relay_url_usable(&url) {
+                skip_unusable_relay_url(raw);
+                continue;
+            }
             url.username = server.username.clone().unwrap_or_default();
             url.password = server.credential.clone().unwrap_or_default();
             if !filter.is_open() {
@@ -822,6 +826,36 @@ async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
         }
     }
     Ok(urls)
+}
+
+/// Whether webrtc-ice 0.17 can gather a relayed candidate from `url`: a
+/// `turn:` URL over UDP. Its relay gatherer
+/// (`webrtc-ice-0.17.2/src/agent/agent_gather.rs`, `gather_candidates_relay`)
+/// handles only that case and drops `turn:...?transport=tcp` and every
+/// `turns:` URL with a `log` warning; the TURN client it uses (`turn` 0.17)
+/// speaks only datagrams. See docs/transport.md, "TURN over TCP and TLS".
+/// STUN URLs are not relay URLs and are always usable here.
+fn relay_url_usable(url: &Url) -> bool {
+    match url.scheme {
+        SchemeType::Turn => url.proto == ProtoType::Udp,
+        SchemeType::Turns => false,
+        _ => true,
+    }
+}
+
+/// Set once the first unusable TURN URL has been reported at WARN.
+static WARNED_UNUSABLE_RELAY: AtomicBool = AtomicBool::new(false);
+
+/// Says that a TURN URL is skipped: the first time in a process at WARN, then
+/// at DEBUG (a client handed signal-api's URL list meets the same ones on
+/// every connection).
+fn skip_unusable_relay_url(raw: &str) {
+    const WHY: &str = "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)";
+    if WARNED_UNUSABLE_RELAY.swap(true, Ordering::Relaxed) {
+        tracing::debug!(server = %raw, "{WHY}");
+    } else {
+        tracing::warn!(server = %raw, "{WHY}");
+    }
 }
 
 impl Inner {
@@ -1041,6 +1075,33 @@ fn size_socket_buffers(conn: &(dyn Conn + Send + Sync), size: usize) -> Option<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn turn_over_tcp_and_tls_urls_are_skipped() {
+        let config = PeerConfig {
+            ice_servers: vec![crate::IceServer {
+                urls: vec![
+                    "stun:192.0.2.1:3478".into(),
+                    "turn:192.0.2.1:3478".into(),
+                    "turn:192.0.2.1:3478?transport=udp".into(),
+                    "turn:192.0.2.1:3478?transport=tcp".into(),
+                    "turns:192.0.2.1:5349".into(),
+                    "turns:192.0.2.1:5349?transport=tcp".into(),
+                    "turns:192.0.2.1:5349?transport=udp".into(),
+                ],
+                username: Some("1:u".into()),
+                credential: Some("c".into()),
+            }],
+            ..Default::default()
+        };
+        let kept: Vec<String> = ice_server_urls(&config)
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| format!("{}:{}:{}", u.scheme, u.port, u.proto))
+            .collect();
+        assert_eq!(kept, ["stun:3478:udp", "turn:3478:udp", "turn:3478:udp"]);
+    }
 
     fn kernel_limit(name: &str) -> usize {
         std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
