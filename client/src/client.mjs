@@ -823,6 +823,8 @@ export class BeelineClient extends EventTarget {
       const write = link.carrier !== 'channel';
       const carrier = {
         name: 'link',
+        // A new WebSocket: nothing from before can arrive on it.
+        fresh: true,
         send(bytes) {
           // A closing socket would drop it (and the browser logs an error).
           if (socket.readyState !== 1) throw new Error('the frame connection is closing');

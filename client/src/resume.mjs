@@ -101,7 +101,7 @@ function toBytes(data) {
  * The link ChannelProtocol and ChannelStreams use (like dataChannelLink),
  * over carriers that come and go.
  *
- * A carrier is `{ name, send(Uint8Array), bufferedAmount?, close?() }`;
+ * A carrier is `{ name, send(Uint8Array), bufferedAmount?, close?(), fresh? }`;
  * whoever owns it calls `receive(id, data)` with each of its binary
  * messages and `carrierEnded(id)` when it closes. `attach` makes a carrier
  * the one written to; `detach` stops using one whose path is known dead.
@@ -134,11 +134,15 @@ export class ResumableLink {
   #waiters = [];
   #closed = null;
   // The highest ack received, and the carriers that delivered anything: the
-  // first envelope on a carrier is the other side's ack of attaching it,
-  // never below what it acknowledged before, unless it lost the connection
-  // (home-peer restarted) and started a new one.
+  // first envelope on a fresh carrier (`fresh: true`, a new WebSocket, which
+  // cannot hold anything from before) is the other side's ack of attaching
+  // it, never below what it acknowledged before, unless it lost the
+  // connection (home-peer restarted) and started a new one. A data channel
+  // is not fresh: one that takes a closed channel's SCTP stream may first
+  // deliver that channel's late messages, acks included.
   #ackedMax = 0;
   #heard = new Set();
+  #fresh = new Set();
   /** Carrier switches so far (each time the written carrier changed to another one). */
   switches = 0;
 
@@ -186,6 +190,7 @@ export class ResumableLink {
   attach(carrier, { write = true } = {}) {
     if (this.#closed) throw new ChannelSendError(`the resumable connection ended: ${this.#closed}`);
     const entry = { id: this.#nextId++, carrier };
+    if (carrier.fresh) this.#fresh.add(entry.id);
     if (write || this.#writer === null) {
       this.#carriers.push(entry);
     } else {
@@ -221,7 +226,7 @@ export class ResumableLink {
     const first = !this.#heard.has(id);
     if (first) this.#heard.add(id);
     if (envelope.kind === 'ack') {
-      if (first && envelope.next < this.#ackedMax) {
+      if (first && this.#fresh.has(id) && envelope.next < this.#ackedMax) {
         this.#close(`the other side lost the connection (it acknowledged ${this.#ackedMax} messages before, ${envelope.next} now)`);
         return;
       }

@@ -181,12 +181,30 @@ describe('ResumableLink', () => {
     const reasons = [];
     a.onclose = (why) => reasons.push(why);
     const fresh = new ResumableLink({ lingerMs: 5000 });
-    carrierPair('link').attach(a, fresh);
+    const socket = carrierPair('link');
+    socket.ends.a.carrier.fresh = true;
+    socket.attach(a, fresh);
     await tick();
     assert.equal(reasons.length, 1);
     assert.match(reasons[0], /lost the connection \(it acknowledged 40 messages before, 0 now\)/);
     b.close();
     fresh.close();
+  });
+
+  test('a late ack first on a data channel (a reused SCTP stream) is not taken for a restart', async () => {
+    const a = new ResumableLink({ lingerMs: 5000 });
+    const reasons = [];
+    a.onclose = (why) => reasons.push(why);
+    const first = a.attach({ name: 'link', send() {}, close() {}, fresh: true });
+    for (let i = 0; i < 10; i++) a.send(`m${i}`);
+    a.receive(first, encodeAck(10));
+    const channel = a.attach({ name: 'channel', send() {}, close() {} });
+    // What the old channel's stream still held: an ack from before.
+    a.receive(channel, encodeAck(4));
+    a.receive(channel, encodeAck(10));
+    assert.deepEqual(reasons, []);
+    assert.equal(a.carrier, 'channel');
+    a.close();
   });
 
   test('a gap that holds too much ends the connection', () => {

@@ -9,7 +9,7 @@
 // Everything binds to loopback only; run.sh puts the whole run in a fresh
 // network namespace so no WebRTC packet can leave it.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -606,3 +606,36 @@ export async function startReferencePeer(browser, stack) {
 
 // For tests that start services of their own (balancer.test.mjs).
 export { Service };
+
+/** The UDP port of home-peer's selected ICE pair, from the last INFO line its transport logged. */
+export function homePeerIcePort(log) {
+  const matches = [...log.matchAll(/state=Connected local=\w+ [0-9.]+:(\d+)/g)];
+  if (matches.length === 0) throw new Error(`home-peer logged no connected pair:\n${log}`);
+  return matches.at(-1)[1];
+}
+
+/** The local ports of the UDP sockets process `pid` holds now (its ICE candidates), from `ss`. */
+export function udpPortsOf(pid) {
+  const out = execFileSync('ss', ['-Hunap'], { encoding: 'utf8' });
+  const ports = new Set();
+  for (const line of out.split('\n')) {
+    if (!line.includes(`pid=${pid},`)) continue;
+    const local = line.trim().split(/\s+/)[3] ?? '';
+    const port = local.slice(local.lastIndexOf(':') + 1);
+    if (/^\d+$/.test(port)) ports.add(port);
+  }
+  return [...ports];
+}
+
+/**
+ * Cuts (`'-I'`) or restores (`'-D'`) UDP to and from each of `ports` with
+ * iptables, in the namespace the tests run in (run.sh made it): a dead path
+ * for the one process using those ports, nobody else's.
+ */
+export function dropUdpPorts(action, ports) {
+  for (const port of ports) {
+    for (const dir of ['--dport', '--sport']) {
+      execFileSync('iptables', [action, 'INPUT', '-p', 'udp', dir, String(port), '-j', 'DROP']);
+    }
+  }
+}

@@ -1,5 +1,5 @@
-// ICE restart from the browser (issue 12), in headless Chromium: the data
-// channel's UDP path is cut (iptables DROP on home-peer's ICE port, inside
+// ICE restart from the browser (issue 12), in headless Chromium and Firefox ESR: the data
+// channel's UDP path is cut (iptables DROP on every UDP port of home-peer, inside
 // this run's namespace) while a response streams over it. client.js sees
 // the connection go 'disconnected' and restarts ICE; home-peer answers under
 // the same session, a new pair (new ports on both sides) takes over, and
@@ -8,41 +8,28 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 
-import { launchBrowser, openPage, startStack, waitFor } from './harness.mjs';
+import { allowIpsFor, browserKinds, dropUdpPorts, homePeerIcePort, launchBrowser, openPage, startStack, udpPortsOf, waitFor } from './harness.mjs';
 
 const TICKS = 300;
 const INTERVAL_MS = 50;
 
-// The UDP port of home-peer's selected pair, from its last INFO line.
-function homePeerPort(log) {
-  const matches = [...log.matchAll(/state=Connected local=\w+ [0-9.]+:(\d+)/g)];
-  if (matches.length === 0) throw new Error(`home-peer logged no connected pair:\n${log}`);
-  return matches.at(-1)[1];
-}
 
-function iptables(action, port) {
-  for (const dir of ['--dport', '--sport']) {
-    execFileSync('iptables', [action, 'INPUT', '-p', 'udp', dir, port, '-j', 'DROP']);
-  }
-}
-
-describe('ICE restart in chromium', () => {
+for (const kind of browserKinds()) describe(`ICE restart in ${kind}`, () => {
   let browser;
   before(async () => {
-    browser = await launchBrowser([], { kind: 'chromium' });
+    browser = await launchBrowser([], { kind });
   });
   after(async () => {
     await browser?.close();
   });
 
   test('a cut path comes back through an ICE restart: the same channel carries on and the stream in flight completes', async (t) => {
-    const stack = await startStack({ homePeer: true, allowIps: ['127.0.0.1'] });
-    let cutPort = null;
+    const stack = await startStack({ homePeer: true, allowIps: allowIpsFor(kind) });
+    let cutPorts = [];
     const consoleLines = [];
     t.after(async () => {
-      if (cutPort !== null) iptables('-D', cutPort);
+      if (cutPorts.length > 0) dropUdpPorts('-D', cutPorts);
       await stack.stop();
     });
     try {
@@ -81,15 +68,18 @@ describe('ICE restart in chromium', () => {
       const progress = () => page.evaluate(() => ({ lines: window.__run.lines.length, done: window.__run.done, error: window.__run.error, path: window.__beeline.path }));
       await waitFor(async () => (await progress()).lines >= 20, 10_000, 'lines over the channel');
 
-      cutPort = homePeerPort(stack.homePeer.log);
+      // Every UDP socket home-peer holds (each of its candidates), so no
+      // other pair keeps the path alive.
+      cutPorts = udpPortsOf(stack.homePeer.child.pid);
+      assert.ok(cutPorts.includes(homePeerIcePort(stack.homePeer.log)), `the selected pair's port is not among home-peer's sockets ${cutPorts}`);
       const cutAt = Date.now();
-      iptables('-I', cutPort);
+      dropUdpPorts('-I', cutPorts);
       const atCut = await progress();
       assert.ok(atCut.lines < TICKS, 'the stream ended before the cut');
 
       // home-peer answers the browser's restart, and the path is back.
       await waitFor(async () => stack.homePeer.log.includes('ICE restart from the browser'), 20_000, 'home-peer to answer an ICE restart');
-      await waitFor(async () => homePeerPort(stack.homePeer.log) !== cutPort, 20_000, 'a new pair on a new port');
+      await waitFor(async () => !cutPorts.includes(homePeerIcePort(stack.homePeer.log)), 20_000, 'a new pair on a new port');
       const backAt = Date.now();
       await waitFor(
         async () => {

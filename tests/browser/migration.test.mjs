@@ -1,20 +1,20 @@
-// Live migration (issue 11, docs/protocol.md §4.8), in headless Chromium:
+// Live migration (issue 11, docs/protocol.md §4.8), in headless Chromium and
+// Firefox ESR:
 // a page's streams start on the relay (the frame connection through
 // signal-api's home link, no --relay-upstream), move to the data channel
 // when it opens, back when its UDP path is cut (iptables DROP on
-// home-peer's ICE port, inside this run's namespace), and to a new channel
+// every UDP port of home-peer, inside this run's namespace), and to a new channel
 // once client.js's ICE restart finds a new pair, with every message and
 // event arriving exactly once and in order, in both directions.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 
-import { launchBrowser, openPage, startStack, waitFor } from './harness.mjs';
+import { allowIpsFor, browserKinds, dropUdpPorts, homePeerIcePort, launchBrowser, openPage, startStack, udpPortsOf, waitFor } from './harness.mjs';
 
 const ECHO_MESSAGES = 10_000;
 const SSE_EVENTS = 5_000;
-const SSE_INTERVAL_MS = 3;
+const SSE_INTERVAL_MS = 4;
 // The page asks for the direct path this long after its session exists, so
 // the streams start on the relay.
 const DIRECT_AFTER_MS = 3_000;
@@ -40,7 +40,7 @@ async function startStreams({ echoMessages, sseEvents, sseIntervalMs, directAfte
   run.startPath = client.path;
   run.startCarrier = client.resume?.carrier ?? null;
 
-  // The echo: numbered text messages, paced over about 16 s.
+  // The echo: numbered text messages, paced over about 20 s.
   const socket = client.websocket('/ws/echo');
   await new Promise((resolve, reject) => {
     socket.onopen = resolve;
@@ -55,7 +55,7 @@ async function startStreams({ echoMessages, sseEvents, sseIntervalMs, directAfte
     const perTick = 25;
     while (run.echo.sent < echoMessages && socket.readyState === 1) {
       for (let k = 0; k < perTick && run.echo.sent < echoMessages; k++) socket.send(`msg ${run.echo.sent++}`);
-      await new Promise((resolve) => setTimeout(resolve, 40));
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
   })();
 
@@ -100,18 +100,6 @@ const progress = (page) =>
     };
   });
 
-// The UDP port of home-peer's selected pair, from its INFO line.
-function homePeerPort(log) {
-  const matches = [...log.matchAll(/state=Connected local=\w+ [0-9.]+:(\d+)/g)];
-  if (matches.length === 0) throw new Error(`home-peer logged no connected pair:\n${log}`);
-  return matches.at(-1)[1];
-}
-
-function iptables(action, port) {
-  for (const dir of ['--dport', '--sport']) {
-    execFileSync('iptables', [action, 'INPUT', '-p', 'udp', dir, port, '-j', 'DROP']);
-  }
-}
 
 const sequence = (n) => Array.from({ length: n }, (_, i) => i);
 
@@ -121,25 +109,27 @@ function assertExactlyOnceInOrder(received, n, what) {
   assert.fail(`${what}: ${received.length} of ${n} arrived; first out of place at index ${firstBad} (${received.slice(Math.max(0, firstBad - 3), firstBad + 3)})`);
 }
 
-describe('live migration in chromium', () => {
+for (const kind of browserKinds()) describe(`live migration in ${kind}`, () => {
   let browser;
   before(async () => {
-    browser = await launchBrowser([], { kind: 'chromium' });
+    browser = await launchBrowser([], { kind });
   });
   after(async () => {
     await browser?.close();
   });
 
   test('a WebSocket echo and an SSE stream move relay -> channel -> relay (UDP cut) with nothing lost, duplicated or reordered', async (t) => {
-    const stack = await startStack({ homePeer: true, relay: 'link', allowIps: ['127.0.0.1'] });
-    let cutPort = null;
+    const stack = await startStack({ homePeer: true, relay: 'link', allowIps: allowIpsFor(kind) });
+    let cutPorts = [];
+    const consoleLines = [];
     t.after(async () => {
-      if (cutPort !== null) iptables('-D', cutPort);
+      if (cutPorts.length > 0) dropUdpPorts('-D', cutPorts);
       await stack.stop();
     });
     try {
       const { page, problems, close } = await openPage(browser, `${stack.signalUrl}/?webrtc=0`, { waitForClient: false });
       t.after(close);
+      page.on('console', (msg) => consoleLines.push(`${new Date().toISOString()} ${msg.text()}`));
       const start = await page.evaluate(startStreams, { echoMessages: ECHO_MESSAGES, sseEvents: SSE_EVENTS, sseIntervalMs: SSE_INTERVAL_MS, directAfterMs: DIRECT_AFTER_MS });
       assert.deepEqual(start, { negotiated: 2, startPath: 'normal', startCarrier: 'link' });
 
@@ -150,8 +140,11 @@ describe('live migration in chromium', () => {
       assert.ok(onChannel.echoed > 0 && onChannel.echoed < ECHO_MESSAGES, `the channel did not open mid-stream: ${JSON.stringify(onChannel)}`);
       // Traffic on the channel for a while, then the cut.
       await waitFor(async () => (await progress(page)).echoed >= onChannel.echoed + 1000, 20_000, 'echoes over the channel');
-      cutPort = homePeerPort(stack.homePeer.log);
-      iptables('-I', cutPort);
+      // Every UDP socket home-peer holds (each of its candidates), so no
+      // other pair keeps the path alive.
+      cutPorts = udpPortsOf(stack.homePeer.child.pid);
+      assert.ok(cutPorts.includes(homePeerIcePort(stack.homePeer.log)), `the selected pair's port is not among home-peer's sockets ${cutPorts}`);
+      dropUdpPorts('-I', cutPorts);
       const cut = await progress(page);
       assert.ok(cut.echoed < ECHO_MESSAGES && cut.events < SSE_EVENTS, `the cut came after the streams ended: ${JSON.stringify(cut)}`);
 
@@ -185,13 +178,13 @@ describe('live migration in chromium', () => {
         `${ECHO_MESSAGES} echoes and ${SSE_EVENTS} events each exactly once, in order`);
       assert.deepEqual(problems, []);
     } catch (err) {
-      err.message += `\n${stack.logs()}`;
+      err.message += `\n----- page console -----\n${consoleLines.join('\n')}\n${stack.logs()}`;
       throw err;
     }
   });
 
   test('home-peer restarts under a resumable connection: the page sees its socket close, nothing twice, and reconnects', async (t) => {
-    const stack = await startStack({ homePeer: true, relay: 'link', allowIps: ['127.0.0.1'] });
+    const stack = await startStack({ homePeer: true, relay: 'link', allowIps: allowIpsFor(kind) });
     t.after(() => stack.stop());
     const consoleLines = [];
     try {
