@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { check } from './exchange.mjs';
+import { answerInPage, bridge, check, offerInPage, opened } from './exchange.mjs';
 import { repoRoot, startEcho } from './peer.mjs';
 
 const { chromium } = await import(path.join(repoRoot, 'tests/browser/node_modules/playwright-core/index.mjs'));
@@ -39,35 +39,14 @@ async function newPage() {
   return { page, context };
 }
 
-/** Wires page ⇄ dc-echo signaling; the page side calls window.__signal(obj). */
-async function bridge(page, echo) {
-  await page.exposeFunction('__signal', (signal) => echo.send(signal));
-  echo.onSignal((signal) => {
-    if (signal.sdp !== undefined) page.evaluate((sdp) => window.__onSdp(sdp), signal.sdp).catch(() => {});
-    else if (signal.candidate !== undefined) {
-      page.evaluate((c) => window.__onCandidate(c), signal.candidate).catch(() => {});
-    }
-  });
-}
-
 test('Chromium offers, beeline answers: 10 MB and 1,000 messages echoed intact', { timeout: 120_000 }, async () => {
   const echo = startEcho(['answer', ...ALLOW, '--max-message-size', '131072']);
   const { page, context } = await newPage();
+  let stop = () => {};
   try {
-    await bridge(page, echo);
-    await page.evaluate(async () => {
-      const pc = new RTCPeerConnection();
-      window.__pc = pc;
-      const channel = pc.createDataChannel('echo');
-      window.__opened = new Promise((resolve) => { channel.onopen = resolve; });
-      window.__channel = channel;
-      pc.onicecandidate = (e) => window.__signal({ candidate: e.candidate ? e.candidate.candidate : '' });
-      window.__onSdp = (sdp) => pc.setRemoteDescription({ type: 'answer', sdp });
-      window.__onCandidate = (c) => (c ? pc.addIceCandidate({ candidate: c, sdpMid: '0' }) : null);
-      await pc.setLocalDescription(await pc.createOffer());
-      window.__signal({ sdp: pc.localDescription.sdp });
-    });
-    await page.evaluate(() => Promise.race([window.__opened, new Promise((_, no) => setTimeout(() => no(new Error('channel did not open in 10 s')), 10_000))]));
+    await page.evaluate(offerInPage);
+    stop = bridge(page, echo);
+    await opened(page, 10_000);
     const result = await check(page, echo, 131072);
     // beeline's a=max-message-size reached Chromium and is enforced there.
     assert.equal(result.maxMessageSize, 131072);
@@ -77,6 +56,7 @@ test('Chromium offers, beeline answers: 10 MB and 1,000 messages echoed intact',
     console.log(echo.log.join('\n'));
     throw e;
   } finally {
+    stop();
     await context.close();
     await echo.stop();
   }
@@ -85,33 +65,18 @@ test('Chromium offers, beeline answers: 10 MB and 1,000 messages echoed intact',
 test('beeline offers, Chromium answers: 10 MB and 1,000 messages echoed intact', { timeout: 120_000 }, async () => {
   const echo = startEcho(['offer', '--open', 'echo', ...ALLOW]);
   const { page, context } = await newPage();
+  let stop = () => {};
   try {
-    await page.evaluate(() => {
-      const pc = new RTCPeerConnection();
-      window.__pc = pc;
-      window.__opened = new Promise((resolve) => {
-        pc.ondatachannel = ({ channel }) => {
-          window.__channel = channel;
-          if (channel.readyState === 'open') resolve();
-          else channel.onopen = resolve;
-        };
-      });
-      pc.onicecandidate = (e) => window.__signal({ candidate: e.candidate ? e.candidate.candidate : '' });
-      window.__onSdp = async (sdp) => {
-        await pc.setRemoteDescription({ type: 'offer', sdp });
-        await pc.setLocalDescription(await pc.createAnswer());
-        window.__signal({ sdp: pc.localDescription.sdp });
-      };
-      window.__onCandidate = (c) => (c ? pc.addIceCandidate({ candidate: c, sdpMid: '0' }) : null);
-    });
-    await bridge(page, echo);
-    await page.evaluate(() => Promise.race([window.__opened, new Promise((_, no) => setTimeout(() => no(new Error('channel did not open in 10 s')), 10_000))]));
+    await page.evaluate(answerInPage);
+    stop = bridge(page, echo);
+    await opened(page, 10_000);
     const result = await check(page, echo, 0);
     assert.equal(result.maxMessageSize, 262144);
   } catch (e) {
     console.log(echo.log.join('\n'));
     throw e;
   } finally {
+    stop();
     await context.close();
     await echo.stop();
   }

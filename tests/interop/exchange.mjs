@@ -1,6 +1,7 @@
-// The echo check both browser interop tests run in the page (10 MB of
-// patterned binary chunks and 1,000 small text messages through dc-echo),
-// and its assertions.
+// What both browser interop tests share: the page's side of a connection
+// to dc-echo (as offerer or as answerer), the signaling between them, and
+// the echo check run in the page (10 MB of patterned binary chunks and
+// 1,000 small text messages) with its assertions.
 
 import assert from 'node:assert/strict';
 
@@ -80,3 +81,71 @@ export async function check(page, echo, maxMessageSize) {
   return result;
 }
 
+
+/**
+ * Runs in the page: offers a channel labelled `echo`; what it sends for
+ * dc-echo is queued in `window.__out` (see bridge).
+ */
+export async function offerInPage() {
+  window.__out = [];
+  const pc = new RTCPeerConnection();
+  window.__pc = pc;
+  const channel = pc.createDataChannel('echo');
+  window.__opened = new Promise((resolve) => { channel.onopen = resolve; });
+  window.__channel = channel;
+  pc.onicecandidate = (e) => window.__out.push({ candidate: e.candidate ? e.candidate.candidate : '' });
+  window.__onSdp = (sdp) => pc.setRemoteDescription({ type: 'answer', sdp });
+  window.__onCandidate = (c) => (c ? pc.addIceCandidate({ candidate: c, sdpMid: '0' }) : null);
+  await pc.setLocalDescription(await pc.createOffer());
+  window.__out.push({ sdp: pc.localDescription.sdp });
+}
+
+/** Runs in the page: answers dc-echo's offer and takes the channel it opens. */
+export function answerInPage() {
+  window.__out = [];
+  const pc = new RTCPeerConnection();
+  window.__pc = pc;
+  window.__opened = new Promise((resolve) => {
+    pc.ondatachannel = ({ channel }) => {
+      window.__channel = channel;
+      if (channel.readyState === 'open') resolve();
+      else channel.onopen = resolve;
+    };
+  });
+  pc.onicecandidate = (e) => window.__out.push({ candidate: e.candidate ? e.candidate.candidate : '' });
+  window.__onSdp = async (sdp) => {
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    window.__out.push({ sdp: pc.localDescription.sdp });
+  };
+  window.__onCandidate = (c) => (c ? pc.addIceCandidate({ candidate: c, sdpMid: '0' }) : null);
+}
+
+/**
+ * Wires page ⇄ dc-echo signaling the same way in every browser: what the
+ * page queued in `window.__out` is read every 25 ms; dc-echo's lines go to
+ * `window.__onSdp` / `window.__onCandidate`. Returns a function that stops
+ * the reading.
+ */
+export function bridge(page, echo) {
+  let stopped = false;
+  (async () => {
+    while (!stopped) {
+      const out = await page.evaluate(() => (window.__out ?? []).splice(0)).catch(() => []);
+      for (const signal of out) echo.send(signal);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  })();
+  echo.onSignal((signal) => {
+    if (signal.sdp !== undefined) page.evaluate((sdp) => window.__onSdp(sdp), signal.sdp).catch(() => {});
+    else if (signal.candidate !== undefined) page.evaluate((c) => window.__onCandidate(c), signal.candidate).catch(() => {});
+  });
+  return () => {
+    stopped = true;
+  };
+}
+
+/** Waits for the page's channel to open. */
+export function opened(page, ms = 15_000) {
+  return page.evaluate((ms) => Promise.race([window.__opened, new Promise((_, no) => setTimeout(() => no(new Error(`channel did not open in ${ms / 1000} s`)), ms))]), ms);
+}

@@ -24,58 +24,18 @@ use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
 use beeline_signal_server::{SignalConfig, SignalServer};
 use beeline_transport::{DataChannel, Peer};
 use common::{get_head, loopback_peer, upstream_router, TOKEN};
-use futures::{SinkExt as _, StreamExt as _};
-use tokio::sync::Mutex;
+use futures::StreamExt as _;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The page's frame connection as a carrier; counts what it carries.
-struct FrameSocket {
-    sink: Mutex<futures::stream::SplitSink<Socket, tungstenite::Message>>,
-    stream: Mutex<futures::stream::SplitStream<Socket>>,
+/// A carrier that counts what it carries: the page's frame connection
+/// (`beeline_client::frame_connection`) or its `resume` data channel.
+struct Counted<C> {
+    inner: C,
     received: Arc<AtomicU64>,
 }
 
-impl Channel for FrameSocket {
-    async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        let Encoded::Binary(data) = message else {
-            return Err(ChannelClosed);
-        };
-        self.sink
-            .lock()
-            .await
-            .send(tungstenite::Message::Binary(data))
-            .await
-            .map_err(|_| ChannelClosed)
-    }
-    async fn recv(&self) -> Option<Received> {
-        let mut stream = self.stream.lock().await;
-        loop {
-            match stream.next().await? {
-                Ok(tungstenite::Message::Binary(data)) => {
-                    self.received.fetch_add(1, Ordering::Relaxed);
-                    return Some(Received { data, binary: true });
-                }
-                Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-    fn max_message_size(&self) -> usize {
-        1 << 20
-    }
-}
-
-/// The `resume` data channel as a carrier; counts what it carries.
-struct Counted {
-    inner: beeline_bridge::DataChannelLink,
-    received: Arc<AtomicU64>,
-}
-
-impl Channel for Counted {
+impl<C: Channel> Channel for Counted<C> {
     async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
         self.inner.send(message).await
     }
@@ -224,19 +184,14 @@ async fn a_stream_moves_from_the_link_to_the_channel_and_back_without_a_gap() {
     let session = signal.create_session().await.unwrap().session_id;
 
     // The page's frame connection over the link.
-    let url = format!(
-        "{}/webrtc/frames?session_id={session}",
-        home.origin.replace("http://", "ws://")
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let (sink, stream) = socket.split();
+    let frames =
+        beeline_client::frame_connection(&format!("{}/webrtc", home.origin), &session, false, None)
+            .await
+            .unwrap();
     let on_link = Arc::new(AtomicU64::new(0));
     let page = ResumableChannel::new(ResumeConfig::default());
-    page.attach(FrameSocket {
-        sink: Mutex::new(sink),
-        stream: Mutex::new(stream),
+    page.attach(Counted {
+        inner: frames,
         received: Arc::clone(&on_link),
     })
     .await
