@@ -20,9 +20,8 @@ use beeline_home::{
     run_link, run_resumable, HomeConfig, LinkStatus, ResumeSessions, ResumeUpstream,
     RESUME_CHANNEL_LABEL,
 };
-use beeline_signal_client::{SignalClient, SignalKind, SignalMessage};
+use beeline_signal_client::SignalClient;
 use beeline_signal_server::{SignalConfig, SignalServer};
-use beeline_transport::{DataChannel, Peer};
 use common::{get_head, loopback_peer, upstream_router, TOKEN};
 use futures::StreamExt as _;
 use tokio_tungstenite::tungstenite;
@@ -110,61 +109,6 @@ async fn home() -> Home {
     }
 }
 
-/// The `resume` data channel of `session`, negotiated as a page does.
-async fn resume_channel(signal: &SignalClient, session: &str) -> (Arc<Peer>, DataChannel) {
-    let (peer, offer) = Peer::offer(loopback_peer()).await.unwrap();
-    let peer = Arc::new(peer);
-    signal
-        .post(&SignalMessage::offer(session.to_owned(), offer))
-        .await
-        .unwrap();
-    let trickle = {
-        let (peer, signal, id) = (Arc::clone(&peer), signal.clone(), session.to_owned());
-        tokio::spawn(async move {
-            while let Some(c) = peer.next_local_candidate().await {
-                let init = serde_json::json!({"candidate": c.candidate, "sdpMid": "0", "sdpMLineIndex": 0});
-                if signal
-                    .post(&SignalMessage::candidate(id.clone(), init))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        })
-    };
-    let opener = Arc::clone(&peer);
-    let open = async move { opener.open_channel(RESUME_CHANNEL_LABEL).await };
-    tokio::pin!(open);
-    let mut cursor = 0;
-    let channel = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            tokio::select! {
-                ch = &mut open => break ch.unwrap(),
-                poll = signal.poll(Some(session), cursor) => {
-                    let poll = poll.unwrap();
-                    cursor = poll.cursor;
-                    for m in poll.messages {
-                        match m.kind {
-                            SignalKind::Answer => peer.apply_answer(m.sdp.as_deref().unwrap()).unwrap(),
-                            SignalKind::Candidate => {
-                                if let Some(c) = m.candidate.as_ref().and_then(|c| c["candidate"].as_str()) {
-                                    let _ = peer.add_remote_candidate(c);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-    })
-    .await
-    .expect("the resume channel opens");
-    trickle.abort();
-    (peer, channel)
-}
-
 /// Reads until `text` holds `n` ticks.
 async fn read_ticks(body: &mut beeline_bridge::ResponseBody, text: &mut String, n: usize) {
     while text.matches('\n').count() < n {
@@ -181,7 +125,8 @@ async fn read_ticks(body: &mut beeline_bridge::ResponseBody, text: &mut String, 
 async fn a_stream_moves_from_the_link_to_the_channel_and_back_without_a_gap() {
     let home = home().await;
     let signal = SignalClient::new(&format!("{}/webrtc", home.origin)).unwrap();
-    let session = signal.create_session().await.unwrap().session_id;
+    let info = signal.create_session().await.unwrap();
+    let session = info.session_id.clone();
 
     // The page's frame connection over the link.
     let frames =
@@ -214,7 +159,16 @@ async fn a_stream_moves_from_the_link_to_the_channel_and_back_without_a_gap() {
     assert!(link_before > 0, "the first ticks came over the link");
 
     // The channel opens: the page moves, and so does the home.
-    let (peer, channel) = resume_channel(&signal, &session).await;
+    let opened = beeline_client::open_channel_on(
+        &signal,
+        loopback_peer(),
+        info,
+        RESUME_CHANNEL_LABEL,
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("the resume channel opens");
+    let (peer, channel) = (opened.peer, opened.channel);
     let on_channel = Arc::new(AtomicU64::new(0));
     page.attach(Counted {
         inner: beeline_bridge::DataChannelLink::new(channel),
