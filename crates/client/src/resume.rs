@@ -18,12 +18,7 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
 use crate::Error;
 
-/// The label of a resumable session's data channel.
-pub const RESUME_CHANNEL_LABEL: &str = "resume";
-
-/// The close code of a frame connection that asked to resume a connection
-/// the home no longer has (home-peer restarted).
-pub const UNKNOWN_CONNECTION_CLOSE: u16 = 4410;
+pub use beeline_frame::resume::{RESUME_CHANNEL_LABEL, UNKNOWN_CONNECTION_CLOSE};
 
 /// The largest message a frame connection takes (signal-api's limit).
 const MAX_MESSAGE: usize = 1 << 20;

@@ -18,6 +18,20 @@
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 
+/// The label of a page's resumable data channel (a carrier).
+pub const RESUME_CHANNEL_LABEL: &str = "resume";
+
+/// The reserved path on the home link where signal-api sends a page's
+/// frame connection (`?session=<id>`, and `&resume=1` when the page had a
+/// connection already). signal-api's relay refuses page requests under
+/// `/.beeline/`.
+pub const RESUME_PATH: &str = "/.beeline/resume";
+
+/// The close code of a frame connection that asked to resume (`resume=1`)
+/// a connection the home no longer has (home-peer restarted, or the
+/// connection closed): the page's streams are gone.
+pub const UNKNOWN_CONNECTION_CLOSE: u16 = 4410;
+
 use crate::v2::Encoded;
 
 const DATA_BINARY: u8 = 0x01;

@@ -21,14 +21,7 @@ use beeline_frame::ws::Message;
 use beeline_frame::Encoded;
 use futures::{SinkExt as _, StreamExt as _};
 
-/// The reserved link path of a page's frame connection.
-pub const RESUME_PATH: &str = "/.beeline/resume";
-/// The label of a page's resumable data channel.
-pub const RESUME_CHANNEL_LABEL: &str = "resume";
-/// The close code a page's frame connection gets when it asks to resume
-/// (`resume=1`) a connection this home does not have (home-peer restarted,
-/// or the connection closed): the page's streams are gone.
-pub const UNKNOWN_CONNECTION_CLOSE: u16 = 4410;
+pub use beeline_frame::resume::{RESUME_CHANNEL_LABEL, RESUME_PATH, UNKNOWN_CONNECTION_CLOSE};
 
 /// The resumable sessions of this home.
 pub struct ResumeSessions<U> {

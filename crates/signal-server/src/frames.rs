@@ -23,9 +23,7 @@ use serde::Deserialize;
 
 use crate::server::{ApiError, Caller, Shared, Who};
 
-/// The path on the home link where a page's frame connection goes. The
-/// relay never forwards a browser's request under `/.beeline/`.
-pub const RESUME_PATH: &str = "/.beeline/resume";
+pub use beeline_frame::resume::RESUME_PATH;
 
 /// The largest WebSocket message of a frame connection.
 const MAX_MESSAGE: usize = 1 << 20;
