@@ -901,17 +901,14 @@ export class BeelineClient extends EventTarget {
     const earlyCandidates = [];
     while (!this.#setupDone) {
       this.#pollAbort = new AbortController();
-      const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(this.#cursor)}`;
-      let reply;
+      let messages;
       try {
-        reply = await this.#signalRequest('GET', `/signal${query}`, undefined, this.#pollAbort.signal);
+        messages = await this.#readSignals(this.#pollAbort.signal);
       } catch (err) {
         if (this.#setupDone) return;
         throw err;
       }
       if (this.#setupDone) return;
-      if (reply && reply.cursor !== undefined && reply.cursor !== null) this.#cursor = reply.cursor;
-      const messages = Array.isArray(reply?.messages) ? reply.messages : [];
       // An empty reply normally means the server held the poll to its limit;
       // pause briefly anyway so a server that answers at once cannot spin us.
       if (messages.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
@@ -930,6 +927,15 @@ export class BeelineClient extends EventTarget {
         }
       }
     }
+  }
+
+  // One long-poll of the session's messages after the cursor, which it
+  // moves past what it returns.
+  async #readSignals(abortSignal) {
+    const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(this.#cursor)}`;
+    const reply = await this.#signalRequest('GET', `/signal${query}`, undefined, abortSignal);
+    if (reply?.cursor !== undefined && reply?.cursor !== null) this.#cursor = reply.cursor;
+    return Array.isArray(reply?.messages) ? reply.messages : [];
   }
 
   async #addRemoteCandidate(pc, candidate) {
@@ -1109,18 +1115,16 @@ export class BeelineClient extends EventTarget {
       const timer = setTimeout(() => abort.abort(), Math.max(0, deadline - Date.now()));
       const connected = () => abort.abort();
       pc.addEventListener('connectionstatechange', connected);
-      let reply = null;
+      let messages = [];
       try {
-        const query = `?session_id=${encodeURIComponent(this.#sessionId)}&after=${encodeURIComponent(this.#cursor)}`;
-        reply = await this.#signalRequest('GET', `/signal${query}`, undefined, abort.signal);
+        messages = await this.#readSignals(abort.signal);
       } catch (err) {
         if (!abort.signal.aborted) throw err;
       } finally {
         clearTimeout(timer);
         pc.removeEventListener('connectionstatechange', connected);
       }
-      if (reply?.cursor !== undefined && reply?.cursor !== null) this.#cursor = reply.cursor;
-      for (const message of Array.isArray(reply?.messages) ? reply.messages : []) {
+      for (const message of messages) {
         if (this.#pc !== pc) return;
         if (message?.type === 'answer' && pc.signalingState === 'have-local-offer') {
           await pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
