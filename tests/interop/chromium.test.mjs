@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { answerInPage, bridge, check, offerInPage, opened } from './exchange.mjs';
-import { repoRoot, startEcho } from './peer.mjs';
+import { answerInPage, echoRun, offerInPage } from './exchange.mjs';
+import { repoRoot } from './peer.mjs';
 
 const { chromium } = await import(path.join(repoRoot, 'tests/browser/node_modules/playwright-core/index.mjs'));
 
@@ -39,45 +39,26 @@ async function newPage() {
   return { page, context };
 }
 
-test('Chromium offers, beeline answers: 10 MB and 1,000 messages echoed intact', { timeout: 120_000 }, async () => {
-  const echo = startEcho(['answer', ...ALLOW, '--max-message-size', '131072']);
-  const { page, context } = await newPage();
-  let stop = () => {};
-  try {
-    await page.evaluate(offerInPage);
-    stop = bridge(page, echo);
-    await opened(page, 10_000);
-    const result = await check(page, echo, 131072);
-    // beeline's a=max-message-size reached Chromium and is enforced there.
-    assert.equal(result.maxMessageSize, 131072);
-    assert.ok(['TypeError', 'closed by beeline'].includes(result.oversize), `oversize message: ${result.oversize}`);
-    console.log(`  max-message-size 131072 seen by Chromium; a 131073-byte message: ${result.oversize}`);
-  } catch (e) {
-    console.log(echo.log.join('\n'));
-    throw e;
-  } finally {
-    stop();
-    await context.close();
-    await echo.stop();
-  }
-});
+test('Chromium offers, beeline answers: 10 MB and 1,000 messages echoed intact', { timeout: 120_000 }, () =>
+  echoRun({
+    newPage,
+    echoArgs: ['answer', ...ALLOW, '--max-message-size', '131072'],
+    inPage: offerInPage,
+    openMs: 10_000,
+    maxMessageSize: 131072,
+    inspect(result) {
+      // beeline's a=max-message-size reached Chromium and is enforced there.
+      assert.equal(result.maxMessageSize, 131072);
+      assert.ok(['TypeError', 'closed by beeline'].includes(result.oversize), `oversize message: ${result.oversize}`);
+      console.log(`  max-message-size 131072 seen by Chromium; a 131073-byte message: ${result.oversize}`);
+    },
+  }));
 
-test('beeline offers, Chromium answers: 10 MB and 1,000 messages echoed intact', { timeout: 120_000 }, async () => {
-  const echo = startEcho(['offer', '--open', 'echo', ...ALLOW]);
-  const { page, context } = await newPage();
-  let stop = () => {};
-  try {
-    await page.evaluate(answerInPage);
-    stop = bridge(page, echo);
-    await opened(page, 10_000);
-    const result = await check(page, echo, 0);
-    assert.equal(result.maxMessageSize, 262144);
-  } catch (e) {
-    console.log(echo.log.join('\n'));
-    throw e;
-  } finally {
-    stop();
-    await context.close();
-    await echo.stop();
-  }
-});
+test('beeline offers, Chromium answers: 10 MB and 1,000 messages echoed intact', { timeout: 120_000 }, () =>
+  echoRun({
+    newPage,
+    echoArgs: ['offer', '--open', 'echo', ...ALLOW],
+    inPage: answerInPage,
+    openMs: 10_000,
+    inspect: (result) => assert.equal(result.maxMessageSize, 262144),
+  }));

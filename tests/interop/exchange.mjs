@@ -5,8 +5,10 @@
 
 import assert from 'node:assert/strict';
 
+import { startEcho } from './peer.mjs';
+
 // Runs in the page: the echo check on an open channel.
-export async function exchangeInPage({ total, chunk, small, maxMessageSize }) {
+async function exchangeInPage({ total, chunk, small, maxMessageSize }) {
   const channel = window.__channel;
   const pc = window.__pc;
   channel.binaryType = 'arraybuffer';
@@ -67,7 +69,7 @@ export async function exchangeInPage({ total, chunk, small, maxMessageSize }) {
 }
 
 /** Runs exchangeInPage in `page` against `echo` and checks what came back. */
-export async function check(page, echo, maxMessageSize) {
+async function check(page, echo, maxMessageSize) {
   const result = await Promise.race([
     page.evaluate(exchangeInPage, { total: 10 << 20, chunk: 64 * 1024, small: 1000, maxMessageSize }),
     new Promise((_, no) => setTimeout(() => no(new Error('exchange did not finish in 90 s')), 90_000)),
@@ -127,7 +129,7 @@ export function answerInPage() {
  * `window.__onSdp` / `window.__onCandidate`. Returns a function that stops
  * the reading.
  */
-export function bridge(page, echo) {
+function bridge(page, echo) {
   let stopped = false;
   (async () => {
     while (!stopped) {
@@ -146,6 +148,32 @@ export function bridge(page, echo) {
 }
 
 /** Waits for the page's channel to open. */
-export function opened(page, ms = 15_000) {
+function opened(page, ms = 15_000) {
   return page.evaluate((ms) => Promise.race([window.__opened, new Promise((_, no) => setTimeout(() => no(new Error(`channel did not open in ${ms / 1000} s`)), ms))]), ms);
+}
+
+/**
+ * One interop run: dc-echo started with `echoArgs`, a page from `newPage()`
+ * set up by `inPage` (offerInPage or answerInPage), the channel opened
+ * within `openMs`, the echo checked (`maxMessageSize` as for check), then
+ * `inspect(result)` for the browser's own assertions. dc-echo's log is
+ * printed when anything fails; everything is closed either way.
+ */
+export async function echoRun({ newPage, echoArgs, inPage, openMs = 15_000, maxMessageSize = 0, inspect = () => {} }) {
+  const echo = startEcho(echoArgs);
+  const { page, context } = await newPage();
+  let stop = () => {};
+  try {
+    await page.evaluate(inPage);
+    stop = bridge(page, echo);
+    await opened(page, openMs);
+    inspect(await check(page, echo, maxMessageSize));
+  } catch (e) {
+    console.log(echo.log.join('\n'));
+    throw e;
+  } finally {
+    stop();
+    await context.close();
+    await echo.stop();
+  }
 }

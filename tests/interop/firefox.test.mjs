@@ -10,8 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { launchBrowser } from '../browser/harness.mjs';
-import { answerInPage, bridge, check, offerInPage, opened } from './exchange.mjs';
-import { startEcho } from './peer.mjs';
+import { answerInPage, echoRun, offerInPage } from './exchange.mjs';
 
 const address = process.env.BEELINE_NS_ADDR;
 if (!address) throw new Error('BEELINE_NS_ADDR is not set: run this through tests/interop/run.sh');
@@ -30,43 +29,19 @@ async function newPage() {
   return { page, context };
 }
 
-test('Firefox offers, beeline answers: 10 MB and 1,000 messages echoed intact', { timeout: 150_000 }, async () => {
-  const echo = startEcho(['answer', ...ALLOW, '--max-message-size', '131072']);
-  const { page, context } = await newPage();
-  let stop = () => {};
-  try {
-    await page.evaluate(offerInPage);
-    stop = bridge(page, echo);
-    await opened(page);
-    const result = await check(page, echo, 0);
+test('Firefox offers, beeline answers: 10 MB and 1,000 messages echoed intact', { timeout: 150_000 }, () =>
+  echoRun({
+    newPage,
+    echoArgs: ['answer', ...ALLOW, '--max-message-size', '131072'],
+    inPage: offerInPage,
     // beeline's a=max-message-size reached Firefox.
-    assert.equal(result.maxMessageSize, 131072);
-  } catch (e) {
-    console.log(echo.log.join('\n'));
-    throw e;
-  } finally {
-    stop();
-    await context.close();
-    await echo.stop();
-  }
-});
+    inspect: (result) => assert.equal(result.maxMessageSize, 131072),
+  }));
 
-test('beeline offers, Firefox answers: 10 MB and 1,000 messages echoed intact', { timeout: 150_000 }, async () => {
-  const echo = startEcho(['offer', '--open', 'echo', ...ALLOW]);
-  const { page, context } = await newPage();
-  let stop = () => {};
-  try {
-    await page.evaluate(answerInPage);
-    stop = bridge(page, echo);
-    await opened(page);
-    const result = await check(page, echo, 0);
-    assert.equal(result.maxMessageSize, 262144);
-  } catch (e) {
-    console.log(echo.log.join('\n'));
-    throw e;
-  } finally {
-    stop();
-    await context.close();
-    await echo.stop();
-  }
-});
+test('beeline offers, Firefox answers: 10 MB and 1,000 messages echoed intact', { timeout: 150_000 }, () =>
+  echoRun({
+    newPage,
+    echoArgs: ['offer', '--open', 'echo', ...ALLOW],
+    inPage: answerInPage,
+    inspect: (result) => assert.equal(result.maxMessageSize, 262144),
+  }));
