@@ -150,50 +150,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Throughput of acknowledged posts on `POSTERS` connections.
-async fn posts_per_second(server: &Server) -> (f64, usize, f64) {
-    let browser = SignalClient::new(&server.base).unwrap();
-    let mut sessions = Vec::new();
-    for _ in 0..POSTERS {
-        sessions.push(browser.create_session().await.unwrap().session_id);
-    }
-    let started = Instant::now();
-    let deadline = started + POST_BUDGET;
-    let tasks: Vec<_> = sessions
-        .into_iter()
-        .map(|session| {
-            let client = SignalClient::new(&server.base).unwrap();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for i in 0..POSTS / POSTERS {
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                    let candidate = json!({"candidate": format!("candidate:{i} 1 udp 2122260223 192.0.2.1 5000 typ host"), "sdpMid": "0"});
-                    let sent = Instant::now();
-                    client
-                        .post(&SignalMessage::candidate(&session, candidate))
-                        .await
-                        .unwrap();
-                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    (
-        latencies.len() as f64 / elapsed,
-        latencies.len(),
-        percentile(&latencies, 99.0),
-    )
-}
-
 /// Time from sending a post until the poll it wakes has its answer.
 async fn wake_latencies(server: &Server, http: &reqwest::Client) -> Vec<f64> {
     let browser = SignalClient::new(&server.base).unwrap();
@@ -290,12 +246,13 @@ async fn waiters(server: &Server, http: &reqwest::Client) -> (f64, f64, f64) {
     (idle_rss, rss, started.elapsed().as_secs_f64() * 1000.0)
 }
 
-/// Acknowledged posts per second across `servers`, each connection posting
-/// to its own session on one instance (round-robin over the instances).
-async fn multi_posts_per_second(servers: &[Server]) -> (f64, usize, f64) {
+/// Acknowledged posts per second (and their count and p99 latency in ms):
+/// `posts` in all on `posters` connections, each posting to its own
+/// session on one of `servers` (round-robin over them).
+async fn posts_per_second(servers: &[Server], posters: usize, posts: usize) -> (f64, usize, f64) {
     let browser = SignalClient::new(&servers[0].base).unwrap();
     let mut sessions = Vec::new();
-    for _ in 0..MULTI_POSTERS {
+    for _ in 0..posters {
         sessions.push(browser.create_session().await.unwrap().session_id);
     }
     let started = Instant::now();
@@ -307,7 +264,7 @@ async fn multi_posts_per_second(servers: &[Server]) -> (f64, usize, f64) {
             let client = SignalClient::new(&servers[i % servers.len()].base).unwrap();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                for n in 0..MULTI_POSTS / MULTI_POSTERS {
+                for n in 0..posts / posters {
                     if Instant::now() > deadline {
                         break;
                     }
@@ -399,7 +356,8 @@ async fn multi_instance(http: &reqwest::Client) -> Option<MultiFigures> {
     let url = pg.create_database("bench");
     let servers: Vec<Server> = (0..INSTANCES).map(|_| Server::start(Some(&url))).collect();
     eprintln!("signal bench: {MULTI_POSTS} posts across {INSTANCES} instances on PostgreSQL…");
-    let (posts_per_sec, posts, post_p99) = multi_posts_per_second(&servers).await;
+    let (posts_per_sec, posts, post_p99) =
+        posts_per_second(&servers, MULTI_POSTERS, MULTI_POSTS).await;
     eprintln!("signal bench: {WAKE_ROUNDS} cross-instance wake-ups…");
     let wakes = cross_wake_latencies(&servers, http).await;
     eprintln!("signal bench: {WAITERS} polls waiting on one instance…");
@@ -448,7 +406,7 @@ fn main() {
         let server = Server::start(None);
         let http = reqwest::Client::new();
         eprintln!("signal bench: {POSTS} posts on {POSTERS} connections…");
-        let (posts_per_sec, posts, post_p99) = posts_per_second(&server).await;
+        let (posts_per_sec, posts, post_p99) = posts_per_second(std::slice::from_ref(&server), POSTERS, POSTS).await;
         eprintln!("signal bench: {WAKE_ROUNDS} wake-ups…");
         let wakes = wake_latencies(&server, &http).await;
         let (wake_p50, wake_p99) = (percentile(&wakes, 50.0), percentile(&wakes, 99.0));
