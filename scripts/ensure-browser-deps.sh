@@ -14,16 +14,8 @@ browser_dir="$repo_root/tests/browser"
 
 log() { echo "ensure-browser-deps: $*" >&2; }
 
-# Installs Debian packages; refreshes the package lists only when the first
-# attempt fails, since a fresh image often has stale or empty lists.
-apt_install() {
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y --no-install-recommends "$@"; then
-        log "apt-get install failed; running apt-get update and retrying"
-        apt-get update
-        apt-get install -y --no-install-recommends "$@"
-    fi
-}
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)

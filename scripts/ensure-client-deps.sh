@@ -11,14 +11,12 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 client_dir="$repo_root/client"
 
 log() { echo "ensure-client-deps: $*" >&2; }
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     log "installing nodejs and npm"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y --no-install-recommends nodejs npm; then
-        apt-get update
-        apt-get install -y --no-install-recommends nodejs npm
-    fi
+    apt_install nodejs npm
 fi
 
 # True when node_modules holds every devDependency at the version the lock

@@ -13,13 +13,8 @@ if command -v turnserver >/dev/null 2>&1; then
     exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 log "installing coturn"
-# Refresh the package lists only when the first attempt fails, since a fresh
-# image often has stale or empty lists.
-if ! apt-get install -y --no-install-recommends coturn; then
-    log "apt-get install failed; running apt-get update and retrying"
-    apt-get update
-    apt-get install -y --no-install-recommends coturn
-fi
+apt_install coturn
 command -v turnserver >/dev/null 2>&1 || { log "coturn installed but turnserver is not on PATH"; exit 1; }

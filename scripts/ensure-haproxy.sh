@@ -13,13 +13,8 @@ if command -v haproxy >/dev/null 2>&1; then
     exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 log "installing haproxy"
-# Refresh the package lists only when the first attempt fails, since a fresh
-# image often has stale or empty lists.
-if ! apt-get install -y --no-install-recommends haproxy; then
-    log "apt-get install failed; running apt-get update and retrying"
-    apt-get update
-    apt-get install -y --no-install-recommends haproxy
-fi
+apt_install haproxy
 command -v haproxy >/dev/null 2>&1 || { log "haproxy installed but not on PATH"; exit 1; }

@@ -16,19 +16,14 @@ if have_initdb; then
     exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
 # Debian's package would create and start a "main" cluster; the tests want
 # none.
 mkdir -p /etc/postgresql-common
 if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
     echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
 fi
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 log "installing postgresql"
-# Refresh the package lists only when the first attempt fails, since a fresh
-# image often has stale or empty lists.
-if ! apt-get install -y --no-install-recommends postgresql; then
-    log "apt-get install failed; running apt-get update and retrying"
-    apt-get update
-    apt-get install -y --no-install-recommends postgresql
-fi
+apt_install postgresql
 have_initdb || { log "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"; exit 1; }

@@ -19,6 +19,8 @@ esac
 py="$venv/bin/python"
 
 log() { echo "ensure-python-deps: $*" >&2; }
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 installed_version() {
     "$py" -c 'import importlib.metadata as m; print(m.version("aiortc"))' 2>/dev/null || true
@@ -31,18 +33,14 @@ fi
 
 if ! command -v python3 >/dev/null 2>&1; then
     log "installing python3"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends python3 python3-venv \
-        || { apt-get update && apt-get install -y --no-install-recommends python3 python3-venv; }
+    apt_install python3 python3-venv
 fi
 
 if [ ! -x "$py" ]; then
     log "creating virtualenv in $venv"
     if ! python3 -m venv "$venv" >&2; then
         log "python3 -m venv failed; installing python3-venv and retrying"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y --no-install-recommends python3-venv >&2 \
-            || { apt-get update >&2 && apt-get install -y --no-install-recommends python3-venv >&2; }
+        apt_install python3-venv
         rm -rf "$venv"
         python3 -m venv "$venv" >&2
     fi
