@@ -52,17 +52,12 @@ pub async fn frame_connection(
     resume: bool,
     bearer: Option<&str>,
 ) -> Result<FrameConnection, Error> {
-    let base = signal_url.trim_end_matches('/');
-    let base = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        return Err(Error::Config(format!(
+    let frames = beeline_signal_client::websocket_url(signal_url, "frames").ok_or_else(|| {
+        Error::Config(format!(
             "signaling URL {signal_url:?} must start with http:// or https://"
-        )));
-    };
-    let mut url = format!("{base}/frames?session_id={session_id}");
+        ))
+    })?;
+    let mut url = format!("{frames}?session_id={session_id}");
     if resume {
         url.push_str("&resume=1");
     }

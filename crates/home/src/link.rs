@@ -72,15 +72,8 @@ pub const HOME_NAME_HEADER: &str = "x-beeline-home";
 /// The link URL for a signaling base URL: `http://h/webrtc` becomes
 /// `ws://h/webrtc/link`, `https://` becomes `wss://`.
 pub fn link_url(signal_url: &str) -> Result<String, LinkUrlError> {
-    let base = signal_url.trim_end_matches('/');
-    let url = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}/link")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}/link")
-    } else {
-        return Err(LinkUrlError(signal_url.to_owned()));
-    };
-    Ok(url)
+    beeline_signal_client::websocket_url(signal_url, "link")
+        .ok_or_else(|| LinkUrlError(signal_url.to_owned()))
 }
 
 /// A signaling URL that is neither `http://` nor `https://`.

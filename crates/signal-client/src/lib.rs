@@ -261,6 +261,20 @@ struct ErrorBody {
     error: String,
 }
 
+/// The WebSocket URL of `endpoint` under the signaling base URL
+/// `signal_url`: `http://h/webrtc` and `link` give `ws://h/webrtc/link`,
+/// `https://` gives `wss://`. `None` when `signal_url` is neither
+/// `http://` nor `https://`.
+pub fn websocket_url(signal_url: &str, endpoint: &str) -> Option<String> {
+    let base = signal_url.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("https://") {
+        Some(format!("wss://{rest}/{endpoint}"))
+    } else {
+        base.strip_prefix("http://")
+            .map(|rest| format!("ws://{rest}/{endpoint}"))
+    }
+}
+
 /// A cheap-to-clone client for one signaling base URL.
 #[derive(Debug, Clone)]
 pub struct SignalClient {
@@ -435,6 +449,19 @@ fn http_error(status: StatusCode, body: &[u8]) -> SignalError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn websocket_urls_follow_the_scheme() {
+        assert_eq!(
+            super::websocket_url("http://h:1/webrtc/", "link").as_deref(),
+            Some("ws://h:1/webrtc/link")
+        );
+        assert_eq!(
+            super::websocket_url("https://h/webrtc", "frames").as_deref(),
+            Some("wss://h/webrtc/frames")
+        );
+        assert_eq!(super::websocket_url("ftp://h/webrtc", "link"), None);
+    }
+
     use super::*;
 
     #[test]
