@@ -173,9 +173,47 @@ pub const DEFAULT_MAX_REMOTE_CANDIDATES: u32 = 32;
 /// ICE restart from 3.9 s to 12 s in the dead-path test.
 pub const DEFAULT_CHECK_BUDGET: u32 = 1024;
 
+/// Which WebRTC implementation a [`crate::Peer`] runs on. Both carry the
+/// same API; `docs/transport.md` compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Stack {
+    /// The webrtc-rs 0.17 component crates, each layer on its own tasks.
+    #[default]
+    Webrtc017,
+    /// webrtc-rs's sans-I/O `rtc-*` crates (0.21), driven by one task per
+    /// connection that owns the sockets, ICE, DTLS, SCTP and the channels.
+    SansIo,
+}
+
+impl std::str::FromStr for Stack {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "0.17" | "webrtc017" | "webrtc-0.17" => Ok(Self::Webrtc017),
+            "sansio" | "rtc" => Ok(Self::SansIo),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown transport stack {other:?} (expected \"0.17\" or \"sansio\")"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Webrtc017 => "0.17",
+            Self::SansIo => "sansio",
+        })
+    }
+}
+
 /// How a [`crate::Peer`] is set up.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
+    /// The implementation underneath.
+    pub stack: Stack,
     /// STUN/TURN servers used to gather server-reflexive and relayed candidates.
     pub ice_servers: Vec<IceServer>,
     /// Addresses ICE may use.
@@ -223,6 +261,7 @@ pub struct PeerConfig {
 impl Default for PeerConfig {
     fn default() -> Self {
         Self {
+            stack: Stack::default(),
             ice_servers: Vec::new(),
             address_filter: AddressFilter::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,

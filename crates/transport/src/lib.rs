@@ -30,13 +30,15 @@ mod channel;
 mod config;
 mod description;
 mod error;
-mod ice_conn;
+mod legacy;
 mod peer;
+mod sansio;
+mod socket;
 
 pub use channel::{DataChannel, Message, SEND_LIMIT};
 pub use config::{
-    AddressFilter, IceServer, PeerConfig, DEFAULT_CHECK_BUDGET, DEFAULT_MAX_REMOTE_CANDIDATES,
-    DEFAULT_SOCKET_BUFFER,
+    AddressFilter, IceServer, PeerConfig, Stack, DEFAULT_CHECK_BUDGET,
+    DEFAULT_MAX_REMOTE_CANDIDATES, DEFAULT_SOCKET_BUFFER,
 };
 pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::Error;

@@ -2,6 +2,8 @@
 //! its address filter (issue 13: an offer cannot aim the home's
 //! connectivity checks at a thousand addresses).
 
+mod common;
+
 use beeline_transport::{AddressFilter, Error, Peer, PeerConfig, DEFAULT_MAX_REMOTE_CANDIDATES};
 
 fn config() -> PeerConfig {
@@ -10,6 +12,7 @@ fn config() -> PeerConfig {
     let mut filter = AddressFilter::default();
     filter.allow_network("192.0.2.0/24").unwrap();
     PeerConfig {
+        stack: common::stack(),
         address_filter: filter,
         gather_wait: std::time::Duration::ZERO,
         ..Default::default()

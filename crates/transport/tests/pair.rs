@@ -1,16 +1,12 @@
 //! Two beeline peers on loopback: offer/answer, trickle, channels both ways.
 
+mod common;
+
 use std::time::Duration;
 
-use beeline_transport::{AddressFilter, Error, Peer, PeerConfig, PeerState};
+use beeline_transport::{Error, Peer, PeerState};
 use bytes::Bytes;
-
-fn loopback_config() -> PeerConfig {
-    PeerConfig {
-        address_filter: AddressFilter::loopback(),
-        ..Default::default()
-    }
-}
+use common::loopback_config;
 
 /// Runs offer/answer between two peers, trickling whatever candidates were
 /// not embedded in the descriptions.
@@ -24,6 +20,7 @@ async fn connect_pair() -> (Peer, Peer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_opens_and_carries_messages_both_ways() {
     let (offerer, answerer) = connect_pair().await;
+    assert_eq!(offerer.stack(), common::stack());
     assert!(offer_has_only_loopback_candidates(&offerer).await);
 
     let client = tokio::time::timeout(Duration::from_secs(10), offerer.open_channel("http"))

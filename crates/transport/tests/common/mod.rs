@@ -7,11 +7,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig};
+use beeline_transport::{AddressFilter, DataChannel, Peer, PeerConfig, Stack};
+
+/// The stack under test: `BEELINE_TEST_STACK` (`0.17` or `sansio`; `just
+/// test` runs the suite once per stack), else the default.
+pub fn stack() -> Stack {
+    std::env::var("BEELINE_TEST_STACK")
+        .ok()
+        .map(|s| s.parse().expect("BEELINE_TEST_STACK is 0.17 or sansio"))
+        .unwrap_or_default()
+}
 
 /// A peer that gathers and accepts candidates on loopback only.
 pub fn loopback_config() -> PeerConfig {
     PeerConfig {
+        stack: stack(),
         address_filter: AddressFilter::loopback(),
         ..Default::default()
     }

@@ -1,0 +1,968 @@
+//! The connection driver: one task per peer connection that owns its UDP
+//! sockets, the ICE agent, the DTLS endpoint, the SCTP association and the
+//! state of every data channel.
+//!
+//! Each turn of the loop takes one input — datagrams (every one that is
+//! ready, before anything is written), a command from a handle, an expired
+//! timer, or a reader that made room — feeds it to the state machines, and
+//! then flushes what they produced: SCTP packets into DTLS, DTLS records and
+//! ICE checks onto the sockets, messages into the channels' queues. The
+//! only clock is `Instant::now()` taken once per turn, and the only timer is
+//! the earliest deadline the machines report.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rtc_datachannel::message::message_channel_ack::DataChannelAck;
+use rtc_datachannel::message::message_channel_open::{ChannelType, DataChannelOpen};
+use rtc_datachannel::message::Message as Dcep;
+use rtc_dtls::config::HandshakeConfig;
+use rtc_dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent as DtlsEvent};
+use rtc_ice::agent::{Agent, Event as IceEvent};
+use rtc_ice::candidate::Candidate;
+use rtc_ice::state::ConnectionState;
+use rtc_sctp::{
+    Association, AssociationHandle, ClientConfig, DatagramEvent, Endpoint as SctpEndpoint, Event,
+    Payload, PayloadProtocolIdentifier as Ppi, StreamEvent, TransportConfig,
+};
+use rtc_shared::marshal::{Marshal, Unmarshal};
+use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
+use sansio::Protocol;
+use tokio::io::ReadBuf;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::channel::{Channel, ChannelShared, QUEUE};
+use super::gather::{LocalSocket, ReflexiveGatherer};
+use super::Shared;
+use crate::channel::{Message, LOW_WATER};
+use crate::peer::{CandidateKind, Failure, PeerState, SelectedPair};
+use crate::{DataChannel, Error};
+
+/// DTLS and SCTP see one fixed remote address: the path under them is ICE's
+/// business and may change (an ICE restart, a better pair).
+const TUNNEL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9);
+
+/// The largest datagram read.
+const RECV_BUF: usize = 64 * 1024;
+
+/// Datagrams taken in one turn before the driver writes.
+const READ_BATCH: usize = 64;
+
+/// What a handle asks of the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// The remote description is applied: start checking and handshaking.
+    Start {
+        remote_ufrag: String,
+        remote_pwd: String,
+        dtls_client: bool,
+        dtls_config: Arc<HandshakeConfig>,
+        /// The remote's `a=max-message-size`: SCTP's limit on what we send.
+        remote_max_message_size: u32,
+    },
+    /// A remote candidate, already parsed and filtered.
+    RemoteCandidate(Box<Candidate>),
+    /// Open a channel once the association is up.
+    Open {
+        label: String,
+        reply: oneshot::Sender<Result<DataChannel, Error>>,
+    },
+    /// Send a message on a channel.
+    Send {
+        stream_id: u16,
+        data: Bytes,
+        is_text: bool,
+    },
+    /// Reset a channel's stream.
+    CloseChannel { stream_id: u16 },
+    /// ICE restart: new local credentials (returned), checks start over.
+    Restart {
+        reply: oneshot::Sender<Result<(String, String), Error>>,
+    },
+    /// The remote side's ICE credentials after a restart.
+    RemoteCredentials { ufrag: String, pwd: String },
+    /// Close the connection.
+    Close,
+}
+
+/// Per-channel state the driver keeps.
+pub(super) struct ChannelState {
+    tx: mpsc::Sender<Message>,
+    shared: Arc<ChannelShared>,
+    /// A remote-opened stream whose DCEP open has not arrived yet.
+    awaiting_open: bool,
+}
+
+pub(super) struct Driver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    pub(super) command_tx: mpsc::UnboundedSender<Command>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) sockets: Vec<LocalSocket>,
+    pub(super) agent: Agent,
+    pub(super) gatherer: ReflexiveGatherer,
+    pub(super) controlling: bool,
+    pub(super) deadline: Instant,
+    pub(super) connect_timeout: std::time::Duration,
+    pub(super) local_max_message_size: u32,
+    pub(super) dtls: DtlsEndpoint,
+    pub(super) dtls_client_config: Option<Arc<HandshakeConfig>>,
+    pub(super) dtls_client: bool,
+    pub(super) started: bool,
+    pub(super) sctp: Option<SctpEndpoint>,
+    pub(super) sctp_server: Option<Arc<rtc_sctp::ServerConfig>>,
+    pub(super) sctp_transport: Option<Arc<TransportConfig>>,
+    pub(super) association: Option<(AssociationHandle, Association)>,
+    pub(super) up: bool,
+    pub(super) channels: HashMap<u16, ChannelState>,
+    pub(super) blocked: HashSet<u16>,
+    pub(super) pending_opens: Vec<(String, oneshot::Sender<Result<DataChannel, Error>>)>,
+    pub(super) next_stream: u16,
+    /// Where DTLS records go: `(socket index, remote address)`. The selected
+    /// pair once ICE has one; before that, where the remote's first DTLS
+    /// record came from.
+    pub(super) path: Option<(usize, SocketAddr)>,
+    pub(super) ice_state: ConnectionState,
+    pub(super) exit: bool,
+}
+
+impl Driver {
+    pub(super) async fn run(mut self) {
+        let mut buf = vec![0u8; RECV_BUF];
+        let wake = Arc::clone(&self.wake);
+        self.flush(Instant::now()).await;
+        while !self.exit {
+            let deadline = self.poll_timeout();
+            let input = {
+                let sockets = &self.sockets;
+                let recv = std::future::poll_fn(|cx| poll_recv_any(sockets, cx, &mut buf));
+                tokio::select! {
+                    biased;
+                    command = self.commands.recv() => Input::Command(command),
+                    received = recv => Input::Datagram(received),
+                    () = wake.notified() => Input::Wake,
+                    () = sleep_until(deadline) => Input::Timer,
+                }
+            };
+            let now = Instant::now();
+            match input {
+                Input::Command(None) => break,
+                Input::Command(Some(command)) => {
+                    self.handle_command(now, command);
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.handle_command(now, command);
+                        if self.exit {
+                            break;
+                        }
+                    }
+                }
+                Input::Datagram((index, len, from)) => {
+                    let first = buf[..len].to_vec();
+                    self.handle_datagram(now, index, from, &first);
+                    // Every datagram that is ready is taken before writing.
+                    for _ in 1..READ_BATCH {
+                        let Some((index, len, from)) = try_recv_any(&self.sockets, &mut buf) else {
+                            break;
+                        };
+                        let data = buf[..len].to_vec();
+                        self.handle_datagram(now, index, from, &data);
+                    }
+                }
+                Input::Wake => self.drain_blocked(now),
+                Input::Timer => self.handle_timeout(now),
+            }
+            self.process(now);
+            self.flush(now).await;
+        }
+        self.finish().await;
+    }
+
+    /// The earliest instant any state machine wants to be called at.
+    fn poll_timeout(&mut self) -> Instant {
+        let mut at = if self.up { None } else { Some(self.deadline) };
+        let mut take = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a: Instant| a.min(t)));
+            }
+        };
+        take(self.agent.poll_timeout());
+        take(self.dtls.poll_timeout(&TUNNEL));
+        if let Some((_, association)) = &self.association {
+            take(association.poll_timeout());
+        }
+        take(self.gatherer.poll_timeout());
+        at.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if !self.up && now >= self.deadline {
+            self.fail(Failure::Timeout(self.connect_timeout));
+            return;
+        }
+        if let Err(e) = self.agent.handle_timeout(now) {
+            tracing::debug!(error = %e, "ICE timer");
+        }
+        if self.dtls.poll_timeout(&TUNNEL).is_some_and(|t| t <= now) {
+            if let Err(e) = self.dtls.handle_timeout(TUNNEL, now) {
+                tracing::debug!(error = %e, "DTLS handshake gave up");
+                self.fail(Failure::Other(format!("DTLS: {e}")));
+                return;
+            }
+        }
+        if let Some((_, association)) = &mut self.association {
+            if association.poll_timeout().is_some_and(|t| t <= now) {
+                association.handle_timeout(now);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Start {
+                remote_ufrag,
+                remote_pwd,
+                dtls_client,
+                dtls_config,
+                remote_max_message_size,
+            } => {
+                let transport = Arc::new(
+                    TransportConfig::default()
+                        .with_sctp_port(super::SCTP_PORT)
+                        .with_max_message_size(remote_max_message_size)
+                        .with_max_receive_buffer_size(super::RECEIVE_WINDOW),
+                );
+                self.dtls_client = dtls_client;
+                if dtls_client {
+                    self.dtls_client_config = Some(dtls_config);
+                } else {
+                    self.dtls.set_server_config(Some(dtls_config));
+                    self.sctp_server =
+                        Some(Arc::new(rtc_sctp::ServerConfig::new((*transport).clone())));
+                }
+                self.sctp_transport = Some(transport);
+                self.started = true;
+                if let Err(e) = self.agent.start_connectivity_checks(
+                    now,
+                    self.controlling,
+                    remote_ufrag,
+                    remote_pwd,
+                ) {
+                    self.fail(Failure::Other(format!("ICE: {e}")));
+                }
+                self.set_state(PeerState::Connecting);
+            }
+            Command::RemoteCandidate(candidate) => {
+                if let Err(e) = self.agent.add_remote_candidate(*candidate) {
+                    tracing::debug!(error = %e, "remote candidate refused by ICE");
+                }
+            }
+            Command::Open { label, reply } => {
+                if self.up {
+                    let result = self.open_channel(now, label);
+                    let _ = reply.send(result);
+                } else {
+                    self.pending_opens.push((label, reply));
+                }
+            }
+            Command::Send {
+                stream_id,
+                data,
+                is_text,
+            } => self.send(now, stream_id, data, is_text),
+            Command::CloseChannel { stream_id } => self.close_channel(now, stream_id, true),
+            Command::Restart { reply } => {
+                let result = self
+                    .agent
+                    .restart(now, String::new(), String::new(), true)
+                    .map(|()| {
+                        let c = self.agent.get_local_credentials();
+                        (c.ufrag.clone(), c.pwd.clone())
+                    })
+                    .map_err(|e| Error::Failed(format!("ICE restart: {e}")));
+                if result.is_ok() {
+                    self.force_connecting();
+                }
+                let _ = reply.send(result);
+            }
+            Command::RemoteCredentials { ufrag, pwd } => {
+                if let Err(e) =
+                    self.agent
+                        .start_connectivity_checks(now, self.controlling, ufrag, pwd)
+                {
+                    tracing::warn!(error = %e, "could not apply the remote ICE credentials");
+                }
+            }
+            Command::Close => self.exit = true,
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, index: usize, from: SocketAddr, data: &[u8]) {
+        let Some(&first) = data.first() else { return };
+        let transport = TransportContext {
+            local_addr: self.sockets[index].addr,
+            peer_addr: from,
+            transport_protocol: TransportProtocol::UDP,
+            ecn: None,
+        };
+        match first {
+            0..=3 => match self.gatherer.handle(&self.sockets, index, from, data) {
+                Some(Some(candidate)) => self.add_local_candidate(candidate),
+                Some(None) => self.publish_gathering_state(),
+                None => {
+                    if !self.shared.filter.allows_remote(from.ip()) {
+                        return;
+                    }
+                    let message = TransportMessage {
+                        now,
+                        transport,
+                        message: BytesMut::from(data),
+                    };
+                    if let Err(e) = self.agent.handle_read(message) {
+                        tracing::trace!(error = %e, "STUN datagram refused");
+                    }
+                }
+            },
+            20..=63 => {
+                if !self.started || !self.agent.is_valid_non_stun_traffic(now, transport) {
+                    tracing::trace!(%from, "DTLS record from an unchecked address dropped");
+                    return;
+                }
+                if self.path.is_none() {
+                    self.path = Some((index, from));
+                }
+                let events = match self.dtls.read(now, TUNNEL, None, BytesMut::from(data)) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        if self.shared.mismatch.load(Ordering::Acquire) {
+                            self.fail(Failure::FingerprintMismatch);
+                        } else {
+                            tracing::debug!(error = %e, "DTLS record refused");
+                        }
+                        return;
+                    }
+                };
+                for event in events {
+                    match event {
+                        DtlsEvent::HandshakeComplete => self.dtls_up(now),
+                        DtlsEvent::ApplicationData(data) => self.sctp_input(now, data.freeze()),
+                        DtlsEvent::PeerClosed => {
+                            tracing::debug!("DTLS closed by the remote peer");
+                            self.set_state(PeerState::Closed);
+                            self.exit = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => tracing::trace!(first, "datagram of no protocol of ours dropped"),
+        }
+    }
+
+    fn dtls_up(&mut self, now: Instant) {
+        tracing::debug!(client = self.dtls_client, "DTLS connected");
+        let Some(transport) = self.sctp_transport.clone() else {
+            return;
+        };
+        let endpoint_config = Arc::new(rtc_sctp::EndpointConfig::new());
+        let mut endpoint = SctpEndpoint::new(
+            TUNNEL,
+            TransportProtocol::UDP,
+            endpoint_config,
+            self.sctp_server.clone(),
+        );
+        if self.dtls_client {
+            match endpoint.connect(now, ClientConfig::new((*transport).clone()), TUNNEL) {
+                Ok(association) => self.association = Some(association),
+                Err(e) => {
+                    self.fail(Failure::Other(format!("SCTP: {e}")));
+                    return;
+                }
+            }
+        }
+        self.sctp = Some(endpoint);
+    }
+
+    fn sctp_input(&mut self, now: Instant, data: Bytes) {
+        let Some(endpoint) = &mut self.sctp else {
+            return;
+        };
+        match endpoint.handle(now, TUNNEL, None, data) {
+            Some((handle, DatagramEvent::NewAssociation(association)))
+                if self.association.is_none() =>
+            {
+                self.association = Some((handle, association));
+            }
+            Some((handle, DatagramEvent::AssociationEvent(event))) => {
+                if let Some((h, association)) = &mut self.association {
+                    if *h == handle {
+                        association.handle_event(event);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Drains every state machine's events.
+    fn process(&mut self, now: Instant) {
+        while let Some(event) = self.agent.poll_event() {
+            match event.event {
+                IceEvent::ConnectionStateChange(state) => self.ice_state_changed(state),
+                IceEvent::SelectedCandidatePairChange(local, remote) => {
+                    self.pair_selected(now, &local, &remote)
+                }
+                _ => {}
+            }
+        }
+        let mut events = Vec::new();
+        let mut endpoint_events = Vec::new();
+        if let Some((handle, association)) = &mut self.association {
+            while let Some(event) = association.poll() {
+                events.push(event);
+            }
+            while let Some(event) = association.poll_endpoint_event() {
+                endpoint_events.push((*handle, event));
+            }
+        }
+        for (handle, event) in endpoint_events {
+            if let Some(endpoint) = &mut self.sctp {
+                endpoint.handle_event(handle, event);
+            }
+        }
+        for event in events {
+            match event {
+                Event::Connected => self.association_up(now),
+                Event::HandshakeFailed { reason } => {
+                    self.fail(Failure::Other(format!("SCTP handshake: {reason}")))
+                }
+                // Despite its name, reported per stream: the stream `id`
+                // was reset (rtc-sctp `unregister_stream`).
+                Event::AssociationLost { id, .. } => self.close_channel(now, id, false),
+                Event::Stream(StreamEvent::Opened { id })
+                | Event::Stream(StreamEvent::Readable { id }) => {
+                    self.accept_streams();
+                    self.drain_stream(now, id);
+                }
+                Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
+                    if let Some(channel) = self.channels.get(&id) {
+                        if channel.shared.release(n_bytes) <= LOW_WATER {
+                            channel.shared.drained.notify_waiters();
+                        }
+                    }
+                }
+                Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                    self.close_channel(now, id, false)
+                }
+                _ => {}
+            }
+        }
+        self.check_association_closed();
+    }
+
+    /// The association closed (an ABORT, a SHUTDOWN, or too many
+    /// retransmissions): the connection is over.
+    fn check_association_closed(&mut self) {
+        // A new association starts out closed; only one that was up can end.
+        let closed = self.up
+            && self
+                .association
+                .as_ref()
+                .is_some_and(|(_, association)| association.is_closed());
+        if closed && !self.exit {
+            tracing::debug!("SCTP association closed");
+            self.set_state(PeerState::Closed);
+            self.exit = true;
+        }
+    }
+
+    fn association_up(&mut self, now: Instant) {
+        if self.up {
+            return;
+        }
+        self.up = true;
+        tracing::debug!("SCTP association up");
+        self.set_state(PeerState::Connected);
+        self.shared.up.send_replace(true);
+        for (label, reply) in std::mem::take(&mut self.pending_opens) {
+            let result = self.open_channel(now, label);
+            let _ = reply.send(result);
+        }
+    }
+
+    fn ice_state_changed(&mut self, state: ConnectionState) {
+        tracing::debug!(ice = %state, "ICE connection state");
+        self.ice_state = state;
+        match state {
+            ConnectionState::Disconnected => self.set_state(PeerState::Disconnected),
+            ConnectionState::Failed => self.fail(Failure::Other("ICE connectivity lost".into())),
+            ConnectionState::Connected | ConnectionState::Completed if self.up => {
+                self.set_state(PeerState::Connected)
+            }
+            _ => {}
+        }
+    }
+
+    fn pair_selected(&mut self, now: Instant, local: &Candidate, remote: &Candidate) {
+        let base = local.base_addr();
+        let index = self
+            .sockets
+            .iter()
+            .position(|s| s.addr == base)
+            .or_else(|| {
+                self.sockets
+                    .iter()
+                    .position(|s| s.addr.port() == base.port())
+            });
+        let Some(index) = index else {
+            tracing::debug!(%base, "selected pair on no socket of ours");
+            return;
+        };
+        self.path = Some((index, remote.addr()));
+        let receive_buffer = socket2::SockRef::from(&self.sockets[index].socket)
+            .recv_buffer_size()
+            .ok();
+        let pair = SelectedPair {
+            local: kind(local),
+            local_addr: format!("{}:{}", local.address(), local.port()),
+            remote: kind(remote),
+            remote_addr: format!("{}:{}", remote.address(), remote.port()),
+            receive_buffer,
+        };
+        *self.shared.selected.lock().expect("not poisoned") = Some(pair);
+        if self.up {
+            self.shared.log_state(PeerState::Connected);
+        }
+        if self.dtls_client {
+            if let Some(config) = self.dtls_client_config.take() {
+                if let Err(e) = self.dtls.connect(now, TUNNEL, config, None) {
+                    self.fail(Failure::Other(format!("DTLS: {e}")));
+                }
+            }
+        }
+    }
+
+    fn add_local_candidate(&mut self, candidate: Candidate) {
+        let line = format!("candidate:{}", candidate.marshal());
+        match self.agent.add_local_candidate(candidate) {
+            Ok(_) => self.shared.push_candidate(line),
+            Err(e) => tracing::debug!(error = %e, "local candidate refused by ICE"),
+        }
+        self.publish_gathering_state();
+    }
+
+    fn publish_gathering_state(&mut self) {
+        if self.gatherer.is_done() {
+            self.shared.gathering_complete();
+        }
+    }
+
+    /// Accepts streams the remote opened; their DCEP open follows.
+    fn accept_streams(&mut self) {
+        let Some((_, association)) = &mut self.association else {
+            return;
+        };
+        while let Some(mut stream) = association.accept_stream() {
+            let id = stream.stream_identifier();
+            let _ = stream.set_default_payload_type(Ppi::Binary);
+            if self.channels.contains_key(&id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let shared = Arc::new(ChannelShared::default());
+            self.channels.insert(
+                id,
+                ChannelState {
+                    tx,
+                    shared,
+                    awaiting_open: true,
+                },
+            );
+            // The receiver is handed out with the DCEP open.
+            self.shared.stash_receiver(id, rx);
+        }
+    }
+
+    /// Moves complete messages of stream `id` into its channel's queue, as
+    /// far as the queue has room.
+    fn drain_stream(&mut self, now: Instant, id: u16) {
+        loop {
+            let Some(channel) = self.channels.get(&id) else {
+                return;
+            };
+            if channel.tx.capacity() == 0 && !channel.awaiting_open {
+                // Flag first, then look again: a reader that made room in
+                // between is seen here, one that makes room later wakes us.
+                channel.shared.blocked.store(true, Ordering::Release);
+                if channel.tx.capacity() == 0 {
+                    self.blocked.insert(id);
+                    return;
+                }
+                channel.shared.blocked.store(false, Ordering::Release);
+            }
+            let Some((_, association)) = &mut self.association else {
+                return;
+            };
+            let chunks = match association.stream(id).and_then(|mut s| s.read_sctp()) {
+                Ok(Some(chunks)) => chunks,
+                Ok(None) => return,
+                Err(_) => {
+                    // Reset by the remote peer.
+                    self.close_channel(now, id, false);
+                    return;
+                }
+            };
+            let max = self.local_max_message_size as usize;
+            let payload = match chunks.to_payload(max) {
+                Ok(p) => p,
+                Err(_) => {
+                    tracing::warn!(
+                        stream = id,
+                        max,
+                        "the remote peer sent a message over our max-message-size; closing the channel"
+                    );
+                    self.close_channel(now, id, true);
+                    return;
+                }
+            };
+            self.deliver(now, id, chunks.ppi, payload);
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, id: u16, ppi: Ppi, payload: BytesMut) {
+        let message = match ppi {
+            Ppi::Dcep => {
+                self.handle_dcep(now, id, payload);
+                return;
+            }
+            Ppi::String => Message {
+                data: payload.freeze(),
+                is_text: true,
+            },
+            Ppi::Binary => Message {
+                data: payload.freeze(),
+                is_text: false,
+            },
+            Ppi::StringEmpty => Message {
+                data: Bytes::new(),
+                is_text: true,
+            },
+            Ppi::BinaryEmpty => Message {
+                data: Bytes::new(),
+                is_text: false,
+            },
+            _ => return,
+        };
+        if let Some(channel) = self.channels.get(&id) {
+            if channel.awaiting_open {
+                tracing::debug!(stream = id, "data before DATA_CHANNEL_OPEN dropped");
+                return;
+            }
+            // Room was checked before the read, and only this task sends.
+            let _ = channel.tx.try_send(message);
+        }
+    }
+
+    fn handle_dcep(&mut self, now: Instant, id: u16, payload: BytesMut) {
+        let mut buf = payload.freeze();
+        let message = match Dcep::unmarshal(&mut buf) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(stream = id, error = %e, "malformed DCEP message");
+                return;
+            }
+        };
+        match message {
+            Dcep::DataChannelOpen(open) => self.remote_opened(now, id, open),
+            // Our open was accepted; a reliable ordered channel needs no more.
+            Dcep::DataChannelAck(_) => {}
+            _ => {}
+        }
+    }
+
+    fn remote_opened(&mut self, now: Instant, id: u16, open: DataChannelOpen) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if !channel.awaiting_open {
+            tracing::debug!(
+                stream = id,
+                "a second DATA_CHANNEL_OPEN on an open stream ignored"
+            );
+            return;
+        }
+        let Some(rx) = self.shared.take_receiver(id) else {
+            return;
+        };
+        channel.awaiting_open = false;
+        let shared = Arc::clone(&channel.shared);
+        let label = String::from_utf8_lossy(&open.label).into_owned();
+        if let Ok(ack) = Dcep::DataChannelAck(DataChannelAck {}).marshal() {
+            self.write(now, id, ack.freeze(), Ppi::Dcep);
+        }
+        let handle = Channel {
+            label,
+            stream_id: id,
+            max_send: self.shared.remote_max_message_size.load(Ordering::Acquire),
+            commands: self.command_tx.clone(),
+            incoming: tokio::sync::Mutex::new(rx),
+            shared,
+            wake: Arc::clone(&self.wake),
+        };
+        let _ = self.shared.accepted.send(DataChannel::from(handle));
+    }
+
+    fn open_channel(&mut self, now: Instant, label: String) -> Result<DataChannel, Error> {
+        let Some((_, association)) = &mut self.association else {
+            return Err(Error::Closed);
+        };
+        // RFC 8832: the DTLS client uses even stream ids, the server odd ones.
+        let parity = u16::from(!self.dtls_client);
+        let id = loop {
+            let id = self
+                .next_stream
+                .checked_mul(2)
+                .and_then(|n| n.checked_add(parity))
+                .ok_or_else(|| Error::Failed("no stream id left".into()))?;
+            self.next_stream += 1;
+            if !self.channels.contains_key(&id) {
+                break id;
+            }
+        };
+        association
+            .open_stream(id, Ppi::Binary)
+            .map_err(|e| Error::Failed(format!("SCTP stream: {e}")))?;
+        let open = Dcep::DataChannelOpen(DataChannelOpen {
+            channel_type: ChannelType::Reliable,
+            priority: 0,
+            reliability_parameter: 0,
+            label: label.as_bytes().to_vec(),
+            protocol: Vec::new(),
+        })
+        .marshal()
+        .map_err(|e| Error::Failed(format!("DCEP: {e}")))?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let shared = Arc::new(ChannelShared::default());
+        self.channels.insert(
+            id,
+            ChannelState {
+                tx,
+                shared: Arc::clone(&shared),
+                awaiting_open: false,
+            },
+        );
+        self.write(now, id, open.freeze(), Ppi::Dcep);
+        Ok(DataChannel::from(Channel {
+            label,
+            stream_id: id,
+            max_send: self.shared.remote_max_message_size.load(Ordering::Acquire),
+            commands: self.command_tx.clone(),
+            incoming: tokio::sync::Mutex::new(rx),
+            shared,
+            wake: Arc::clone(&self.wake),
+        }))
+    }
+
+    fn send(&mut self, now: Instant, id: u16, data: Bytes, is_text: bool) {
+        let len = data.len();
+        let (ppi, data) = match (is_text, data.is_empty()) {
+            // RFC 8831 §6.6: an empty message is one zero byte with its own PPI.
+            (true, true) => (Ppi::StringEmpty, Bytes::from_static(&[0])),
+            (false, true) => (Ppi::BinaryEmpty, Bytes::from_static(&[0])),
+            (true, false) => (Ppi::String, data),
+            (false, false) => (Ppi::Binary, data),
+        };
+        if !self.write(now, id, data, ppi) {
+            if let Some(channel) = self.channels.get(&id) {
+                channel.shared.release(len);
+            }
+        }
+    }
+
+    /// Writes one message on stream `id`; false when it could not be.
+    fn write(&mut self, now: Instant, id: u16, data: Bytes, ppi: Ppi) -> bool {
+        let Some((_, association)) = &mut self.association else {
+            return false;
+        };
+        match association
+            .stream(id)
+            .and_then(|mut s| s.write_sctp(now, &data, ppi))
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(stream = id, error = %e, "data channel write failed");
+                false
+            }
+        }
+    }
+
+    /// Forgets channel `id`; `reset` also resets its SCTP stream.
+    fn close_channel(&mut self, now: Instant, id: u16, reset: bool) {
+        if let Some(channel) = self.channels.remove(&id) {
+            channel.shared.closed.store(true, Ordering::Release);
+            channel.shared.drained.notify_waiters();
+        }
+        self.blocked.remove(&id);
+        self.shared.take_receiver(id);
+        if reset {
+            if let Some((_, association)) = &mut self.association {
+                if let Ok(mut stream) = association.stream(id) {
+                    let _ = stream.close(now);
+                }
+            }
+        }
+    }
+
+    fn drain_blocked(&mut self, now: Instant) {
+        for id in std::mem::take(&mut self.blocked) {
+            self.drain_stream(now, id);
+        }
+    }
+
+    /// Sends everything the state machines produced.
+    async fn flush(&mut self, now: Instant) {
+        let out = self.transmits(now);
+        for (index, to, data) in out {
+            send_to(&self.sockets[index].socket, to, &data).await;
+        }
+    }
+
+    /// The datagrams the state machines want sent, in order:
+    /// `(socket index, destination, bytes)`.
+    fn transmits(&mut self, now: Instant) -> Vec<(usize, SocketAddr, Vec<u8>)> {
+        let mut out = self.gatherer.poll_transmit(now);
+        self.publish_gathering_state();
+        while let Some(transmit) = self.agent.poll_write() {
+            let index = self
+                .sockets
+                .iter()
+                .position(|s| s.addr == transmit.transport.local_addr);
+            if let Some(index) = index {
+                out.push((
+                    index,
+                    transmit.transport.peer_addr,
+                    transmit.message.to_vec(),
+                ));
+            }
+        }
+        if let Some((_, association)) = &mut self.association {
+            while let Some(transmit) = association.poll_transmit(now) {
+                if let Payload::RawEncode(raw) = transmit.message {
+                    for packet in raw {
+                        if let Err(e) = self.dtls.write(now, TUNNEL, &packet) {
+                            tracing::debug!(error = %e, "DTLS write failed");
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(transmit) = self.dtls.poll_transmit() {
+            if let Some((index, remote)) = self.path {
+                out.push((index, remote, transmit.message.to_vec()));
+            }
+        }
+        out
+    }
+
+    fn set_state(&self, state: PeerState) {
+        self.shared.set_state(state);
+    }
+
+    fn force_connecting(&self) {
+        self.shared.force_connecting();
+    }
+
+    fn fail(&mut self, why: Failure) {
+        tracing::debug!(?why, "peer connection failed");
+        self.shared.fail(why);
+        self.exit = true;
+    }
+
+    /// Ends the connection: SCTP abort and DTLS close_notify go out, every
+    /// channel reads its end, every waiting open fails.
+    async fn finish(&mut self) {
+        let now = Instant::now();
+        if let Some((_, association)) = &mut self.association {
+            let _ = association.abort();
+        }
+        let _ = self.dtls.close(now);
+        self.flush(now).await;
+        let _ = self.agent.close();
+        for (_, reply) in self.pending_opens.drain(..) {
+            let _ = reply.send(Err(Error::Closed));
+        }
+        for (_, channel) in self.channels.drain() {
+            channel.shared.closed.store(true, Ordering::Release);
+            channel.shared.drained.notify_waiters();
+        }
+        self.shared.set_state(PeerState::Closed);
+        self.shared.closed();
+    }
+}
+
+async fn send_to(socket: &tokio::net::UdpSocket, to: SocketAddr, data: &[u8]) {
+    match socket.try_send_to(data, to) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            // The kernel's send buffer is full: wait for room (the datagram
+            // is not dropped).
+            if let Err(e) = socket.send_to(data, to).await {
+                tracing::trace!(%to, error = %e, "send failed");
+            }
+        }
+        Err(e) => tracing::trace!(%to, error = %e, "send failed"),
+    }
+}
+
+enum Input {
+    Command(Option<Command>),
+    Datagram((usize, usize, SocketAddr)),
+    Wake,
+    Timer,
+}
+
+fn kind(c: &Candidate) -> CandidateKind {
+    use rtc_ice::candidate::CandidateType;
+    match c.candidate_type() {
+        CandidateType::ServerReflexive => CandidateKind::ServerReflexive,
+        CandidateType::PeerReflexive => CandidateKind::PeerReflexive,
+        CandidateType::Relay => CandidateKind::Relay,
+        _ => CandidateKind::Host,
+    }
+}
+
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+}
+
+/// Polls every socket once for a datagram.
+fn poll_recv_any(
+    sockets: &[LocalSocket],
+    cx: &mut std::task::Context<'_>,
+    buf: &mut [u8],
+) -> Poll<(usize, usize, SocketAddr)> {
+    for (index, socket) in sockets.iter().enumerate() {
+        let mut read = ReadBuf::new(buf);
+        match socket.socket.poll_recv_from(cx, &mut read) {
+            Poll::Ready(Ok(from)) => return Poll::Ready((index, read.filled().len(), from)),
+            Poll::Ready(Err(e)) => tracing::trace!(error = %e, "receive failed"),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
+/// A datagram that is ready now on any socket.
+fn try_recv_any(sockets: &[LocalSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
+    sockets.iter().enumerate().find_map(|(index, socket)| {
+        socket
+            .socket
+            .try_recv_from(buf)
+            .ok()
+            .map(|(len, from)| (index, len, from))
+    })
+}

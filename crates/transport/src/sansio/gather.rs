@@ -1,0 +1,281 @@
+//! Local candidates for the sans-I/O stack: one UDP socket per allowed local
+//! address (host candidates), and server-reflexive candidates learnt by
+//! asking each STUN server from each socket. The ICE agent of `rtc-ice`
+//! gathers nothing itself; this module is its gatherer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rtc_ice::candidate::candidate_host::CandidateHostConfig;
+use rtc_ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
+use rtc_ice::candidate::{Candidate, CandidateConfig};
+use rtc_ice::url::{SchemeType, Url};
+use rtc_stun::message::{Getter, Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
+use rtc_stun::xoraddr::XorMappedAddress;
+use tokio::net::UdpSocket;
+
+use crate::{AddressFilter, Error, PeerConfig};
+
+/// The ICE component every candidate belongs to (data channels are one
+/// component).
+const COMPONENT: u16 = 1;
+
+/// A STUN binding request is sent this many times before the server is
+/// given up (RFC 8489's Rc is 7; gathering has a budget of its own).
+const STUN_TRIES: u32 = 3;
+/// The first retransmission wait; doubled per retry.
+const STUN_RTO: Duration = Duration::from_millis(300);
+
+/// A socket of ours with the address it is bound to.
+#[derive(Debug)]
+pub(super) struct LocalSocket {
+    pub(super) socket: UdpSocket,
+    pub(super) addr: SocketAddr,
+}
+
+/// Binds one UDP socket per local address the filter allows, sizes its
+/// buffers, and returns them with their host candidates.
+pub(super) fn bind_host_sockets(
+    config: &PeerConfig,
+) -> Result<(Vec<LocalSocket>, Vec<Candidate>), Error> {
+    let filter = &config.address_filter;
+    let interfaces = rtc_shared::ifaces::ifaces()
+        .map_err(|e| Error::Failed(format!("listing network interfaces: {e}")))?;
+    let mut sockets = Vec::new();
+    let mut candidates = Vec::new();
+    let mut seen: Vec<IpAddr> = Vec::new();
+    for interface in interfaces {
+        let Some(addr) = interface.addr else { continue };
+        let ip = addr.ip();
+        if seen.contains(&ip) || !usable_local_ip(filter, &interface.name, ip) {
+            continue;
+        }
+        seen.push(ip);
+        let std_socket = match std::net::UdpSocket::bind(SocketAddr::new(ip, 0)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%ip, error = %e, "cannot bind a host candidate socket");
+                continue;
+            }
+        };
+        if let Some(size) = config.socket_buffer {
+            crate::socket::size_buffers(&socket2::SockRef::from(&std_socket), size);
+        }
+        std_socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::Failed(format!("socket: {e}")))?;
+        let socket =
+            UdpSocket::from_std(std_socket).map_err(|e| Error::Failed(format!("socket: {e}")))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| Error::Failed(format!("socket: {e}")))?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: COMPONENT,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(|e| Error::Failed(format!("host candidate: {e}")))?;
+        candidates.push(candidate);
+        sockets.push(LocalSocket {
+            socket,
+            addr: local,
+        });
+    }
+    Ok((sockets, candidates))
+}
+
+/// Whether ICE may gather on `ip` of interface `name`: inside the filter,
+/// loopback only when the filter asks for it, never an IPv6 link-local or
+/// unspecified address.
+fn usable_local_ip(filter: &AddressFilter, name: &str, ip: IpAddr) -> bool {
+    if ip.is_unspecified() || ip.is_multicast() {
+        return false;
+    }
+    if let IpAddr::V6(v6) = ip {
+        if (v6.segments()[0] & 0xffc0) == 0xfe80 {
+            return false;
+        }
+    }
+    if ip.is_loopback() && !filter.wants_loopback() {
+        return false;
+    }
+    filter.allows_interface(name) && filter.allows_ip(ip)
+}
+
+/// The STUN servers of `config` (by address), confined to the filter like
+/// every other packet ICE sends. TURN is not gathered by this stack yet.
+pub(super) async fn stun_servers(config: &PeerConfig) -> Result<Vec<SocketAddr>, Error> {
+    let filter = &config.address_filter;
+    let mut out = Vec::new();
+    for server in &config.ice_servers {
+        for raw in &server.urls {
+            let url = Url::parse_url(raw)
+                .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
+            match url.scheme {
+                SchemeType::Stun => {}
+                SchemeType::Turn | SchemeType::Turns => {
+                    tracing::debug!(server = %raw, "the sans-I/O stack does not gather TURN candidates yet");
+                    continue;
+                }
+                _ => continue,
+            }
+            let host = url.host.trim_start_matches('[').trim_end_matches(']');
+            let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+                Err(_) => match tokio::net::lookup_host((host, url.port)).await {
+                    Ok(addrs) => addrs.collect(),
+                    Err(e) => {
+                        tracing::warn!(server = %raw, error = %e, "skipping STUN server that does not resolve");
+                        continue;
+                    }
+                },
+            };
+            match resolved.into_iter().find(|a| filter.allows_ip(a.ip())) {
+                Some(addr) => out.push(addr),
+                None => {
+                    tracing::warn!(server = %raw, "skipping ICE server outside the address filter")
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One binding request in flight: from socket `socket` to `server`.
+#[derive(Debug)]
+struct Transaction {
+    id: TransactionId,
+    socket: usize,
+    server: SocketAddr,
+    request: Vec<u8>,
+    tries: u32,
+    next: Instant,
+}
+
+/// Server-reflexive gathering: binding requests out, candidates in.
+#[derive(Debug, Default)]
+pub(super) struct ReflexiveGatherer {
+    pending: Vec<Transaction>,
+}
+
+impl ReflexiveGatherer {
+    /// Starts a binding request from every socket to every server of the
+    /// same address family.
+    pub(super) fn start(
+        sockets: &[LocalSocket],
+        servers: &[SocketAddr],
+        now: Instant,
+    ) -> Result<Self, Error> {
+        let mut pending = Vec::new();
+        for (index, socket) in sockets.iter().enumerate() {
+            if socket.addr.ip().is_loopback() {
+                continue;
+            }
+            for server in servers {
+                if server.is_ipv4() != socket.addr.is_ipv4() {
+                    continue;
+                }
+                let id = TransactionId::new();
+                let mut message = Message::new();
+                message
+                    .build(&[Box::new(BINDING_REQUEST), Box::new(id)])
+                    .map_err(|e| Error::Failed(format!("STUN request: {e}")))?;
+                pending.push(Transaction {
+                    id,
+                    socket: index,
+                    server: *server,
+                    request: message.raw,
+                    tries: 0,
+                    next: now,
+                });
+            }
+        }
+        Ok(Self { pending })
+    }
+
+    /// Whether every request was answered or given up.
+    pub(super) fn is_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// When [`Self::poll_transmit`] next has something to send.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.iter().map(|t| t.next).min()
+    }
+
+    /// The requests due at `now`, as `(socket, server, bytes)`; requests out
+    /// of tries are given up.
+    pub(super) fn poll_transmit(&mut self, now: Instant) -> Vec<(usize, SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.pending.retain_mut(|t| {
+            if t.next > now {
+                return true;
+            }
+            if t.tries == STUN_TRIES {
+                tracing::debug!(server = %t.server, "STUN server did not answer");
+                return false;
+            }
+            out.push((t.socket, t.server, t.request.clone()));
+            t.next = now + STUN_RTO * 2u32.pow(t.tries);
+            t.tries += 1;
+            true
+        });
+        out
+    }
+
+    /// Takes a datagram that arrived on `socket` from `from`: a binding
+    /// response to one of our requests yields the candidate it reveals
+    /// (`Some(None)` when it reveals nothing new); anything else is not ours
+    /// (`None`).
+    pub(super) fn handle(
+        &mut self,
+        sockets: &[LocalSocket],
+        socket: usize,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<Option<Candidate>> {
+        let position = self.pending.iter().position(|t| {
+            t.socket == socket && t.server == from && data.get(8..20) == Some(&t.id.0[..])
+        })?;
+        let mut message = Message::new();
+        message.raw = data.to_vec();
+        if message.decode().is_err() || message.typ != BINDING_SUCCESS {
+            return None;
+        }
+        let transaction = self.pending.swap_remove(position);
+        let mut mapped = XorMappedAddress::default();
+        if mapped.get_from(&message).is_err() {
+            return Some(None);
+        }
+        let base = sockets[transaction.socket].addr;
+        if mapped.ip == base.ip() && mapped.port == base.port() {
+            return Some(None);
+        }
+        let candidate = CandidateServerReflexiveConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: mapped.ip.to_string(),
+                port: mapped.port,
+                component: COMPONENT,
+                ..Default::default()
+            },
+            rel_addr: base.ip().to_string(),
+            rel_port: base.port(),
+            url: None,
+        }
+        .new_candidate_server_reflexive();
+        match candidate {
+            Ok(c) => Some(Some(c)),
+            Err(e) => {
+                tracing::debug!(error = %e, "unusable server-reflexive address");
+                Some(None)
+            }
+        }
+    }
+}
