@@ -75,8 +75,11 @@ async function check(page, echo, maxMessageSize) {
     new Promise((_, no) => setTimeout(() => no(new Error('exchange did not finish in 90 s')), 90_000)),
   ]);
   const pair = echo.log.find((l) => l.startsWith('pair')) ?? 'no pair line';
+  const stack = echo.log.find((l) => l.startsWith('stack')) ?? 'no stack line';
   console.log(`  ${(result.bytes / 1e6).toFixed(1)} MB echoed in ${result.secs.toFixed(2)} s ` +
-    `(${(result.bytes / 1e6 / result.secs).toFixed(1)} MB/s each way); beeline ${pair}`);
+    `(${(result.bytes / 1e6 / result.secs).toFixed(1)} MB/s each way); beeline ${stack}, ${pair}`);
+  // run.sh runs the suite once per stack (BEELINE_STACK, read by dc-echo).
+  assert.equal(stack, `stack ${process.env.BEELINE_STACK || '0.17'}`);
   assert.deepEqual(result.errors, []);
   assert.equal(result.bytes, 10 << 20);
   assert.equal(result.small, 1000);

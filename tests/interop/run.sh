@@ -37,5 +37,9 @@ netns_default_route "$ns" eth0 "$ns_addr/30" "$gw" eth0 198.18.0.2/30
 ip -n "$ns" addr add 127.0.0.2/8 dev lo
 
 cd "$here"
-ip netns exec "$ns" env BEELINE_PYTHON="$python" BEELINE_NS_ADDR="$ns_addr" node --test --test-concurrency=1 "$@" \
-    chromium.test.mjs firefox.test.mjs aiortc.test.mjs
+# Once per transport stack (dc-echo reads BEELINE_STACK; the tests check it).
+for stack in ${BEELINE_STACKS:-0.17 sansio}; do
+    echo "# transport stack: $stack"
+    ip netns exec "$ns" env BEELINE_STACK="$stack" BEELINE_PYTHON="$python" BEELINE_NS_ADDR="$ns_addr" \
+        node --test --test-concurrency=1 "$@" chromium.test.mjs firefox.test.mjs aiortc.test.mjs
+done

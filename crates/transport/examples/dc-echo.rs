@@ -64,6 +64,7 @@ async fn main() {
         let peer = Arc::clone(&peer);
         tokio::spawn(async move { signal::trickle(&peer).await });
     }
+    eprintln!("stack {}", peer.stack());
     tokio::spawn(report_state(Arc::clone(&peer)));
     {
         let peer = Arc::clone(&peer);

@@ -76,6 +76,10 @@ pub async fn trickle(peer: &Peer) {
 /// `--gather-wait-ms N`, `--connect-timeout-ms N`.
 pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
     let mut config = PeerConfig::default();
+    // The test suites pick the stack for every example they start.
+    if let Ok(stack) = std::env::var("BEELINE_STACK") {
+        config.stack = stack.parse().map_err(|e| format!("BEELINE_STACK: {e}"))?;
+    }
     let mut filter = AddressFilter::allow_all();
     let mut turn = IceServer::default();
     let mut rest = Vec::new();
@@ -86,6 +90,7 @@ pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
             "--allow" => {
                 filter.allow_network(&value()?).map_err(|e| e.to_string())?;
             }
+            "--stack" => config.stack = value()?.parse().map_err(|e| format!("--stack: {e}"))?,
             "--stun" => config.ice_servers.push(IceServer {
                 urls: vec![value()?],
                 ..Default::default()
