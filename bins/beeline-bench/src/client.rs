@@ -47,7 +47,13 @@ pub(crate) fn peer_config(filter: &AddressFilter) -> PeerConfig {
         Ok(v) => v.parse().ok().filter(|&n: &usize| n > 0),
         Err(_) => PeerConfig::default().socket_buffer,
     };
+    // The same variable picks home-peer's stack (it reads BEELINE_STACK).
+    let stack = std::env::var("BEELINE_STACK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
     PeerConfig {
+        stack,
         address_filter: filter.clone(),
         socket_buffer,
         ..Default::default()

@@ -82,10 +82,10 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
     }
 
     if wants("transport") {
-        eprintln!("bench: the transport alone (two peers in this process)…");
+        eprintln!("bench: the transport alone (two peers in this process), both stacks…");
         out.insert(
             "transport".into(),
-            crate::transport::run(&loopback_filter()?, args.round_trips, args.transfer_bytes)
+            crate::transport::run_both(&loopback_filter()?, args.round_trips, args.transfer_bytes)
                 .await?,
         );
     }

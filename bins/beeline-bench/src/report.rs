@@ -522,27 +522,53 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         );
     }
 
-    // The transport alone (no signaling, bridge or upstream), for attribution.
+    // The transport alone (no signaling, bridge or upstream), for attribution,
+    // on both stacks in the same phase (medians of alternating rounds).
+    for (key, name, echo_goal, switch_goal, mbps_goal) in [
+        ("v017", "0.17", None, None, None),
+        (
+            "sansio",
+            "sans-I/O",
+            AtMost(0.06),
+            AtMost(3.0),
+            AtLeast(70.0),
+        ),
+    ] {
+        let id = key;
+        rows.add(
+            &format!("transport_{id}_echo_rtt_p50_ms"),
+            &format!("transport alone, {name} stack (2 peers, 1 process): 64 B echo p50"),
+            num(&rust, &format!("transport.{key}.echo_rtt.p50")),
+            "ms",
+            echo_goal,
+        );
+        rows.add(
+            &format!("transport_{id}_echo_context_switches"),
+            &format!("transport alone, {name}: thread switches per echo round trip"),
+            num(
+                &rust,
+                &format!("transport.{key}.echo_context_switches_per_round_trip"),
+            ),
+            "switches",
+            switch_goal,
+        );
+        rows.add(
+            &format!("transport_{id}_one_way_mb_per_s"),
+            &format!("transport alone, {name}: 100 MB one way, 64 KiB messages"),
+            num(&rust, &format!("transport.{key}.throughput.mb_per_s")),
+            "MB/s",
+            mbps_goal,
+        );
+    }
     rows.add(
-        "transport_echo_rtt_p50_ms",
-        "transport alone (2 peers, 1 process): 64 B echo p50",
-        num(&rust, "transport.echo_rtt.p50"),
-        "ms",
-        None,
-    );
-    rows.add(
-        "transport_echo_context_switches",
-        "transport alone: thread switches per echo round trip",
-        num(&rust, "transport.echo_context_switches_per_round_trip"),
-        "switches",
-        None,
-    );
-    rows.add(
-        "transport_one_way_mb_per_s",
-        "transport alone: 100 MB one way, 64 KiB messages",
-        num(&rust, "transport.throughput.mb_per_s"),
-        "MB/s",
-        None,
+        "transport_sansio_over_017_one_way",
+        "transport alone: sans-I/O / 0.17 one-way throughput",
+        ratio(
+            num(&rust, "transport.sansio.throughput.mb_per_s"),
+            num(&rust, "transport.v017.throughput.mb_per_s"),
+        ),
+        "×",
+        AtLeast(2.0),
     );
     rows.add(
         "chromium_floor_one_way_mb_per_s",

@@ -1,13 +1,14 @@
 //! The transport alone, without signaling, the bridge or an upstream: two
 //! `beeline_transport` peers in this process on loopback. Its round trip
 //! and throughput bound what the HTTP figures can reach, so the report can
-//! tell transport cost from bridge cost.
+//! tell transport cost from bridge cost. Both stacks run in the same
+//! phase, alternately, so their figures share the machine's state.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use beeline_transport::{AddressFilter, DataChannel, Peer};
+use beeline_transport::{AddressFilter, DataChannel, Peer, Stack};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -23,8 +24,11 @@ struct Pair {
     b: DataChannel,
 }
 
-async fn pair(filter: &AddressFilter) -> Result<Pair> {
-    let config = peer_config(filter);
+async fn pair(filter: &AddressFilter, stack: Stack) -> Result<Pair> {
+    let config = beeline_transport::PeerConfig {
+        stack,
+        ..peer_config(filter)
+    };
     let (offerer, offer) = Peer::offer(config.clone()).await?;
     let (answerer, answer) = Peer::answer(config, &offer).await?;
     offerer.apply_answer(&answer)?;
@@ -53,10 +57,59 @@ async fn pair(filter: &AddressFilter) -> Result<Pair> {
     })
 }
 
+/// Rounds per stack, alternating; the report takes each figure's median.
+const ROUNDS: usize = 3;
+
+/// [`run_once`] for each stack, `ROUNDS` times alternately: `{"v017":
+/// {...}, "sansio": {...}}` with the median of each figure and the rounds.
+pub(crate) async fn run_both(
+    filter: &AddressFilter,
+    round_trips: usize,
+    bytes: usize,
+) -> Result<Value> {
+    let stacks = [Stack::Webrtc017, Stack::SansIo];
+    let mut rounds: Vec<Vec<Value>> = vec![Vec::new(); stacks.len()];
+    for _ in 0..ROUNDS {
+        for (i, stack) in stacks.iter().enumerate() {
+            rounds[i].push(run_once(filter, *stack, round_trips, bytes).await?);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (stack, runs) in stacks.iter().zip(rounds) {
+        let median = |path: &[&str]| {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| path.iter().try_fold(r, |v, k| v.get(*k))?.as_f64())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        let key = match stack {
+            Stack::Webrtc017 => "v017",
+            _ => "sansio",
+        };
+        out.insert(
+            key.to_owned(),
+            json!({
+                "echo_rtt": {"p50": median(&["echo_rtt", "p50"]), "p99": median(&["echo_rtt", "p99"])},
+                "echo_context_switches_per_round_trip": median(&["echo_context_switches_per_round_trip"]),
+                "throughput": {"mb_per_s": median(&["throughput", "mb_per_s"])},
+                "rounds": runs,
+            }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
 /// Echo round trips of a 64-byte message, then one-way throughput of
 /// `bytes` in messages of the transport's largest size.
-pub(crate) async fn run(filter: &AddressFilter, round_trips: usize, bytes: usize) -> Result<Value> {
-    let p = pair(filter).await?;
+async fn run_once(
+    filter: &AddressFilter,
+    stack: Stack,
+    round_trips: usize,
+    bytes: usize,
+) -> Result<Value> {
+    let p = pair(filter, stack).await?;
     let b = Arc::new(p.b);
     let echo_side = Arc::clone(&b);
     let echo = tokio::spawn(async move {

@@ -124,6 +124,11 @@ struct Args {
     /// Flag or environment only.
     #[arg(long, env = "BEELINE_UDP_BUFFER", default_value_t = beeline_transport::DEFAULT_SOCKET_BUFFER)]
     udp_buffer: usize,
+    /// WebRTC implementation: `0.17` (the webrtc-rs component crates, the
+    /// default) or `sansio` (the rtc-* crates, one task per connection).
+    /// Flag or environment only.
+    #[arg(long, env = "BEELINE_STACK", default_value_t = beeline_transport::Stack::default())]
+    stack: beeline_transport::Stack,
 }
 
 /// The `[serve.webrtc]` table, shaped like the specification's config.
@@ -304,6 +309,7 @@ async fn run(args: Args) -> Result<()> {
 
     let mut config = HomeConfig {
         peer: PeerConfig {
+            stack: args.stack,
             ice_servers,
             address_filter: filter.clone(),
             socket_buffer: (args.udp_buffer > 0).then_some(args.udp_buffer),

@@ -43,11 +43,11 @@ pub use config::{
 pub use description::{RemoteDescription, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::Error;
 
-/// The WebRTC component crates under this transport, for a binary's log
-/// filter. They log at WARN in normal operation (while ICE waits for
-/// candidates, every 50 ms), so a binary should filter them to ERROR unless
-/// the operator names them in `RUST_LOG`. The transport itself logs one INFO
-/// line per connection state change.
+/// The WebRTC component crates under this transport (both stacks), for a
+/// binary's log filter. The 0.17 crates log at WARN in normal operation
+/// (while ICE waits for candidates, every 50 ms), so a binary should filter
+/// them to ERROR unless the operator names them in `RUST_LOG`. The
+/// transport itself logs one INFO line per connection state change.
 pub const STACK_LOG_TARGETS: &[&str] = &[
     "webrtc_ice",
     "webrtc_dtls",
@@ -56,6 +56,14 @@ pub const STACK_LOG_TARGETS: &[&str] = &[
     "webrtc_util",
     "webrtc_mdns",
     "dtls",
+    "rtc_ice",
+    "rtc_dtls",
+    "rtc_sctp",
+    "rtc_datachannel",
+    "rtc_stun",
+    "rtc_mdns",
+    "rtc_shared",
+    "rtc_crypto",
 ];
 
 /// Log filter directives (`target=error`) for the [`STACK_LOG_TARGETS`] that

@@ -106,6 +106,8 @@ pub(super) struct Driver {
     pub(super) sockets: Vec<LocalSocket>,
     pub(super) agent: Agent,
     pub(super) gatherer: ReflexiveGatherer,
+    pub(super) config: crate::PeerConfig,
+    pub(super) stun_servers: Vec<SocketAddr>,
     pub(super) controlling: bool,
     pub(super) deadline: Instant,
     pub(super) connect_timeout: std::time::Duration,
@@ -276,18 +278,7 @@ impl Driver {
             } => self.send(now, stream_id, data, is_text),
             Command::CloseChannel { stream_id } => self.close_channel(now, stream_id, true),
             Command::Restart { reply } => {
-                let result = self
-                    .agent
-                    .restart(now, String::new(), String::new(), true)
-                    .map(|()| {
-                        let c = self.agent.get_local_credentials();
-                        (c.ufrag.clone(), c.pwd.clone())
-                    })
-                    .map_err(|e| Error::Failed(format!("ICE restart: {e}")));
-                if result.is_ok() {
-                    self.force_connecting();
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.restart(now));
             }
             Command::RemoteCredentials { ufrag, pwd } => {
                 if let Err(e) =
@@ -310,7 +301,7 @@ impl Driver {
             ecn: None,
         };
         match first {
-            0..=3 => match self.gatherer.handle(&self.sockets, index, from, data) {
+            0..=3 => match self.gatherer.handle(transport.local_addr, from, data) {
                 Some(Some(candidate)) => self.add_local_candidate(candidate),
                 Some(None) => self.publish_gathering_state(),
                 None => {
@@ -509,6 +500,10 @@ impl Driver {
 
     fn pair_selected(&mut self, now: Instant, local: &Candidate, remote: &Candidate) {
         let base = local.base_addr();
+        if self.sockets.iter().any(|s| s.addr == base && !s.retired) {
+            // The restart's path works: the old sockets go.
+            self.sockets.retain(|s| !s.retired);
+        }
         let index = self
             .sockets
             .iter()
@@ -834,14 +829,15 @@ impl Driver {
     /// The datagrams the state machines want sent, in order:
     /// `(socket index, destination, bytes)`.
     fn transmits(&mut self, now: Instant) -> Vec<(usize, SocketAddr, Vec<u8>)> {
-        let mut out = self.gatherer.poll_transmit(now);
+        let mut out: Vec<(usize, SocketAddr, Vec<u8>)> = Vec::new();
+        for (local, server, request) in self.gatherer.poll_transmit(now) {
+            if let Some(index) = self.socket_index(local) {
+                out.push((index, server, request));
+            }
+        }
         self.publish_gathering_state();
         while let Some(transmit) = self.agent.poll_write() {
-            let index = self
-                .sockets
-                .iter()
-                .position(|s| s.addr == transmit.transport.local_addr);
-            if let Some(index) = index {
+            if let Some(index) = self.socket_index(transmit.transport.local_addr) {
                 out.push((
                     index,
                     transmit.transport.peer_addr,
@@ -866,6 +862,34 @@ impl Driver {
             }
         }
         out
+    }
+
+    fn socket_index(&self, local: SocketAddr) -> Option<usize> {
+        self.sockets.iter().position(|s| s.addr == local)
+    }
+
+    /// An ICE restart: new credentials, and new sockets with their own
+    /// candidates (a path blocked on the old ports, or a network that
+    /// changed, gets a fresh start). The old sockets stay open until a pair
+    /// on the new ones is selected. Returns the new local credentials.
+    fn restart(&mut self, now: Instant) -> Result<(String, String), Error> {
+        let (sockets, candidates) = super::gather::bind_host_sockets(&self.config)?;
+        self.agent
+            .restart(now, String::new(), String::new(), false)
+            .map_err(|e| Error::Failed(format!("ICE restart: {e}")))?;
+        for socket in &mut self.sockets {
+            socket.retired = true;
+        }
+        self.sockets.extend(sockets);
+        self.shared.new_generation();
+        for candidate in candidates {
+            self.add_local_candidate(candidate);
+        }
+        self.gatherer = ReflexiveGatherer::start(&self.sockets, &self.stun_servers, now)?;
+        self.publish_gathering_state();
+        self.force_connecting();
+        let c = self.agent.get_local_credentials();
+        Ok((c.ufrag.clone(), c.pwd.clone()))
     }
 
     fn set_state(&self, state: PeerState) {

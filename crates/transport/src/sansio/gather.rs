@@ -31,6 +31,9 @@ const STUN_RTO: Duration = Duration::from_millis(300);
 pub(super) struct LocalSocket {
     pub(super) socket: UdpSocket,
     pub(super) addr: SocketAddr,
+    /// Left over from before an ICE restart: closed once a pair on the
+    /// restart's sockets is selected.
+    pub(super) retired: bool,
 }
 
 /// Binds one UDP socket per local address the filter allows, sizes its
@@ -85,6 +88,7 @@ pub(super) fn bind_host_sockets(
         sockets.push(LocalSocket {
             socket,
             addr: local,
+            retired: false,
         });
     }
     Ok((sockets, candidates))
@@ -147,11 +151,11 @@ pub(super) async fn stun_servers(config: &PeerConfig) -> Result<Vec<SocketAddr>,
     Ok(out)
 }
 
-/// One binding request in flight: from socket `socket` to `server`.
+/// One binding request in flight: from our socket `local` to `server`.
 #[derive(Debug)]
 struct Transaction {
     id: TransactionId,
-    socket: usize,
+    local: SocketAddr,
     server: SocketAddr,
     request: Vec<u8>,
     tries: u32,
@@ -173,8 +177,8 @@ impl ReflexiveGatherer {
         now: Instant,
     ) -> Result<Self, Error> {
         let mut pending = Vec::new();
-        for (index, socket) in sockets.iter().enumerate() {
-            if socket.addr.ip().is_loopback() {
+        for socket in sockets {
+            if socket.retired || socket.addr.ip().is_loopback() {
                 continue;
             }
             for server in servers {
@@ -188,7 +192,7 @@ impl ReflexiveGatherer {
                     .map_err(|e| Error::Failed(format!("STUN request: {e}")))?;
                 pending.push(Transaction {
                     id,
-                    socket: index,
+                    local: socket.addr,
                     server: *server,
                     request: message.raw,
                     tries: 0,
@@ -209,9 +213,9 @@ impl ReflexiveGatherer {
         self.pending.iter().map(|t| t.next).min()
     }
 
-    /// The requests due at `now`, as `(socket, server, bytes)`; requests out
-    /// of tries are given up.
-    pub(super) fn poll_transmit(&mut self, now: Instant) -> Vec<(usize, SocketAddr, Vec<u8>)> {
+    /// The requests due at `now`, as `(our socket's address, server,
+    /// bytes)`; requests out of tries are given up.
+    pub(super) fn poll_transmit(&mut self, now: Instant) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
         let mut out = Vec::new();
         self.pending.retain_mut(|t| {
             if t.next > now {
@@ -221,7 +225,7 @@ impl ReflexiveGatherer {
                 tracing::debug!(server = %t.server, "STUN server did not answer");
                 return false;
             }
-            out.push((t.socket, t.server, t.request.clone()));
+            out.push((t.local, t.server, t.request.clone()));
             t.next = now + STUN_RTO * 2u32.pow(t.tries);
             t.tries += 1;
             true
@@ -229,19 +233,18 @@ impl ReflexiveGatherer {
         out
     }
 
-    /// Takes a datagram that arrived on `socket` from `from`: a binding
-    /// response to one of our requests yields the candidate it reveals
-    /// (`Some(None)` when it reveals nothing new); anything else is not ours
-    /// (`None`).
+    /// Takes a datagram that arrived on our socket `local` from `from`: a
+    /// binding response to one of our requests yields the candidate it
+    /// reveals (`Some(None)` when it reveals nothing new); anything else is
+    /// not ours (`None`).
     pub(super) fn handle(
         &mut self,
-        sockets: &[LocalSocket],
-        socket: usize,
+        local: SocketAddr,
         from: SocketAddr,
         data: &[u8],
     ) -> Option<Option<Candidate>> {
         let position = self.pending.iter().position(|t| {
-            t.socket == socket && t.server == from && data.get(8..20) == Some(&t.id.0[..])
+            t.local == local && t.server == from && data.get(8..20) == Some(&t.id.0[..])
         })?;
         let mut message = Message::new();
         message.raw = data.to_vec();
@@ -253,7 +256,7 @@ impl ReflexiveGatherer {
         if mapped.get_from(&message).is_err() {
             return Some(None);
         }
-        let base = sockets[transaction.socket].addr;
+        let base = transaction.local;
         if mapped.ip == base.ip() && mapped.port == base.port() {
             return Some(None);
         }

@@ -59,6 +59,8 @@ const SRTP_PROFILES: [SrtpProtectionProfile; 3] = [
 /// Local candidates gathered so far, and whether gathering is over.
 #[derive(Debug, Default)]
 struct Gathered {
+    /// 0, then +1 per ICE restart.
+    generation: u64,
     lines: Vec<String>,
     complete: bool,
 }
@@ -150,6 +152,17 @@ impl Shared {
         }
     }
 
+    /// An ICE restart starts a new list of local candidates.
+    fn new_generation(&self) {
+        let mut gathered = self.gathered.lock().expect("not poisoned");
+        *gathered = Gathered {
+            generation: gathered.generation + 1,
+            ..Gathered::default()
+        };
+        drop(gathered);
+        self.gathered_changed.send_modify(|v| *v += 1);
+    }
+
     fn stash_receiver(&self, id: u16, rx: mpsc::Receiver<Message>) {
         self.receivers.lock().expect("not poisoned").insert(id, rx);
     }
@@ -181,8 +194,9 @@ pub(crate) struct Peer {
     restart_lock: Mutex<()>,
     accepted: Mutex<mpsc::UnboundedReceiver<DataChannel>>,
     remote_candidates: AtomicU32,
-    /// Local candidates already handed out (in a description or trickled).
-    handed_out: Mutex<usize>,
+    /// Local candidates already handed out (in a description or trickled):
+    /// `(generation, count)`.
+    handed_out: StdMutex<(u64, usize)>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -275,13 +289,27 @@ impl Peer {
     }
 
     pub(crate) async fn next_local_candidate(&self) -> Option<LocalCandidate> {
-        let mut handed_out = self.handed_out.lock().await;
         let mut changed = self.shared.gathered_changed.subscribe();
+        let generation = self
+            .shared
+            .gathered
+            .lock()
+            .expect("not poisoned")
+            .generation;
         loop {
             {
                 let gathered = self.shared.gathered.lock().expect("not poisoned");
-                if let Some(line) = gathered.lines.get(*handed_out) {
-                    *handed_out += 1;
+                // Candidates of an older generation are never handed out: a
+                // restart ends that trickle (the caller asks again).
+                if gathered.generation != generation {
+                    return None;
+                }
+                let mut handed = self.handed_out.lock().expect("not poisoned");
+                if handed.0 != generation {
+                    *handed = (generation, 0);
+                }
+                if let Some(line) = gathered.lines.get(handed.1) {
+                    handed.1 += 1;
                     return Some(LocalCandidate {
                         candidate: line.clone(),
                     });
@@ -414,6 +442,7 @@ impl Peer {
         let servers = gather::stun_servers(&config).await?;
         let now = Instant::now();
         let gatherer = ReflexiveGatherer::start(&sockets, &servers, now)?;
+        let driver_config = config.clone();
 
         // A pair whose checks get no answer is given up after this many
         // checks (see the 0.17 stack for the reasoning).
@@ -479,6 +508,8 @@ impl Peer {
             sockets,
             agent,
             gatherer,
+            config: driver_config,
+            stun_servers: servers,
             controlling,
             deadline: now + config.connect_timeout,
             connect_timeout: config.connect_timeout,
@@ -520,7 +551,7 @@ impl Peer {
             restart_lock: Mutex::new(()),
             accepted: Mutex::new(accepted_rx),
             remote_candidates: AtomicU32::new(0),
-            handed_out: Mutex::new(0),
+            handed_out: StdMutex::new((0, 0)),
         })
     }
 
@@ -550,6 +581,9 @@ impl Peer {
             // Self-signed: authenticated by the fingerprint check instead.
             .with_insecure_skip_verify(true)
             .with_verify_peer_certificate(Some(verify))
+            // Names nothing (the certificate is checked by fingerprint);
+            // set so the builder does not warn that it guessed one.
+            .with_server_name("beeline".to_owned())
             .build(client, None)
             .map_err(|e| Error::Failed(format!("DTLS configuration: {e}")))?;
         Ok(Arc::new(config))
@@ -649,29 +683,26 @@ impl Peer {
     }
 
     async fn initial_candidates(&self) -> (Vec<String>, bool) {
-        let mut handed_out = self.handed_out.lock().await;
-        if self.config.gather_wait.is_zero() {
-            *handed_out = 0;
-            return (Vec::new(), false);
-        }
         let mut changed = self.shared.gathered_changed.subscribe();
         let deadline = tokio::time::Instant::now() + self.config.gather_wait;
         loop {
+            let waited =
+                self.config.gather_wait.is_zero() || tokio::time::Instant::now() >= deadline;
             {
                 let gathered = self.shared.gathered.lock().expect("not poisoned");
-                if gathered.complete {
-                    *handed_out = gathered.lines.len();
-                    return (gathered.lines.clone(), true);
+                if gathered.complete || waited {
+                    let mut handed = self.handed_out.lock().expect("not poisoned");
+                    if self.config.gather_wait.is_zero() {
+                        // Pure trickle: every candidate goes through
+                        // next_local_candidate.
+                        *handed = (gathered.generation, 0);
+                        return (Vec::new(), false);
+                    }
+                    *handed = (gathered.generation, gathered.lines.len());
+                    return (gathered.lines.clone(), gathered.complete);
                 }
             }
-            if tokio::time::timeout_at(deadline, changed.changed())
-                .await
-                .is_err()
-            {
-                let gathered = self.shared.gathered.lock().expect("not poisoned");
-                *handed_out = gathered.lines.len();
-                return (gathered.lines.clone(), false);
-            }
+            let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
         }
     }
 
