@@ -12,7 +12,8 @@
 //!
 //! As an answerer, every later `sdp` line is an ICE-restart offer and is
 //! answered. Status lines (`state ...`, `pair ...`) go to stderr. It exits
-//! when stdin closes (0) or the connection fails (1).
+//! when stdin closes or the remote closes the connection (0), or when the
+//! connection fails (1).
 
 #[path = "support/signal.rs"]
 mod signal;
@@ -24,6 +25,10 @@ use signal::{Signal, SignalIn};
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let config = match signal::peer_config(&mut args) {
         Ok(c) => c,
@@ -158,7 +163,12 @@ async fn report_state(peer: Arc<Peer>) {
             }
             std::process::exit(1);
         }
-        if state.changed().await.is_err() || s == PeerState::Closed {
+        if s == PeerState::Closed {
+            // The remote closed it (the sans-I/O stack says so with a DTLS
+            // close_notify; the 0.17 stack's remote goes Failed instead).
+            std::process::exit(0);
+        }
+        if state.changed().await.is_err() {
             return;
         }
     }

@@ -259,8 +259,10 @@ impl Driver {
                 self.set_state(PeerState::Connecting);
             }
             Command::RemoteCandidate(candidate) => {
-                if let Err(e) = self.agent.add_remote_candidate(*candidate) {
-                    tracing::debug!(error = %e, "remote candidate refused by ICE");
+                let line = candidate.marshal();
+                match self.agent.add_remote_candidate(*candidate) {
+                    Ok(added) => tracing::debug!(candidate = %line, added, "remote candidate"),
+                    Err(e) => tracing::debug!(error = %e, "remote candidate refused by ICE"),
                 }
             }
             Command::Open { label, reply } => {
@@ -287,6 +289,11 @@ impl Driver {
                 {
                     tracing::warn!(error = %e, "could not apply the remote ICE credentials");
                 }
+                tracing::debug!(
+                    local = self.agent.get_local_candidates().len(),
+                    remote = self.agent.get_remote_candidates().len(),
+                    "ICE checks restart"
+                );
             }
             Command::Close => self.exit = true,
         }
@@ -543,6 +550,7 @@ impl Driver {
 
     fn add_local_candidate(&mut self, candidate: Candidate) {
         let line = format!("candidate:{}", candidate.marshal());
+        tracing::debug!(candidate = %line, "local candidate");
         match self.agent.add_local_candidate(candidate) {
             Ok(_) => self.shared.push_candidate(line),
             Err(e) => tracing::debug!(error = %e, "local candidate refused by ICE"),
@@ -881,11 +889,13 @@ impl Driver {
             socket.retired = true;
         }
         self.sockets.extend(sockets);
+        // The new gatherer first: the new generation is complete only when
+        // its own reflexive candidates are in.
+        self.gatherer = ReflexiveGatherer::start(&self.sockets, &self.stun_servers, now)?;
         self.shared.new_generation();
         for candidate in candidates {
             self.add_local_candidate(candidate);
         }
-        self.gatherer = ReflexiveGatherer::start(&self.sockets, &self.stun_servers, now)?;
         self.publish_gathering_state();
         self.force_connecting();
         let c = self.agent.get_local_credentials();
