@@ -2,7 +2,7 @@
 # Fails if any crate of the WebRTC media stack is in the dependency graph.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-banned='^(webrtc|rtp|rtcp|webrtc-srtp|interceptor|webrtc-media|webrtc-dtls)$'
+banned='^(webrtc|rtp|rtcp|webrtc-srtp|interceptor|webrtc-media|webrtc-dtls|rtc|rtc-rtp|rtc-rtcp|rtc-srtp|rtc-interceptor|rtc-media)$'
 found=$(cargo metadata --format-version 1 --locked | python3 -c '
 import json, re, sys
 banned = re.compile(sys.argv[1])

@@ -340,10 +340,16 @@ scenario() {
 
 scenarios=("$@")
 [ "${#scenarios[@]}" -gt 0 ] || scenarios=(direct relay blocked deadpath turn-tcp turn-tls)
-for s in "${scenarios[@]}"; do
-    setup "$s"
-    scenario "$s"
-    teardown
+# Every scenario once per transport stack (dc-echo and dc-drive read
+# BEELINE_STACK; BEELINE_STACKS narrows the list).
+for stack in ${BEELINE_STACKS:-0.17 sansio}; do
+    export BEELINE_STACK="$stack"
+    echo "# transport stack: $stack"
+    for s in "${scenarios[@]}"; do
+        setup "$s"
+        scenario "$s"
+        teardown
+    done
 done
 
 echo "$passed passed, $failed failed"

@@ -278,6 +278,22 @@ impl Default for PeerConfig {
     }
 }
 
+/// Set once the first unusable TURN URL has been reported at WARN.
+static WARNED_UNUSABLE_RELAY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Says that a TURN URL is skipped: the first time in a process at WARN, then
+/// at DEBUG (a client handed signal-api's URL list meets the same ones on
+/// every connection).
+pub(crate) fn skip_unusable_relay_url(raw: &str) {
+    const WHY: &str = "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)";
+    if WARNED_UNUSABLE_RELAY.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(server = %raw, "{WHY}");
+    } else {
+        tracing::warn!(server = %raw, "{WHY}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -723,7 +723,7 @@ async fn ice_server_urls(config: &PeerConfig) -> Result<Vec<Url>, Error> {
             let mut url = Url::parse_url(raw)
                 .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
             if !relay_url_usable(&url) {
-                skip_unusable_relay_url(raw);
+                crate::config::skip_unusable_relay_url(raw);
                 continue;
             }
             url.username = server.username.clone().unwrap_or_default();
@@ -768,21 +768,6 @@ fn relay_url_usable(url: &Url) -> bool {
         SchemeType::Turn => url.proto == ProtoType::Udp,
         SchemeType::Turns => false,
         _ => true,
-    }
-}
-
-/// Set once the first unusable TURN URL has been reported at WARN.
-static WARNED_UNUSABLE_RELAY: AtomicBool = AtomicBool::new(false);
-
-/// Says that a TURN URL is skipped: the first time in a process at WARN, then
-/// at DEBUG (a client handed signal-api's URL list meets the same ones on
-/// every connection).
-fn skip_unusable_relay_url(raw: &str) {
-    const WHY: &str = "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)";
-    if WARNED_UNUSABLE_RELAY.swap(true, Ordering::Relaxed) {
-        tracing::debug!(server = %raw, "{WHY}");
-    } else {
-        tracing::warn!(server = %raw, "{WHY}");
     }
 }
 

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, ChannelShared, QUEUE};
 use super::gather::{LocalSocket, ReflexiveGatherer};
+use super::turn::TurnRelay;
 use super::Shared;
 use crate::channel::{Message, LOW_WATER};
 use crate::peer::{CandidateKind, Failure, PeerState, SelectedPair};
@@ -108,6 +109,7 @@ pub(super) struct Driver {
     pub(super) gatherer: ReflexiveGatherer,
     pub(super) config: crate::PeerConfig,
     pub(super) stun_servers: Vec<SocketAddr>,
+    pub(super) relays: Vec<TurnRelay>,
     pub(super) controlling: bool,
     pub(super) deadline: Instant,
     pub(super) connect_timeout: std::time::Duration,
@@ -125,10 +127,10 @@ pub(super) struct Driver {
     pub(super) blocked: HashSet<u16>,
     pub(super) pending_opens: Vec<(String, oneshot::Sender<Result<DataChannel, Error>>)>,
     pub(super) next_stream: u16,
-    /// Where DTLS records go: `(socket index, remote address)`. The selected
-    /// pair once ICE has one; before that, where the remote's first DTLS
-    /// record came from.
-    pub(super) path: Option<(usize, SocketAddr)>,
+    /// Where DTLS records go: `(local address, remote address)`, the local
+    /// address a socket of ours or a relayed one. The selected pair once ICE
+    /// has one; before that, where the remote's first DTLS record came from.
+    pub(super) path: Option<(SocketAddr, SocketAddr)>,
     pub(super) ice_state: ConnectionState,
     pub(super) exit: bool,
 }
@@ -198,6 +200,9 @@ impl Driver {
             take(association.poll_timeout());
         }
         take(self.gatherer.poll_timeout());
+        for relay in &mut self.relays {
+            take(relay.poll_timeout());
+        }
         at.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600))
     }
 
@@ -209,6 +214,12 @@ impl Driver {
         if let Err(e) = self.agent.handle_timeout(now) {
             tracing::debug!(error = %e, "ICE timer");
         }
+        for r in 0..self.relays.len() {
+            if let Some(candidate) = self.relays[r].handle_timeout(now) {
+                self.add_local_candidate(candidate);
+            }
+        }
+        self.publish_gathering_state();
         if self.dtls.poll_timeout(&TUNNEL).is_some_and(|t| t <= now) {
             if let Err(e) = self.dtls.handle_timeout(TUNNEL, now) {
                 tracing::debug!(error = %e, "DTLS handshake gave up");
@@ -300,9 +311,36 @@ impl Driver {
     }
 
     fn handle_datagram(&mut self, now: Instant, index: usize, from: SocketAddr, data: &[u8]) {
+        let local = self.sockets[index].addr;
+        if self.sockets[index].turn {
+            let Some(r) = self
+                .relays
+                .iter()
+                .position(|r| r.local == local && r.server == from)
+            else {
+                return;
+            };
+            let (candidate, relayed) = self.relays[r].handle(now, data);
+            if let Some(candidate) = candidate {
+                self.add_local_candidate(candidate);
+            }
+            self.publish_gathering_state();
+            if let Some(relayed_addr) = self.relays[r].relayed() {
+                for (peer, bytes) in relayed {
+                    self.handle_input(now, relayed_addr, peer, &bytes);
+                }
+            }
+            return;
+        }
+        self.handle_input(now, local, from, data);
+    }
+
+    /// A datagram that reached our local address `local` (a socket of ours,
+    /// or a relayed address) from `from`.
+    fn handle_input(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         let Some(&first) = data.first() else { return };
         let transport = TransportContext {
-            local_addr: self.sockets[index].addr,
+            local_addr: local,
             peer_addr: from,
             transport_protocol: TransportProtocol::UDP,
             ecn: None,
@@ -331,7 +369,7 @@ impl Driver {
                     return;
                 }
                 if self.path.is_none() {
-                    self.path = Some((index, from));
+                    self.path = Some((local, from));
                 }
                 let events = match self.dtls.read(now, TUNNEL, None, BytesMut::from(data)) {
                     Ok(events) => events,
@@ -511,23 +549,15 @@ impl Driver {
             // The restart's path works: the old sockets go.
             self.sockets.retain(|s| !s.retired);
         }
-        let index = self
-            .sockets
-            .iter()
-            .position(|s| s.addr == base)
-            .or_else(|| {
-                self.sockets
-                    .iter()
-                    .position(|s| s.addr.port() == base.port())
+        self.path = Some((base, remote.addr()));
+        let receive_buffer = self
+            .socket_index(base)
+            .filter(|_| local.candidate_type() != rtc_ice::candidate::CandidateType::Relay)
+            .and_then(|i| {
+                socket2::SockRef::from(&self.sockets[i].socket)
+                    .recv_buffer_size()
+                    .ok()
             });
-        let Some(index) = index else {
-            tracing::debug!(%base, "selected pair on no socket of ours");
-            return;
-        };
-        self.path = Some((index, remote.addr()));
-        let receive_buffer = socket2::SockRef::from(&self.sockets[index].socket)
-            .recv_buffer_size()
-            .ok();
         let pair = SelectedPair {
             local: kind(local),
             local_addr: format!("{}:{}", local.address(), local.port()),
@@ -559,7 +589,7 @@ impl Driver {
     }
 
     fn publish_gathering_state(&mut self) {
-        if self.gatherer.is_done() {
+        if self.gatherer.is_done() && self.relays.iter().all(TurnRelay::is_settled) {
             self.shared.gathering_complete();
         }
     }
@@ -839,19 +869,12 @@ impl Driver {
     fn transmits(&mut self, now: Instant) -> Vec<(usize, SocketAddr, Vec<u8>)> {
         let mut out: Vec<(usize, SocketAddr, Vec<u8>)> = Vec::new();
         for (local, server, request) in self.gatherer.poll_transmit(now) {
-            if let Some(index) = self.socket_index(local) {
-                out.push((index, server, request));
-            }
+            self.route(now, local, server, request, &mut out);
         }
         self.publish_gathering_state();
         while let Some(transmit) = self.agent.poll_write() {
-            if let Some(index) = self.socket_index(transmit.transport.local_addr) {
-                out.push((
-                    index,
-                    transmit.transport.peer_addr,
-                    transmit.message.to_vec(),
-                ));
-            }
+            let (local, to) = (transmit.transport.local_addr, transmit.transport.peer_addr);
+            self.route(now, local, to, transmit.message.to_vec(), &mut out);
         }
         if let Some((_, association)) = &mut self.association {
             while let Some(transmit) = association.poll_transmit(now) {
@@ -865,11 +888,37 @@ impl Driver {
             }
         }
         while let Some(transmit) = self.dtls.poll_transmit() {
-            if let Some((index, remote)) = self.path {
-                out.push((index, remote, transmit.message.to_vec()));
+            if let Some((local, remote)) = self.path {
+                self.route(now, local, remote, transmit.message.to_vec(), &mut out);
+            }
+        }
+        for r in 0..self.relays.len() {
+            let Some(index) = self.socket_index(self.relays[r].local) else {
+                continue;
+            };
+            let server = self.relays[r].server;
+            for bytes in self.relays[r].poll_transmit() {
+                out.push((index, server, bytes));
             }
         }
         out
+    }
+
+    /// Queues `data` from our local address `local` to `to`: on the socket
+    /// bound there, or through the TURN relay whose relayed address it is.
+    fn route(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+        out: &mut Vec<(usize, SocketAddr, Vec<u8>)>,
+    ) {
+        if let Some(index) = self.socket_index(local) {
+            out.push((index, to, data));
+        } else if let Some(relay) = self.relays.iter_mut().find(|r| r.relayed() == Some(local)) {
+            relay.send(now, to, &data);
+        }
     }
 
     fn socket_index(&self, local: SocketAddr) -> Option<usize> {
@@ -885,7 +934,7 @@ impl Driver {
         self.agent
             .restart(now, String::new(), String::new(), false)
             .map_err(|e| Error::Failed(format!("ICE restart: {e}")))?;
-        for socket in &mut self.sockets {
+        for socket in self.sockets.iter_mut().filter(|s| !s.turn) {
             socket.retired = true;
         }
         self.sockets.extend(sockets);
@@ -894,6 +943,15 @@ impl Driver {
         self.gatherer = ReflexiveGatherer::start(&self.sockets, &self.stun_servers, now)?;
         self.shared.new_generation();
         for candidate in candidates {
+            self.add_local_candidate(candidate);
+        }
+        // The allocations outlive the restart; their candidates join anew.
+        let relayed: Vec<Candidate> = self
+            .relays
+            .iter()
+            .filter_map(|r| r.relayed().and_then(|a| r.candidate(a)))
+            .collect();
+        for candidate in relayed {
             self.add_local_candidate(candidate);
         }
         self.publish_gathering_state();
@@ -924,6 +982,9 @@ impl Driver {
             let _ = association.abort();
         }
         let _ = self.dtls.close(now);
+        for relay in &mut self.relays {
+            relay.close(now);
+        }
         self.flush(now).await;
         let _ = self.agent.close();
         for (_, reply) in self.pending_opens.drain(..) {

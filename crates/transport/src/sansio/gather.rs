@@ -34,6 +34,8 @@ pub(super) struct LocalSocket {
     /// Left over from before an ICE restart: closed once a pair on the
     /// restart's sockets is selected.
     pub(super) retired: bool,
+    /// Talks to a TURN server (no host candidate of its own).
+    pub(super) turn: bool,
 }
 
 /// Binds one UDP socket per local address the filter allows, sizes its
@@ -89,9 +91,36 @@ pub(super) fn bind_host_sockets(
             socket,
             addr: local,
             retired: false,
+            turn: false,
         });
     }
     Ok((sockets, candidates))
+}
+
+/// Binds a socket for talking to the TURN server at `server`, on the first
+/// host address of the same family (so its packets stay inside the
+/// filter like every other).
+pub(super) fn bind_turn_socket(
+    config: &PeerConfig,
+    hosts: &[LocalSocket],
+    server: SocketAddr,
+) -> Option<LocalSocket> {
+    let ip = hosts.iter().map(|s| s.addr.ip()).find(|ip| {
+        ip.is_ipv4() == server.is_ipv4() && ip.is_loopback() == server.ip().is_loopback()
+    })?;
+    let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).ok()?;
+    if let Some(size) = config.socket_buffer {
+        crate::socket::size_buffers(&socket2::SockRef::from(&std_socket), size);
+    }
+    std_socket.set_nonblocking(true).ok()?;
+    let socket = UdpSocket::from_std(std_socket).ok()?;
+    let addr = socket.local_addr().ok()?;
+    Some(LocalSocket {
+        socket,
+        addr,
+        retired: false,
+        turn: true,
+    })
 }
 
 /// Whether ICE may gather on `ip` of interface `name`: inside the filter,
@@ -178,7 +207,7 @@ impl ReflexiveGatherer {
     ) -> Result<Self, Error> {
         let mut pending = Vec::new();
         for socket in sockets {
-            if socket.retired || socket.addr.ip().is_loopback() {
+            if socket.retired || socket.turn || socket.addr.ip().is_loopback() {
                 continue;
             }
             for server in servers {

@@ -10,6 +10,7 @@
 mod channel;
 mod driver;
 mod gather;
+mod turn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -438,9 +439,24 @@ impl Peer {
     async fn new(config: PeerConfig, controlling: bool) -> Result<Self, Error> {
         let crypto = rtc_crypto::default_provider()
             .map_err(|e| Error::Failed(format!("crypto provider: {e}")))?;
-        let (sockets, host_candidates) = gather::bind_host_sockets(&config)?;
+        let (mut sockets, host_candidates) = gather::bind_host_sockets(&config)?;
         let servers = gather::stun_servers(&config).await?;
+        let turn_servers = turn::turn_servers(&config).await?;
         let now = Instant::now();
+        let mut relays = Vec::new();
+        for server in &turn_servers {
+            let Some(socket) = gather::bind_turn_socket(&config, &sockets, server.addr) else {
+                tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
+                continue;
+            };
+            relays.push(turn::TurnRelay::start(
+                server,
+                socket.addr,
+                Arc::clone(&crypto),
+                now,
+            )?);
+            sockets.push(socket);
+        }
         let gatherer = ReflexiveGatherer::start(&sockets, &servers, now)?;
         let driver_config = config.clone();
 
@@ -488,7 +504,7 @@ impl Peer {
                 .map_err(|e| Error::Failed(format!("ICE: {e}")))?;
             shared.push_candidate(line);
         }
-        if gatherer.is_done() {
+        if gatherer.is_done() && relays.is_empty() {
             shared.gathering_complete();
         }
         let credentials = agent.get_local_credentials();
@@ -510,6 +526,7 @@ impl Peer {
             gatherer,
             config: driver_config,
             stun_servers: servers,
+            relays,
             controlling,
             deadline: now + config.connect_timeout,
             connect_timeout: config.connect_timeout,

@@ -1,0 +1,262 @@
+//! Relayed candidates for the sans-I/O stack: one `rtc-turn` client per
+//! TURN server, each on a UDP socket of its own. The relayed address is a
+//! local candidate like any other; what ICE and DTLS send from it goes out
+//! through the client (a permission per remote address first), and what the
+//! server relays back comes in as if it had arrived on that address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc_crypto::RTCCryptoProvider;
+use rtc_ice::candidate::candidate_relay::CandidateRelayConfig;
+use rtc_ice::candidate::{Candidate, CandidateConfig};
+use rtc_ice::url::{ProtoType, SchemeType, Url};
+use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
+use rtc_turn::client::{Client, ClientConfig, Event};
+use sansio::Protocol;
+
+use crate::{Error, PeerConfig};
+
+/// The first retransmission wait of a TURN request; doubled per retry.
+const RTO: Duration = Duration::from_millis(200);
+
+/// A TURN server to allocate on: its address and the credentials for it.
+#[derive(Debug, Clone)]
+pub(super) struct TurnServer {
+    pub(super) addr: SocketAddr,
+    pub(super) url: String,
+    pub(super) username: String,
+    pub(super) password: String,
+}
+
+/// The `turn:` servers over UDP in `config`, confined to the address filter
+/// (resolved here for that check). TURN over TCP and TLS are not gathered
+/// by this stack yet; they are skipped as on the 0.17 stack (one WARN per
+/// process).
+pub(super) async fn turn_servers(config: &PeerConfig) -> Result<Vec<TurnServer>, Error> {
+    let filter = &config.address_filter;
+    let mut out = Vec::new();
+    for server in &config.ice_servers {
+        for raw in &server.urls {
+            let url = Url::parse_url(raw)
+                .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
+            match (url.scheme, url.proto) {
+                (SchemeType::Turn, ProtoType::Udp) => {}
+                (SchemeType::Turn | SchemeType::Turns, _) => {
+                    crate::config::skip_unusable_relay_url(raw);
+                    continue;
+                }
+                _ => continue,
+            }
+            let host = url.host.trim_start_matches('[').trim_end_matches(']');
+            let resolved: Vec<SocketAddr> = match host.parse() {
+                Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+                Err(_) => match tokio::net::lookup_host((host, url.port)).await {
+                    Ok(addrs) => addrs.collect(),
+                    Err(e) => {
+                        tracing::warn!(server = %raw, error = %e, "skipping TURN server that does not resolve");
+                        continue;
+                    }
+                },
+            };
+            let Some(addr) = resolved.into_iter().find(|a| filter.allows_ip(a.ip())) else {
+                tracing::warn!(server = %raw, "skipping ICE server outside the address filter");
+                continue;
+            };
+            out.push(TurnServer {
+                addr,
+                url: raw.clone(),
+                username: server.username.clone().unwrap_or_default(),
+                password: server.credential.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Where one allocation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Allocating,
+    Allocated(SocketAddr),
+    Failed,
+}
+
+/// One TURN client and its allocation.
+pub(super) struct TurnRelay {
+    client: Client,
+    /// Our socket's address (the client's side of the server connection).
+    pub(super) local: SocketAddr,
+    pub(super) server: SocketAddr,
+    url: String,
+    state: State,
+}
+
+impl TurnRelay {
+    /// Starts an allocation on `server` from our socket `local`.
+    pub(super) fn start(
+        server: &TurnServer,
+        local: SocketAddr,
+        crypto: Arc<dyn RTCCryptoProvider>,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        let config = ClientConfig {
+            stun_serv_addr: String::new(),
+            turn_serv_addr: server.addr.to_string(),
+            local_addr: local,
+            transport_protocol: TransportProtocol::UDP,
+            username: server.username.clone(),
+            password: server.password.clone(),
+            realm: String::new(),
+            software: String::new(),
+            rto_in_ms: RTO.as_millis() as u64,
+            allocation_refresh_interval_cap: None,
+        };
+        let mut client =
+            Client::new(config, crypto).map_err(|e| Error::Failed(format!("TURN client: {e}")))?;
+        client
+            .allocate(now)
+            .map_err(|e| Error::Failed(format!("TURN allocate: {e}")))?;
+        Ok(Self {
+            client,
+            local,
+            server: server.addr,
+            url: server.url.clone(),
+            state: State::Allocating,
+        })
+    }
+
+    /// The relayed address, once allocated.
+    pub(super) fn relayed(&self) -> Option<SocketAddr> {
+        match self.state {
+            State::Allocated(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// Whether the allocation succeeded or failed (gathering waits for it).
+    pub(super) fn is_settled(&self) -> bool {
+        self.state != State::Allocating
+    }
+
+    /// A datagram from the server on our socket. Returns what it produced:
+    /// a relay candidate (once), and data relayed from peers as
+    /// `(peer, bytes)`.
+    pub(super) fn handle(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+    ) -> (Option<Candidate>, Vec<(SocketAddr, BytesMut)>) {
+        let message = TransportMessage {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: self.server,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = self.client.handle_read(message) {
+            tracing::trace!(error = %e, "TURN datagram refused");
+        }
+        self.events()
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) -> Option<Candidate> {
+        let _ = self.client.handle_timeout(now);
+        self.events().0
+    }
+
+    pub(super) fn poll_timeout(&mut self) -> Option<Instant> {
+        self.client.poll_timeout()
+    }
+
+    fn events(&mut self) -> (Option<Candidate>, Vec<(SocketAddr, BytesMut)>) {
+        let mut candidate = None;
+        let mut data = Vec::new();
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                Event::AllocateResponse(_, relayed) if self.state == State::Allocating => {
+                    self.state = State::Allocated(relayed);
+                    candidate = self.candidate(relayed);
+                }
+                Event::AllocateError(_, e) => {
+                    tracing::debug!(server = %self.url, error = %e, "TURN allocation refused");
+                    self.state = State::Failed;
+                }
+                Event::TransactionTimeout(_) if self.state == State::Allocating => {
+                    tracing::debug!(server = %self.url, "TURN server did not answer");
+                    self.state = State::Failed;
+                }
+                Event::CreatePermissionError(_, e) => {
+                    tracing::debug!(server = %self.url, error = %e, "TURN permission refused");
+                }
+                Event::DataIndicationOrChannelData(_, peer, bytes) => data.push((peer, bytes)),
+                _ => {}
+            }
+        }
+        (candidate, data)
+    }
+
+    pub(super) fn candidate(&self, relayed: SocketAddr) -> Option<Candidate> {
+        let result = CandidateRelayConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: relayed.ip().to_string(),
+                port: relayed.port(),
+                component: 1,
+                ..Default::default()
+            },
+            rel_addr: self.local.ip().to_string(),
+            rel_port: self.local.port(),
+            url: Some(self.url.clone()),
+        }
+        .new_candidate_relay();
+        match result {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!(error = %e, "unusable relayed address");
+                None
+            }
+        }
+    }
+
+    /// Sends `data` to `peer` through the relay. The first datagram to a
+    /// peer asks for its permission and is dropped (ICE and DTLS resend).
+    pub(super) fn send(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        let Some(relayed) = self.relayed() else {
+            return;
+        };
+        let Ok(mut relay) = self.client.relay(relayed) else {
+            return;
+        };
+        if let Err(e) = relay.create_permission(now, peer) {
+            tracing::trace!(error = %e, "TURN permission");
+            return;
+        }
+        if let Err(e) = relay.send_to(now, data, peer) {
+            tracing::trace!(%peer, error = %e, "not relayed yet");
+        }
+    }
+
+    /// What the client wants sent to the server.
+    pub(super) fn poll_transmit(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(transmit) = self.client.poll_write() {
+            out.push(transmit.message.to_vec());
+        }
+        out
+    }
+
+    /// Releases the allocation (a Refresh with lifetime 0).
+    pub(super) fn close(&mut self, now: Instant) {
+        if let Some(relayed) = self.relayed() {
+            if let Ok(mut relay) = self.client.relay(relayed) {
+                let _ = relay.close(now);
+            }
+        }
+    }
+}
