@@ -79,7 +79,7 @@ async function check(page, echo, maxMessageSize) {
   console.log(`  ${(result.bytes / 1e6).toFixed(1)} MB echoed in ${result.secs.toFixed(2)} s ` +
     `(${(result.bytes / 1e6 / result.secs).toFixed(1)} MB/s each way); beeline ${stack}, ${pair}`);
   // run.sh runs the suite once per stack (BEELINE_STACK, read by dc-echo).
-  assert.equal(stack, `stack ${process.env.BEELINE_STACK || '0.17'}`);
+  assert.equal(stack, `stack ${process.env.BEELINE_STACK || 'sansio'}`);
   assert.deepEqual(result.errors, []);
   assert.equal(result.bytes, 10 << 20);
   assert.equal(result.small, 1000);

@@ -124,8 +124,8 @@ struct Args {
     /// Flag or environment only.
     #[arg(long, env = "BEELINE_UDP_BUFFER", default_value_t = beeline_transport::DEFAULT_SOCKET_BUFFER)]
     udp_buffer: usize,
-    /// WebRTC implementation: `0.17` (the webrtc-rs component crates, the
-    /// default) or `sansio` (the rtc-* crates, one task per connection).
+    /// WebRTC implementation: `sansio` (the rtc-* crates, one task per
+    /// connection; the default) or `0.17` (the webrtc-rs component crates).
     /// Flag or environment only.
     #[arg(long, env = "BEELINE_STACK", default_value_t = beeline_transport::Stack::default())]
     stack: beeline_transport::Stack,

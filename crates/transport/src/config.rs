@@ -179,10 +179,12 @@ pub const DEFAULT_CHECK_BUDGET: u32 = 1024;
 #[non_exhaustive]
 pub enum Stack {
     /// The webrtc-rs 0.17 component crates, each layer on its own tasks.
-    #[default]
     Webrtc017,
     /// webrtc-rs's sans-I/O `rtc-*` crates (0.21), driven by one task per
     /// connection that owns the sockets, ICE, DTLS, SCTP and the channels.
+    /// The default: it passes every suite the 0.17 stack passes and moves
+    /// data about four times as fast (`docs/transport.md`).
+    #[default]
     SansIo,
 }
 
