@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures what beeline-transport costs in a binary: the stripped size of
-# the transport-only example `dc-echo` against a baseline tokio binary that
+# the transport-only example `dc-echo`, built with the default sans-I/O
+# stack alone (`--no-default-features`: without the 0.17 stack, which is
+# what an embedder links once it is gone), against a baseline tokio binary that
 # does the same I/O plumbing (stdin/stdout lines, tokio runtime) without the
 # transport, both in the `size` profile (opt-level z, fat LTO, one codegen
 # unit, panic=abort, stripped). The goal is a delta of at most 1.3 MB, what
@@ -14,7 +16,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-cargo build -q --profile size -p beeline-transport --example dc-echo --example size-baseline
+cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo --example size-baseline
 
 dc="$target_dir/size/examples/dc-echo"
 base="$target_dir/size/examples/size-baseline"
@@ -36,7 +38,7 @@ fi
 if [ -n "${BEELINE_SIZE_TOP:-}" ]; then
     # Same profile, symbols kept, to see which crates dominate.
     CARGO_PROFILE_SIZE_STRIP=false CARGO_PROFILE_SIZE_DEBUG=false \
-        cargo build -q --profile size -p beeline-transport --example dc-echo \
+        cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo \
         --target-dir "$target_dir/size-symbols"
     sym="$target_dir/size-symbols/size/examples/dc-echo"
     echo "largest symbols in dc-echo:"

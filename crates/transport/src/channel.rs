@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use crate::{legacy, sansio, Error};
+#[cfg(feature = "stack-017")]
+use crate::legacy;
+use crate::{sansio, Error};
 
 /// Sending waits while more than this many bytes are queued in SCTP, so a
 /// fast writer cannot grow the send queue without bound.
@@ -39,10 +41,12 @@ pub struct DataChannel {
 
 #[derive(Debug)]
 enum Imp {
+    #[cfg(feature = "stack-017")]
     Legacy(legacy::channel::Channel),
     SansIo(sansio::Channel),
 }
 
+#[cfg(feature = "stack-017")]
 impl From<legacy::channel::Channel> for DataChannel {
     fn from(c: legacy::channel::Channel) -> Self {
         Self {
@@ -63,6 +67,7 @@ impl DataChannel {
     /// The label the channel was opened with.
     pub fn label(&self) -> &str {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.label(),
             Imp::SansIo(c) => c.label(),
         }
@@ -72,6 +77,7 @@ impl DataChannel {
     /// `a=max-message-size`, capped at [`SEND_LIMIT`].
     pub fn max_message_size(&self) -> usize {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.max_message_size(),
             Imp::SansIo(c) => c.max_message_size(),
         }
@@ -80,6 +86,7 @@ impl DataChannel {
     /// Bytes queued for sending and not yet acknowledged.
     pub fn buffered_amount(&self) -> usize {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.buffered_amount(),
             Imp::SansIo(c) => c.buffered_amount(),
         }
@@ -88,6 +95,7 @@ impl DataChannel {
     /// Sends a text message.
     pub async fn send_text(&self, text: &str) -> Result<(), Error> {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.send_text(text).await,
             Imp::SansIo(c) => c.send(Bytes::copy_from_slice(text.as_bytes()), true).await,
         }
@@ -96,6 +104,7 @@ impl DataChannel {
     /// Sends a binary message.
     pub async fn send_binary(&self, data: Bytes) -> Result<(), Error> {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.send_binary(data).await,
             Imp::SansIo(c) => c.send(data, false).await,
         }
@@ -104,6 +113,7 @@ impl DataChannel {
     /// Receives the next message; `None` when the channel or peer closed.
     pub async fn recv(&self) -> Option<Message> {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.recv().await,
             Imp::SansIo(c) => c.recv().await,
         }
@@ -112,6 +122,7 @@ impl DataChannel {
     /// Closes this channel (resets its stream) without closing the peer.
     pub async fn close(&self) -> Result<(), Error> {
         match &self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(c) => c.close().await,
             Imp::SansIo(c) => c.close(),
         }

@@ -19,16 +19,16 @@ pub enum Error {
     InvalidConfig(String),
     /// The ICE agent failed.
     #[error("ICE: {0}")]
-    Ice(#[from] webrtc_ice::Error),
+    Ice(String),
     /// The DTLS handshake or record layer failed.
     #[error("DTLS: {0}")]
-    Dtls(#[from] dtls::Error),
+    Dtls(String),
     /// The SCTP association failed.
     #[error("SCTP: {0}")]
-    Sctp(#[from] webrtc_sctp::Error),
+    Sctp(String),
     /// A data channel operation failed.
     #[error("data channel: {0}")]
-    DataChannel(#[from] webrtc_data::Error),
+    DataChannel(String),
     /// The remote certificate does not match the fingerprint in its description.
     #[error("remote DTLS certificate does not match the fingerprint in the SDP")]
     FingerprintMismatch,

@@ -30,6 +30,7 @@ mod channel;
 mod config;
 mod description;
 mod error;
+#[cfg(feature = "stack-017")]
 mod legacy;
 mod peer;
 mod sansio;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{legacy, sansio, DataChannel, Error, PeerConfig, Stack};
+#[cfg(feature = "stack-017")]
+use crate::legacy;
+use crate::{sansio, DataChannel, Error, PeerConfig, Stack};
 
 /// The state of a peer connection, as the application sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,7 @@ pub struct Peer {
 
 #[derive(Debug)]
 enum Imp {
+    #[cfg(feature = "stack-017")]
     Legacy(legacy::Peer),
     SansIo(Box<sansio::Peer>),
 }
@@ -100,6 +103,7 @@ enum Imp {
 macro_rules! dispatch {
     ($self:ident, $p:ident => $e:expr) => {
         match &$self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy($p) => $e,
             Imp::SansIo($p) => $e,
         }
@@ -116,6 +120,7 @@ impl Peer {
     /// [`Peer::next_local_candidate`].
     pub async fn offer(config: PeerConfig) -> Result<(Self, String), Error> {
         match config.stack {
+            #[cfg(feature = "stack-017")]
             Stack::Webrtc017 => {
                 let (p, sdp) = legacy::Peer::offer(config).await?;
                 Ok((
@@ -125,6 +130,8 @@ impl Peer {
                     sdp,
                 ))
             }
+            #[cfg(not(feature = "stack-017"))]
+            Stack::Webrtc017 => Err(without_017()),
             Stack::SansIo => {
                 let (p, sdp) = sansio::Peer::offer(config).await?;
                 Ok((
@@ -144,6 +151,7 @@ impl Peer {
     /// [`Peer::next_local_candidate`].
     pub async fn answer(config: PeerConfig, offer_sdp: &str) -> Result<(Self, String), Error> {
         match config.stack {
+            #[cfg(feature = "stack-017")]
             Stack::Webrtc017 => {
                 let (p, sdp) = legacy::Peer::answer(config, offer_sdp).await?;
                 Ok((
@@ -153,6 +161,8 @@ impl Peer {
                     sdp,
                 ))
             }
+            #[cfg(not(feature = "stack-017"))]
+            Stack::Webrtc017 => Err(without_017()),
             Stack::SansIo => {
                 let (p, sdp) = sansio::Peer::answer(config, offer_sdp).await?;
                 Ok((
@@ -168,6 +178,7 @@ impl Peer {
     /// The stack this peer runs on.
     pub fn stack(&self) -> Stack {
         match self.imp {
+            #[cfg(feature = "stack-017")]
             Imp::Legacy(_) => Stack::Webrtc017,
             Imp::SansIo(_) => Stack::SansIo,
         }
@@ -263,4 +274,12 @@ impl Peer {
     pub async fn close(&self) {
         dispatch!(self, p => p.close().await)
     }
+}
+
+/// What asking for the 0.17 stack gets when it is not built in.
+#[cfg(not(feature = "stack-017"))]
+fn without_017() -> Error {
+    Error::InvalidConfig(
+        "this build has no 0.17 stack (beeline-transport's `stack-017` feature is off)".into(),
+    )
 }

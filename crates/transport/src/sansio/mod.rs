@@ -615,6 +615,14 @@ impl Peer {
             *slot = Some(remote.clone());
         }
         self.dtls_client.store(dtls_client, Ordering::SeqCst);
+        if remote.sctp_port != SCTP_PORT {
+            // rtc-sctp 0.21 takes one port for both ends (its remote-port
+            // support is a TODO); every browser and aiortc use 5000.
+            tracing::warn!(
+                port = remote.sctp_port,
+                "the remote's a=sctp-port is not 5000; this stack talks to 5000"
+            );
+        }
         self.shared
             .remote_max_message_size
             .store(remote.max_message_size as usize, Ordering::Release);
