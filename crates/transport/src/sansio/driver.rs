@@ -44,9 +44,10 @@ use crate::channel::{Message, LOW_WATER};
 use crate::peer::{CandidateKind, Failure, PeerState, SelectedPair};
 use crate::{DataChannel, Error};
 
-/// DTLS and SCTP see one fixed remote address: the path under them is ICE's
-/// business and may change (an ICE restart, a better pair).
-const TUNNEL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9);
+/// DTLS and SCTP see one fixed address for both ends: the path under them
+/// is ICE's business and may change (an ICE restart, a better pair).
+pub(super) const TUNNEL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9);
 
 /// The largest datagram read.
 const RECV_BUF: usize = 64 * 1024;
@@ -131,7 +132,6 @@ pub(super) struct Driver {
     /// address a socket of ours or a relayed one. The selected pair once ICE
     /// has one; before that, where the remote's first DTLS record came from.
     pub(super) path: Option<(SocketAddr, SocketAddr)>,
-    pub(super) ice_state: ConnectionState,
     pub(super) exit: bool,
 }
 
@@ -532,7 +532,6 @@ impl Driver {
 
     fn ice_state_changed(&mut self, state: ConnectionState) {
         tracing::debug!(ice = %state, "ICE connection state");
-        self.ice_state = state;
         match state {
             ConnectionState::Disconnected => self.set_state(PeerState::Disconnected),
             ConnectionState::Failed => self.fail(Failure::Other("ICE connectivity lost".into())),

@@ -26,7 +26,6 @@ use rtc_ice::agent::Agent;
 use rtc_ice::candidate::unmarshal_candidate;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
-use rtc_ice::state::ConnectionState;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 
@@ -532,7 +531,7 @@ impl Peer {
             connect_timeout: config.connect_timeout,
             local_max_message_size: config.max_message_size,
             dtls: rtc_dtls::endpoint::Endpoint::new(
-                driver_local(),
+                driver::TUNNEL,
                 rtc_shared::TransportProtocol::UDP,
                 None,
             ),
@@ -549,7 +548,6 @@ impl Peer {
             pending_opens: Vec::new(),
             next_stream: 0,
             path: None,
-            ice_state: ConnectionState::New,
             exit: false,
         };
         tokio::spawn(driver.run());
@@ -745,9 +743,4 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Close);
     }
-}
-
-/// The local address DTLS and SCTP are told: as fixed as the remote one.
-fn driver_local() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([0, 0, 0, 0], 9))
 }
