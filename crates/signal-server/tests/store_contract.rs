@@ -383,11 +383,95 @@ async fn concurrent_writers_never_make_a_cursor_skip(a: Store, b: Store) {
     assert_eq!(unique, written, "a message was skipped");
 }
 
+/// Posts of one moment (which the PostgreSQL store writes together, in one
+/// transaction) are each checked as if posted alone: a session's message
+/// limit holds exactly, and a post refused as unknown or expired fails
+/// alone.
+async fn posts_of_one_moment_are_checked_one_by_one(store: Store) {
+    const LIMIT: u32 = 10;
+    store
+        .create_session("crowded", "home", "alice", 1_000)
+        .await
+        .unwrap();
+    store
+        .create_session("roomy", "home", "alice", 1_000)
+        .await
+        .unwrap();
+    store
+        .create_session("stale", "home", "alice", 100)
+        .await
+        .unwrap();
+    let posts: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let json = format!("{{\"i\":{i}}}");
+                // 20 posts to a session with room for 10, 10 to one with
+                // room for all of them, 5 by a stranger, 5 to an expired
+                // session; interleaved.
+                let (session, access) = match i % 8 {
+                    0 | 1 | 4 | 5 => ("crowded", OWNER),
+                    2 | 6 => ("roomy", OWNER),
+                    3 => ("roomy", Access::Owner("mallory")),
+                    _ => ("stale", OWNER),
+                };
+                let posted = store
+                    .append(
+                        &candidate(session, Side::Browser, &json),
+                        access,
+                        500,
+                        LIMIT,
+                        1_000,
+                    )
+                    .await;
+                (session, access, posted)
+            })
+        })
+        .collect();
+    let (mut accepted, mut full, mut unknown, mut expired) = (Vec::new(), 0, 0, 0);
+    for post in posts {
+        match post.await.unwrap() {
+            (session, _, Ok((seq, home))) => {
+                assert_eq!(home, "home");
+                accepted.push((session, seq));
+            }
+            ("crowded", _, Err(StoreError::SessionFull { limit: LIMIT })) => full += 1,
+            ("roomy", Access::Owner("mallory"), Err(StoreError::UnknownSession)) => unknown += 1,
+            ("stale", _, Err(StoreError::ExpiredSession)) => expired += 1,
+            (session, access, Err(error)) => panic!("{session} {access:?}: {error:?}"),
+        }
+    }
+    assert_eq!((full, unknown, expired), (10, 5, 5));
+    let seqs: BTreeSet<u64> = accepted.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs.len(), 20, "a number was given out twice");
+    for session in ["crowded", "roomy"] {
+        let stored: Vec<u64> = store
+            .session_messages(session, Side::Browser, 0, 500, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|msg| msg.seq)
+            .collect();
+        let mut acked: Vec<u64> = accepted
+            .iter()
+            .filter(|(s, _)| *s == session)
+            .map(|(_, seq)| *seq)
+            .collect();
+        acked.sort_unstable();
+        assert_eq!(
+            stored, acked,
+            "{session}: what was acknowledged is what is stored"
+        );
+        assert_eq!(stored.len(), 10);
+    }
+}
+
 async fn run_contract(backend: &Backend<'_>) {
     append_checks_existence_access_expiry_and_size(open(&backend.fresh("c_append")).await).await;
     polls_see_only_the_requested_side_and_live_sessions(open(&backend.fresh("c_polls")).await)
         .await;
     sweep_keeps_tombstones_then_forgets_them(open(&backend.fresh("c_sweep")).await).await;
+    posts_of_one_moment_are_checked_one_by_one(open(&backend.fresh("c_moment")).await).await;
     let shared = backend.fresh("c_concurrent");
     let (a, b) = (open(&shared).await, open(&shared).await);
     concurrent_writers_never_make_a_cursor_skip(a, b).await;
@@ -423,7 +507,7 @@ async fn postgres_specifics(pg: &TestPostgres) {
             "specifics",
             "SELECT count(*) || ' ' || max(version) FROM beeline_schema_migrations"
         ),
-        "2 2"
+        "3 3"
     );
 
     // A post on one instance reaches the others' listeners, not its own.
@@ -462,6 +546,8 @@ async fn postgres_specifics(pg: &TestPostgres) {
         );
     }
     drop(stores);
+
+    posts_of_one_moment_share_a_transaction(pg).await;
 
     // A schema from a newer build is refused, not used.
     pg.psql(
@@ -502,4 +588,79 @@ async fn postgres_specifics(pg: &TestPostgres) {
         "{error:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Posts arriving at one instance together are written in one transaction
+/// (group commit), and a post the database refuses in such a batch fails
+/// alone: the other posts of its moment are stored and acknowledged.
+async fn posts_of_one_moment_share_a_transaction(pg: &TestPostgres) {
+    const POSTS: usize = 64;
+    let url = pg.create_database("group_commit");
+    let store: Store = Arc::new(
+        PostgresStore::connect(&url, PostgresOptions::default())
+            .await
+            .unwrap(),
+    );
+    for i in 0..POSTS {
+        store
+            .create_session(&format!("g{i}"), "home", "", 1_000)
+            .await
+            .unwrap();
+    }
+    // `bad`: the post PostgreSQL refuses (it stores no NUL in text), if any.
+    let post_at_once = |bad: Option<usize>| {
+        let posts: Vec<_> = (0..POSTS)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let id = format!("g{i}");
+                    let sdp = if Some(i) == bad { "v=0\0" } else { "v=0" };
+                    let message = NewMessage {
+                        sdp: Some(sdp),
+                        ..offer(&id)
+                    };
+                    store.append(&message, Access::Owner(""), 0, 0, 1_000).await
+                })
+            })
+            .collect();
+        async move {
+            let mut outcomes = Vec::new();
+            for post in posts {
+                outcomes.push(post.await.unwrap());
+            }
+            outcomes
+        }
+    };
+
+    for (i, outcome) in post_at_once(None).await.iter().enumerate() {
+        assert!(outcome.is_ok(), "post {i}: {outcome:?}");
+    }
+    // Each row's xmin is the transaction that wrote it.
+    let transactions: usize = pg
+        .psql(
+            "group_commit",
+            "SELECT count(DISTINCT xmin::text) FROM beeline_messages",
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        transactions <= POSTS / 4,
+        "{POSTS} posts of one moment took {transactions} transactions"
+    );
+
+    let bad = POSTS / 2;
+    for (i, outcome) in post_at_once(Some(bad)).await.iter().enumerate() {
+        if i == bad {
+            assert!(
+                matches!(outcome, Err(StoreError::Postgres(_))),
+                "the bad post: {outcome:?}"
+            );
+        } else {
+            assert!(outcome.is_ok(), "post {i}: {outcome:?}");
+        }
+    }
+    assert_eq!(
+        pg.psql("group_commit", "SELECT count(*) FROM beeline_messages"),
+        (2 * POSTS - 1).to_string()
+    );
 }

@@ -15,6 +15,9 @@
 //!   it takes its snapshot. So a session's messages commit in number order,
 //!   a home's read waits for the home's posts in flight, and a cursor never
 //!   skips a message, whichever instance wrote it.
+//! - Posts arriving at one instance together are written together, in one
+//!   statement and one transaction ([`group_commit`]), and each is answered
+//!   once that transaction has committed.
 //! - After the commit the post sends `NOTIFY beeline_wake`; every instance
 //!   keeps one listening connection (reconnected with backoff) and passes
 //!   other instances' posts on as [`RemotePost`]s.
@@ -26,6 +29,10 @@ use futures::{future::BoxFuture, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+mod group_commit;
+
+use group_commit::GroupCommit;
 
 use super::{
     redact_url, to_sql_int, Access, MessageKind, NewMessage, RemotePost, SessionRecord,
@@ -173,6 +180,81 @@ END
 $$;
 "#,
     ),
+    (
+        3,
+        r#"
+-- The posts one instance receives together are written by one call, in one
+-- transaction (group commit in signal-api): one round trip, one commit and
+-- one WAL flush for all of them. The locks are beeline_append's, taken for
+-- the whole batch before any number is drawn and always in the same order
+-- (the sessions' rows by id, then the homes' advisory locks, shared, by
+-- key), so that concurrent batches never wait for each other in a cycle.
+-- Each post is then checked as if it were posted alone, in batch order: a
+-- refused one (unknown, expired, full) does not stop the others, and a
+-- session's limit counts the posts of the batch before it. The accepted
+-- posts are numbered in batch order. One row per post, in order.
+CREATE FUNCTION beeline_append_batch(
+    p_session TEXT[], p_side TEXT[], p_kind TEXT[], p_sdp TEXT[], p_candidate TEXT[],
+    p_owner TEXT[], p_home TEXT[], p_live_since BIGINT[], p_max INTEGER[], p_now BIGINT[])
+RETURNS TABLE (r_status TEXT, r_seq BIGINT, r_home TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    k BIGINT;
+BEGIN
+    PERFORM 1 FROM beeline_sessions WHERE id = ANY (p_session) ORDER BY id FOR UPDATE;
+    FOR k IN
+        SELECT DISTINCT hashtextextended('beeline-home:' || locked.home_id, 0)
+        FROM unnest(p_session, p_side) AS post(session_id, side)
+        JOIN beeline_sessions locked ON locked.id = post.session_id
+        WHERE post.side = 'browser'
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock_shared(k);
+    END LOOP;
+    -- A new statement: a snapshot taken with every lock held.
+    RETURN QUERY
+    WITH post AS (
+        SELECT *
+        FROM unnest(p_session, p_side, p_kind, p_sdp, p_candidate, p_owner, p_home,
+                    p_live_since, p_max, p_now)
+            WITH ORDINALITY AS p(session_id, side, kind, sdp, candidate, owner, home,
+                                 live_since, max, now, n)
+    ), checked AS (
+        SELECT post.*, s.home_id AS s_home, s.message_count,
+            CASE WHEN s.id IS NULL
+                      OR (post.owner IS NOT NULL AND s.owner <> post.owner)
+                      OR (post.home IS NOT NULL AND s.home_id <> post.home) THEN 'unknown'
+                 WHEN s.created_ms < post.live_since THEN 'expired'
+                 ELSE 'ok' END AS status
+        FROM post LEFT JOIN beeline_sessions s ON s.id = post.session_id
+    ), ranked AS (
+        SELECT c.*,
+            CASE WHEN c.status = 'ok' AND c.max > 0
+                      AND c.message_count
+                          + row_number() OVER (PARTITION BY c.session_id, c.status ORDER BY c.n)
+                          > c.max THEN 'full'
+                 ELSE c.status END AS outcome
+        FROM checked c
+    ), numbered AS (
+        SELECT o.n, nextval('beeline_messages_seq_seq') AS seq
+        FROM (SELECT r.n FROM ranked r WHERE r.outcome = 'ok' ORDER BY r.n) o
+    ), inserted AS (
+        INSERT INTO beeline_messages (seq, session_id, home_id, side, kind, sdp, candidate, created_ms)
+        SELECT numbered.seq, r.session_id, r.s_home, r.side, r.kind, r.sdp, r.candidate, r.now
+        FROM ranked r JOIN numbered ON numbered.n = r.n
+    ), counted AS (
+        UPDATE beeline_sessions s SET message_count = s.message_count + added.count
+        FROM (SELECT r.session_id, count(*) AS count
+              FROM ranked r WHERE r.outcome = 'ok' GROUP BY r.session_id) added
+        WHERE s.id = added.session_id
+    )
+    SELECT r.outcome, numbered.seq, CASE WHEN r.outcome = 'ok' THEN r.s_home END
+    FROM ranked r LEFT JOIN numbered ON numbered.n = r.n
+    ORDER BY r.n;
+END
+$$;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -213,6 +295,8 @@ pub struct PostgresStore {
     remote: broadcast::Sender<RemotePost>,
     /// Announcements for the notifier task, which sends them in batches.
     notices: mpsc::UnboundedSender<String>,
+    /// Writes posts in batches.
+    appends: GroupCommit,
     _listener: DropGuard,
 }
 
@@ -295,7 +379,9 @@ impl PostgresStore {
         ));
         let (notices, pending) = mpsc::unbounded_channel();
         tokio::spawn(notify(pool.clone(), pending, stop.clone()));
+        let appends = GroupCommit::start(pool.clone(), options.query_timeout);
         Ok(Self {
+            appends,
             pool,
             options,
             instance,
@@ -311,24 +397,30 @@ impl PostgresStore {
         F: FnOnce(Object) -> Fut + Send + 'a,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'a,
     {
-        let work = async {
-            let client = self.pool.get().await.map_err(|e| match e {
-                deadpool_postgres::PoolError::Backend(e) => classify(e),
-                other => StoreError::Unavailable(Box::new(other)),
-            })?;
-            call(client).await
-        };
-        match tokio::time::timeout(self.options.query_timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(
-                format!(
-                    "no answer within {} s",
-                    self.options.query_timeout.as_secs_f32()
-                )
-                .into(),
-            )),
-        }
+        let work = async { call(pooled(&self.pool).await?).await };
+        tokio::time::timeout(self.options.query_timeout, work)
+            .await
+            .map_err(|_| self.timed_out())?
     }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(
+            format!(
+                "no answer within {} s",
+                self.options.query_timeout.as_secs_f32()
+            )
+            .into(),
+        )
+    }
+}
+
+/// A connection from `pool`; failing to get one is
+/// [`StoreError::Unavailable`].
+async fn pooled(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => classify(e),
+        other => StoreError::Unavailable(Box::new(other)),
+    })
 }
 
 /// Connection-level failures (the server is down, restarting, unreachable
@@ -628,50 +720,13 @@ impl SessionStore for PostgresStore {
         max_messages: u32,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(u64, String), StoreError>> {
-        Box::pin(self.with_client(move |client| async move {
-            let (owner, home) = match access {
-                Access::Owner(owner) => (Some(owner), None),
-                Access::Home(home) => (None, Some(home)),
-            };
-            let statement = client
-                .prepare_cached(
-                    "SELECT out_status, out_seq, out_home
-                     FROM beeline_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
+        Box::pin(async move {
+            let appended = self
+                .appends
+                .append(msg, access, live_since_ms, max_messages, now_ms);
+            let (seq, home_id) = tokio::time::timeout(self.options.query_timeout, appended)
                 .await
-                .map_err(classify)?;
-            let max = i32::try_from(max_messages).unwrap_or(i32::MAX);
-            let row = client
-                .query_one(
-                    &statement,
-                    &[
-                        &msg.session_id,
-                        &msg.side.as_str(),
-                        &msg.kind.as_str(),
-                        &msg.sdp,
-                        &msg.candidate_json,
-                        &owner,
-                        &home,
-                        &to_sql_int(live_since_ms),
-                        &max,
-                        &to_sql_int(now_ms),
-                    ],
-                )
-                .await
-                .map_err(classify)?;
-            let status: &str = row.get(0);
-            match status {
-                "ok" => {}
-                "expired" => return Err(StoreError::ExpiredSession),
-                "full" => {
-                    return Err(StoreError::SessionFull {
-                        limit: max_messages,
-                    })
-                }
-                _ => return Err(StoreError::UnknownSession),
-            }
-            let seq = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
-            let home_id: String = row.get(2);
+                .map_err(|_| self.timed_out())??;
             // Committed: tell the other instances (in the background, with
             // the announcements of other posts of the moment). A lost
             // announcement delays their waiters to the end of their hold,
@@ -684,7 +739,7 @@ impl SessionStore for PostgresStore {
                 home_id
             ));
             Ok((seq, home_id))
-        }))
+        })
     }
 
     fn session_messages<'a>(
