@@ -579,7 +579,11 @@ async fn listen_once(
     *backoff = Duration::from_millis(100);
     let _ = remote.send(RemotePost::Resync);
     while let Some(note) = received.recv().await {
-        if let Some(post) = parse_wake(note.payload(), instance) {
+        for post in note
+            .payload()
+            .split('\n')
+            .filter_map(|line| parse_wake(line, instance))
+        {
             let _ = remote.send(post);
         }
     }
@@ -593,10 +597,15 @@ async fn listen_once(
 /// Most announcements one `NOTIFY` statement carries.
 const NOTIFY_BATCH: usize = 256;
 
+/// Longest payload we send: PostgreSQL refuses 8,000 bytes and more.
+const NOTIFY_PAYLOAD: usize = 7_900;
+
 /// Sends the announcements of committed posts, everything queued at the
 /// moment in one statement (one round trip and one short transaction, with
-/// no WAL flush to wait for), until `stop`. A batch that fails is dropped
-/// (logged): its waiters elsewhere read at the end of their hold.
+/// no WAL flush to wait for), until `stop`. The announcements share
+/// payloads, one a line ([`pack`]), so every listening instance gets one
+/// notification for many posts. A batch that fails is dropped (logged): its
+/// waiters elsewhere read at the end of their hold.
 async fn notify(pool: Pool, mut pending: mpsc::UnboundedReceiver<String>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(NOTIFY_BATCH);
     loop {
@@ -614,11 +623,13 @@ async fn notify(pool: Pool, mut pending: mpsc::UnboundedReceiver<String>, stop: 
         }
         let sent = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
+            // Prepared once per connection: no parsing and planning per batch.
+            let statement = client
+                .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+                .await
+                .map_err(|e| error_chain(&e))?;
             client
-                .execute(
-                    "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
-                    &[&WAKE_CHANNEL, &batch],
-                )
+                .execute(&statement, &[&WAKE_CHANNEL, &pack(&batch)])
                 .await
                 .map_err(|e| error_chain(&e))
         };
@@ -629,8 +640,26 @@ async fn notify(pool: Pool, mut pending: mpsc::UnboundedReceiver<String>, stop: 
     }
 }
 
-/// `instance|side|session|home`, as [`PostgresStore::append`] sends it;
-/// `None` for our own announcements and anything unreadable.
+/// Joins announcements into as few payloads as fit, one announcement a
+/// line. (A payload of one line is what instances before this one sent and
+/// read.)
+fn pack(announcements: &[String]) -> Vec<String> {
+    let mut payloads: Vec<String> = Vec::new();
+    for line in announcements {
+        match payloads.last_mut() {
+            Some(payload) if payload.len() + 1 + line.len() <= NOTIFY_PAYLOAD => {
+                payload.push('\n');
+                payload.push_str(line);
+            }
+            _ => payloads.push(line.clone()),
+        }
+    }
+    payloads
+}
+
+/// One line of a payload, `instance|side|session|home` as
+/// [`PostgresStore::append`] sends it; `None` for our own announcements and
+/// anything unreadable.
 fn parse_wake(payload: &str, instance: &str) -> Option<RemotePost> {
     let mut parts = payload.splitn(4, '|');
     let (from, side, session_id, home_id) =
@@ -906,6 +935,20 @@ mod tests {
         assert_eq!(parse_wake("a|browser|s1|kitchen", "a"), None);
         assert_eq!(parse_wake("b|sideways|s1|kitchen", "a"), None);
         assert_eq!(parse_wake("garbage", "a"), None);
+    }
+
+    #[test]
+    fn announcements_share_payloads_that_postgres_accepts() {
+        let lines: Vec<String> = (0..300)
+            .map(|i| format!("a|browser|{i:064}|kitchen"))
+            .collect();
+        let payloads = pack(&lines);
+        assert!(payloads.len() > 1, "{} payloads", payloads.len());
+        assert!(payloads.iter().all(|p| p.len() <= NOTIFY_PAYLOAD));
+        let unpacked: Vec<&str> = payloads.iter().flat_map(|p| p.split('\n')).collect();
+        assert_eq!(unpacked, lines);
+        assert_eq!(pack(&lines[..1]), vec![lines[0].clone()]);
+        assert!(pack(&[]).is_empty());
     }
 
     #[test]
