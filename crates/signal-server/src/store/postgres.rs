@@ -264,8 +264,9 @@ const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PostgresOptions {
-    /// Most connections one instance keeps open (besides the listening
-    /// one). Default 16.
+    /// Most connections one instance keeps open for reads and wake-up
+    /// announcements (besides the listening one and the two that write
+    /// posts). Default 16.
     pub pool_size: usize,
     /// How long a call waits for a connection (from the pool, or a new one)
     /// before it fails as unavailable. Default 3 s.
@@ -351,21 +352,27 @@ impl PostgresStore {
         let _ = driver.await;
         migrated?;
 
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| connect_error(Box::new(e)))?;
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(options.connect_timeout))
+                .create_timeout(Some(options.connect_timeout))
+                .recycle_timeout(Some(options.connect_timeout))
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map_err(|e| connect_error(Box::new(e)))
+        };
+        let pool = pool_of(options.pool_size.max(1))?;
+        // The batches of posts have connections of their own, so that posts
+        // never queue behind the reads of many polls woken at once.
+        let writers = pool_of(group_commit::BATCHES_IN_FLIGHT)?;
 
         let instance: Arc<str> = crate::turn::hex(&rand::random::<[u8; 8]>()).into();
         let (remote, _) = broadcast::channel(4096);
@@ -379,7 +386,7 @@ impl PostgresStore {
         ));
         let (notices, pending) = mpsc::unbounded_channel();
         tokio::spawn(notify(pool.clone(), pending, stop.clone()));
-        let appends = GroupCommit::start(pool.clone(), options.query_timeout);
+        let appends = GroupCommit::start(writers, options.query_timeout);
         Ok(Self {
             appends,
             pool,
