@@ -736,16 +736,8 @@ impl Driver {
         if let Ok(ack) = Dcep::DataChannelAck(DataChannelAck {}).marshal() {
             self.write(now, id, ack.freeze(), Ppi::Dcep);
         }
-        let handle = Channel {
-            label,
-            stream_id: id,
-            max_send: self.shared.remote_max_message_size.load(Ordering::Acquire),
-            commands: self.command_tx.clone(),
-            incoming: tokio::sync::Mutex::new(rx),
-            shared,
-            wake: Arc::clone(&self.wake),
-        };
-        let _ = self.shared.accepted.send(DataChannel::from(handle));
+        let handle = self.channel_handle(label, id, rx, shared);
+        let _ = self.shared.accepted.send(handle);
     }
 
     fn open_channel(&mut self, now: Instant, label: String) -> Result<DataChannel, Error> {
@@ -788,7 +780,18 @@ impl Driver {
             },
         );
         self.write(now, id, open.freeze(), Ppi::Dcep);
-        Ok(DataChannel::from(Channel {
+        Ok(self.channel_handle(label, id, rx, shared))
+    }
+
+    /// The application's handle on stream `id`.
+    fn channel_handle(
+        &self,
+        label: String,
+        id: u16,
+        rx: mpsc::Receiver<Message>,
+        shared: Arc<ChannelShared>,
+    ) -> DataChannel {
+        DataChannel::from(Channel {
             label,
             stream_id: id,
             max_send: self.shared.remote_max_message_size.load(Ordering::Acquire),
@@ -796,7 +799,7 @@ impl Driver {
             incoming: tokio::sync::Mutex::new(rx),
             shared,
             wake: Arc::clone(&self.wake),
-        }))
+        })
     }
 
     fn send(&mut self, now: Instant, id: u16, data: Bytes, is_text: bool) {

@@ -158,26 +158,38 @@ pub(super) async fn stun_servers(config: &PeerConfig) -> Result<Vec<SocketAddr>,
                 }
                 _ => continue,
             }
-            let host = url.host.trim_start_matches('[').trim_end_matches(']');
-            let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, url.port)],
-                Err(_) => match tokio::net::lookup_host((host, url.port)).await {
-                    Ok(addrs) => addrs.collect(),
-                    Err(e) => {
-                        tracing::warn!(server = %raw, error = %e, "skipping STUN server that does not resolve");
-                        continue;
-                    }
-                },
-            };
-            match resolved.into_iter().find(|a| filter.allows_ip(a.ip())) {
-                Some(addr) => out.push(addr),
-                None => {
-                    tracing::warn!(server = %raw, "skipping ICE server outside the address filter")
-                }
+            if let Some(addr) = resolve_in_filter(raw, &url, filter).await {
+                out.push(addr);
             }
         }
     }
     Ok(out)
+}
+
+/// The address of the server `url` (`raw` as configured) that the filter
+/// allows, resolving a hostname here for that check; `None` (with a WARN)
+/// when it does not resolve or only to addresses outside the filter.
+pub(super) async fn resolve_in_filter(
+    raw: &str,
+    url: &Url,
+    filter: &AddressFilter,
+) -> Option<SocketAddr> {
+    let host = url.host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+        Err(_) => match tokio::net::lookup_host((host, url.port)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                tracing::warn!(server = %raw, error = %e, "skipping ICE server that does not resolve");
+                return None;
+            }
+        },
+    };
+    let found = resolved.into_iter().find(|a| filter.allows_ip(a.ip()));
+    if found.is_none() {
+        tracing::warn!(server = %raw, "skipping ICE server outside the address filter");
+    }
+    found
 }
 
 /// One binding request in flight: from our socket `local` to `server`.

@@ -411,13 +411,7 @@ impl Peer {
         };
         if changed {
             self.restart_ice().await?;
-            self.commands
-                .send(Command::RemoteCredentials {
-                    ufrag: remote.ufrag.clone(),
-                    pwd: remote.pwd.clone(),
-                })
-                .map_err(|_| Error::Closed)?;
-            self.remote_candidates.store(0, Ordering::Relaxed);
+            self.take_remote_credentials(&remote)?;
         }
         self.add_description_candidates(&remote);
         let setup = if self.dtls_client.load(Ordering::SeqCst) {
@@ -659,6 +653,15 @@ impl Peer {
             }
         }
         self.restart_pending.store(false, Ordering::SeqCst);
+        self.take_remote_credentials(&remote)?;
+        self.add_description_candidates(&remote);
+        *self.remote.lock().expect("not poisoned") = Some(remote);
+        Ok(())
+    }
+
+    /// A restart's remote credentials: checks start over against them, and
+    /// the remote's candidates are counted afresh.
+    fn take_remote_credentials(&self, remote: &RemoteDescription) -> Result<(), Error> {
         self.commands
             .send(Command::RemoteCredentials {
                 ufrag: remote.ufrag.clone(),
@@ -666,12 +669,10 @@ impl Peer {
             })
             .map_err(|_| Error::Closed)?;
         self.remote_candidates.store(0, Ordering::Relaxed);
-        self.add_description_candidates(&remote);
-        *self.remote.lock().expect("not poisoned") = Some(remote);
         Ok(())
     }
 
-    /// New local ICE credentials; checks start over on the same sockets.
+    /// New local ICE credentials and a new generation of candidates.
     async fn restart_ice(&self) -> Result<(), Error> {
         if !*self.shared.up.borrow() || self.remote.lock().expect("not poisoned").is_none() {
             return Err(Error::InvalidState(

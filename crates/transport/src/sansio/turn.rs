@@ -50,19 +50,7 @@ pub(super) async fn turn_servers(config: &PeerConfig) -> Result<Vec<TurnServer>,
                 }
                 _ => continue,
             }
-            let host = url.host.trim_start_matches('[').trim_end_matches(']');
-            let resolved: Vec<SocketAddr> = match host.parse() {
-                Ok(ip) => vec![SocketAddr::new(ip, url.port)],
-                Err(_) => match tokio::net::lookup_host((host, url.port)).await {
-                    Ok(addrs) => addrs.collect(),
-                    Err(e) => {
-                        tracing::warn!(server = %raw, error = %e, "skipping TURN server that does not resolve");
-                        continue;
-                    }
-                },
-            };
-            let Some(addr) = resolved.into_iter().find(|a| filter.allows_ip(a.ip())) else {
-                tracing::warn!(server = %raw, "skipping ICE server outside the address filter");
+            let Some(addr) = super::gather::resolve_in_filter(raw, &url, filter).await else {
                 continue;
             };
             out.push(TurnServer {
