@@ -96,8 +96,22 @@ pub(crate) enum Command {
 pub(super) struct ChannelState {
     tx: mpsc::Sender<Message>,
     shared: Arc<ChannelShared>,
-    /// A remote-opened stream whose DCEP open has not arrived yet.
-    awaiting_open: bool,
+    /// The receiving end of a remote-opened stream whose DCEP open has not
+    /// arrived yet; handed out with the open.
+    awaiting_open: Option<mpsc::Receiver<Message>>,
+}
+
+impl ChannelState {
+    /// A channel's state and the receiving end of its queue.
+    fn new() -> (Self, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let state = Self {
+            tx,
+            shared: Arc::new(ChannelShared::default()),
+            awaiting_open: None,
+        };
+        (state, rx)
+    }
 }
 
 pub(super) struct Driver {
@@ -166,15 +180,15 @@ impl Driver {
                     }
                 }
                 Input::Datagram((index, len, from)) => {
-                    let first = buf[..len].to_vec();
-                    self.handle_datagram(now, index, from, &first);
+                    let first = BytesMut::from(&buf[..len]);
+                    self.handle_datagram(now, index, from, first);
                     // Every datagram that is ready is taken before writing.
                     for _ in 1..READ_BATCH {
                         let Some((index, len, from)) = try_recv_any(&self.sockets, &mut buf) else {
                             break;
                         };
-                        let data = buf[..len].to_vec();
-                        self.handle_datagram(now, index, from, &data);
+                        let data = BytesMut::from(&buf[..len]);
+                        self.handle_datagram(now, index, from, data);
                     }
                 }
                 Input::Wake => self.drain_blocked(now),
@@ -310,7 +324,7 @@ impl Driver {
         }
     }
 
-    fn handle_datagram(&mut self, now: Instant, index: usize, from: SocketAddr, data: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, index: usize, from: SocketAddr, data: BytesMut) {
         let local = self.sockets[index].addr;
         if self.sockets[index].turn {
             let Some(r) = self
@@ -327,7 +341,7 @@ impl Driver {
             self.publish_gathering_state();
             if let Some(relayed_addr) = self.relays[r].relayed() {
                 for (peer, bytes) in relayed {
-                    self.handle_input(now, relayed_addr, peer, &bytes);
+                    self.handle_input(now, relayed_addr, peer, bytes);
                 }
             }
             return;
@@ -337,7 +351,7 @@ impl Driver {
 
     /// A datagram that reached our local address `local` (a socket of ours,
     /// or a relayed address) from `from`.
-    fn handle_input(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+    fn handle_input(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: BytesMut) {
         let Some(&first) = data.first() else { return };
         let transport = TransportContext {
             local_addr: local,
@@ -346,7 +360,7 @@ impl Driver {
             ecn: None,
         };
         match first {
-            0..=3 => match self.gatherer.handle(transport.local_addr, from, data) {
+            0..=3 => match self.gatherer.handle(transport.local_addr, from, &data) {
                 Some(Some(candidate)) => self.add_local_candidate(candidate),
                 Some(None) => self.publish_gathering_state(),
                 None => {
@@ -356,7 +370,7 @@ impl Driver {
                     let message = TransportMessage {
                         now,
                         transport,
-                        message: BytesMut::from(data),
+                        message: data,
                     };
                     if let Err(e) = self.agent.handle_read(message) {
                         tracing::trace!(error = %e, "STUN datagram refused");
@@ -371,7 +385,7 @@ impl Driver {
                 if self.path.is_none() {
                     self.path = Some((local, from));
                 }
-                let events = match self.dtls.read(now, TUNNEL, None, BytesMut::from(data)) {
+                let events = match self.dtls.read(now, TUNNEL, None, data) {
                     Ok(events) => events,
                     Err(e) => {
                         if self.shared.mismatch.load(Ordering::Acquire) {
@@ -604,18 +618,9 @@ impl Driver {
             if self.channels.contains_key(&id) {
                 continue;
             }
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let shared = Arc::new(ChannelShared::default());
-            self.channels.insert(
-                id,
-                ChannelState {
-                    tx,
-                    shared,
-                    awaiting_open: true,
-                },
-            );
-            // The receiver is handed out with the DCEP open.
-            self.shared.stash_receiver(id, rx);
+            let (mut state, rx) = ChannelState::new();
+            state.awaiting_open = Some(rx);
+            self.channels.insert(id, state);
         }
     }
 
@@ -626,7 +631,7 @@ impl Driver {
             let Some(channel) = self.channels.get(&id) else {
                 return;
             };
-            if channel.tx.capacity() == 0 && !channel.awaiting_open {
+            if channel.tx.capacity() == 0 && channel.awaiting_open.is_none() {
                 // Flag first, then look again: a reader that made room in
                 // between is seen here, one that makes room later wakes us.
                 channel.shared.blocked.store(true, Ordering::Release);
@@ -690,7 +695,7 @@ impl Driver {
             _ => return,
         };
         if let Some(channel) = self.channels.get(&id) {
-            if channel.awaiting_open {
+            if channel.awaiting_open.is_some() {
                 tracing::debug!(stream = id, "data before DATA_CHANNEL_OPEN dropped");
                 return;
             }
@@ -720,17 +725,13 @@ impl Driver {
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
-        if !channel.awaiting_open {
+        let Some(rx) = channel.awaiting_open.take() else {
             tracing::debug!(
                 stream = id,
                 "a second DATA_CHANNEL_OPEN on an open stream ignored"
             );
             return;
-        }
-        let Some(rx) = self.shared.take_receiver(id) else {
-            return;
         };
-        channel.awaiting_open = false;
         let shared = Arc::clone(&channel.shared);
         let label = String::from_utf8_lossy(&open.label).into_owned();
         if let Ok(ack) = Dcep::DataChannelAck(DataChannelAck {}).marshal() {
@@ -769,16 +770,9 @@ impl Driver {
         })
         .marshal()
         .map_err(|e| Error::Failed(format!("DCEP: {e}")))?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let shared = Arc::new(ChannelShared::default());
-        self.channels.insert(
-            id,
-            ChannelState {
-                tx,
-                shared: Arc::clone(&shared),
-                awaiting_open: false,
-            },
-        );
+        let (state, rx) = ChannelState::new();
+        let shared = Arc::clone(&state.shared);
+        self.channels.insert(id, state);
         self.write(now, id, open.freeze(), Ppi::Dcep);
         Ok(self.channel_handle(label, id, rx, shared))
     }
@@ -842,7 +836,6 @@ impl Driver {
             channel.shared.drained.notify_waiters();
         }
         self.blocked.remove(&id);
-        self.shared.take_receiver(id);
         if reset {
             if let Some((_, association)) = &mut self.association {
                 if let Ok(mut stream) = association.stream(id) {
@@ -868,15 +861,15 @@ impl Driver {
 
     /// The datagrams the state machines want sent, in order:
     /// `(socket index, destination, bytes)`.
-    fn transmits(&mut self, now: Instant) -> Vec<(usize, SocketAddr, Vec<u8>)> {
-        let mut out: Vec<(usize, SocketAddr, Vec<u8>)> = Vec::new();
+    fn transmits(&mut self, now: Instant) -> Vec<(usize, SocketAddr, BytesMut)> {
+        let mut out: Vec<(usize, SocketAddr, BytesMut)> = Vec::new();
         for (local, server, request) in self.gatherer.poll_transmit(now) {
-            self.route(now, local, server, request, &mut out);
+            self.route(now, local, server, BytesMut::from(&request[..]), &mut out);
         }
         self.publish_gathering_state();
         while let Some(transmit) = self.agent.poll_write() {
             let (local, to) = (transmit.transport.local_addr, transmit.transport.peer_addr);
-            self.route(now, local, to, transmit.message.to_vec(), &mut out);
+            self.route(now, local, to, transmit.message, &mut out);
         }
         if let Some((_, association)) = &mut self.association {
             while let Some(transmit) = association.poll_transmit(now) {
@@ -891,7 +884,7 @@ impl Driver {
         }
         while let Some(transmit) = self.dtls.poll_transmit() {
             if let Some((local, remote)) = self.path {
-                self.route(now, local, remote, transmit.message.to_vec(), &mut out);
+                self.route(now, local, remote, transmit.message, &mut out);
             }
         }
         for r in 0..self.relays.len() {
@@ -913,8 +906,8 @@ impl Driver {
         now: Instant,
         local: SocketAddr,
         to: SocketAddr,
-        data: Vec<u8>,
-        out: &mut Vec<(usize, SocketAddr, Vec<u8>)>,
+        data: BytesMut,
+        out: &mut Vec<(usize, SocketAddr, BytesMut)>,
     ) {
         if let Some(index) = self.socket_index(local) {
             out.push((index, to, data));

@@ -33,7 +33,6 @@ pub(crate) use channel::Channel;
 use driver::{Command, Driver};
 use gather::ReflexiveGatherer;
 
-use crate::channel::Message;
 use crate::description::{format_fingerprint, LocalDescription, RemoteDescription, Setup};
 use crate::peer::{Failure, LocalCandidate, PeerState, SelectedPair};
 use crate::{AddressFilter, DataChannel, Error, PeerConfig};
@@ -66,7 +65,7 @@ struct Gathered {
 }
 
 /// What the handles and the driver share. Everything here is written by
-/// the driver and read by handles, except the stashed receivers.
+/// the driver and read by handles.
 pub(crate) struct Shared {
     filter: AddressFilter,
     state: watch::Sender<PeerState>,
@@ -80,8 +79,6 @@ pub(crate) struct Shared {
     gathered: StdMutex<Gathered>,
     gathered_changed: watch::Sender<u64>,
     accepted: mpsc::UnboundedSender<DataChannel>,
-    /// Receivers of remote-opened streams, until their DCEP open arrives.
-    receivers: StdMutex<HashMap<u16, mpsc::Receiver<Message>>>,
     /// The driver has stopped.
     finished: watch::Sender<bool>,
 }
@@ -163,16 +160,7 @@ impl Shared {
         self.gathered_changed.send_modify(|v| *v += 1);
     }
 
-    fn stash_receiver(&self, id: u16, rx: mpsc::Receiver<Message>) {
-        self.receivers.lock().expect("not poisoned").insert(id, rx);
-    }
-
-    fn take_receiver(&self, id: u16) -> Option<mpsc::Receiver<Message>> {
-        self.receivers.lock().expect("not poisoned").remove(&id)
-    }
-
     fn closed(&self) {
-        self.receivers.lock().expect("not poisoned").clear();
         self.gathering_complete();
         self.finished.send_replace(true);
     }
@@ -433,8 +421,7 @@ impl Peer {
         let crypto = rtc_crypto::default_provider()
             .map_err(|e| Error::Failed(format!("crypto provider: {e}")))?;
         let (mut sockets, host_candidates) = gather::bind_host_sockets(&config)?;
-        let servers = gather::stun_servers(&config).await?;
-        let turn_servers = turn::turn_servers(&config).await?;
+        let (servers, turn_servers) = gather::ice_servers(&config).await?;
         let now = Instant::now();
         let mut relays = Vec::new();
         for server in &turn_servers {
@@ -487,7 +474,6 @@ impl Peer {
             gathered: StdMutex::new(Gathered::default()),
             gathered_changed: watch::channel(0).0,
             accepted: accepted_tx,
-            receivers: StdMutex::new(HashMap::new()),
             finished: watch::channel(false).0,
         });
         for candidate in host_candidates {

@@ -12,12 +12,11 @@ use bytes::BytesMut;
 use rtc_crypto::RTCCryptoProvider;
 use rtc_ice::candidate::candidate_relay::CandidateRelayConfig;
 use rtc_ice::candidate::{Candidate, CandidateConfig};
-use rtc_ice::url::{ProtoType, SchemeType, Url};
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event};
 use sansio::Protocol;
 
-use crate::{Error, PeerConfig};
+use crate::Error;
 
 /// The first retransmission wait of a TURN request; doubled per retry.
 const RTO: Duration = Duration::from_millis(200);
@@ -29,39 +28,6 @@ pub(super) struct TurnServer {
     pub(super) url: String,
     pub(super) username: String,
     pub(super) password: String,
-}
-
-/// The `turn:` servers over UDP in `config`, confined to the address filter
-/// (resolved here for that check). TURN over TCP and TLS are not gathered
-/// by this stack yet; they are skipped as on the 0.17 stack (one WARN per
-/// process).
-pub(super) async fn turn_servers(config: &PeerConfig) -> Result<Vec<TurnServer>, Error> {
-    let filter = &config.address_filter;
-    let mut out = Vec::new();
-    for server in &config.ice_servers {
-        for raw in &server.urls {
-            let url = Url::parse_url(raw)
-                .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
-            match (url.scheme, url.proto) {
-                (SchemeType::Turn, ProtoType::Udp) => {}
-                (SchemeType::Turn | SchemeType::Turns, _) => {
-                    crate::config::skip_unusable_relay_url(raw);
-                    continue;
-                }
-                _ => continue,
-            }
-            let Some(addr) = super::gather::resolve_in_filter(raw, &url, filter).await else {
-                continue;
-            };
-            out.push(TurnServer {
-                addr,
-                url: raw.clone(),
-                username: server.username.clone().unwrap_or_default(),
-                password: server.credential.clone().unwrap_or_default(),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// Where one allocation stands.
@@ -135,7 +101,7 @@ impl TurnRelay {
     pub(super) fn handle(
         &mut self,
         now: Instant,
-        data: &[u8],
+        data: BytesMut,
     ) -> (Option<Candidate>, Vec<(SocketAddr, BytesMut)>) {
         let message = TransportMessage {
             now,
@@ -145,7 +111,7 @@ impl TurnRelay {
                 transport_protocol: TransportProtocol::UDP,
                 ecn: None,
             },
-            message: BytesMut::from(data),
+            message: data,
         };
         if let Err(e) = self.client.handle_read(message) {
             tracing::trace!(error = %e, "TURN datagram refused");
@@ -231,10 +197,10 @@ impl TurnRelay {
     }
 
     /// What the client wants sent to the server.
-    pub(super) fn poll_transmit(&mut self) -> Vec<Vec<u8>> {
+    pub(super) fn poll_transmit(&mut self) -> Vec<BytesMut> {
         let mut out = Vec::new();
         while let Some(transmit) = self.client.poll_write() {
-            out.push(transmit.message.to_vec());
+            out.push(transmit.message);
         }
         out
     }
