@@ -8,13 +8,17 @@
 //! dc-drive [ICE flags] [--turn-secret S] [--expect direct|relay|fail]
 //!          [--bytes N] [--small N] [--budget-ms N]
 //!          [--cut CMD --heal CMD]      # dead-path check with an ICE restart
+//!          [--cut CMD --heal CMD --outage-secs N]  # outage mid-transfer, no restart
 //! ```
 //!
 //! `--turn-secret` derives TURN REST credentials (username `<expiry>:drive`,
 //! credential base64(HMAC-SHA1(secret, username))), as signal-api issues them.
 //! `--cut`/`--heal` are shell commands run mid-transfer: after `--cut` the
 //! path must be reported disconnected within 5 s; after `--heal` an ICE
-//! restart must bring the channel back.
+//! restart must bring the channel back. With `--outage-secs`, the path is
+//! cut for that long during a full-speed transfer of `--bytes`, with no
+//! restart: once healed, echoed bytes must flow again within 2 s on the same
+//! connection, and every byte must come back intact.
 
 #[path = "support/signal.rs"]
 mod signal;
@@ -36,6 +40,7 @@ struct Options {
     budget: Duration,
     cut: Option<String>,
     heal: Option<String>,
+    outage: Option<Duration>,
 }
 
 #[tokio::main]
@@ -74,6 +79,8 @@ async fn main() {
         ),
         cut: take_flag(&mut args, "--cut"),
         heal: take_flag(&mut args, "--heal"),
+        outage: take_flag(&mut args, "--outage-secs")
+            .map(|v| Duration::from_secs(v.parse().expect("--outage-secs"))),
     };
     if !args.is_empty() {
         fail(&format!("unknown arguments {args:?}"));
@@ -156,8 +163,11 @@ async fn main() {
             .await
             .unwrap_or_else(|e| fail(&e.to_string())),
     );
-    match (&options.cut, &options.heal) {
-        (Some(cut), Some(heal)) => dead_path(&peer, &channel, cut, heal).await,
+    match (&options.cut, &options.heal, options.outage) {
+        (Some(cut), Some(heal), Some(outage)) => {
+            ride_out(&peer, &channel, cut, heal, outage, options.bytes).await
+        }
+        (Some(cut), Some(heal), None) => dead_path(&peer, &channel, cut, heal).await,
         _ => {
             let secs = exchange(&channel, options.bytes, options.small).await;
             eprintln!(
@@ -266,6 +276,104 @@ async fn dead_path(peer: &Arc<Peer>, channel: &Arc<DataChannel>, cut: &str, heal
     eprintln!(
         "RESULT channel works again {:.2} s after the restart",
         restarted.elapsed().as_secs_f64()
+    );
+}
+
+/// How soon after the path returns echoed bytes must flow again.
+const RESUME_GOAL: Duration = Duration::from_secs(2);
+
+/// Cuts the path for `outage` in the middle of a full-speed transfer of
+/// `bytes` through the echo, with data queued both ways, and heals it. The
+/// same connection must carry on (no ICE restart): echoed bytes flow again
+/// within [`RESUME_GOAL`] and every message comes back intact, in order.
+async fn ride_out(
+    peer: &Arc<Peer>,
+    channel: &Arc<DataChannel>,
+    cut: &str,
+    heal: &str,
+    outage: Duration,
+    bytes: usize,
+) {
+    let chunks = bytes.div_ceil(CHUNK);
+    let sender = {
+        let channel = Arc::clone(channel);
+        tokio::spawn(async move {
+            for i in 0..chunks {
+                let len = CHUNK.min(bytes - i * CHUNK);
+                if let Err(e) = channel.send_binary(pattern(i as u32, len)).await {
+                    fail(&format!("send: {e}"));
+                }
+            }
+        })
+    };
+    // Echoes are checked as they come; the time of each is kept.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let receiver = {
+        let channel = Arc::clone(channel);
+        tokio::spawn(async move {
+            for i in 0..chunks {
+                let Some(m) = channel.recv().await else {
+                    fail(&format!("channel closed after {i} of {chunks} messages"));
+                };
+                let len = CHUNK.min(bytes - i * CHUNK);
+                if m.is_text || m.data != pattern(i as u32, len) {
+                    fail(&format!("bulk message {i} came back different"));
+                }
+                let _ = arrived_tx.send((i, Instant::now()));
+            }
+        })
+    };
+    // Cut once a tenth has come back, while the rest is in flight.
+    let mut last = 0;
+    while last < chunks / 10 {
+        last = within(30, arrived.recv())
+            .await
+            .unwrap_or_else(|| fail("echo ended before the cut"))
+            .0;
+    }
+    let mut state = peer.state();
+    run(cut);
+    let cut_at = Instant::now();
+    tokio::time::sleep(outage).await;
+    // What arrived while cut was in flight before it.
+    while let Ok((i, _)) = arrived.try_recv() {
+        last = i;
+    }
+    let during = *state.borrow_and_update();
+    run(heal);
+    let healed = Instant::now();
+    eprintln!(
+        "path cut for {:.1} s at message {last} of {chunks} (state before the heal: {during:?})",
+        healed.duration_since(cut_at).as_secs_f64()
+    );
+    let Ok(Some((first, at))) = tokio::time::timeout(Duration::from_secs(60), arrived.recv()).await
+    else {
+        fail(&format!(
+            "no echoed bytes within 60 s of the path returning (state {:?})",
+            *state.borrow()
+        ));
+    };
+    let resumed = at.duration_since(healed);
+    eprintln!(
+        "RESULT bytes flow again {:.2} s after the path returned (message {first}, state {:?})",
+        resumed.as_secs_f64(),
+        *state.borrow()
+    );
+    if resumed > RESUME_GOAL {
+        fail(&format!(
+            "bytes flowed again {:.2} s after the path returned, over the {} s goal",
+            resumed.as_secs_f64(),
+            RESUME_GOAL.as_secs()
+        ));
+    }
+    within(120, receiver).await.expect("receiver");
+    sender.await.expect("sender");
+    let rest = healed.elapsed().as_secs_f64();
+    eprintln!(
+        "RESULT ok: all {bytes} bytes echoed intact after a {:.0} s outage ({:.1} s after the heal) over {}",
+        outage.as_secs_f64(),
+        rest,
+        describe(peer)
     );
 }
 

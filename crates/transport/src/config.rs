@@ -239,7 +239,11 @@ pub struct PeerConfig {
     pub keepalive_interval: Duration,
     /// Silence after which the path is reported [`crate::PeerState::Disconnected`].
     pub disconnected_timeout: Duration,
-    /// Silence after which the peer is reported [`crate::PeerState::Failed`].
+    /// Further silence, after [`PeerConfig::disconnected_timeout`], after
+    /// which the peer is reported [`crate::PeerState::Failed`] and closed.
+    /// The default, 30 s (33 s of silence in all), outlives RFC 7675's 30 s
+    /// consent lifetime, so a connection rides out an outage of half a
+    /// minute and resumes where it stopped.
     pub failed_timeout: Duration,
     /// Receive and send buffer size asked of the kernel for every UDP socket
     /// ICE binds for host and server-reflexive candidates (Linux caps it at
@@ -272,7 +276,7 @@ impl Default for PeerConfig {
             relay_wait: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(1),
             disconnected_timeout: Duration::from_secs(3),
-            failed_timeout: Duration::from_secs(10),
+            failed_timeout: Duration::from_secs(30),
             socket_buffer: Some(DEFAULT_SOCKET_BUFFER),
             max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
             check_budget: DEFAULT_CHECK_BUDGET,

@@ -28,7 +28,7 @@ use rtc_ice::candidate::Candidate;
 use rtc_ice::state::ConnectionState;
 use rtc_sctp::{
     Association, AssociationHandle, ClientConfig, DatagramEvent, Endpoint as SctpEndpoint, Event,
-    Payload, PayloadProtocolIdentifier as Ppi, StreamEvent, TransportConfig,
+    Payload, PayloadProtocolIdentifier as Ppi, StreamEvent, TimerConfig, TransportConfig,
 };
 use rtc_shared::marshal::{Marshal, Unmarshal};
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, ChannelShared, QUEUE};
 use super::gather::{LocalSocket, ReflexiveGatherer};
+use super::sctp_clock::SctpClock;
 use super::turn::TurnRelay;
 use super::Shared;
 use crate::channel::{Message, LOW_WATER};
@@ -137,6 +138,8 @@ pub(super) struct Driver {
     pub(super) sctp_server: Option<Arc<rtc_sctp::ServerConfig>>,
     pub(super) sctp_transport: Option<Arc<TransportConfig>>,
     pub(super) association: Option<(AssociationHandle, Association)>,
+    /// The time the association is told (see `sctp_clock`).
+    pub(super) sctp_clock: SctpClock,
     pub(super) up: bool,
     pub(super) channels: HashMap<u16, ChannelState>,
     pub(super) blocked: HashSet<u16>,
@@ -211,7 +214,7 @@ impl Driver {
         take(self.agent.poll_timeout());
         take(self.dtls.poll_timeout(&TUNNEL));
         if let Some((_, association)) = &self.association {
-            take(association.poll_timeout());
+            take(association.poll_timeout().map(|t| self.sctp_clock.wall(t)));
         }
         take(self.gatherer.poll_timeout());
         for relay in &mut self.relays {
@@ -242,6 +245,7 @@ impl Driver {
             }
         }
         if let Some((_, association)) = &mut self.association {
+            let now = self.sctp_clock.at(now);
             if association.poll_timeout().is_some_and(|t| t <= now) {
                 association.handle_timeout(now);
             }
@@ -261,7 +265,15 @@ impl Driver {
                     TransportConfig::default()
                         .with_sctp_port(super::SCTP_PORT)
                         .with_max_message_size(remote_max_message_size)
-                        .with_max_receive_buffer_size(super::RECEIVE_WINDOW),
+                        .with_max_receive_buffer_size(super::RECEIVE_WINDOW)
+                        .with_timer_config(TimerConfig {
+                            // The default gives up re-arming T3-rtx after 5
+                            // expiries (about 31 s of outage) and the data
+                            // then waits forever. ICE decides when the path
+                            // is lost, not SCTP.
+                            max_t3_rtx_retrans: usize::MAX,
+                            ..TimerConfig::default()
+                        }),
                 );
                 self.dtls_client = dtls_client;
                 if dtls_client {
@@ -426,6 +438,7 @@ impl Driver {
             self.sctp_server.clone(),
         );
         if self.dtls_client {
+            let now = self.sctp_clock.at(now);
             match endpoint.connect(now, ClientConfig::new((*transport).clone()), TUNNEL) {
                 Ok(association) => self.association = Some(association),
                 Err(e) => {
@@ -441,7 +454,7 @@ impl Driver {
         let Some(endpoint) = &mut self.sctp else {
             return;
         };
-        match endpoint.handle(now, TUNNEL, None, data) {
+        match endpoint.handle(self.sctp_clock.at(now), TUNNEL, None, data) {
             Some((handle, DatagramEvent::NewAssociation(association)))
                 if self.association.is_none() =>
             {
@@ -462,7 +475,7 @@ impl Driver {
     fn process(&mut self, now: Instant) {
         while let Some(event) = self.agent.poll_event() {
             match event.event {
-                IceEvent::ConnectionStateChange(state) => self.ice_state_changed(state),
+                IceEvent::ConnectionStateChange(state) => self.ice_state_changed(now, state),
                 IceEvent::SelectedCandidatePairChange(local, remote) => {
                     self.pair_selected(now, &local, &remote)
                 }
@@ -544,15 +557,27 @@ impl Driver {
         }
     }
 
-    fn ice_state_changed(&mut self, state: ConnectionState) {
+    fn ice_state_changed(&mut self, now: Instant, state: ConnectionState) {
         tracing::debug!(ice = %state, "ICE connection state");
         match state {
             ConnectionState::Disconnected => self.set_state(PeerState::Disconnected),
             ConnectionState::Failed => self.fail(Failure::Other("ICE connectivity lost".into())),
             ConnectionState::Connected | ConnectionState::Completed if self.up => {
-                self.set_state(PeerState::Connected)
+                self.set_state(PeerState::Connected);
+                self.resume_sctp(now);
             }
             _ => {}
+        }
+    }
+
+    /// The path works again (after silence, or after an ICE restart): what
+    /// waits on a backed-off retransmission timer is sent now.
+    fn resume_sctp(&mut self, now: Instant) {
+        if let Some((_, association)) = &mut self.association {
+            let skipped = self.sctp_clock.resume(association, now);
+            if !skipped.is_zero() {
+                tracing::debug!(?skipped, "path back: SCTP retransmits now");
+            }
         }
     }
 
@@ -819,7 +844,7 @@ impl Driver {
         };
         match association
             .stream(id)
-            .and_then(|mut s| s.write_sctp(now, &data, ppi))
+            .and_then(|mut s| s.write_sctp(self.sctp_clock.at(now), &data, ppi))
         {
             Ok(_) => true,
             Err(e) => {
@@ -839,7 +864,7 @@ impl Driver {
         if reset {
             if let Some((_, association)) = &mut self.association {
                 if let Ok(mut stream) = association.stream(id) {
-                    let _ = stream.close(now);
+                    let _ = stream.close(self.sctp_clock.at(now));
                 }
             }
         }
@@ -872,7 +897,8 @@ impl Driver {
             self.route(now, local, to, transmit.message, &mut out);
         }
         if let Some((_, association)) = &mut self.association {
-            while let Some(transmit) = association.poll_transmit(now) {
+            let sctp_now = self.sctp_clock.at(now);
+            while let Some(transmit) = association.poll_transmit(sctp_now) {
                 if let Payload::RawEncode(raw) = transmit.message {
                     for packet in raw {
                         if let Err(e) = self.dtls.write(now, TUNNEL, &packet) {

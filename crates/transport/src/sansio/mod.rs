@@ -10,6 +10,7 @@
 mod channel;
 mod driver;
 mod gather;
+mod sctp_clock;
 mod turn;
 
 use std::collections::HashMap;
@@ -522,6 +523,7 @@ impl Peer {
             sctp_server: None,
             sctp_transport: None,
             association: None,
+            sctp_clock: Default::default(),
             up: false,
             channels: HashMap::new(),
             blocked: Default::default(),
