@@ -3,13 +3,15 @@
 //! [`crate::Stack::SansIo`].
 //!
 //! The state machines perform no I/O and read no clock. One driver task per
-//! connection ([`driver`]) owns them together with the UDP sockets; the
+//! connection ([`driver`]) owns them together with the UDP sockets and the
+//! TCP/TLS streams to TURN servers ([`stream`]); the
 //! [`Peer`] and channel handles talk to it through a command queue. Nothing
 //! is shared between the read and write paths but that task.
 
 mod channel;
 mod driver;
 mod gather;
+mod stream;
 mod turn;
 
 use std::collections::HashMap;
@@ -425,17 +427,38 @@ impl Peer {
         let now = Instant::now();
         let mut relays = Vec::new();
         for server in &turn_servers {
-            let Some(socket) = gather::bind_turn_socket(&config, &sockets, server.addr) else {
-                tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
-                continue;
+            let relay = match &server.via {
+                turn::Via::Udp => {
+                    let Some(socket) = gather::bind_turn_socket(&config, &sockets, server.addr)
+                    else {
+                        tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
+                        continue;
+                    };
+                    let local = socket.addr;
+                    sockets.push(socket);
+                    turn::TurnRelay::start(server, local, None, Arc::clone(&crypto), now)?
+                }
+                turn::Via::Tcp | turn::Via::Tls(_) => {
+                    let Some(ip) = gather::turn_local_ip(&sockets, server.addr) else {
+                        tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
+                        continue;
+                    };
+                    let tls = match &server.via {
+                        turn::Via::Tls(target) => Some(target),
+                        _ => None,
+                    };
+                    let (stream, local) =
+                        match stream::TurnStream::connect(ip, server.addr, tls) {
+                            Ok(connecting) => connecting,
+                            Err(e) => {
+                                tracing::debug!(server = %server.url, error = %e, "no TCP socket for the TURN server");
+                                continue;
+                            }
+                        };
+                    turn::TurnRelay::start(server, local, Some(stream), Arc::clone(&crypto), now)?
+                }
             };
-            relays.push(turn::TurnRelay::start(
-                server,
-                socket.addr,
-                Arc::clone(&crypto),
-                now,
-            )?);
-            sockets.push(socket);
+            relays.push(relay);
         }
         let gatherer = ReflexiveGatherer::start(&sockets, &servers, now)?;
         let driver_config = config.clone();
