@@ -447,14 +447,13 @@ impl Peer {
                         turn::Via::Tls(target) => Some(target),
                         _ => None,
                     };
-                    let (stream, local) =
-                        match stream::TurnStream::connect(ip, server.addr, tls) {
-                            Ok(connecting) => connecting,
-                            Err(e) => {
-                                tracing::debug!(server = %server.url, error = %e, "no TCP socket for the TURN server");
-                                continue;
-                            }
-                        };
+                    let (stream, local) = match stream::TurnStream::connect(ip, server.addr, tls) {
+                        Ok(connecting) => connecting,
+                        Err(e) => {
+                            tracing::debug!(server = %server.url, error = %e, "no TCP socket for the TURN server");
+                            continue;
+                        }
+                    };
                     turn::TurnRelay::start(server, local, Some(stream), Arc::clone(&crypto), now)?
                 }
             };

@@ -365,7 +365,10 @@ mod tests {
     async fn two_messages_in_one_read_come_out_one_by_one() {
         let (mut stream, mut server) = pair();
         let (a, b) = (stun(4, 1), channel_data(b"hello"));
-        server.write_all(&[a.clone(), b.clone()].concat()).await.unwrap();
+        server
+            .write_all(&[a.clone(), b.clone()].concat())
+            .await
+            .unwrap();
         assert_eq!(take(&mut stream), Ok(vec![a, b]));
     }
 
@@ -389,7 +392,10 @@ mod tests {
     #[tokio::test]
     async fn bytes_that_are_not_turn_end_the_stream_once() {
         let (mut stream, mut server) = pair();
-        server.write_all(&[0xff, 0, 0, 4, 1, 2, 3, 4]).await.unwrap();
+        server
+            .write_all(&[0xff, 0, 0, 4, 1, 2, 3, 4])
+            .await
+            .unwrap();
         assert!(matches!(take(&mut stream), Err(Failure::Broken(_))));
         // Reported once; afterwards the stream is closed and quiet.
         assert_eq!(take(&mut stream), Ok(vec![]));
