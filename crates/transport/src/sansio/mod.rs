@@ -427,37 +427,9 @@ impl Peer {
         let now = Instant::now();
         let mut relays = Vec::new();
         for server in &turn_servers {
-            let relay = match &server.via {
-                turn::Via::Udp => {
-                    let Some(socket) = gather::bind_turn_socket(&config, &sockets, server.addr)
-                    else {
-                        tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
-                        continue;
-                    };
-                    let local = socket.addr;
-                    sockets.push(socket);
-                    turn::TurnRelay::start(server, local, None, Arc::clone(&crypto), now)?
-                }
-                turn::Via::Tcp | turn::Via::Tls(_) => {
-                    let Some(ip) = gather::turn_local_ip(&sockets, server.addr) else {
-                        tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
-                        continue;
-                    };
-                    let tls = match &server.via {
-                        turn::Via::Tls(target) => Some(target),
-                        _ => None,
-                    };
-                    let (stream, local) = match stream::TurnStream::connect(ip, server.addr, tls) {
-                        Ok(connecting) => connecting,
-                        Err(e) => {
-                            tracing::debug!(server = %server.url, error = %e, "no TCP socket for the TURN server");
-                            continue;
-                        }
-                    };
-                    turn::TurnRelay::start(server, local, Some(stream), Arc::clone(&crypto), now)?
-                }
-            };
-            relays.push(relay);
+            if let Some(relay) = start_relay(&config, &mut sockets, server, &crypto, now)? {
+                relays.push(relay);
+            }
         }
         let gatherer = ReflexiveGatherer::start(&sockets, &servers, now)?;
         let driver_config = config.clone();
@@ -746,6 +718,47 @@ impl Peer {
             .as_ref()
             .map_or(Error::Closed, Error::from)
     }
+}
+
+/// Starts allocating on `server`: from a UDP socket bound for it (added to
+/// `sockets`), or over a TCP/TLS stream. `None` when no local address can
+/// reach it.
+fn start_relay(
+    config: &PeerConfig,
+    sockets: &mut Vec<gather::LocalSocket>,
+    server: &turn::TurnServer,
+    crypto: &Arc<dyn RTCCryptoProvider>,
+    now: Instant,
+) -> Result<Option<turn::TurnRelay>, Error> {
+    let unreachable = || {
+        tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
+        Ok(None)
+    };
+    let tls = match &server.via {
+        turn::Via::Udp => {
+            let Some(socket) = gather::bind_turn_socket(config, sockets, server.addr) else {
+                return unreachable();
+            };
+            let local = socket.addr;
+            sockets.push(socket);
+            let relay = turn::TurnRelay::start(server, local, None, Arc::clone(crypto), now)?;
+            return Ok(Some(relay));
+        }
+        turn::Via::Tcp => None,
+        turn::Via::Tls(target) => Some(target),
+    };
+    let Some(ip) = gather::turn_local_ip(sockets, server.addr) else {
+        return unreachable();
+    };
+    let (stream, local) = match stream::TurnStream::connect(ip, server.addr, tls) {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!(server = %server.url, error = %e, "no TCP socket for the TURN server");
+            return Ok(None);
+        }
+    };
+    let relay = turn::TurnRelay::start(server, local, Some(stream), Arc::clone(crypto), now)?;
+    Ok(Some(relay))
 }
 
 impl Drop for Peer {
