@@ -35,12 +35,15 @@
 #            In both, a control proves the path works for a TURN client
 #            that speaks TCP/TLS (coturn's turnutils_uclient, two clients
 #            relaying to each other; TLS verified against the test's CA).
-#            beeline-transport on webrtc-ice 0.17 gathers no relayed
-#            candidate over TCP or TLS (docs/transport.md, "TURN over TCP
-#            and TLS"): the cases assert that the URL is skipped with a
-#            WARN line naming it and that the connection fails within the
-#            8 s budget, not a pass. A stack that gathers them must change
-#            these to --expect relay and assert the relay's transport.
+#            On the sans-I/O stack both peers allocate over TCP (resp. TLS,
+#            trusting the test's CA through --turn-ca): the connection must
+#            use a relayed pair, carry the data, log the allocation over the
+#            right transport and log no WARN; then, without --turn-ca, the
+#            TLS case must fail (certificate not trusted, said at WARN). On
+#            webrtc-ice 0.17, which gathers no relayed candidate over TCP or
+#            TLS (docs/transport.md, "TURN over TCP and TLS"), the cases
+#            assert that the URL is skipped with a WARN line naming it and
+#            that the connection fails within the 8 s budget.
 #
 # Signaling between the two peers is two pipes (see the examples'
 # support/signal.rs). Must run as root. Usage: tests/nat/run.sh [scenario...]
@@ -196,11 +199,13 @@ failed=0
 # Both peers get "${ice_flags[@]}" (a case may set case_ice_flags instead),
 # and dc-drive gets the environment in drive_env (VAR=VALUE words).
 # With case_expect_log=(A B ...) set, dc-drive's log must have a line
-# holding every one of the strings.
+# holding every one of the strings; with case_reject_log=(A ...) set, no
+# line holding any of them.
 case_ice_flags=()
 case_timeout=90
 drive_env=()
 case_expect_log=()
+case_reject_log=()
 run_case() {
     local name="$1"; shift
     local dir="$work/$name"
@@ -237,6 +242,13 @@ run_case() {
             status=99
         fi
     fi
+    local reject
+    for reject in "${case_reject_log[@]}"; do
+        if [ "$status" -eq 0 ] && sed 's/\x1b\[[0-9;]*m//g' "$dir/browser.log" | grep -qF -- "$reject"; then
+            echo "  [$name] dc-drive logged $reject: $(sed 's/\x1b\[[0-9;]*m//g' "$dir/browser.log" | grep -F -- "$reject" | head -1)"
+            status=98
+        fi
+    done
     if [ "$status" -eq 0 ]; then
         echo "ok   $name"
         passed=$((passed + 1))
@@ -290,16 +302,43 @@ tls_control() {
     fi
 }
 
-# turn_only_case NAME URL: all UDP dropped at both NATs; both peers get only
-# URL. What webrtc-ice 0.17 does with it is asserted: skipped, said so at
-# WARN, and the connection fails within its budget.
+# turn_only_case NAME URL VIA [--turn-ca FILE]: all UDP dropped at both
+# NATs; both peers get only URL. On the sans-I/O stack the connection must
+# go through the relay reached over VIA (tcp or tls): dc-drive expects a
+# relayed pair and moves the usual data, its DEBUG log must show the
+# allocation over VIA, and nothing at WARN. What webrtc-ice 0.17 does with
+# the URL is asserted too: skipped, said so at WARN, and the connection
+# fails within its budget.
 turn_only_case() {
-    local name="$1" url="$2"
+    local name="$1" url="$2" via="$3"; shift 3
     in_ns "$nath" iptables -A FORWARD -p udp -j DROP
     in_ns "$natb" iptables -A FORWARD -p udp -j DROP
+    case_ice_flags=(--allow 198.51.100.0/24 --allow 192.0.2.0/24 --allow 203.0.113.0/24 --turn "$url" "$@")
+    if [ "$BEELINE_STACK" = "0.17" ]; then
+        drive_env=("RUST_LOG=beeline_transport=warn")
+        case_expect_log=("WARN" "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)" "$url")
+        run_case "$name" --expect fail --budget-ms 8000
+    else
+        drive_env=("RUST_LOG=beeline_transport=debug")
+        case_expect_log=("TURN allocation" "server=$url" "via=\"$via\"")
+        case_reject_log=(" WARN ")
+        run_case "$name" --expect relay
+    fi
+    case_ice_flags=()
+    drive_env=()
+    case_expect_log=()
+    case_reject_log=()
+}
+
+# turn_untrusted_case NAME URL: after turn_only_case on the sans-I/O stack
+# (UDP still dropped), the same URL without --turn-ca: nothing trusts
+# coturn's certificate, so the TLS handshake must fail, be said so at WARN,
+# and the connection fail within its budget.
+turn_untrusted_case() {
+    local name="$1" url="$2"
     case_ice_flags=(--allow 198.51.100.0/24 --allow 192.0.2.0/24 --allow 203.0.113.0/24 --turn "$url")
     drive_env=("RUST_LOG=beeline_transport=warn")
-    case_expect_log=("WARN" "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)" "$url")
+    case_expect_log=("WARN" "TURN server refused over TLS" "server=$url" "invalid peer certificate")
     run_case "$name" --expect fail --budget-ms 8000
     case_ice_flags=()
     drive_env=()
@@ -348,12 +387,15 @@ scenario() {
             ;;
         turn-tcp)
             turn_control turn-tcp -t
-            turn_only_case turn-tcp "turn:203.0.113.1:3478?transport=tcp"
+            turn_only_case turn-tcp "turn:203.0.113.1:3478?transport=tcp" tcp
             ;;
         turn-tls)
             tls_control
             turn_control turn-tls -t -S -E "$work/tls/ca.pem" -p 5349
-            turn_only_case turn-tls "turns:203.0.113.1:5349?transport=tcp"
+            turn_only_case turn-tls "turns:203.0.113.1:5349?transport=tcp" tls --turn-ca "$work/tls/ca.pem"
+            if [ "$BEELINE_STACK" != "0.17" ]; then
+                turn_untrusted_case turn-tls-untrusted "turns:203.0.113.1:5349?transport=tcp"
+            fi
             ;;
         *)
             echo "unknown scenario $1" >&2

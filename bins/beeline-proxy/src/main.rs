@@ -49,6 +49,11 @@ struct Args {
     /// STUN server for server-reflexive candidates (repeatable).
     #[arg(long = "stun-url", env = "BEELINE_STUN_URLS", value_delimiter = ',')]
     stun_urls: Vec<String>,
+    /// PEM file of certificate authorities trusted for `turns:` servers
+    /// (TURN over TLS) besides the public ones (repeatable), e.g. the
+    /// private CA of your coturn's certificate.
+    #[arg(long = "turn-ca", env = "BEELINE_TURN_CA", value_delimiter = ',')]
+    turn_ca: Vec<PathBuf>,
     /// How long a connection attempt, or a request waiting for the channel,
     /// may take, in milliseconds.
     #[arg(long, env = "BEELINE_SETUP_BUDGET_MS", default_value_t = 8000)]
@@ -153,10 +158,17 @@ async fn run(args: Args) -> Result<()> {
             ..Default::default()
         }]
     };
+    let mut turn_tls_roots = Vec::new();
+    for path in &args.turn_ca {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--turn-ca {}", path.display()))?;
+        turn_tls_roots.push(pem);
+    }
     let config = ClientConfig {
         peer: PeerConfig {
             ice_servers,
             address_filter: filter,
+            turn_tls_roots,
             socket_buffer: (args.udp_buffer > 0).then_some(args.udp_buffer),
             ..Default::default()
         },

@@ -60,7 +60,7 @@ async fn main() {
             signal::send(Signal::Sdp(offer)).await;
             peer
         }
-        _ => fail("usage: dc-echo answer|offer [--open LABEL] [--allow CIDR].. [--stun URL] [--turn URL --turn-user U --turn-pass P]"),
+        _ => fail("usage: dc-echo answer|offer [--open LABEL] [--allow CIDR].. [--stun URL] [--turn URL --turn-user U --turn-pass P] [--turn-ca FILE]"),
     };
     let peer = Arc::new(peer);
     let mut answered = role == "answer";

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::description::DEFAULT_MAX_MESSAGE_SIZE;
@@ -262,6 +263,15 @@ pub struct PeerConfig {
     /// `connect_timeout`) before it is given up. This bounds what a page
     /// naming other hosts as its candidates can make the home send to them.
     pub check_budget: u32,
+    /// Certificate authorities trusted for `turns:` servers besides
+    /// Mozilla's roots (`webpki-roots`): PEM text, one or more certificates
+    /// per entry. A server's certificate must name the URL's host (an IP
+    /// address as an IP subject alternative name). The library reads no
+    /// file; the embedder passes the text. A bad entry fails
+    /// [`crate::Peer::offer`] / [`crate::Peer::answer`] with
+    /// [`Error::InvalidConfig`] when a `turns:` URL is configured. Only the
+    /// sans-I/O stack speaks TURN over TLS; the 0.17 stack skips `turns:`.
+    pub turn_tls_roots: Vec<String>,
 }
 
 impl Default for PeerConfig {
@@ -280,24 +290,47 @@ impl Default for PeerConfig {
             socket_buffer: Some(DEFAULT_SOCKET_BUFFER),
             max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
             check_budget: DEFAULT_CHECK_BUDGET,
+            turn_tls_roots: Vec::new(),
         }
     }
 }
 
-/// Set once the first unusable TURN URL has been reported at WARN.
-static WARNED_UNUSABLE_RELAY: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// Set once the first TURN URL the 0.17 stack cannot use has been reported
+/// at WARN.
+#[cfg(feature = "stack-017")]
+static WARNED_UNUSABLE_RELAY: AtomicBool = AtomicBool::new(false);
+
+/// Set once the first `turns:` URL over UDP (DTLS) has been reported at WARN.
+static WARNED_DTLS_RELAY: AtomicBool = AtomicBool::new(false);
 
 /// Says that a TURN URL is skipped: the first time in a process at WARN, then
 /// at DEBUG (a client handed signal-api's URL list meets the same ones on
 /// every connection).
-pub(crate) fn skip_unusable_relay_url(raw: &str) {
-    const WHY: &str = "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)";
-    if WARNED_UNUSABLE_RELAY.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!(server = %raw, "{WHY}");
+fn skip_relay_url(warned: &AtomicBool, raw: &str, why: &str) {
+    if warned.swap(true, Ordering::Relaxed) {
+        tracing::debug!(server = %raw, "{why}");
     } else {
-        tracing::warn!(server = %raw, "{WHY}");
+        tracing::warn!(server = %raw, "{why}");
     }
+}
+
+/// The 0.17 stack skips a `turn:` URL over TCP and every `turns:` URL.
+#[cfg(feature = "stack-017")]
+pub(crate) fn skip_unusable_relay_url(raw: &str) {
+    skip_relay_url(
+        &WARNED_UNUSABLE_RELAY,
+        raw,
+        "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)",
+    );
+}
+
+/// The sans-I/O stack skips `turns:` with `transport=udp` (TURN over DTLS).
+pub(crate) fn skip_dtls_relay_url(raw: &str) {
+    skip_relay_url(
+        &WARNED_DTLS_RELAY,
+        raw,
+        "skipping TURN server URL: TURN over DTLS (turns: with transport=udp) is not supported; use turns: over TCP or turn: over UDP",
+    );
 }
 
 #[cfg(test)]

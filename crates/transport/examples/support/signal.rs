@@ -72,8 +72,9 @@ pub async fn trickle(peer: &Peer) {
 
 /// Takes the ICE flags out of `args` and returns the config they describe:
 /// `--allow CIDR` (repeatable; none allows everything), `--stun URL`,
-/// `--turn URL --turn-user NAME --turn-pass SECRET`, `--max-message-size N`,
-/// `--gather-wait-ms N`, `--connect-timeout-ms N`.
+/// `--turn URL --turn-user NAME --turn-pass SECRET`, `--turn-ca FILE` (PEM
+/// CA certificates trusted for `turns:` servers; also `BEELINE_TURN_CA`),
+/// `--max-message-size N`, `--gather-wait-ms N`, `--connect-timeout-ms N`.
 pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
     let mut config = PeerConfig::default();
     // The test suites pick the stack for every example they start.
@@ -82,6 +83,7 @@ pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
     }
     let mut filter = AddressFilter::allow_all();
     let mut turn = IceServer::default();
+    let mut turn_ca = std::env::var("BEELINE_TURN_CA").ok();
     let mut rest = Vec::new();
     let mut it = std::mem::take(args).into_iter();
     while let Some(flag) = it.next() {
@@ -98,6 +100,7 @@ pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
             "--turn" => turn.urls.push(value()?),
             "--turn-user" => turn.username = Some(value()?),
             "--turn-pass" => turn.credential = Some(value()?),
+            "--turn-ca" => turn_ca = Some(value()?),
             "--max-message-size" => {
                 config.max_message_size = value()?.parse().map_err(|_| "bad --max-message-size")?;
             }
@@ -115,6 +118,10 @@ pub fn peer_config(args: &mut Vec<String>) -> Result<PeerConfig, String> {
     }
     if !turn.urls.is_empty() {
         config.ice_servers.push(turn);
+    }
+    if let Some(path) = turn_ca {
+        let pem = std::fs::read_to_string(&path).map_err(|e| format!("--turn-ca {path}: {e}"))?;
+        config.turn_tls_roots.push(pem);
     }
     config.address_filter = filter;
     *args = rest;

@@ -1,14 +1,17 @@
 //! The connection driver: one task per peer connection that owns its UDP
-//! sockets, the ICE agent, the DTLS endpoint, the SCTP association and the
-//! state of every data channel.
+//! sockets, its TCP/TLS streams to TURN servers, the ICE agent, the DTLS
+//! endpoint, the SCTP association and the state of every data channel.
 //!
 //! Each turn of the loop takes one input — datagrams (every one that is
-//! ready, before anything is written), a command from a handle, an expired
-//! timer, or a reader that made room — feeds it to the state machines, and
-//! then flushes what they produced: SCTP packets into DTLS, DTLS records and
-//! ICE checks onto the sockets, messages into the channels' queues. The
-//! only clock is `Instant::now()` taken once per turn, and the only timer is
-//! the earliest deadline the machines report.
+//! ready, before anything is written), whole TURN messages a stream read, a
+//! command from a handle, an expired timer, or a reader that made room —
+//! feeds it to the state machines, and then flushes what they produced: SCTP
+//! packets into DTLS, DTLS records and ICE checks onto the sockets or into
+//! the streams' queues, messages into the channels' queues. The streams are
+//! polled in the same select as the sockets and written at the end of every
+//! flush; no task of their own (see [`super::stream`]). The only clock is
+//! `Instant::now()` taken once per turn, and the only timer is the earliest
+//! deadline the machines report.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -162,10 +165,13 @@ impl Driver {
             let input = {
                 let sockets = &self.sockets;
                 let recv = std::future::poll_fn(|cx| poll_recv_any(sockets, cx, &mut buf));
+                let relays = &mut self.relays;
+                let streams = std::future::poll_fn(|cx| poll_streams(relays, cx));
                 tokio::select! {
                     biased;
                     command = self.commands.recv() => Input::Command(command),
                     received = recv => Input::Datagram(received),
+                    r = streams => Input::Stream(r),
                     () = wake.notified() => Input::Wake,
                     () = sleep_until(deadline) => Input::Timer,
                 }
@@ -193,6 +199,10 @@ impl Driver {
                         let data = BytesMut::from(&buf[..len]);
                         self.handle_datagram(now, index, from, data);
                     }
+                }
+                Input::Stream(r) => {
+                    let (candidate, relayed) = self.relays[r].handle_stream(now);
+                    self.relay_output(now, r, candidate, relayed);
                 }
                 Input::Wake => self.drain_blocked(now),
                 Input::Timer => self.handle_timeout(now),
@@ -342,23 +352,35 @@ impl Driver {
             let Some(r) = self
                 .relays
                 .iter()
-                .position(|r| r.local == local && r.server == from)
+                .position(|r| r.stream.is_none() && r.local == local && r.server == from)
             else {
                 return;
             };
             let (candidate, relayed) = self.relays[r].handle(now, data);
-            if let Some(candidate) = candidate {
-                self.add_local_candidate(candidate);
-            }
-            self.publish_gathering_state();
-            if let Some(relayed_addr) = self.relays[r].relayed() {
-                for (peer, bytes) in relayed {
-                    self.handle_input(now, relayed_addr, peer, bytes);
-                }
-            }
+            self.relay_output(now, r, candidate, relayed);
             return;
         }
         self.handle_input(now, local, from, data);
+    }
+
+    /// What relay `r` produced from the server's messages: its candidate,
+    /// and datagrams from peers, which arrive on its relayed address.
+    fn relay_output(
+        &mut self,
+        now: Instant,
+        r: usize,
+        candidate: Option<Candidate>,
+        relayed: Vec<(SocketAddr, BytesMut)>,
+    ) {
+        if let Some(candidate) = candidate {
+            self.add_local_candidate(candidate);
+        }
+        self.publish_gathering_state();
+        if let Some(relayed_addr) = self.relays[r].relayed() {
+            for (peer, bytes) in relayed {
+                self.handle_input(now, relayed_addr, peer, bytes);
+            }
+        }
     }
 
     /// A datagram that reached our local address `local` (a socket of ours,
@@ -876,12 +898,22 @@ impl Driver {
         }
     }
 
-    /// Sends everything the state machines produced.
+    /// Sends everything the state machines produced: datagrams now, and
+    /// as much of the streams' queues as they take without waiting (the
+    /// rest when the select finds them writable).
     async fn flush(&mut self, now: Instant) {
         let out = self.transmits(now);
         for (index, to, data) in out {
             send_to(&self.sockets[index].socket, to, &data).await;
         }
+        let relays = &mut self.relays;
+        std::future::poll_fn(|cx| {
+            for stream in relays.iter_mut().filter_map(|r| r.stream.as_mut()) {
+                stream.poll_output(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
     }
 
     /// The datagrams the state machines want sent, in order:
@@ -914,11 +946,16 @@ impl Driver {
             }
         }
         for r in 0..self.relays.len() {
+            // Over a stream this queues on it and returns nothing.
+            let datagrams = self.relays[r].poll_transmit();
+            if datagrams.is_empty() {
+                continue;
+            }
             let Some(index) = self.socket_index(self.relays[r].local) else {
                 continue;
             };
             let server = self.relays[r].server;
-            for bytes in self.relays[r].poll_transmit() {
+            for bytes in datagrams {
                 out.push((index, server, bytes));
             }
         }
@@ -1037,6 +1074,8 @@ async fn send_to(socket: &tokio::net::UdpSocket, to: SocketAddr, data: &[u8]) {
 enum Input {
     Command(Option<Command>),
     Datagram((usize, usize, SocketAddr)),
+    /// Relay `r`'s stream has messages, or ended.
+    Stream(usize),
     Wake,
     Timer,
 }
@@ -1067,6 +1106,19 @@ fn poll_recv_any(
             Poll::Ready(Ok(from)) => return Poll::Ready((index, read.filled().len(), from)),
             Poll::Ready(Err(e)) => tracing::trace!(error = %e, "receive failed"),
             Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
+/// Polls every TURN stream (connecting, writing, reading); ready with the
+/// index of a relay whose stream has whole messages, or ended.
+fn poll_streams(relays: &mut [TurnRelay], cx: &mut std::task::Context<'_>) -> Poll<usize> {
+    for (r, relay) in relays.iter_mut().enumerate() {
+        if let Some(stream) = &mut relay.stream {
+            if stream.poll_input(cx).is_ready() {
+                return Poll::Ready(r);
+            }
         }
     }
     Poll::Pending

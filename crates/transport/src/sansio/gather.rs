@@ -14,7 +14,8 @@ use rtc_stun::message::{Getter, Message, TransactionId, BINDING_REQUEST, BINDING
 use rtc_stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
 
-use super::turn::TurnServer;
+use super::stream::{tls_config, TlsTarget};
+use super::turn::{TurnServer, Via};
 use crate::{AddressFilter, Error, PeerConfig};
 
 /// The ICE component every candidate belongs to (data channels are one
@@ -98,17 +99,23 @@ pub(super) fn bind_host_sockets(
     Ok((sockets, candidates))
 }
 
-/// Binds a socket for talking to the TURN server at `server`, on the first
-/// host address of the same family (so its packets stay inside the
-/// filter like every other).
+/// The address to reach the TURN server at `server` from: the first host
+/// address of the same family (so its packets stay inside the filter like
+/// every other).
+pub(super) fn turn_local_ip(hosts: &[LocalSocket], server: SocketAddr) -> Option<IpAddr> {
+    hosts.iter().map(|s| s.addr.ip()).find(|ip| {
+        ip.is_ipv4() == server.is_ipv4() && ip.is_loopback() == server.ip().is_loopback()
+    })
+}
+
+/// Binds a UDP socket for talking to the TURN server at `server`, on
+/// [`turn_local_ip`].
 pub(super) fn bind_turn_socket(
     config: &PeerConfig,
     hosts: &[LocalSocket],
     server: SocketAddr,
 ) -> Option<LocalSocket> {
-    let ip = hosts.iter().map(|s| s.addr.ip()).find(|ip| {
-        ip.is_ipv4() == server.is_ipv4() && ip.is_loopback() == server.ip().is_loopback()
-    })?;
+    let ip = turn_local_ip(hosts, server)?;
     let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).ok()?;
     if let Some(size) = config.socket_buffer {
         crate::socket::size_buffers(&socket2::SockRef::from(&std_socket), size);
@@ -143,24 +150,36 @@ fn usable_local_ip(filter: &AddressFilter, name: &str, ip: IpAddr) -> bool {
 }
 
 /// The ICE servers of `config` this stack gathers from, in one pass over
-/// the URLs: STUN servers by address, and `turn:` servers over UDP with
-/// their credentials, each confined to the filter like every other packet
-/// ICE sends. TURN over TCP and TLS are not gathered by this stack yet; they
-/// are skipped as on the 0.17 stack (one WARN per process).
+/// the URLs: STUN servers by address, and TURN servers with their
+/// credentials and how to reach them — `turn:` over UDP or TCP, `turns:`
+/// over TLS (verified against Mozilla's roots and
+/// [`PeerConfig::turn_tls_roots`]) — each confined to the filter like every
+/// other packet ICE sends. `turns:` with `transport=udp` (TURN over DTLS)
+/// is skipped with a WARN (once per process).
 pub(super) async fn ice_servers(
     config: &PeerConfig,
 ) -> Result<(Vec<SocketAddr>, Vec<TurnServer>), Error> {
     let filter = &config.address_filter;
     let (mut stun, mut turn) = (Vec::new(), Vec::new());
+    // Built at the first `turns:` URL, shared by all of them.
+    let mut tls = None;
     for server in &config.ice_servers {
         for raw in &server.urls {
             let url = Url::parse_url(raw)
                 .map_err(|e| Error::InvalidConfig(format!("ICE server {raw:?}: {e}")))?;
-            let is_stun = match (url.scheme, url.proto) {
-                (SchemeType::Stun, _) => true,
-                (SchemeType::Turn, ProtoType::Udp) => false,
-                (SchemeType::Turn | SchemeType::Turns, _) => {
-                    crate::config::skip_unusable_relay_url(raw);
+            let via = match (url.scheme, url.proto) {
+                (SchemeType::Stun, _) => None,
+                (SchemeType::Turn, ProtoType::Udp) => Some(Via::Udp),
+                (SchemeType::Turn, ProtoType::Tcp) => Some(Via::Tcp),
+                (SchemeType::Turns, ProtoType::Tcp) => {
+                    let config = match &tls {
+                        Some(config) => std::sync::Arc::clone(config),
+                        None => tls.insert(tls_config(&config.turn_tls_roots)?).clone(),
+                    };
+                    Some(Via::Tls(TlsTarget::new(config, &url.host)?))
+                }
+                (SchemeType::Turns, _) => {
+                    crate::config::skip_dtls_relay_url(raw);
                     continue;
                 }
                 _ => continue,
@@ -168,15 +187,15 @@ pub(super) async fn ice_servers(
             let Some(addr) = resolve_in_filter(raw, &url, filter).await else {
                 continue;
             };
-            if is_stun {
-                stun.push(addr);
-            } else {
-                turn.push(TurnServer {
+            match via {
+                None => stun.push(addr),
+                Some(via) => turn.push(TurnServer {
                     addr,
                     url: raw.clone(),
                     username: server.username.clone().unwrap_or_default(),
                     password: server.credential.clone().unwrap_or_default(),
-                });
+                    via,
+                }),
             }
         }
     }

@@ -3,7 +3,8 @@
 //! [`crate::Stack::SansIo`].
 //!
 //! The state machines perform no I/O and read no clock. One driver task per
-//! connection ([`driver`]) owns them together with the UDP sockets; the
+//! connection ([`driver`]) owns them together with the UDP sockets and the
+//! TCP/TLS streams to TURN servers ([`stream`]); the
 //! [`Peer`] and channel handles talk to it through a command queue. Nothing
 //! is shared between the read and write paths but that task.
 
@@ -11,6 +12,7 @@ mod channel;
 mod driver;
 mod gather;
 mod sctp_clock;
+mod stream;
 mod turn;
 
 use std::collections::HashMap;
@@ -426,17 +428,9 @@ impl Peer {
         let now = Instant::now();
         let mut relays = Vec::new();
         for server in &turn_servers {
-            let Some(socket) = gather::bind_turn_socket(&config, &sockets, server.addr) else {
-                tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
-                continue;
-            };
-            relays.push(turn::TurnRelay::start(
-                server,
-                socket.addr,
-                Arc::clone(&crypto),
-                now,
-            )?);
-            sockets.push(socket);
+            if let Some(relay) = start_relay(&config, &mut sockets, server, &crypto, now)? {
+                relays.push(relay);
+            }
         }
         let gatherer = ReflexiveGatherer::start(&sockets, &servers, now)?;
         let driver_config = config.clone();
@@ -726,6 +720,47 @@ impl Peer {
             .as_ref()
             .map_or(Error::Closed, Error::from)
     }
+}
+
+/// Starts allocating on `server`: from a UDP socket bound for it (added to
+/// `sockets`), or over a TCP/TLS stream. `None` when no local address can
+/// reach it.
+fn start_relay(
+    config: &PeerConfig,
+    sockets: &mut Vec<gather::LocalSocket>,
+    server: &turn::TurnServer,
+    crypto: &Arc<dyn RTCCryptoProvider>,
+    now: Instant,
+) -> Result<Option<turn::TurnRelay>, Error> {
+    let unreachable = || {
+        tracing::debug!(server = %server.url, "no local address to reach the TURN server from");
+        Ok(None)
+    };
+    let tls = match &server.via {
+        turn::Via::Udp => {
+            let Some(socket) = gather::bind_turn_socket(config, sockets, server.addr) else {
+                return unreachable();
+            };
+            let local = socket.addr;
+            sockets.push(socket);
+            let relay = turn::TurnRelay::start(server, local, None, Arc::clone(crypto), now)?;
+            return Ok(Some(relay));
+        }
+        turn::Via::Tcp => None,
+        turn::Via::Tls(target) => Some(target),
+    };
+    let Some(ip) = gather::turn_local_ip(sockets, server.addr) else {
+        return unreachable();
+    };
+    let (stream, local) = match stream::TurnStream::connect(ip, server.addr, tls) {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!(server = %server.url, error = %e, "no TCP socket for the TURN server");
+            return Ok(None);
+        }
+    };
+    let relay = turn::TurnRelay::start(server, local, Some(stream), Arc::clone(crypto), now)?;
+    Ok(Some(relay))
 }
 
 impl Drop for Peer {
