@@ -7,10 +7,12 @@ use bytes::Bytes;
 use crate::legacy;
 use crate::{sansio, Error};
 
-/// Sending waits while more than this many bytes are queued in SCTP, so a
-/// fast writer cannot grow the send queue without bound.
+/// On the 0.17 stack, sending waits while more than this many bytes are
+/// queued in SCTP, so a fast writer cannot grow the send queue without
+/// bound (the sans-I/O stack's limit is its `SEND_QUEUE`).
+#[cfg(feature = "stack-017")]
 pub(crate) const HIGH_WATER: usize = 1024 * 1024;
-/// ...and resumes once the queue drains below this.
+/// A writer held back is woken once the queue drains below this.
 pub(crate) const LOW_WATER: usize = 256 * 1024;
 
 /// The largest message this side sends, whatever the peer accepts.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex, Notify};
 
 use super::driver::Command;
-use crate::channel::{Message, HIGH_WATER, SEND_LIMIT};
+use crate::channel::{Message, SEND_LIMIT};
 use crate::Error;
 
 /// Messages a channel's queue holds before the driver leaves the rest in SCTP.
@@ -93,7 +93,7 @@ impl Channel {
                 return Err(Error::Closed);
             }
             let drained = self.shared.drained.notified();
-            if self.shared.buffered.load(Ordering::Acquire) <= HIGH_WATER {
+            if self.shared.buffered.load(Ordering::Acquire) <= super::SEND_QUEUE {
                 break;
             }
             // A release between the check and the wait is caught by the

@@ -46,6 +46,15 @@ const SCTP_PORT: u16 = 5000;
 /// The SCTP receive window: what the remote may have in flight to us.
 const RECEIVE_WINDOW: u32 = 1024 * 1024;
 
+/// Sending waits while more than this many bytes of a channel are queued in
+/// SCTP (in flight or not yet sent). Twice a beeline peer's receive window,
+/// so that a writer held back by the window always leaves data in SCTP's
+/// pending queue: `rtc-sctp` grows its congestion window only while that
+/// queue is not empty, and after a retransmission timeout (an outage) it
+/// would otherwise resend what was in flight one packet per delayed SACK
+/// (200 ms), taking minutes for a full window.
+const SEND_QUEUE: usize = 2 * RECEIVE_WINDOW as usize;
+
 /// How often ICE sends connectivity checks while connecting.
 const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
