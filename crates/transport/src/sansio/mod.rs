@@ -9,6 +9,7 @@
 //! is shared between the read and write paths but that task.
 
 mod channel;
+mod crypto;
 mod driver;
 mod gather;
 mod sctp_clock;
@@ -29,7 +30,6 @@ use rtc_ice::agent::Agent;
 use rtc_ice::candidate::unmarshal_candidate;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 
 pub(crate) use channel::Channel;
@@ -430,8 +430,7 @@ impl Peer {
     }
 
     async fn new(config: PeerConfig, controlling: bool) -> Result<Self, Error> {
-        let crypto = rtc_crypto::default_provider()
-            .map_err(|e| Error::Failed(format!("crypto provider: {e}")))?;
+        let crypto = crypto::provider();
         let (mut sockets, host_candidates) = gather::bind_host_sockets(&config)?;
         let (servers, turn_servers) = gather::ice_servers(&config).await?;
         let now = Instant::now();
@@ -493,10 +492,9 @@ impl Peer {
         let credentials = agent.get_local_credentials();
         let local_credentials = (credentials.ufrag.clone(), credentials.pwd.clone());
 
-        let certificate =
-            Certificate::generate_self_signed(vec!["beeline".to_owned()], crypto.crypto())
-                .map_err(|e| Error::Failed(format!("certificate: {e}")))?;
-        let fingerprint = format_fingerprint(&Sha256::digest(certificate.certificate[0].as_ref()));
+        let certificate = crypto::self_signed_certificate(crypto.crypto(), "beeline")
+            .map_err(|e| Error::Failed(format!("certificate: {e}")))?;
+        let fingerprint = format_fingerprint(&crypto::sha256(certificate.certificate[0].as_ref()));
 
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -562,7 +560,7 @@ impl Peer {
         let verify: rtc_dtls::config::VerifyPeerCertificateFn = Arc::new(move |certs, _| {
             if certs
                 .first()
-                .is_some_and(|der| Sha256::digest(der).as_slice() == expected)
+                .is_some_and(|der| crypto::sha256(der) == expected)
             {
                 Ok(())
             } else {
