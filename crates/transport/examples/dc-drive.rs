@@ -297,14 +297,7 @@ async fn ride_out(
     let chunks = bytes.div_ceil(CHUNK);
     let sender = {
         let channel = Arc::clone(channel);
-        tokio::spawn(async move {
-            for i in 0..chunks {
-                let len = CHUNK.min(bytes - i * CHUNK);
-                if let Err(e) = channel.send_binary(pattern(i as u32, len)).await {
-                    fail(&format!("send: {e}"));
-                }
-            }
-        })
+        tokio::spawn(async move { send_bulk(&channel, bytes).await })
     };
     // Echoes are checked as they come; the time of each is kept.
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
@@ -377,19 +370,23 @@ async fn ride_out(
     );
 }
 
+/// Sends `bytes` in messages of [`CHUNK`], message `i` being `pattern(i)`.
+async fn send_bulk(channel: &DataChannel, bytes: usize) {
+    for i in 0..bytes.div_ceil(CHUNK) {
+        let len = CHUNK.min(bytes - i * CHUNK);
+        if let Err(e) = channel.send_binary(pattern(i as u32, len)).await {
+            fail(&format!("send: {e}"));
+        }
+    }
+}
+
 /// Bulk and small messages through the echo; returns the seconds the bulk took.
 async fn exchange(channel: &Arc<DataChannel>, bytes: usize, small: usize) -> f64 {
     let chunks = bytes.div_ceil(CHUNK);
     let sender = {
         let channel = Arc::clone(channel);
         tokio::spawn(async move {
-            for i in 0..chunks {
-                let len = CHUNK.min(bytes - i * CHUNK);
-                channel
-                    .send_binary(pattern(i as u32, len))
-                    .await
-                    .expect("send");
-            }
+            send_bulk(&channel, bytes).await;
             for i in 0..small {
                 channel
                     .send_text(&format!("small {i}"))
