@@ -228,10 +228,12 @@ run_case() {
     fi
     grep -h '^RESULT\|^connected\|^ICE restart' "$dir/browser.log" | sed "s/^/  [$name] /" || true
     grep -h '^pair' "$dir/home.log" | sed "s/^/  [$name] home: /" || true
+    # dc-drive's log with ANSI colours off, for the two checks below.
+    local plain_log
+    plain_log="$(sed 's/\x1b\[[0-9;]*m//g' "$dir/browser.log")"
     if [ "$status" -eq 0 ] && [ "${#case_expect_log[@]}" -gt 0 ]; then
-        # ANSI colours off, then keep the lines holding every string.
-        local lines want
-        lines="$(sed 's/\x1b\[[0-9;]*m//g' "$dir/browser.log")"
+        # Keep the lines holding every string.
+        local lines="$plain_log" want
         for want in "${case_expect_log[@]}"; do
             lines="$(printf '%s\n' "$lines" | grep -F -- "$want" || true)"
         done
@@ -242,10 +244,11 @@ run_case() {
             status=99
         fi
     fi
-    local reject
+    local reject hit
     for reject in "${case_reject_log[@]}"; do
-        if [ "$status" -eq 0 ] && sed 's/\x1b\[[0-9;]*m//g' "$dir/browser.log" | grep -qF -- "$reject"; then
-            echo "  [$name] dc-drive logged $reject: $(sed 's/\x1b\[[0-9;]*m//g' "$dir/browser.log" | grep -F -- "$reject" | head -1)"
+        hit="$(printf '%s\n' "$plain_log" | grep -F -- "$reject" | head -1 || true)"
+        if [ "$status" -eq 0 ] && [ -n "$hit" ]; then
+            echo "  [$name] dc-drive logged $reject: $hit"
             status=98
         fi
     done

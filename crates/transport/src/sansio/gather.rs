@@ -210,7 +210,8 @@ pub(super) async fn resolve_in_filter(
     url: &Url,
     filter: &AddressFilter,
 ) -> Option<SocketAddr> {
-    let host = url.host.trim_start_matches('[').trim_end_matches(']');
+    // `Url::parse_url` has already taken an IPv6 address out of its brackets.
+    let host = url.host.as_str();
     let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, url.port)],
         Err(_) => match tokio::net::lookup_host((host, url.port)).await {
