@@ -36,13 +36,13 @@ use rtc_sctp::{
 use rtc_shared::marshal::{Marshal, Unmarshal};
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use sansio::Protocol;
-use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, ChannelShared, QUEUE};
 use super::gather::{LocalSocket, ReflexiveGatherer};
 use super::sctp_clock::SctpClock;
 use super::turn::TurnRelay;
+use super::udp::{self, Transmit};
 use super::Shared;
 use crate::channel::{Message, LOW_WATER};
 use crate::peer::{CandidateKind, Failure, PeerState, SelectedPair};
@@ -188,16 +188,23 @@ impl Driver {
                         }
                     }
                 }
-                Input::Datagram((index, len, from)) => {
-                    let first = BytesMut::from(&buf[..len]);
-                    self.handle_datagram(now, index, from, first);
+                Input::Datagram((index, received)) => {
+                    for datagram in received.datagrams(&buf) {
+                        self.handle_datagram(now, index, received.from, BytesMut::from(datagram));
+                    }
                     // Every datagram that is ready is taken before writing.
                     for _ in 1..READ_BATCH {
-                        let Some((index, len, from)) = try_recv_any(&self.sockets, &mut buf) else {
+                        let Some((index, received)) = try_recv_any(&self.sockets, &mut buf) else {
                             break;
                         };
-                        let data = BytesMut::from(&buf[..len]);
-                        self.handle_datagram(now, index, from, data);
+                        for datagram in received.datagrams(&buf) {
+                            self.handle_datagram(
+                                now,
+                                index,
+                                received.from,
+                                BytesMut::from(datagram),
+                            );
+                        }
                     }
                 }
                 Input::Stream(r) => {
@@ -903,8 +910,9 @@ impl Driver {
     /// rest when the select finds them writable).
     async fn flush(&mut self, now: Instant) {
         let out = self.transmits(now);
-        for (index, to, data) in out {
-            send_to(&self.sockets[index].socket, to, &data).await;
+        for run in udp::runs(&out) {
+            let socket = &mut self.sockets[out[run.start].0];
+            udp::send_run(&socket.socket, &mut socket.offload, &out[run]).await;
         }
         let relays = &mut self.relays;
         std::future::poll_fn(|cx| {
@@ -918,8 +926,8 @@ impl Driver {
 
     /// The datagrams the state machines want sent, in order:
     /// `(socket index, destination, bytes)`.
-    fn transmits(&mut self, now: Instant) -> Vec<(usize, SocketAddr, BytesMut)> {
-        let mut out: Vec<(usize, SocketAddr, BytesMut)> = Vec::new();
+    fn transmits(&mut self, now: Instant) -> Vec<Transmit> {
+        let mut out: Vec<Transmit> = Vec::new();
         for (local, server, request) in self.gatherer.poll_transmit(now) {
             self.route(now, local, server, BytesMut::from(&request[..]), &mut out);
         }
@@ -970,7 +978,7 @@ impl Driver {
         local: SocketAddr,
         to: SocketAddr,
         data: BytesMut,
-        out: &mut Vec<(usize, SocketAddr, BytesMut)>,
+        out: &mut Vec<Transmit>,
     ) {
         if let Some(index) = self.socket_index(local) {
             out.push((index, to, data));
@@ -1057,23 +1065,9 @@ impl Driver {
     }
 }
 
-async fn send_to(socket: &tokio::net::UdpSocket, to: SocketAddr, data: &[u8]) {
-    match socket.try_send_to(data, to) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            // The kernel's send buffer is full: wait for room (the datagram
-            // is not dropped).
-            if let Err(e) = socket.send_to(data, to).await {
-                tracing::trace!(%to, error = %e, "send failed");
-            }
-        }
-        Err(e) => tracing::trace!(%to, error = %e, "send failed"),
-    }
-}
-
 enum Input {
     Command(Option<Command>),
-    Datagram((usize, usize, SocketAddr)),
+    Datagram((usize, udp::Received)),
     /// Relay `r`'s stream has messages, or ended.
     Stream(usize),
     Wake,
@@ -1094,17 +1088,22 @@ async fn sleep_until(at: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
 }
 
-/// Polls every socket once for a datagram.
+/// Polls every socket once for a read (one datagram, or several
+/// coalesced).
 fn poll_recv_any(
     sockets: &[LocalSocket],
     cx: &mut std::task::Context<'_>,
     buf: &mut [u8],
-) -> Poll<(usize, usize, SocketAddr)> {
+) -> Poll<(usize, udp::Received)> {
     for (index, socket) in sockets.iter().enumerate() {
-        let mut read = ReadBuf::new(buf);
-        match socket.socket.poll_recv_from(cx, &mut read) {
-            Poll::Ready(Ok(from)) => return Poll::Ready((index, read.filled().len(), from)),
-            Poll::Ready(Err(e)) => tracing::trace!(error = %e, "receive failed"),
+        match udp::poll_recv(&socket.socket, cx, buf) {
+            Poll::Ready(Ok(received)) => return Poll::Ready((index, received)),
+            Poll::Ready(Err(e)) => {
+                tracing::trace!(error = %e, "receive failed");
+                // Come back for what follows the error (the waker is not
+                // registered for this socket now).
+                cx.waker().wake_by_ref();
+            }
             Poll::Pending => {}
         }
     }
@@ -1124,13 +1123,11 @@ fn poll_streams(relays: &mut [TurnRelay], cx: &mut std::task::Context<'_>) -> Po
     Poll::Pending
 }
 
-/// A datagram that is ready now on any socket.
-fn try_recv_any(sockets: &[LocalSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
+/// A read that is ready now on any socket.
+fn try_recv_any(sockets: &[LocalSocket], buf: &mut [u8]) -> Option<(usize, udp::Received)> {
     sockets.iter().enumerate().find_map(|(index, socket)| {
-        socket
-            .socket
-            .try_recv_from(buf)
+        udp::try_recv(&socket.socket, buf)
             .ok()
-            .map(|(len, from)| (index, len, from))
+            .map(|received| (index, received))
     })
 }

@@ -38,6 +38,8 @@ pub(super) struct LocalSocket {
     pub(super) retired: bool,
     /// Talks to a TURN server (no host candidate of its own).
     pub(super) turn: bool,
+    /// Whether runs of datagrams may leave in one segmented send.
+    pub(super) offload: super::udp::Offload,
 }
 
 /// Binds one UDP socket per local address the filter allows, sizes its
@@ -73,6 +75,7 @@ pub(super) fn bind_host_sockets(
             .map_err(|e| Error::Failed(format!("socket: {e}")))?;
         let socket =
             UdpSocket::from_std(std_socket).map_err(|e| Error::Failed(format!("socket: {e}")))?;
+        super::udp::request_coalescing(&socket);
         let local = socket
             .local_addr()
             .map_err(|e| Error::Failed(format!("socket: {e}")))?;
@@ -94,6 +97,7 @@ pub(super) fn bind_host_sockets(
             addr: local,
             retired: false,
             turn: false,
+            offload: super::udp::Offload::initial(),
         });
     }
     Ok((sockets, candidates))
@@ -122,12 +126,14 @@ pub(super) fn bind_turn_socket(
     }
     std_socket.set_nonblocking(true).ok()?;
     let socket = UdpSocket::from_std(std_socket).ok()?;
+    super::udp::request_coalescing(&socket);
     let addr = socket.local_addr().ok()?;
     Some(LocalSocket {
         socket,
         addr,
         retired: false,
         turn: true,
+        offload: super::udp::Offload::initial(),
     })
 }
 

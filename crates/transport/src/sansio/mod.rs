@@ -15,6 +15,7 @@ mod gather;
 mod sctp_clock;
 mod stream;
 mod turn;
+mod udp;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
