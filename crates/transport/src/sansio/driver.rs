@@ -36,6 +36,7 @@ use rtc_sctp::{
 use rtc_shared::marshal::{Marshal, Unmarshal};
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use sansio::Protocol;
+use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, ChannelShared, QUEUE};
@@ -188,23 +189,16 @@ impl Driver {
                         }
                     }
                 }
-                Input::Datagram((index, received)) => {
-                    for datagram in received.datagrams(&buf) {
-                        self.handle_datagram(now, index, received.from, BytesMut::from(datagram));
-                    }
+                Input::Datagram((index, len, from)) => {
+                    let first = BytesMut::from(&buf[..len]);
+                    self.handle_datagram(now, index, from, first);
                     // Every datagram that is ready is taken before writing.
                     for _ in 1..READ_BATCH {
-                        let Some((index, received)) = try_recv_any(&self.sockets, &mut buf) else {
+                        let Some((index, len, from)) = try_recv_any(&self.sockets, &mut buf) else {
                             break;
                         };
-                        for datagram in received.datagrams(&buf) {
-                            self.handle_datagram(
-                                now,
-                                index,
-                                received.from,
-                                BytesMut::from(datagram),
-                            );
-                        }
+                        let data = BytesMut::from(&buf[..len]);
+                        self.handle_datagram(now, index, from, data);
                     }
                 }
                 Input::Stream(r) => {
@@ -1067,7 +1061,7 @@ impl Driver {
 
 enum Input {
     Command(Option<Command>),
-    Datagram((usize, udp::Received)),
+    Datagram((usize, usize, SocketAddr)),
     /// Relay `r`'s stream has messages, or ended.
     Stream(usize),
     Wake,
@@ -1088,22 +1082,17 @@ async fn sleep_until(at: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
 }
 
-/// Polls every socket once for a read (one datagram, or several
-/// coalesced).
+/// Polls every socket once for a datagram.
 fn poll_recv_any(
     sockets: &[LocalSocket],
     cx: &mut std::task::Context<'_>,
     buf: &mut [u8],
-) -> Poll<(usize, udp::Received)> {
+) -> Poll<(usize, usize, SocketAddr)> {
     for (index, socket) in sockets.iter().enumerate() {
-        match udp::poll_recv(&socket.socket, cx, buf) {
-            Poll::Ready(Ok(received)) => return Poll::Ready((index, received)),
-            Poll::Ready(Err(e)) => {
-                tracing::trace!(error = %e, "receive failed");
-                // Come back for what follows the error (the waker is not
-                // registered for this socket now).
-                cx.waker().wake_by_ref();
-            }
+        let mut read = ReadBuf::new(buf);
+        match socket.socket.poll_recv_from(cx, &mut read) {
+            Poll::Ready(Ok(from)) => return Poll::Ready((index, read.filled().len(), from)),
+            Poll::Ready(Err(e)) => tracing::trace!(error = %e, "receive failed"),
             Poll::Pending => {}
         }
     }
@@ -1123,11 +1112,13 @@ fn poll_streams(relays: &mut [TurnRelay], cx: &mut std::task::Context<'_>) -> Po
     Poll::Pending
 }
 
-/// A read that is ready now on any socket.
-fn try_recv_any(sockets: &[LocalSocket], buf: &mut [u8]) -> Option<(usize, udp::Received)> {
+/// A datagram that is ready now on any socket.
+fn try_recv_any(sockets: &[LocalSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
     sockets.iter().enumerate().find_map(|(index, socket)| {
-        udp::try_recv(&socket.socket, buf)
+        socket
+            .socket
+            .try_recv_from(buf)
             .ok()
-            .map(|received| (index, received))
+            .map(|(len, from)| (index, len, from))
     })
 }
