@@ -106,6 +106,8 @@ size:
 lint: ensure-lint-tools
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    # The transport as a lean embedder builds it: sans-I/O alone, no TURN over TLS.
+    cargo clippy -p beeline-transport --no-default-features --all-targets -- -D warnings
 
 # --- benchmarks --------------------------------------------------------------
 

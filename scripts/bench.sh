@@ -73,10 +73,12 @@ if ! skipped size; then
             echo "$size_out" >&2
             delta="$(echo "$size_out" | awk '/^transport delta:/ { print $3 }')"
             base="$(echo "$size_out" | awk '/^baseline/ { print $4 }')"
-            example="$(echo "$size_out" | awk '/^dc-echo/ { print $3 }')"
+            example="$(echo "$size_out" | awk '/^dc-echo \(/ { print $3 }')"
+            lean="$(echo "$size_out" | awk '/^delta without turn-tls:/ { print $4 }')"
             if [ -n "$delta" ]; then
-                printf '{"source": "scripts/size.sh (dc-echo vs size-baseline, size profile)", "baseline_bytes": %s, "example_bytes": %s, "delta_bytes": %s, "delta_mb": %s}\n' \
-                    "${base:-null}" "${example:-null}" "$delta" "$(awk -v d="$delta" 'BEGIN { print d / 1000000 }')" >"$out/size.json"
+                printf '{"source": "scripts/size.sh (dc-echo vs size-baseline, size profile)", "baseline_bytes": %s, "example_bytes": %s, "delta_bytes": %s, "delta_mb": %s, "delta_without_turn_tls_bytes": %s, "delta_without_turn_tls_mb": %s}\n' \
+                    "${base:-null}" "${example:-null}" "$delta" "$(awk -v d="$delta" 'BEGIN { print d / 1000000 }')" \
+                    "${lean:-null}" "$( [ -n "$lean" ] && awk -v d="$lean" 'BEGIN { print d / 1000000 }' || echo null)" >"$out/size.json"
             fi
         else
             log "scripts/size.sh failed; the size row shows as not measured"

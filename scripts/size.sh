@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Measures what beeline-transport costs in a binary: the stripped size of
-# the transport-only example `dc-echo`, built with the default sans-I/O
-# stack alone (`--no-default-features`: without the 0.17 stack, which is
-# what an embedder links once it is gone), against a baseline tokio binary that
-# does the same I/O plumbing (stdin/stdout lines, tokio runtime) without the
+# the transport-only example `dc-echo`, built with the sans-I/O stack alone
+# (without the 0.17 stack, which is what an embedder links once it is gone)
+# and the `turn-tls` feature (TURN over TLS, on by default), against a
+# baseline tokio binary that does the same I/O plumbing (stdin/stdout lines,
+# tokio runtime, the same tracing-subscriber set-up as dc-echo) without the
 # transport, both in the `size` profile (opt-level z, fat LTO, one codegen
-# unit, panic=abort, stripped). The goal is a delta of at most 1.3 MB, what
-# the specification measured for pion's components.
+# unit, panic=abort, stripped). It also prints the delta without
+# `turn-tls` (no rustls client, no Mozilla roots). The goal is a delta of
+# at most 1.3 MB, what the specification measured for pion's components.
 #
 # Set BEELINE_SIZE_TOP=N to also list the N largest symbols of an unstripped
 # build of dc-echo (what dominates, by crate).
@@ -16,19 +18,26 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo --example size-baseline
-
+features=(--no-default-features --features turn-tls)
+cargo build -q --profile size -p beeline-transport "${features[@]}" --example dc-echo --example size-baseline
 dc="$target_dir/size/examples/dc-echo"
 base="$target_dir/size/examples/size-baseline"
 dc_size=$(stat -c %s "$dc")
 base_size=$(stat -c %s "$base")
+# Without turn-tls, in a target directory of its own (the same example name).
+cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo \
+    --target-dir "$target_dir/size-lean"
+lean_size=$(stat -c %s "$target_dir/size-lean/size/examples/dc-echo")
 delta=$((dc_size - base_size))
+lean_delta=$((lean_size - base_size))
 goal=$((1300 * 1000))
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1000000 }'; }
 printf '%-34s %10d bytes (%s)\n' "baseline tokio binary:" "$base_size" "$(mb "$base_size")"
 printf '%-34s %10d bytes (%s)\n' "dc-echo (beeline-transport):" "$dc_size" "$(mb "$dc_size")"
 printf '%-34s %10d bytes (%s)\n' "transport delta:" "$delta" "$(mb "$delta")"
+printf '%-34s %10d bytes (%s)\n' "dc-echo without turn-tls:" "$lean_size" "$(mb "$lean_size")"
+printf '%-34s %10d bytes (%s)\n' "delta without turn-tls:" "$lean_delta" "$(mb "$lean_delta")"
 if [ "$delta" -le "$goal" ]; then
     echo "goal (<= 1.30 MB): met"
 else
@@ -38,7 +47,7 @@ fi
 if [ -n "${BEELINE_SIZE_TOP:-}" ]; then
     # Same profile, symbols kept, to see which crates dominate.
     CARGO_PROFILE_SIZE_STRIP=false CARGO_PROFILE_SIZE_DEBUG=false \
-        cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo \
+        cargo build -q --profile size -p beeline-transport "${features[@]}" --example dc-echo \
         --target-dir "$target_dir/size-symbols"
     sym="$target_dir/size-symbols/size/examples/dc-echo"
     echo "largest symbols in dc-echo:"

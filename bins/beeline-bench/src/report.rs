@@ -666,6 +666,13 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "MB",
         AtMost(1.3),
     );
+    rows.add(
+        "size_transport_delta_without_turn_tls_mb",
+        "size: the same without the turn-tls feature (no TURN over TLS)",
+        num(&size, "delta_without_turn_tls_mb"),
+        "MB",
+        Goal::None,
+    );
     if let Some(src) = size.get("source").and_then(Value::as_str) {
         rows.note(src.to_owned());
     }

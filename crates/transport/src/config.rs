@@ -270,7 +270,9 @@ pub struct PeerConfig {
     /// file; the embedder passes the text. A bad entry fails
     /// [`crate::Peer::offer`] / [`crate::Peer::answer`] with
     /// [`Error::InvalidConfig`] when a `turns:` URL is configured. Only the
-    /// sans-I/O stack speaks TURN over TLS; the 0.17 stack skips `turns:`.
+    /// sans-I/O stack speaks TURN over TLS, and only with the `turn-tls`
+    /// feature (on by default); otherwise `turns:` URLs are skipped with a
+    /// WARN and this is unused.
     pub turn_tls_roots: Vec<String>,
 }
 
@@ -300,6 +302,11 @@ impl Default for PeerConfig {
 #[cfg(feature = "stack-017")]
 static WARNED_UNUSABLE_RELAY: AtomicBool = AtomicBool::new(false);
 
+/// Set once the first `turns:` URL over TCP has been reported at WARN by a
+/// build without the `turn-tls` feature.
+#[cfg(not(feature = "turn-tls"))]
+static WARNED_TLS_RELAY: AtomicBool = AtomicBool::new(false);
+
 /// Set once the first `turns:` URL over UDP (DTLS) has been reported at WARN.
 static WARNED_DTLS_RELAY: AtomicBool = AtomicBool::new(false);
 
@@ -321,6 +328,16 @@ pub(crate) fn skip_unusable_relay_url(raw: &str) {
         &WARNED_UNUSABLE_RELAY,
         raw,
         "skipping TURN server URL: this transport gathers relayed candidates over UDP only (no TURN over TCP or TLS)",
+    );
+}
+
+/// A build without the `turn-tls` feature skips every `turns:` URL over TCP.
+#[cfg(not(feature = "turn-tls"))]
+pub(crate) fn skip_tls_relay_url(raw: &str) {
+    skip_relay_url(
+        &WARNED_TLS_RELAY,
+        raw,
+        "skipping TURN server URL: TURN over TLS needs beeline-transport's turn-tls feature, which this build leaves out",
     );
 }
 

@@ -14,7 +14,8 @@ use rtc_stun::message::{Getter, Message, TransactionId, BINDING_REQUEST, BINDING
 use rtc_stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
 
-use super::stream::{tls_config, TlsTarget};
+#[cfg(feature = "turn-tls")]
+use super::tls::{tls_config, TlsTarget};
 use super::turn::{TurnServer, Via};
 use crate::{AddressFilter, Error, PeerConfig};
 
@@ -166,6 +167,7 @@ pub(super) async fn ice_servers(
     let filter = &config.address_filter;
     let (mut stun, mut turn) = (Vec::new(), Vec::new());
     // Built at the first `turns:` URL, shared by all of them.
+    #[cfg(feature = "turn-tls")]
     let mut tls = None;
     for server in &config.ice_servers {
         for raw in &server.urls {
@@ -175,12 +177,18 @@ pub(super) async fn ice_servers(
                 (SchemeType::Stun, _) => None,
                 (SchemeType::Turn, ProtoType::Udp) => Some(Via::Udp),
                 (SchemeType::Turn, ProtoType::Tcp) => Some(Via::Tcp),
+                #[cfg(feature = "turn-tls")]
                 (SchemeType::Turns, ProtoType::Tcp) => {
                     let config = match &tls {
                         Some(config) => std::sync::Arc::clone(config),
                         None => tls.insert(tls_config(&config.turn_tls_roots)?).clone(),
                     };
                     Some(Via::Tls(TlsTarget::new(config, &url.host)?))
+                }
+                #[cfg(not(feature = "turn-tls"))]
+                (SchemeType::Turns, ProtoType::Tcp) => {
+                    crate::config::skip_tls_relay_url(raw);
+                    continue;
                 }
                 (SchemeType::Turns, _) => {
                     crate::config::skip_dtls_relay_url(raw);

@@ -14,6 +14,7 @@ mod driver;
 mod gather;
 mod sctp_clock;
 mod stream;
+mod tls;
 mod turn;
 mod udp;
 

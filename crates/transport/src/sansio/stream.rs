@@ -24,29 +24,20 @@
 //! retransmit). Reading stops while decoded messages wait to be taken, so
 //! TCP's window pushes back on the server.
 //!
-//! **Certificates.** `turns:` servers are verified by rustls (on ring)
-//! against Mozilla's roots (`webpki-roots`) plus the PEM certificates the
-//! embedder puts in [`crate::PeerConfig::turn_tls_roots`], for the URL's
-//! host: a DNS name, or an IP address (which the certificate must carry as
-//! an IP subject alternative name).
+//! **TLS** is [`super::tls`]'s, with the `turn-tls` feature.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::tls::TlsTarget;
+use crate::Error;
 use bytes::{Buf, BytesMut};
 use rtc_shared::turn_framing::TurnStreamDecoder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpSocket;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
-
-use crate::Error;
 
 /// The most bytes queued for a stream; past it whole messages are dropped.
 pub(super) const OUT_QUEUE: usize = 1024 * 1024;
@@ -55,54 +46,10 @@ pub(super) const OUT_QUEUE: usize = 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// A connected stream: plain TCP or TLS over it.
-trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<dyn Conn>, Failure>> + Send>>;
-
-/// What to verify a `turns:` server against.
-#[derive(Debug, Clone)]
-pub(super) struct TlsTarget {
-    pub(super) config: Arc<ClientConfig>,
-    /// The URL's host.
-    pub(super) name: ServerName<'static>,
-}
-
-impl TlsTarget {
-    /// The target for `host` (a DNS name or an IP address).
-    pub(super) fn new(config: Arc<ClientConfig>, host: &str) -> Result<Self, Error> {
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|_| Error::InvalidConfig(format!("{host:?} is not a TLS server name")))?;
-        Ok(Self { config, name })
-    }
-}
-
-/// The TLS client configuration for `turns:` servers: Mozilla's roots and
-/// `extra_pem` (PEM text, one or more certificates each), on ring.
-pub(super) fn tls_config(extra_pem: &[String]) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for (i, pem) in extra_pem.iter().enumerate() {
-        let bad = |why: String| Error::InvalidConfig(format!("turn_tls_roots[{i}]: {why}"));
-        let mut found = 0;
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| bad(e.to_string()))?;
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(bad("no PEM certificate in it".into()));
-        }
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Failed(format!("TLS configuration: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
 
 /// Why a stream ended; the relay decides how loudly to say so.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +57,8 @@ pub(super) enum Failure {
     /// The TCP connection could not be made.
     Connect(String),
     /// The TLS handshake failed (an untrusted certificate, most often).
+    /// (Never made without the `turn-tls` feature.)
+    #[cfg_attr(not(feature = "turn-tls"), allow(dead_code))]
     Tls(String),
     /// The connection broke, was closed, or carried something not TURN.
     Broken(String),
@@ -174,13 +123,7 @@ impl TurnStream {
             let _ = tcp.set_nodelay(true);
             match tls {
                 None => Ok(Box::new(tcp) as Box<dyn Conn>),
-                Some(target) => {
-                    let stream = TlsConnector::from(target.config)
-                        .connect(target.name, tcp)
-                        .await
-                        .map_err(|e| Failure::Tls(e.to_string()))?;
-                    Ok(Box::new(stream) as Box<dyn Conn>)
-                }
+                Some(target) => target.handshake(tcp).await,
             }
         });
         Ok((Self::with_io(Io::Connecting(connecting)), local))
@@ -429,24 +372,5 @@ mod tests {
             assert!(accepted * big.len() <= OUT_QUEUE);
         }
         assert_eq!(accepted, OUT_QUEUE / big.len());
-    }
-
-    #[test]
-    fn extra_roots_must_hold_a_certificate() {
-        assert!(tls_config(&[]).is_ok());
-        assert!(matches!(
-            tls_config(&["not a certificate".into()]),
-            Err(Error::InvalidConfig(_))
-        ));
-    }
-
-    #[test]
-    fn tls_targets_name_dns_hosts_and_ip_addresses() {
-        let config = tls_config(&[]).unwrap();
-        let ip = TlsTarget::new(Arc::clone(&config), "203.0.113.1").unwrap();
-        assert!(matches!(ip.name, ServerName::IpAddress(_)));
-        let dns = TlsTarget::new(Arc::clone(&config), "turn.example.com").unwrap();
-        assert!(matches!(dns.name, ServerName::DnsName(_)));
-        assert!(TlsTarget::new(config, "not a name!").is_err());
     }
 }

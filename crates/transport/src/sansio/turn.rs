@@ -19,7 +19,8 @@ use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event};
 use sansio::Protocol;
 
-use super::stream::{Failure, TlsTarget, TurnStream};
+use super::stream::{Failure, TurnStream};
+use super::tls::TlsTarget;
 use crate::Error;
 
 /// The first retransmission wait of a TURN request; doubled per retry.
@@ -42,7 +43,9 @@ pub(super) enum Via {
     Udp,
     /// `turn:...?transport=tcp`.
     Tcp,
-    /// `turns:` (TLS over TCP).
+    /// `turns:` (TLS over TCP). Without the `turn-tls` feature
+    /// [`TlsTarget`] has no value, so nothing makes this.
+    #[cfg_attr(not(feature = "turn-tls"), allow(dead_code))]
     Tls(TlsTarget),
 }
 
