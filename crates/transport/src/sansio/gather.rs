@@ -76,6 +76,7 @@ pub(super) fn bind_host_sockets(
             .map_err(|e| Error::Failed(format!("socket: {e}")))?;
         let socket =
             UdpSocket::from_std(std_socket).map_err(|e| Error::Failed(format!("socket: {e}")))?;
+        super::udp::request_coalescing(&socket);
         let local = socket
             .local_addr()
             .map_err(|e| Error::Failed(format!("socket: {e}")))?;
@@ -126,6 +127,7 @@ pub(super) fn bind_turn_socket(
     }
     std_socket.set_nonblocking(true).ok()?;
     let socket = UdpSocket::from_std(std_socket).ok()?;
+    super::udp::request_coalescing(&socket);
     let addr = socket.local_addr().ok()?;
     Some(LocalSocket {
         socket,

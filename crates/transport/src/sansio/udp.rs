@@ -1,6 +1,6 @@
-//! Writing UDP datagrams with the kernel's segmentation offload (Linux).
+//! UDP with the kernel's segmentation offloads (Linux).
 //!
-//! A run of equal-sized datagrams to one destination (what SCTP
+//! **Writing.** A run of equal-sized datagrams to one destination (what SCTP
 //! makes of a bulk transfer: full packets, each one DTLS record) leaves in
 //! one `sendmsg` with `UDP_SEGMENT`: the kernel builds the packets from one
 //! buffer, so a 64 KiB message costs one system call, one route lookup and
@@ -8,13 +8,22 @@
 //! I/O slice per datagram, so nothing is copied on our side. Everything
 //! else, and every socket whose kernel refuses segmentation, goes out one
 //! `sendto` per datagram.
+//!
+//! **Reading.** Sockets ask for `UDP_GRO`: the kernel may hand over several
+//! datagrams from one sender, of one size (the last may be shorter), in one
+//! read, and says the size in a control message; [`Received::datagrams`]
+//! cuts them apart again.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrStorage,
+};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -161,6 +170,97 @@ pub(super) async fn send_to(socket: &UdpSocket, to: SocketAddr, data: &[u8]) {
     }
 }
 
+/// Asks the kernel to coalesce received datagrams (`UDP_GRO`). Where it
+/// cannot, datagrams simply arrive one per read.
+pub(super) fn request_coalescing(socket: &UdpSocket) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = setsockopt(socket, sockopt::UdpGroSegment, &true) {
+        tracing::debug!(error = %e, "UDP_GRO refused; reading one datagram per call");
+    }
+}
+
+/// What one read brought: `len` bytes in the buffer from `from`, made of
+/// datagrams of `segment` bytes each (the last may be shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Received {
+    pub(super) len: usize,
+    pub(super) from: SocketAddr,
+    pub(super) segment: usize,
+}
+
+impl Received {
+    /// The datagrams in `buf` (the buffer the read filled).
+    pub(super) fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        buf[..self.len].chunks(self.segment.max(1))
+    }
+}
+
+/// Reads what is ready on `socket` without waiting (`WouldBlock` if
+/// nothing is).
+pub(super) fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+    socket.try_io(Interest::READABLE, || recv(socket, buf))
+}
+
+/// Polls `socket` for a read; `Pending` registers the waker.
+pub(super) fn poll_recv(
+    socket: &UdpSocket,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<Received>> {
+    // A readiness that turns out stale is cleared by `try_io`, and the next
+    // poll registers the waker; bounded so that no error can spin here.
+    for _ in 0..4 {
+        match socket.poll_recv_ready(cx) {
+            Poll::Ready(Ok(())) => match try_recv(socket, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            },
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    // Still not readable after four stale wake-ups: yield and come back.
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+    let mut control = [0u8; 64];
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let len = msg.bytes;
+    let mut segment = len;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for cmsg in cmsgs {
+            #[cfg(target_os = "linux")]
+            if let ControlMessageOwned::UdpGroSegments(size) = cmsg {
+                segment = usize::try_from(size).unwrap_or(len);
+            }
+        }
+    }
+    let from = msg
+        .address
+        .as_ref()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4((*v4).into()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a datagram without an IP source",
+            )
+        })?;
+    Ok(Received { len, from, segment })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +327,58 @@ mod tests {
                     .unwrap();
             assert_eq!(from, tx.local_addr().unwrap());
             assert_eq!(&buf[..len], &expected[..]);
+        }
+    }
+
+    /// With coalescing asked for, reads may bring several datagrams at once;
+    /// cut apart, they are exactly what was sent, in order, whatever mix of
+    /// segmented and single sends made them.
+    #[tokio::test]
+    async fn coalesced_reads_cut_back_into_the_datagrams_sent() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        request_coalescing(&rx);
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let mut offload = Offload::initial();
+        for round in 0..5u8 {
+            let run: Vec<Transmit> = (0..30u8)
+                .map(|i| {
+                    let len = if i == 29 {
+                        10 + usize::from(round)
+                    } else {
+                        1100
+                    };
+                    (
+                        0,
+                        to,
+                        BytesMut::from(&vec![round.wrapping_mul(31) ^ i; len][..]),
+                    )
+                })
+                .collect();
+            send_run(&tx, &mut offload, &run).await;
+            sent.extend(run.iter().map(|(_, _, d)| d.to_vec()));
+            send_to(&tx, to, b"single").await;
+            sent.push(b"single".to_vec());
+        }
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut coalesced = false;
+        let mut buf = vec![0u8; 65_536];
+        while got.len() < sent.len() {
+            let received = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                std::future::poll_fn(|cx| poll_recv(&rx, cx, &mut buf)),
+            )
+            .await
+            .expect("datagrams")
+            .unwrap();
+            assert_eq!(received.from, tx.local_addr().unwrap());
+            coalesced |= received.len > received.segment;
+            got.extend(received.datagrams(&buf).map(<[u8]>::to_vec));
+        }
+        assert_eq!(got, sent);
+        if cfg!(target_os = "linux") {
+            assert!(coalesced, "loopback delivers a segmented send in one read");
         }
     }
 }
