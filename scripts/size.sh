@@ -18,16 +18,17 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-features=(--no-default-features --features turn-tls)
-cargo build -q --profile size -p beeline-transport "${features[@]}" --example dc-echo --example size-baseline
 dc="$target_dir/size/examples/dc-echo"
 base="$target_dir/size/examples/size-baseline"
+# Without turn-tls first: both builds write the same example path, so each
+# size is read right after its build (the dependencies they share are
+# built once).
+cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo
+lean_size=$(stat -c %s "$dc")
+features=(--no-default-features --features turn-tls)
+cargo build -q --profile size -p beeline-transport "${features[@]}" --example dc-echo --example size-baseline
 dc_size=$(stat -c %s "$dc")
 base_size=$(stat -c %s "$base")
-# Without turn-tls, in a target directory of its own (the same example name).
-cargo build -q --profile size -p beeline-transport --no-default-features --example dc-echo \
-    --target-dir "$target_dir/size-lean"
-lean_size=$(stat -c %s "$target_dir/size-lean/size/examples/dc-echo")
 delta=$((dc_size - base_size))
 lean_delta=$((lean_size - base_size))
 goal=$((1300 * 1000))
