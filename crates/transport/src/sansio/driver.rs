@@ -60,9 +60,10 @@ const RECV_BUF: usize = 64 * 1024;
 /// brings more, coalesced, is taken whole). Counted in datagrams, not reads:
 /// with 64 coalesced reads a turn could take thousands of datagrams before
 /// any channel reader ran, and the NAT `outage` case then stalled 12 s after
-/// the path returned in 3 runs of 5 (rtc-sctp drops DATA past its receive
-/// buffer and leaves it to the retransmission timer, backed off after an
-/// outage); counted in datagrams it resumed within 0.6 s in every run.
+/// the path returned in 3 runs of 5; counted in datagrams it resumed within
+/// 0.6 s in every run. Our reading, not yet shown with a trace: rtc-sctp
+/// drops DATA past its receive buffer and leaves it to the retransmission
+/// timer, backed off after an outage (`docs/transport.md`, known limits).
 const READ_BATCH: usize = 64;
 
 /// What a handle asks of the driver.
@@ -927,7 +928,7 @@ impl Driver {
         let out = self.transmits(now);
         for run in udp::runs(&out) {
             let socket = &mut self.sockets[out[run.start].0];
-            udp::send_run(&socket.socket, &mut socket.offload, &out[run]).await;
+            udp::send_run(&socket.socket, &mut socket.segmentation, &out[run]).await;
         }
         let relays = &mut self.relays;
         std::future::poll_fn(|cx| {

@@ -40,7 +40,7 @@ pub(super) struct LocalSocket {
     /// Talks to a TURN server (no host candidate of its own).
     pub(super) turn: bool,
     /// Whether runs of datagrams may leave in one segmented send.
-    pub(super) offload: super::udp::Offload,
+    pub(super) segmentation: bool,
 }
 
 /// Binds one UDP socket per local address the filter allows, sizes its
@@ -98,7 +98,7 @@ pub(super) fn bind_host_sockets(
             addr: local,
             retired: false,
             turn: false,
-            offload: super::udp::Offload::initial(),
+            segmentation: super::udp::segmentation_available(),
         });
     }
     Ok((sockets, candidates))
@@ -134,7 +134,7 @@ pub(super) fn bind_turn_socket(
         addr,
         retired: false,
         turn: true,
-        offload: super::udp::Offload::initial(),
+        segmentation: super::udp::segmentation_available(),
     })
 }
 

@@ -38,23 +38,10 @@ const MAX_RUN_BYTES: usize = 65_000;
 /// One datagram to write: `(socket index, destination, bytes)`.
 pub(super) type Transmit = (usize, SocketAddr, BytesMut);
 
-/// Whether a socket may try segmentation offload. Starts `Untried`; the
-/// first refusal turns it `Off` for the socket's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Offload {
-    Untried,
-    Works,
-    Off,
-}
-
-impl Offload {
-    pub(super) fn initial() -> Self {
-        if cfg!(target_os = "linux") {
-            Offload::Untried
-        } else {
-            Offload::Off
-        }
-    }
+/// Whether a new socket may try segmentation offload (Linux only); a
+/// socket's first refusal turns it off for the socket's life.
+pub(super) fn segmentation_available() -> bool {
+    cfg!(target_os = "linux")
 }
 
 /// Splits `out` into runs one segmented send may carry: consecutive
@@ -86,26 +73,23 @@ pub(super) fn runs(out: &[Transmit]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Writes a run's datagrams (all to one destination, see [`runs`]):
-/// segmented when there are several and the
-/// socket allows it, else one at a time. A full send buffer is waited out
+/// segmented when there are several and `segmentation` allows it (a
+/// refusal clears it), else one at a time. A full send buffer is waited out
 /// (nothing is dropped); other errors are logged at TRACE, as a lost
 /// datagram is (SCTP and ICE retransmit).
-pub(super) async fn send_run(socket: &UdpSocket, offload: &mut Offload, run: &[Transmit]) {
+pub(super) async fn send_run(socket: &UdpSocket, segmentation: &mut bool, run: &[Transmit]) {
     let Some(&(_, to, _)) = run.first() else {
         return;
     };
-    if run.len() > 1 && *offload != Offload::Off {
+    if run.len() > 1 && *segmentation {
         match send_segmented(socket, to, run).await {
-            Ok(()) => {
-                *offload = Offload::Works;
-                return;
-            }
+            Ok(()) => return,
             Err(e) if refused(&e) => {
                 tracing::debug!(
                     error = %e,
                     "UDP segmentation offload refused; sending one datagram per call"
                 );
-                *offload = Offload::Off;
+                *segmentation = false;
             }
             Err(e) => {
                 tracing::trace!(%to, error = %e, "send failed");
@@ -313,10 +297,10 @@ mod tests {
             })
             .collect();
         assert_eq!(runs(&run), vec![0..40]);
-        let mut offload = Offload::initial();
-        send_run(&tx, &mut offload, &run).await;
+        let mut segmentation = segmentation_available();
+        send_run(&tx, &mut segmentation, &run).await;
         if cfg!(target_os = "linux") {
-            assert_eq!(offload, Offload::Works, "loopback takes UDP_SEGMENT");
+            assert!(segmentation, "loopback takes UDP_SEGMENT");
         }
         let mut buf = vec![0u8; 65_536];
         for (_, _, expected) in &run {
@@ -340,7 +324,7 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = rx.local_addr().unwrap();
         let mut sent: Vec<Vec<u8>> = Vec::new();
-        let mut offload = Offload::initial();
+        let mut segmentation = segmentation_available();
         for round in 0..5u8 {
             let run: Vec<Transmit> = (0..30u8)
                 .map(|i| {
@@ -356,7 +340,7 @@ mod tests {
                     )
                 })
                 .collect();
-            send_run(&tx, &mut offload, &run).await;
+            send_run(&tx, &mut segmentation, &run).await;
             sent.extend(run.iter().map(|(_, _, d)| d.to_vec()));
             send_to(&tx, to, b"single").await;
             sent.push(b"single".to_vec());
