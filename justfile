@@ -26,11 +26,12 @@ test: lint client-check test-rust test-browser test-proxy test-interop test-nat 
 # Rust unit and integration tests (all WebRTC traffic on loopback); a real
 # coturn proves the TURN credentials, and a throwaway PostgreSQL cluster runs
 # the shared store's tests (three signal-api instances behind haproxy among them).
-# The transport's own suite runs a second time on the 0.17 stack.
+# The transport's own suite runs a second time on the 0.17 stack, from the
+# test binaries the first run built.
 [group('test')]
 test-rust: ensure-coturn ensure-postgres ensure-haproxy
     BEELINE_REQUIRE_COTURN=1 BEELINE_REQUIRE_POSTGRES=1 cargo test --workspace --no-fail-fast
-    BEELINE_TEST_STACK=0.17 cargo test -p beeline-transport --no-fail-fast
+    scripts/test-transport-017.sh
 
 # Run each frame-decoder fuzz target briefly (bounded; not part of `test`).
 [group('test')]

@@ -59,11 +59,9 @@ const RECV_BUF: usize = 64 * 1024;
 /// Datagrams taken in one turn before the driver writes (a read that
 /// brings more, coalesced, is taken whole). Counted in datagrams, not reads:
 /// with 64 coalesced reads a turn could take thousands of datagrams before
-/// any channel reader ran, and the NAT `outage` case then stalled 12 s after
-/// the path returned in 3 runs of 5; counted in datagrams it resumed within
-/// 0.6 s in every run. Our reading, not yet shown with a trace: rtc-sctp
-/// drops DATA past its receive buffer and leaves it to the retransmission
-/// timer, backed off after an outage (`docs/transport.md`, known limits).
+/// any channel reader ran. (The 12 s stalls of the NAT `outage` case once
+/// blamed on this were traced to rtc-sctp's window accounting after a
+/// retransmission timeout: see `RECEIVE_WINDOW`.)
 const READ_BATCH: usize = 64;
 
 /// What a handle asks of the driver.

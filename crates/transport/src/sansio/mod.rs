@@ -45,17 +45,23 @@ use crate::{AddressFilter, DataChannel, Error, PeerConfig};
 /// The SCTP port beeline uses on its side (the conventional 5000).
 const SCTP_PORT: u16 = 5000;
 
-/// The SCTP receive window: what the remote may have in flight to us.
-const RECEIVE_WINDOW: u32 = 1024 * 1024;
+/// The SCTP receive window: what the remote may have in flight to us. Twice
+/// `SEND_QUEUE`, so a beeline sender never fills a beeline receiver's
+/// window: after a retransmission timeout `rtc-sctp` 0.21.1 still counts
+/// every chunk it marked for retransmission as in flight, so a sender whose
+/// flight had filled the window sees no room left and resends one chunk per
+/// SACK, as a zero-window probe; the receiver delays each of those SACKs by
+/// 200 ms. The NAT `outage` case then took 11–12 s to deliver one 64 KiB
+/// message after the heal, in about one run of three. Several busy channels
+/// on one connection can still fill it (`docs/transport.md`, known limits).
+const RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// Sending waits while more than this many bytes of a channel are queued in
-/// SCTP (in flight or not yet sent). Twice a beeline peer's receive window,
-/// so that a writer held back by the window always leaves data in SCTP's
-/// pending queue: `rtc-sctp` grows its congestion window only while that
-/// queue is not empty, and after a retransmission timeout (an outage) it
-/// would otherwise resend what was in flight one packet per delayed SACK
-/// (200 ms), taking minutes for a full window.
-const SEND_QUEUE: usize = 2 * RECEIVE_WINDOW as usize;
+/// SCTP (in flight or not yet sent). Larger than what a fast path needs in
+/// flight, so a writer held back by the congestion window leaves data in
+/// SCTP's pending queue: `rtc-sctp` grows its congestion window only while
+/// that queue is not empty. Half `RECEIVE_WINDOW` (see there).
+const SEND_QUEUE: usize = 2 * 1024 * 1024;
 
 /// How often ICE sends connectivity checks while connecting.
 const CHECK_INTERVAL: Duration = Duration::from_millis(50);
