@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mapfile -t binaries < <(
-    cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+    cargo test --workspace --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)

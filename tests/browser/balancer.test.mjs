@@ -19,21 +19,12 @@ import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { Service, browserKinds, launchBrowser, openPage, readMetrics, sendChat, waitFor } from './harness.mjs';
+import { Service, bounded, browserKinds, launchBrowser, openPage, readMetrics, sendChat, waitFor } from './harness.mjs';
 import { TestPostgres, freePort, isRoot, postgresRequired, userIds } from './postgres.mjs';
 
 const INSTANCES = 3;
 const START_TIMEOUT_MS = 15_000;
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy', '/usr/local/sbin/haproxy'].find((file) => existsSync(file));
-
-/** `promise`, or a rejection after `ms` saying what hung. */
-function bounded(promise, ms, what) {
-  let timer;
-  const expired = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish in ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
 
 /**
  * haproxy's configuration: round-robin over `backends` (host:port), each

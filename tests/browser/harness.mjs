@@ -221,6 +221,19 @@ function readJsonLines(file) {
     .map((line) => JSON.parse(line));
 }
 
+/**
+ * `promise`, or a rejection after `ms` saying what hung. The timer is
+ * cleared once `promise` settles: a pending one would keep the test file's
+ * process alive until it fired.
+ */
+export function bounded(promise, ms, what) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish in ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
 /** Polls `check` until it resolves truthy, or throws after `timeoutMs`. */
 export async function waitFor(check, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs;

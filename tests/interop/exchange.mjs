@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 
+import { bounded } from '../browser/harness.mjs';
 import { startEcho } from './peer.mjs';
 
 // Runs in the page: the echo check on an open channel.
@@ -70,13 +71,11 @@ async function exchangeInPage({ total, chunk, small, maxMessageSize }) {
 
 /** Runs exchangeInPage in `page` against `echo` and checks what came back. */
 async function check(page, echo, maxMessageSize) {
-  // The timer is cleared once the exchange settles: a pending one keeps
-  // this test file's process alive for its full 90 s after the last test.
-  let timer;
-  const result = await Promise.race([
+  const result = await bounded(
     page.evaluate(exchangeInPage, { total: 10 << 20, chunk: 64 * 1024, small: 1000, maxMessageSize }),
-    new Promise((_, no) => { timer = setTimeout(() => no(new Error('exchange did not finish in 90 s')), 90_000); }),
-  ]).finally(() => clearTimeout(timer));
+    90_000,
+    'the exchange',
+  );
   const pair = echo.log.find((l) => l.startsWith('pair')) ?? 'no pair line';
   const stack = echo.log.find((l) => l.startsWith('stack')) ?? 'no stack line';
   console.log(`  ${(result.bytes / 1e6).toFixed(1)} MB echoed in ${result.secs.toFixed(2)} s ` +

@@ -60,8 +60,8 @@ const RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
 /// SCTP (in flight or not yet sent). Larger than what a fast path needs in
 /// flight, so a writer held back by the congestion window leaves data in
 /// SCTP's pending queue: `rtc-sctp` grows its congestion window only while
-/// that queue is not empty. Half `RECEIVE_WINDOW` (see there).
-const SEND_QUEUE: usize = 2 * 1024 * 1024;
+/// that queue is not empty. Half `RECEIVE_WINDOW` (see there): 2 MiB.
+const SEND_QUEUE: usize = RECEIVE_WINDOW as usize / 2;
 
 /// How often ICE sends connectivity checks while connecting.
 const CHECK_INTERVAL: Duration = Duration::from_millis(50);
