@@ -6,6 +6,11 @@
 # dependency tree (about 3 minutes of CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/apt.sh
+. scripts/lib/apt.sh
+# python3 reads cargo's JSON below; installed when missing, as
+# ensure-python-deps.sh does.
+command -v python3 >/dev/null 2>&1 || apt_install python3
 
 mapfile -t binaries < <(
     cargo test --workspace --no-run --message-format=json | python3 -c '
