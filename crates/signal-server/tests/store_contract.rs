@@ -591,19 +591,27 @@ async fn postgres_specifics(pg: &TestPostgres) {
 }
 
 /// Posts arriving at one instance together are written in one transaction
-/// (group commit), and a post the database refuses in such a batch fails
-/// alone: the other posts of its moment are stored and acknowledged.
+/// (group commit) and announced to the other instances, however many
+/// notification payloads that takes; a post the database refuses in such a
+/// batch fails alone: the other posts of its moment are stored and
+/// acknowledged.
 async fn posts_of_one_moment_share_a_transaction(pg: &TestPostgres) {
     const POSTS: usize = 64;
+    // Long session ids: a batch's announcements need several payloads.
+    let id = |i: usize| format!("g{i}-{}", "x".repeat(600));
     let url = pg.create_database("group_commit");
     let store: Store = Arc::new(
         PostgresStore::connect(&url, PostgresOptions::default())
             .await
             .unwrap(),
     );
+    let other = PostgresStore::connect(&url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let mut announced = other.remote_posts().unwrap();
     for i in 0..POSTS {
         store
-            .create_session(&format!("g{i}"), "home", "", 1_000)
+            .create_session(&id(i), "home", "", 1_000)
             .await
             .unwrap();
     }
@@ -612,8 +620,8 @@ async fn posts_of_one_moment_share_a_transaction(pg: &TestPostgres) {
         let posts: Vec<_> = (0..POSTS)
             .map(|i| {
                 let store = store.clone();
+                let id = id(i);
                 tokio::spawn(async move {
-                    let id = format!("g{i}");
                     let sdp = if Some(i) == bad { "v=0\0" } else { "v=0" };
                     let message = NewMessage {
                         sdp: Some(sdp),
@@ -635,6 +643,29 @@ async fn posts_of_one_moment_share_a_transaction(pg: &TestPostgres) {
     for (i, outcome) in post_at_once(None).await.iter().enumerate() {
         assert!(outcome.is_ok(), "post {i}: {outcome:?}");
     }
+    // The other instance was told of every post, once.
+    let mut told = std::collections::BTreeSet::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while told.len() < POSTS {
+            if let RemotePost::Message {
+                session_id,
+                home_id,
+                side,
+            } = announced.recv().await.unwrap()
+            {
+                assert_eq!((&*home_id, side), ("home", Side::Browser));
+                assert!(told.insert(session_id.to_string()), "told twice");
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the other instance was told of {} posts of {POSTS}",
+            told.len()
+        )
+    });
+    assert_eq!(told, (0..POSTS).map(id).collect());
     // Each row's xmin is the transaction that wrote it.
     let transactions: usize = pg
         .psql(

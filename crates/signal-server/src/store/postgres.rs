@@ -18,9 +18,11 @@
 //! - Posts arriving at one instance together are written together, in one
 //!   statement and one transaction ([`group_commit`]), and each is answered
 //!   once that transaction has committed.
-//! - After the commit the post sends `NOTIFY beeline_wake`; every instance
-//!   keeps one listening connection (reconnected with backoff) and passes
-//!   other instances' posts on as [`RemotePost`]s.
+//! - The statement that writes a batch also announces its posts with
+//!   `NOTIFY beeline_wake`, which PostgreSQL delivers when the batch commits
+//!   and only then; every instance keeps one listening connection
+//!   (reconnected with backoff) and passes other instances' posts on as
+//!   [`RemotePost`]s.
 
 use std::{error::Error as StdError, fmt, future::Future, str::FromStr, sync::Arc, time::Duration};
 
@@ -294,9 +296,7 @@ pub struct PostgresStore {
     /// This process, so that its own announcements are not passed back.
     instance: Arc<str>,
     remote: broadcast::Sender<RemotePost>,
-    /// Announcements for the notifier task, which sends them in batches.
-    notices: mpsc::UnboundedSender<String>,
-    /// Writes posts in batches.
+    /// Writes posts in batches, and announces them.
     appends: GroupCommit,
     _listener: DropGuard,
 }
@@ -384,16 +384,13 @@ impl PostgresStore {
             stop.clone(),
             shown,
         ));
-        let (notices, pending) = mpsc::unbounded_channel();
-        tokio::spawn(notify(pool.clone(), pending, stop.clone()));
-        let appends = GroupCommit::start(writers, options.query_timeout);
+        let appends = GroupCommit::start(writers, options.query_timeout, instance.clone());
         Ok(Self {
             appends,
             pool,
             options,
             instance,
             remote,
-            notices,
             _listener: stop.drop_guard(),
         })
     }
@@ -601,71 +598,8 @@ async fn listen_once(
     }
 }
 
-/// Most announcements one `NOTIFY` statement carries.
-const NOTIFY_BATCH: usize = 256;
-
-/// Longest payload we send: PostgreSQL refuses 8,000 bytes and more.
-const NOTIFY_PAYLOAD: usize = 7_900;
-
-/// Sends the announcements of committed posts, everything queued at the
-/// moment in one statement (one round trip and one short transaction, with
-/// no WAL flush to wait for), until `stop`. The announcements share
-/// payloads, one a line ([`pack`]), so every listening instance gets one
-/// notification for many posts. A batch that fails is dropped (logged): its
-/// waiters elsewhere read at the end of their hold.
-async fn notify(pool: Pool, mut pending: mpsc::UnboundedReceiver<String>, stop: CancellationToken) {
-    let mut batch = Vec::with_capacity(NOTIFY_BATCH);
-    loop {
-        let first = tokio::select! {
-            _ = stop.cancelled() => return,
-            first = pending.recv() => first,
-        };
-        let Some(first) = first else { return };
-        batch.push(first);
-        while batch.len() < NOTIFY_BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let sent = async {
-            let client = pool.get().await.map_err(|e| e.to_string())?;
-            // Prepared once per connection: no parsing and planning per batch.
-            let statement = client
-                .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
-                .await
-                .map_err(|e| error_chain(&e))?;
-            client
-                .execute(&statement, &[&WAKE_CHANNEL, &pack(&batch)])
-                .await
-                .map_err(|e| error_chain(&e))
-        };
-        if let Err(error) = sent.await {
-            tracing::warn!(%error, posts = batch.len(), "could not announce posts to the other instances");
-        }
-        batch.clear();
-    }
-}
-
-/// Joins announcements into as few payloads as fit, one announcement a
-/// line. (A payload of one line is what instances before this one sent and
-/// read.)
-fn pack(announcements: &[String]) -> Vec<String> {
-    let mut payloads: Vec<String> = Vec::new();
-    for line in announcements {
-        match payloads.last_mut() {
-            Some(payload) if payload.len() + 1 + line.len() <= NOTIFY_PAYLOAD => {
-                payload.push('\n');
-                payload.push_str(line);
-            }
-            _ => payloads.push(line.clone()),
-        }
-    }
-    payloads
-}
-
 /// One line of a payload, `instance|side|session|home` as
-/// [`PostgresStore::append`] sends it; `None` for our own announcements and
+/// [`group_commit`] announces a post; `None` for our own announcements and
 /// anything unreadable.
 fn parse_wake(payload: &str, instance: &str) -> Option<RemotePost> {
     let mut parts = payload.splitn(4, '|');
@@ -760,21 +694,12 @@ impl SessionStore for PostgresStore {
             let appended = self
                 .appends
                 .append(msg, access, live_since_ms, max_messages, now_ms);
-            let (seq, home_id) = tokio::time::timeout(self.options.query_timeout, appended)
+            // Committed, and announced to the other instances by the same
+            // statement. A lost announcement delays their waiters to the
+            // end of their hold, never loses the message.
+            tokio::time::timeout(self.options.query_timeout, appended)
                 .await
-                .map_err(|_| self.timed_out())??;
-            // Committed: tell the other instances (in the background, with
-            // the announcements of other posts of the moment). A lost
-            // announcement delays their waiters to the end of their hold,
-            // never loses the message.
-            let _ = self.notices.send(format!(
-                "{}|{}|{}|{}",
-                self.instance,
-                msg.side.as_str(),
-                msg.session_id,
-                home_id
-            ));
-            Ok((seq, home_id))
+                .map_err(|_| self.timed_out())?
         })
     }
 
@@ -942,20 +867,6 @@ mod tests {
         assert_eq!(parse_wake("a|browser|s1|kitchen", "a"), None);
         assert_eq!(parse_wake("b|sideways|s1|kitchen", "a"), None);
         assert_eq!(parse_wake("garbage", "a"), None);
-    }
-
-    #[test]
-    fn announcements_share_payloads_that_postgres_accepts() {
-        let lines: Vec<String> = (0..300)
-            .map(|i| format!("a|browser|{i:064}|kitchen"))
-            .collect();
-        let payloads = pack(&lines);
-        assert!(payloads.len() > 1, "{} payloads", payloads.len());
-        assert!(payloads.iter().all(|p| p.len() <= NOTIFY_PAYLOAD));
-        let unpacked: Vec<&str> = payloads.iter().flat_map(|p| p.split('\n')).collect();
-        assert_eq!(unpacked, lines);
-        assert_eq!(pack(&lines[..1]), vec![lines[0].clone()]);
-        assert!(pack(&[]).is_empty());
     }
 
     #[test]

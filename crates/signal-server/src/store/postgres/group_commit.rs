@@ -7,11 +7,16 @@
 //! a single task gathers what is queued into a batch, and one call of
 //! `beeline_append_batch` (migration 3) writes the batch in one statement
 //! and one transaction. Each post is answered only once that transaction
-//! has committed.
+//! has committed. The same statement announces the batch's posts to the
+//! other instances (`pg_notify`, delivered by PostgreSQL at the commit and
+//! only then), so announcing costs no transaction of its own.
 //!
-//! At most [`BATCHES_IN_FLIGHT`] batches are being written at once; posts
-//! arriving meanwhile wait in the queue and join the next batch, so batches
-//! grow with the load and a lone post is written at once.
+//! One batch is written at a time ([`BATCHES_IN_FLIGHT`]); posts arriving
+//! meanwhile wait in the queue and join the next batch, so batches grow
+//! with the load and a lone post is written at once. Most of a batch's cost
+//! in PostgreSQL is per statement (executor start-up, planning, commit),
+//! not per row: with two batches in flight each was half as large, and the
+//! bench's three instances posted about a fifth less per second.
 //!
 //! A batch the database refuses as a whole for anything but a lost
 //! connection (a value it will not store, say) is written again one post at
@@ -22,12 +27,12 @@ use std::{sync::Arc, time::Duration};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{classify, pooled};
+use super::{classify, pooled, WAKE_CHANNEL};
 use crate::store::{to_sql_int, Access, NewMessage, Side, StoreError};
 
-/// Most batches one instance writes at once. Each holds a pooled connection
-/// while it is written.
-pub(super) const BATCHES_IN_FLIGHT: usize = 2;
+/// Most batches one instance writes at once. Each holds a connection of
+/// its own while it is written.
+pub(super) const BATCHES_IN_FLIGHT: usize = 1;
 
 /// Most posts in one batch.
 const MAX_BATCH: usize = 256;
@@ -36,9 +41,34 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
 /// The statement that writes a batch; its rows answer the posts in order.
-const APPEND_BATCH: &str = "SELECT r_status, r_seq, r_home FROM beeline_append_batch(
-     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-     $6::text[], $7::text[], $8::bigint[], $9::integer[], $10::bigint[])";
+///
+/// It also announces the accepted posts on the wake channel (`$12`): one
+/// line `instance|side|session|home` per post (`$11` is this instance),
+/// lines joined into payloads under PostgreSQL's 8,000-byte limit. A
+/// payload takes the lines whose running length stays within one multiple
+/// of 7,000 bytes, so it is shorter than 7,000 bytes plus one line, and no
+/// line over 900 bytes is announced (home names have at most 64 characters
+/// and session ids are ours, so none is that long; if one were, waiters on
+/// other instances would find its post at the end of their hold).
+const APPEND_BATCH: &str = "WITH appended AS (
+     SELECT b.r_status, b.r_seq, b.r_home, b.n
+     FROM beeline_append_batch(
+         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+         $6::text[], $7::text[], $8::bigint[], $9::integer[], $10::bigint[])
+         WITH ORDINALITY AS b(r_status, r_seq, r_home, n)
+ ), line AS (
+     SELECT a.n, $11::text || '|' || p.side || '|' || p.session_id || '|' || a.r_home AS text
+     FROM appended a
+     JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS p(session_id, side, n) ON p.n = a.n
+     WHERE a.r_status = 'ok'
+ ), chunked AS (
+     SELECT n, text, sum(octet_length(text) + 1) OVER (ORDER BY n) / 7000 AS chunk
+     FROM line WHERE octet_length(text) <= 900
+ ), announced AS (
+     SELECT count(pg_notify($12::text, payload)) AS payloads
+     FROM (SELECT string_agg(text, E'\\n' ORDER BY n) AS payload FROM chunked GROUP BY chunk) c
+ )
+ SELECT a.r_status, a.r_seq, a.r_home FROM appended a, announced ORDER BY a.n";
 
 /// What a post comes to: its sequence number and its session's home.
 pub(super) type Appended = Result<(u64, String), StoreError>;
@@ -67,9 +97,9 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Starts the writing task, which ends when this is dropped. Each batch
     /// may take `timeout` from taking a connection to its commit.
-    pub(super) fn start(pool: Pool, timeout: Duration) -> Self {
+    pub(super) fn start(pool: Pool, timeout: Duration, instance: Arc<str>) -> Self {
         let (queue, posts) = mpsc::channel(QUEUE);
-        tokio::spawn(gather(pool, posts, timeout));
+        tokio::spawn(gather(pool, posts, timeout, instance));
         Self { queue }
     }
 
@@ -108,7 +138,12 @@ impl GroupCommit {
 
 /// Takes what is queued into batches, one batch per free slot, until the
 /// queue closes.
-async fn gather(pool: Pool, mut posts: mpsc::Receiver<Post>, timeout: Duration) {
+async fn gather(
+    pool: Pool,
+    mut posts: mpsc::Receiver<Post>,
+    timeout: Duration,
+    instance: Arc<str>,
+) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     loop {
         // A slot first: while every slot is busy, posts pile up in the
@@ -133,8 +168,9 @@ async fn gather(pool: Pool, mut posts: mpsc::Receiver<Post>, timeout: Duration) 
             continue;
         }
         let pool = pool.clone();
+        let instance = instance.clone();
         tokio::spawn(async move {
-            commit(&pool, batch, timeout).await;
+            commit(&pool, &instance, batch, timeout).await;
             drop(slot);
         });
     }
@@ -142,8 +178,8 @@ async fn gather(pool: Pool, mut posts: mpsc::Receiver<Post>, timeout: Duration) 
 
 /// Writes `batch` and answers each post; a batch refused as a whole is
 /// written again post by post.
-async fn commit(pool: &Pool, batch: Vec<Post>, timeout: Duration) {
-    let outcome = write(pool, &batch, timeout).await;
+async fn commit(pool: &Pool, instance: &str, batch: Vec<Post>, timeout: Duration) {
+    let outcome = write(pool, instance, &batch, timeout).await;
     match outcome {
         Ok(results) => answer(batch, results),
         Err(StoreError::Unavailable(error)) => {
@@ -165,7 +201,7 @@ async fn commit(pool: &Pool, batch: Vec<Post>, timeout: Duration) {
             tracing::debug!(error = %error, posts = batch.len(), "a batch of posts was refused; writing them one at a time");
             for post in batch {
                 let single = [post];
-                let outcome = write(pool, &single, timeout).await;
+                let outcome = write(pool, instance, &single, timeout).await;
                 let [post] = single;
                 match outcome {
                     Ok(results) => answer(vec![post], results),
@@ -188,6 +224,7 @@ fn answer(batch: Vec<Post>, results: Vec<Appended>) {
 /// Returns each post's outcome, in order.
 async fn write(
     pool: &Pool,
+    instance: &str,
     batch: &[Post],
     timeout: Duration,
 ) -> Result<Vec<Appended>, StoreError> {
@@ -224,6 +261,8 @@ async fn write(
                     &live_since,
                     &max,
                     &now,
+                    &instance,
+                    &WAKE_CHANNEL,
                 ],
             )
             .await
