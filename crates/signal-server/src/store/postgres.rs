@@ -266,9 +266,9 @@ const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PostgresOptions {
-    /// Most connections one instance keeps open for reads and wake-up
-    /// announcements (besides the listening one and the two that write
-    /// posts). Default 16.
+    /// Most connections one instance keeps open for requests other than
+    /// posts (besides the listening one and the one that writes posts).
+    /// Default 16.
     pub pool_size: usize,
     /// How long a call waits for a connection (from the pool, or a new one)
     /// before it fails as unavailable. Default 3 s.
