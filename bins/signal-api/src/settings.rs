@@ -130,7 +130,7 @@ pub(crate) struct Cli {
         help_heading = "General"
     )]
     db: Option<PathBuf>,
-    /// With a postgres:// --db: most connections this instance keeps open for requests (plus one that listens for the other instances' posts) [default: 16].
+    /// With a postgres:// --db: most connections this instance keeps open for requests (plus one that listens for the other instances' posts and one that writes posts) [default: 16].
     #[arg(
         long,
         env = "BEELINE_DB_POOL_SIZE",
