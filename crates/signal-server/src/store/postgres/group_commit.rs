@@ -9,7 +9,10 @@
 //! and one transaction. Each post is answered only once that transaction
 //! has committed. The same statement announces the batch's posts to the
 //! other instances (`pg_notify`, delivered by PostgreSQL at the commit and
-//! only then), so announcing costs no transaction of its own.
+//! only then), so announcing costs no transaction of its own. (PostgreSQL
+//! commits announcing transactions one at a time, holding its notification
+//! lock through the WAL flush; a separate announcing transaction per batch
+//! took that lock as often, and a flush of its own besides.)
 //!
 //! One batch is written at a time ([`BATCHES_IN_FLIGHT`]); posts arriving
 //! meanwhile wait in the queue and join the next batch, so batches grow
