@@ -293,7 +293,8 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     options: PostgresOptions,
-    /// This process, so that its own announcements are not passed back.
+    /// This process's name in announcements (the writer and the listener
+    /// each hold a copy; kept here for `Debug`).
     instance: Arc<str>,
     remote: broadcast::Sender<RemotePost>,
     /// Writes posts in batches, and announces them.
