@@ -218,7 +218,10 @@ describe('loopback tier', () => {
     assert.ok(performance.now() - started < 300, 'ready waited for the slow probe');
     await until(() => client.path === 'loopback', 2000, 'the late listener');
     assert.deepEqual(changes, ['loopback']);
-    assert.ok(client.timing.setupMs >= 300, JSON.stringify(client.timing));
+    // The probe slept 300 ms; Node's timers may fire a fraction of a millisecond
+    // early by performance.now(), so the setup is checked against the 150 ms budget
+    // it outlived, with room for that slack, not against the sleep exactly.
+    assert.ok(client.timing.setupMs >= 250, JSON.stringify(client.timing));
     const res = await client.fetch('/late');
     assert.equal(res.headers.get('x-beeline-path'), 'loopback');
     client.close();
