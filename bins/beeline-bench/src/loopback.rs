@@ -61,8 +61,11 @@ pub(crate) struct LoopbackArgs {
 const TRANSFER_BUDGET: Duration = Duration::from_secs(60);
 const CHROMIUM_BUDGET: Duration = Duration::from_secs(420);
 
+/// The one address the loopback phases' peers may use.
+const LOOPBACK: &str = "127.0.0.1";
+
 fn loopback_filter() -> Result<beeline_transport::AddressFilter> {
-    filter(&["127.0.0.1".to_owned()])
+    filter(&[LOOPBACK.to_owned()])
 }
 
 pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
@@ -83,11 +86,15 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
 
     if wants("transport") {
         eprintln!("bench: the transport alone (two peers in this process), both stacks…");
-        out.insert(
-            "transport".into(),
+        let mut transport =
             crate::transport::run_both(&loopback_filter()?, args.round_trips, args.transfer_bytes)
-                .await?,
-        );
+                .await?;
+        eprintln!("bench: the transport alone across two processes (echo)…");
+        let two = crate::echo_peer::run(&[LOOPBACK.to_owned()], args.round_trips).await?;
+        if let Some(t) = transport.as_object_mut() {
+            t.insert("two_processes".into(), two);
+        }
+        out.insert("transport".into(), transport);
     }
 
     let stack = Stack::loopback(&bins).await?;

@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 mod chart;
 mod client;
+mod echo_peer;
 mod far;
 mod live;
 mod local_proxy;
@@ -68,6 +69,13 @@ enum Command {
         #[arg(long, default_value_t = 125)]
         delay_ms: u64,
     },
+    /// The answering side of the two-process transport echo (started by
+    /// `loopback`'s transport phase; signals over stdin and stdout).
+    #[command(hide = true)]
+    EchoPeer {
+        #[arg(long = "allow-ip", required = true)]
+        allow_ip: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +109,7 @@ fn main() -> std::process::ExitCode {
                     to,
                     delay_ms,
                 } => proxy::run(listen, to, Duration::from_millis(delay_ms)).await,
+                Command::EchoPeer { allow_ip } => echo_peer::serve(allow_ip).await,
             }
         });
         work.await

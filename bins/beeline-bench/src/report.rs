@@ -122,6 +122,13 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? / b?)
 }
 
+/// What a path would cost against `base` if it added one more process
+/// crossing (`crossing`, a measured round trip) and nothing else: the floor
+/// under a ratio goal on this machine.
+fn floor_ratio(base: Option<f64>, crossing: Option<f64>) -> Option<f64> {
+    Some((base? + crossing?) / base?)
+}
+
 struct Rows(Vec<Row>);
 
 impl Rows {
@@ -266,6 +273,18 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
             "×",
             AtMost(1.5),
         );
+        if who == "rust" {
+            rows.add(
+                "rtt_rust_floor_ratio",
+                "small GET, Rust: floor, (HTTP p50 + 2-process transport echo p50) / HTTP p50",
+                floor_ratio(ht50, num(&rust, "transport.two_processes.echo_rtt.p50")),
+                "×",
+                None,
+            );
+            rows.note(
+                "the ratio if beeline added one process crossing over the channel and nothing else",
+            );
+        }
         rows.add(
             &format!("rtt_{who}_channel_p99_ms"),
             &format!("small GET, {name}: over the channel p99"),
@@ -437,6 +456,14 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "×",
         AtMost(1.2),
     );
+    rows.add(
+        "link_relay_floor_ratio",
+        "small GET: floor, (--relay-upstream p50 + plain WebSocket round trip p50) / --relay-upstream p50",
+        floor_ratio(up50, num(&rust, "websocket.message_rtt.plain.p50")),
+        "×",
+        None,
+    );
+    rows.note("the ratio if the home link added one WebSocket crossing (signal-api to home-peer) and nothing else");
 
     // Live migration (issue 11): a 20 ms event stream moving between the
     // home link and a resume data channel.
@@ -474,6 +501,14 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "×",
         AtMost(1.5),
     );
+    rows.add(
+        "websocket_floor_ratio",
+        "WebSocket message round trip: floor, (plain p50 + 2-process transport echo p50) / plain p50",
+        floor_ratio(wp50, num(&rust, "transport.two_processes.echo_rtt.p50")),
+        "×",
+        None,
+    );
+    rows.note("the ratio if beeline added one process crossing over the channel and nothing else");
 
     // Near vs far.
     let far_note = match args.far_delay.as_str() {
@@ -560,6 +595,13 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
             mbps_goal,
         );
     }
+    rows.add(
+        "transport_two_processes_echo_rtt_p50_ms",
+        "transport alone, default stack, 2 processes: 64 B echo p50",
+        num(&rust, "transport.two_processes.echo_rtt.p50"),
+        "ms",
+        None,
+    );
     rows.add(
         "transport_sansio_over_017_one_way",
         "transport alone: sans-I/O / 0.17 one-way throughput",
