@@ -619,6 +619,27 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "MB/s",
         None,
     );
+    let floor = num(&chromium, "chromium_throughput.mb_per_s");
+    rows.add(
+        "chromium_download_vs_floor",
+        "100 MB download, Chromium, binary / Chromium↔Chromium (medians, same run)",
+        ratio(
+            num(&chromium, "throughput.binary.down.median_mb_per_s"),
+            floor,
+        ),
+        "×",
+        AtLeast(0.9),
+    );
+    rows.add(
+        "chromium_upload_vs_floor",
+        "100 MB upload, Chromium, binary / Chromium↔Chromium (medians, same run)",
+        ratio(
+            num(&chromium, "throughput.binary.up.median_mb_per_s"),
+            floor,
+        ),
+        "×",
+        None,
+    );
     rows.add(
         "chromium_floor_cpu_secs",
         "Chromium↔Chromium 100 MB: Chromium's CPU time (both ends)",
