@@ -41,12 +41,13 @@ pub(crate) async fn run(allow: &[String], round_trips: usize) -> Result<Value> {
         rounds.push(run_once(allow, round_trips).await?);
     }
     let median = |key: &str| {
-        let mut v: Vec<f64> = rounds
-            .iter()
-            .filter_map(|r| r["echo_rtt"][key].as_f64())
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
+        Samples(
+            rounds
+                .iter()
+                .filter_map(|r| r["echo_rtt"][key].as_f64())
+                .collect(),
+        )
+        .median()
     };
     Ok(json!({
         "echo_rtt": { "p50": median("p50"), "p99": median("p99") },
@@ -79,9 +80,8 @@ async fn run_once(allow: &[String], round_trips: usize) -> Result<Value> {
             .await
             .map_err(|_| anyhow!("the echo peer did not answer within 10 s"))??
             .ok_or_else(|| anyhow!("the echo peer ended before answering"))?;
-        let v: Value = serde_json::from_str(&line)?;
-        if let Some(sdp) = v.get("answer").and_then(Value::as_str) {
-            break sdp.to_owned();
+        if let Some(sdp) = field(&line, "answer")? {
+            break sdp;
         }
     };
     offerer.apply_answer(&answer)?;
@@ -91,10 +91,7 @@ async fn run_once(allow: &[String], round_trips: usize) -> Result<Value> {
         let offerer = std::sync::Arc::clone(&offerer);
         tokio::spawn(async move {
             while let Ok(Some(line)) = from_child.next_line().await {
-                if let Some(c) = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("candidate")?.as_str().map(str::to_owned))
-                {
+                if let Ok(Some(c)) = field(&line, "candidate") {
                     let _ = offerer.add_remote_candidate(&c);
                 }
             }
@@ -147,6 +144,12 @@ async fn run_once(allow: &[String], round_trips: usize) -> Result<Value> {
     result
 }
 
+/// The string `key` of one signaling line (a JSON object), if it has one.
+fn field(line: &str, key: &str) -> Result<Option<String>> {
+    let v: Value = serde_json::from_str(line)?;
+    Ok(v.get(key).and_then(Value::as_str).map(str::to_owned))
+}
+
 /// The child: answers the offer on stdin and echoes every message.
 pub(crate) async fn serve(allow: Vec<String>) -> Result<()> {
     let config = peer_config(&filter(&allow)?);
@@ -171,11 +174,8 @@ pub(crate) async fn serve(allow: Vec<String>) -> Result<()> {
             .recv()
             .await
             .ok_or_else(|| anyhow!("no offer on stdin"))?;
-        if let Some(sdp) = serde_json::from_str::<Value>(&line)?
-            .get("offer")
-            .and_then(Value::as_str)
-        {
-            break sdp.to_owned();
+        if let Some(sdp) = field(&line, "offer")? {
+            break sdp;
         }
     };
     let (peer, answer) = Peer::answer(config, &offer).await?;
@@ -195,7 +195,7 @@ pub(crate) async fn serve(allow: Vec<String>) -> Result<()> {
         tokio::select! {
             line = lines.recv() => match line {
                 Some(l) => {
-                    if let Some(c) = serde_json::from_str::<Value>(&l).ok().and_then(|v| v.get("candidate")?.as_str().map(str::to_owned)) {
+                    if let Ok(Some(c)) = field(&l, "candidate") {
                         let _ = peer.add_remote_candidate(&c);
                     }
                 }

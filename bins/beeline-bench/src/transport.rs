@@ -77,12 +77,12 @@ pub(crate) async fn run_both(
     let mut out = serde_json::Map::new();
     for (stack, runs) in stacks.iter().zip(rounds) {
         let median = |path: &[&str]| {
-            let mut v: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| path.iter().try_fold(r, |v, k| v.get(*k))?.as_f64())
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied()
+            Samples(
+                runs.iter()
+                    .filter_map(|r| path.iter().try_fold(r, |v, k| v.get(*k))?.as_f64())
+                    .collect(),
+            )
+            .median()
         };
         let key = match stack {
             Stack::Webrtc017 => "v017",
