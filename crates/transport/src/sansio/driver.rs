@@ -228,7 +228,7 @@ impl Driver {
         take(self.agent.poll_timeout());
         take(self.dtls.poll_timeout(&TUNNEL));
         if let Some((_, association)) = &self.association {
-            take(association.poll_timeout().map(|t| self.sctp_clock.wall(t)));
+            take(self.sctp_clock.deadline(association, Instant::now()));
         }
         take(self.gatherer.poll_timeout());
         for relay in &mut self.relays {
@@ -259,9 +259,9 @@ impl Driver {
             }
         }
         if let Some((_, association)) = &mut self.association {
-            let now = self.sctp_clock.at(now);
-            if association.poll_timeout().is_some_and(|t| t <= now) {
-                association.handle_timeout(now);
+            let skipped = self.sctp_clock.handle_timeout(association, now);
+            if !skipped.is_zero() {
+                tracing::trace!(?skipped, "SCTP retransmission timer brought forward");
             }
         }
     }
@@ -1059,6 +1059,14 @@ impl Driver {
     async fn finish(&mut self) {
         let now = Instant::now();
         if let Some((_, association)) = &mut self.association {
+            let mut stats = association.stats();
+            tracing::debug!(
+                data_chunks_received = stats.get_num_datas(),
+                sacks_received = stats.get_num_sacks(),
+                retransmission_timeouts = stats.get_num_t3timeouts(),
+                fast_retransmissions = stats.get_num_fast_retrans(),
+                "SCTP association ends"
+            );
             let _ = association.abort();
         }
         let _ = self.dtls.close(now);
