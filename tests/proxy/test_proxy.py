@@ -174,6 +174,16 @@ def expected_bytes(size, seed):
     return h.hexdigest()
 
 
+def listen_overflows():
+    """The namespace's count of connections a full accept queue dropped."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split()))["ListenOverflows"])
+    return 0
+
+
 class ProxyTest(unittest.TestCase):
     def test_methods_and_exact_bodies(self):
         """GET, POST, PUT, DELETE: the http.server home service receives each
@@ -386,6 +396,7 @@ class ProxyTest(unittest.TestCase):
             except Exception as e:  # noqa: BLE001
                 results[i] = ("error", str(e))
 
+        overflows = listen_overflows()
         started = time.time()
         threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
         for t in threads:
@@ -393,9 +404,12 @@ class ProxyTest(unittest.TestCase):
         for t in threads:
             t.join(timeout=60)
         took = time.time() - started
-        self.assertEqual(results, [(200, 2)] * 100)
+        # A full accept queue (the proxy's, or the home service's) drops
+        # SYNs, and each waits 1, 3, 7, 15 s for a retry.
+        dropped = listen_overflows() - overflows
+        self.assertEqual(results, [(200, 2)] * 100, f"{dropped} connections dropped by a full accept queue")
         # Each takes 1 s: run one after another they would take 100 s.
-        self.assertLess(took, 8, f"took {took:.1f} s")
+        self.assertLess(took, 8, f"took {took:.1f} s; {dropped} connections dropped by a full accept queue")
         sessions = STACK.log_text("proxy").count("direct path open")
         self.assertEqual(sessions, 1, "the proxy reconnected during the test")
 

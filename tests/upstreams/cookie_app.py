@@ -37,8 +37,10 @@ import json
 import secrets
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from plain_upstream import Server
 
 USERS = {"alice": "wonderland", "bob": "builder"}
 SESSIONS = {}  # sid -> user
@@ -164,8 +166,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(host, port, via, log):
     handler = type(f"{via.title()}Handler", (Handler,), {"via": via, "log_path": log})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = Server((host, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_address[1]
 

@@ -26,6 +26,15 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class Server(ThreadingHTTPServer):
+    """http.server with a real service's accept queue: its default of 5
+    overflows when a bridge opens many upstream connections at once, and
+    each dropped SYN waits 1, 3, 7, 15, 31 s for a retry."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
 LOG_LOCK = threading.Lock()
 
 
@@ -81,8 +90,7 @@ def main():
     p.add_argument("--log")
     a = p.parse_args()
     Handler.log_path = a.log
-    server = ThreadingHTTPServer((a.host, a.port), Handler)
-    server.daemon_threads = True
+    server = Server((a.host, a.port), Handler)
     print(f"listening {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

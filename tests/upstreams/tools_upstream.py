@@ -25,7 +25,6 @@ import random
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
@@ -177,8 +176,7 @@ def main():
     a = p.parse_args()
     Handler.log_path = a.log
     Handler.token_ms = a.token_ms
-    server = ThreadingHTTPServer((a.host, a.port), Handler)
-    server.daemon_threads = True
+    server = plain_upstream.Server((a.host, a.port), Handler)
     print(f"listening {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
