@@ -65,24 +65,24 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "BEELINE_LOG_JSON")]
     log_json: bool,
-    /// Runtime worker threads; by default one per core. One connection's
-    /// transport is driven by one task, so on a small machine that the
-    /// proxy shares with other busy processes one worker can be faster: on
-    /// two cores it moved 100 MB downloads 10–15 % faster than two (see
-    /// docs/performance.md).
-    #[arg(long, env = "BEELINE_WORKER_THREADS",
+    /// Runtime worker threads. One connection's transport is driven by one
+    /// task, so the proxy, which shares the machine with the programs that
+    /// call it, gains little from more: on two cores one worker moved
+    /// 100 MB downloads 10–15 % faster than two, and took 100 concurrent
+    /// requests as fast (see docs/performance.md).
+    #[arg(long, env = "BEELINE_WORKER_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
-    worker_threads: Option<u16>,
+    worker_threads: u16,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_tracing(args.log_json);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = args.worker_threads {
-        builder.worker_threads(workers.into());
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.into())
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("beeline-proxy: cannot start the async runtime: {e}");
