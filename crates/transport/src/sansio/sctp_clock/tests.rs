@@ -235,6 +235,17 @@ impl Sim {
         assert!(srtt(client).is_some());
     }
 
+    /// Sends a message whose first `lost` datagrams are dropped, and
+    /// returns how long it took to reach the server's reader.
+    fn send_losing(&mut self, lost: usize) -> Duration {
+        let sent = self.now;
+        let before = self.received.len();
+        self.drop_to_server = lost;
+        self.send(b"lost");
+        assert!(self.run_until(Duration::from_secs(10), self.delivered(before + 1)));
+        self.received[before] - sent
+    }
+
     fn delivered(&self, n: usize) -> impl Fn(&Self) -> bool {
         move |sim| sim.received.len() >= n
     }
@@ -244,12 +255,8 @@ impl Sim {
 fn a_lost_message_is_retransmitted_after_200_ms_then_400_ms() {
     let mut sim = Sim::connected(Duration::ZERO);
     sim.warm_up();
-    let sent = sim.now;
-    sim.drop_to_server = 2;
-    sim.send(b"lost twice");
-    assert!(sim.run_until(Duration::from_secs(10), sim.delivered(3)));
+    let took = sim.send_losing(2);
     // rtc-sctp alone: 1 s, then 2 s more (3 s).
-    let took = sim.received[2] - sent;
     assert!(
         took >= Duration::from_millis(590) && took <= Duration::from_millis(610),
         "{took:?}"
@@ -259,11 +266,7 @@ fn a_lost_message_is_retransmitted_after_200_ms_then_400_ms() {
 #[test]
 fn before_any_acknowledgement_the_whole_timer_runs() {
     let mut sim = Sim::connected(Duration::ZERO);
-    let sent = sim.now;
-    sim.drop_to_server = 1;
-    sim.send(b"lost once");
-    assert!(sim.run_until(Duration::from_secs(10), sim.delivered(1)));
-    let took = sim.received[0] - sent;
+    let took = sim.send_losing(1);
     assert!(took >= Duration::from_secs(1), "{took:?}");
 }
 
@@ -273,10 +276,6 @@ fn a_long_path_keeps_rtc_sctps_own_timer() {
     let one_way = Duration::from_millis(150);
     let mut sim = Sim::connected(one_way);
     sim.warm_up();
-    let sent = sim.now;
-    sim.drop_to_server = 1;
-    sim.send(b"lost once");
-    assert!(sim.run_until(Duration::from_secs(10), sim.delivered(3)));
-    let took = sim.received[2] - sent;
+    let took = sim.send_losing(1);
     assert!(took >= Duration::from_secs(1) + one_way, "{took:?}");
 }
