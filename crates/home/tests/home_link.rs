@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use beeline_bridge::HttpUpstream;
 use beeline_home::{run_link, LinkStatus};
-use beeline_signal_server::{HomeCredential, SignalConfig, SignalServer};
+use beeline_signal_server::{HomeCredential, SignalConfig, SignalServer, DEFAULT_HOME};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -127,7 +127,6 @@ struct Stack {
     origin: String,
     server: SignalServer,
     shutdown: CancellationToken,
-    statuses: Vec<Arc<LinkStatus>>,
     _db: tempfile::TempDir,
 }
 
@@ -152,29 +151,28 @@ async fn two_homes(links: bool) -> Stack {
     let server = SignalServer::open(config).await.unwrap();
     let origin = serve_signal(&server).await;
     let shutdown = CancellationToken::new();
-    let mut statuses = Vec::new();
     if links {
         for (name, token) in [("a", TOKEN_A), ("b", TOKEN_B)] {
             let service = serve_plain(home_service(name)).await;
-            let status = Arc::new(LinkStatus::default());
             tokio::spawn(run_link(
                 link_config(&origin, token),
                 Arc::new(HttpUpstream::new(&service).unwrap()),
-                Arc::clone(&status),
+                Arc::new(LinkStatus::default()),
                 shutdown.clone(),
             ));
-            statuses.push(status);
         }
     }
     let stack = Stack {
         origin,
         server,
         shutdown,
-        statuses,
         _db: db,
     };
-    for status in &stack.statuses {
-        wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    if links {
+        // The server's view: its relay can reach both homes now.
+        for home in ["a", "b"] {
+            wait_for(|| stack.server.home_linked(home), Duration::from_secs(5)).await;
+        }
     }
     stack
 }
@@ -303,7 +301,7 @@ async fn the_link_relays_like_a_proxy_and_streams_stay_independent() {
         Arc::clone(&status),
         shutdown.clone(),
     ));
-    wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    wait_for(|| server.home_linked(DEFAULT_HOME), Duration::from_secs(5)).await;
     let http = reqwest::Client::new();
 
     // One home: no session needed. Forged forwarding headers are replaced.
@@ -395,7 +393,7 @@ async fn the_link_comes_back_after_signal_api_restarts() {
         Arc::clone(&status),
         shutdown.clone(),
     ));
-    wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    wait_for(|| server.home_linked(DEFAULT_HOME), Duration::from_secs(5)).await;
 
     server.shutdown();
     wait_for(|| !status.is_connected(), Duration::from_secs(5)).await;
@@ -416,6 +414,7 @@ async fn the_link_comes_back_after_signal_api_restarts() {
         "link back {:?} after signal-api listened again",
         restarted.elapsed()
     );
+    wait_for(|| server.home_linked(DEFAULT_HOME), Duration::from_secs(5)).await;
     let who = reqwest::get(format!("{origin}/who")).await.unwrap();
     assert_eq!(who.text().await.unwrap(), "home /who");
     shutdown.cancel();
@@ -503,18 +502,16 @@ async fn a_websocket_is_closed_when_the_link_drops() {
     let origin = serve_signal(&server).await;
     let service = serve_plain(home_service("home")).await;
     let start_link = |shutdown: CancellationToken| {
-        let status = Arc::new(LinkStatus::default());
         tokio::spawn(run_link(
             link_config(&origin, TOKEN_A),
             Arc::new(HttpUpstream::new(&service).unwrap()),
-            Arc::clone(&status),
+            Arc::new(LinkStatus::default()),
             shutdown,
         ));
-        status
     };
     let first = CancellationToken::new();
-    let status = start_link(first.clone());
-    wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    start_link(first.clone());
+    wait_for(|| server.home_linked(DEFAULT_HOME), Duration::from_secs(5)).await;
     let ws_origin = origin.replacen("http://", "ws://", 1);
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_origin}/ws/echo"))
         .await
@@ -547,8 +544,8 @@ async fn a_websocket_is_closed_when_the_link_drops() {
 
     // It comes back; the page reconnects.
     let second = CancellationToken::new();
-    let status = start_link(second.clone());
-    wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    start_link(second.clone());
+    wait_for(|| server.home_linked(DEFAULT_HOME), Duration::from_secs(5)).await;
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_origin}/ws/echo"))
         .await
         .unwrap();

@@ -100,7 +100,11 @@ async fn home() -> Home {
         Some(resume),
         shutdown.clone(),
     ));
-    common::wait_for(|| status.is_connected(), Duration::from_secs(5)).await;
+    common::wait_for(
+        || server.home_linked(beeline_signal_server::DEFAULT_HOME),
+        Duration::from_secs(5),
+    )
+    .await;
     Home {
         origin,
         server,

@@ -162,6 +162,14 @@ impl SignalServer {
         self.shared.links.close_all();
     }
 
+    /// Whether `home`'s link is up and agreed, so that the relay and frame
+    /// connections can reach it now. A home's own view
+    /// (`beeline_home::LinkStatus`) turns true a round trip earlier, when
+    /// its WebSocket opens.
+    pub fn home_linked(&self, home: &str) -> bool {
+        self.shared.links.get(home).is_some()
+    }
+
     /// A token cancelled by [`SignalServer::shutdown`]; handy as the trigger
     /// of axum's graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
