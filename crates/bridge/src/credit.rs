@@ -31,6 +31,19 @@ impl SendWindow {
         self.granted.notify_waiters();
     }
 
+    /// Takes `want` bytes if the window holds them all, without waiting.
+    pub(crate) fn try_take_all(&self, want: usize) -> bool {
+        let mut a = self.available.lock().expect("not poisoned");
+        match a.as_mut() {
+            None => true,
+            Some(n) if *n >= want as u64 => {
+                *n -= want as u64;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
     /// Waits until some window is open and takes up to `want` bytes of it.
     pub(crate) async fn take(&self, want: usize) -> usize {
         loop {

@@ -79,6 +79,20 @@ pub struct Received {
 pub trait Channel: Send + Sync + 'static {
     /// Sends one message. May wait while the channel's send buffer is full.
     fn send(&self, message: Encoded) -> impl Future<Output = Result<(), ChannelClosed>> + Send;
+    /// Sends `messages` in order. A channel that writes to a socket
+    /// overrides it to write them all at once (one system call, one wake-up
+    /// of the reader), rather than one at a time.
+    fn send_many(
+        &self,
+        messages: Vec<Encoded>,
+    ) -> impl Future<Output = Result<(), ChannelClosed>> + Send {
+        async move {
+            for message in messages {
+                self.send(message).await?;
+            }
+            Ok(())
+        }
+    }
     /// Receives the next message; `None` when the channel is closed.
     fn recv(&self) -> impl Future<Output = Option<Received>> + Send;
     /// The largest message the other side accepts.
@@ -90,6 +104,13 @@ pub trait Channel: Send + Sync + 'static {
 impl<C: Channel> Channel for std::sync::Arc<C> {
     fn send(&self, message: Encoded) -> impl Future<Output = Result<(), ChannelClosed>> + Send {
         C::send(self, message)
+    }
+
+    fn send_many(
+        &self,
+        messages: Vec<Encoded>,
+    ) -> impl Future<Output = Result<(), ChannelClosed>> + Send {
+        C::send_many(self, messages)
     }
 
     fn recv(&self) -> impl Future<Output = Option<Received>> + Send {

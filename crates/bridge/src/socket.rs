@@ -127,6 +127,34 @@ where
             _ = self.closed.cancelled() => Err(ChannelClosed),
         }
     }
+
+    /// Writes `messages` with one flush: on a WebSocket, one write.
+    async fn send_raw_many(
+        &self,
+        messages: impl Iterator<Item = SocketMessage>,
+    ) -> Result<(), ChannelClosed> {
+        if self.closed.is_cancelled() {
+            return Err(ChannelClosed);
+        }
+        let mut sink = self.sink.lock().await;
+        let written = async {
+            for message in messages {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            sent = written => sent.map_err(|_| ChannelClosed),
+            _ = self.closed.cancelled() => Err(ChannelClosed),
+        }
+    }
+}
+
+fn to_socket_message(message: Encoded) -> SocketMessage {
+    match message {
+        Encoded::Text(text) => SocketMessage::Text(Bytes::from(text)),
+        Encoded::Binary(bytes) => SocketMessage::Binary(bytes),
+    }
 }
 
 impl<Si, St, E> Channel for SocketChannel<Si, St>
@@ -136,11 +164,12 @@ where
     E: Send + 'static,
 {
     async fn send(&self, message: Encoded) -> Result<(), ChannelClosed> {
-        let message = match message {
-            Encoded::Text(text) => SocketMessage::Text(Bytes::from(text)),
-            Encoded::Binary(bytes) => SocketMessage::Binary(bytes),
-        };
-        self.send_raw(message).await
+        self.send_raw(to_socket_message(message)).await
+    }
+
+    async fn send_many(&self, messages: Vec<Encoded>) -> Result<(), ChannelClosed> {
+        self.send_raw_many(messages.into_iter().map(to_socket_message))
+            .await
     }
 
     async fn recv(&self) -> Option<Received> {
@@ -175,6 +204,69 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that notes what was written and how often it was flushed.
+    #[derive(Clone, Default)]
+    struct Noting(Arc<std::sync::Mutex<(Vec<SocketMessage>, usize)>>);
+
+    impl Sink<SocketMessage> for Noting {
+        type Error = ();
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, item: SocketMessage) -> Result<(), ()> {
+            self.0.lock().unwrap().0.push(item);
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            self.0.lock().unwrap().1 += 1;
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn several_messages_go_out_in_order_with_one_flush() {
+        let sink = Noting::default();
+        let (_keep, stream) = futures::channel::mpsc::unbounded::<Result<SocketMessage, ()>>();
+        let channel = SocketChannel::new(sink.clone(), stream, 1024);
+        channel
+            .send_many(vec![
+                Encoded::Text("a".into()),
+                Encoded::Binary(Bytes::from_static(b"b")),
+                Encoded::Text("c".into()),
+            ])
+            .await
+            .unwrap();
+        let (written, flushes) = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            written,
+            [
+                SocketMessage::Text(Bytes::from_static(b"a")),
+                SocketMessage::Binary(Bytes::from_static(b"b")),
+                SocketMessage::Text(Bytes::from_static(b"c")),
+            ]
+        );
+        assert_eq!(flushes, 1);
+        channel.send(Encoded::Text("d".into())).await.unwrap();
+        assert_eq!(sink.0.lock().unwrap().1, 2, "a single send is flushed too");
+        channel.shut();
+        assert!(channel
+            .send_many(vec![Encoded::Text("e".into())])
+            .await
+            .is_err());
+    }
 
     #[tokio::test]
     async fn messages_pass_and_a_close_ends_the_channel() {
