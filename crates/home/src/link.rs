@@ -90,7 +90,9 @@ pub struct LinkStatus {
 }
 
 impl LinkStatus {
-    /// Whether the link is up now.
+    /// Whether the link's WebSocket is open now. signal-api routes over
+    /// it once the bridge's `hello` is agreed, a round trip later; its own
+    /// view is `beeline_signal_server::SignalServer::home_linked`.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
