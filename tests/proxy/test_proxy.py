@@ -413,6 +413,15 @@ class ProxyTest(unittest.TestCase):
         sessions = STACK.log_text("proxy").count("direct path open")
         self.assertEqual(sessions, 1, "the proxy reconnected during the test")
 
+    def test_a_window_out_of_range_is_refused_at_start(self):
+        for window in ("1000", "20000000", "lots"):
+            p = subprocess.run([os.path.join(BIN, "beeline-proxy"), "--signal-url", SIGNAL_URL,
+                                "--listen", f"{LOOPBACK}:0", "--window", window],
+                               capture_output=True, timeout=20)
+            err = p.stderr.decode(errors="replace")
+            self.assertNotEqual(p.returncode, 0, f"--window {window} was taken: {err}")
+            self.assertIn("--window", err)
+
 
 def base64_body(echo):
     import base64

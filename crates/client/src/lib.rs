@@ -45,7 +45,7 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beeline_bridge::ClientOptions;
+pub use beeline_bridge::ClientOptions;
 use beeline_transport::PeerConfig;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
