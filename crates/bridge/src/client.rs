@@ -46,12 +46,19 @@ impl From<ChannelClosed> for ClientError {
     }
 }
 
+/// [`ClientOptions::window`]'s default, in bytes.
+pub const DEFAULT_WINDOW: u32 = 1024 * 1024;
+
 /// How a [`Client`] negotiates.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Ask for binary framing (else v2 JSON).
     pub binary: bool,
-    /// Window granted to the home peer per stream for response bodies.
+    /// Window granted to the home peer per stream for response bodies:
+    /// how much of one response may be on its way, or waiting unread here.
+    /// The default, [`DEFAULT_WINDOW`] (1 MiB), kept a 100 MB download
+    /// 25 % faster than 256 KiB did on loopback (docs/performance.md).
+    /// A server relaying streams for many others may want less.
     pub window: u32,
     /// How long to wait for `agree`.
     pub hello_timeout: Duration,
@@ -63,7 +70,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             binary: true,
-            window: 256 * 1024,
+            window: DEFAULT_WINDOW,
             hello_timeout: Duration::from_secs(2),
             cookies: false,
         }

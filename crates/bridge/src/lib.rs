@@ -50,7 +50,9 @@ use bytes::Bytes;
 
 #[cfg(feature = "axum")]
 pub use axum_ws::{finish_both, join_websocket};
-pub use client::{Client, ClientError, ClientOptions, ResponseBody, ResponseHandle};
+pub use client::{
+    Client, ClientError, ClientOptions, ResponseBody, ResponseHandle, DEFAULT_WINDOW,
+};
 pub use headers::{frame_headers, http_headers};
 #[cfg(feature = "transport")]
 pub use link::{DataChannelLink, LinkActivity};

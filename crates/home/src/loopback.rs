@@ -58,6 +58,9 @@ pub const ERROR_HEADER: &str = "x-beeline-error";
 /// The largest frame on a session's in-process pipe.
 const PIPE_MESSAGE_SIZE: usize = 256 * 1024;
 
+/// The window of each stream on that pipe.
+const PIPE_WINDOW: u32 = 256 * 1024;
+
 /// How the loopback listener behaves.
 #[derive(Debug, Clone)]
 pub struct LoopbackConfig {
@@ -462,6 +465,9 @@ async fn session_client<U: Upstream>(
     let options = ClientOptions {
         binary: true,
         cookies: state.config.cookie_key.is_some(),
+        // What a page that reads slowly can leave in home-peer's memory
+        // per stream.
+        window: PIPE_WINDOW,
         ..ClientOptions::default()
     };
     let client = match Client::connect(Arc::new(near), options).await {

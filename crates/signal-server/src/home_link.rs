@@ -208,6 +208,10 @@ pub(crate) async fn accept(
     response
 }
 
+/// The window signal-api grants a home per relayed response (256 KiB):
+/// what one slow page's stream can hold in its memory.
+const RELAY_WINDOW: u32 = 256 * 1024;
+
 /// The request header in which home-peer states its loopback listener.
 const LOOPBACK_URL_HEADER: &str = "x-beeline-loopback";
 /// The request header in which home-peer says it serves resumable sessions.
@@ -227,6 +231,9 @@ async fn run(
     let keepalive = tokio::spawn(Arc::clone(&channel).keep_alive(PING_EVERY, LINK_SILENCE));
     let options = ClientOptions {
         binary: true,
+        // A relayed response waits here while its page reads slowly: a
+        // public server holding streams for many pages keeps this small.
+        window: RELAY_WINDOW,
         ..ClientOptions::default()
     };
     let client = match Client::connect(Arc::clone(&channel), options).await {
