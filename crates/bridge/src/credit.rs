@@ -2,8 +2,14 @@
 //! async wait for the sending side.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
+use beeline_frame::v2::{self, ErrorCode, StreamId};
+use beeline_frame::Frame;
+use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::{Channel, ChannelClosed};
 
 /// The bytes one side may still send on one stream. `None` means unlimited
 /// (the `credit` feature was not negotiated).
@@ -65,6 +71,62 @@ impl SendWindow {
             notified.await;
         }
     }
+}
+
+/// Why [`send_data`] stopped.
+pub(crate) enum SendDataError {
+    /// No grant for this long: the stream fails with `flow_control`.
+    NoCredit(Duration),
+    /// The channel is gone.
+    Closed,
+}
+
+impl From<ChannelClosed> for SendDataError {
+    fn from(_: ChannelClosed) -> Self {
+        Self::Closed
+    }
+}
+
+impl SendDataError {
+    /// The `flow_control` error to report, or `None` for a closed channel.
+    pub(crate) fn report(&self) -> Option<(ErrorCode, String)> {
+        match self {
+            Self::NoCredit(waited) => Some((
+                ErrorCode::FlowControl,
+                format!("the client granted no credit for {} s", waited.as_secs()),
+            )),
+            Self::Closed => None,
+        }
+    }
+}
+
+/// Sends `bytes` on stream `id` in `data` frames that each fit one channel
+/// message, within `window`, waiting for grants up to `credit_timeout` at a
+/// time.
+pub(crate) async fn send_data<C: Channel + ?Sized>(
+    channel: &C,
+    id: &StreamId,
+    window: &SendWindow,
+    credit_timeout: Duration,
+    mut bytes: Bytes,
+) -> Result<(), SendDataError> {
+    let max = v2::max_data_payload(id, channel.max_message_size());
+    while !bytes.is_empty() {
+        let n = tokio::time::timeout(credit_timeout, window.take(bytes.len().min(max)))
+            .await
+            .map_err(|_| SendDataError::NoCredit(credit_timeout))?;
+        let piece = bytes.split_to(n);
+        channel
+            .send(
+                Frame::Data {
+                    id: id.clone(),
+                    data: piece,
+                }
+                .encode(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The bytes the other side may still send us on one stream; data beyond it

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beeline_frame::v2::{self, ErrorCode, Headers, ResponseHead, StreamId};
+use beeline_frame::v2::{ErrorCode, Headers, ResponseHead, StreamId};
 use beeline_frame::ws::{self, Message};
 use beeline_frame::Frame;
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use futures::stream::BoxStream;
 use futures::{Sink, SinkExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::credit::SendWindow;
+use crate::credit::{self, SendWindow};
 use crate::upstream::{BodyStream, UpstreamResponse};
 use crate::{BridgeError, Channel, ChannelClosed};
 
@@ -276,31 +276,14 @@ impl<C: Channel> WebSocketTask<C> {
     /// Sends record bytes in frames that fit the channel, within the window
     /// the client granted (`credit_timeout` without a grant fails the
     /// stream).
-    async fn send_data(&self, mut bytes: Bytes) -> Result<(), Failure> {
-        let max = v2::max_data_payload(&self.id, self.channel.max_message_size());
-        while !bytes.is_empty() {
-            let n = tokio::time::timeout(
-                self.credit_timeout,
-                self.send_window.take(bytes.len().min(max)),
-            )
+    async fn send_data(&self, bytes: Bytes) -> Result<(), Failure> {
+        let timeout = self.credit_timeout;
+        credit::send_data(&*self.channel, &self.id, &self.send_window, timeout, bytes)
             .await
-            .map_err(|_| {
-                Failure::Report(
-                    ErrorCode::FlowControl,
-                    format!(
-                        "the client granted no credit for {} s",
-                        self.credit_timeout.as_secs()
-                    ),
-                )
-            })?;
-            let piece = bytes.split_to(n);
-            self.send(Frame::Data {
-                id: self.id.clone(),
-                data: piece,
+            .map_err(|e| match e.report() {
+                Some((code, message)) => Failure::Report(code, message),
+                None => Failure::from(ChannelClosed),
             })
-            .await?;
-        }
-        Ok(())
     }
 
     async fn send(&self, frame: Frame) -> Result<(), ChannelClosed> {

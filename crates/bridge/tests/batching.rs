@@ -13,12 +13,11 @@ use axum::Router;
 use beeline_bridge::{
     serve, BridgeConfig, Channel, ChannelClosed, Client, ClientOptions, HttpUpstream, Received,
 };
-use beeline_frame::v2::RequestHead;
 use beeline_frame::Encoded;
 use bytes::Bytes;
 
 mod common;
-use common::{pipe, MemChannel};
+use common::{get_head, pipe, MemChannel};
 
 /// The server's end of the pipe, noting how many messages each write held.
 struct Writes {
@@ -89,14 +88,6 @@ async fn client(window: u32) -> (Client<MemChannel>, Arc<Mutex<Vec<usize>>>) {
     .await
     .unwrap();
     (client, sizes)
-}
-
-fn get_head(path: &str) -> RequestHead {
-    RequestHead {
-        method: "GET".into(),
-        path: path.into(),
-        ..Default::default()
-    }
 }
 
 #[tokio::test]

@@ -11,11 +11,10 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use beeline_bridge::{serve, BridgeConfig, Client, ClientError, ClientOptions, HttpUpstream};
-use beeline_frame::v2::RequestHead;
 use bytes::Bytes;
 
 mod common;
-use common::pipe;
+use common::{get_head, pipe};
 
 /// Set when the endless body is dropped, i.e. the upstream request ended.
 struct Dropped(Arc<AtomicBool>);
@@ -71,14 +70,6 @@ async fn client(
     )
     .await
     .unwrap()
-}
-
-fn get_head(path: &str) -> RequestHead {
-    RequestHead {
-        method: "GET".into(),
-        path: path.into(),
-        ..Default::default()
-    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{send_v1_done, send_v1_error, send_v1_text, take_all, unix_now, Dialect, Progress};
-use crate::credit::SendWindow;
+use crate::credit::{self, SendWindow};
 use crate::upstream::{strip_hop_by_hop, BodyStream, UpstreamRequest};
 use crate::{BridgeConfig, BridgeError, Channel, ChannelClosed, CookieSeal, Upstream};
 
@@ -311,26 +311,14 @@ impl<C: Channel, U: Upstream> StreamTask<C, U> {
     /// the client granted.
     /// A client that grants no credit for `credit_timeout` fails the
     /// stream (`flow_control`), which drops the upstream request.
-    async fn send_data(&self, mut bytes: Bytes) -> Result<(), StreamFailure> {
-        let max = v2::max_data_payload(&self.id, self.channel.max_message_size());
-        let stall = self.config.credit_timeout;
-        while !bytes.is_empty() {
-            let n = tokio::time::timeout(stall, self.send_window.take(bytes.len().min(max)))
-                .await
-                .map_err(|_| {
-                    StreamFailure::Report(
-                        ErrorCode::FlowControl,
-                        format!("the client granted no credit for {} s", stall.as_secs()),
-                    )
-                })?;
-            let piece = bytes.split_to(n);
-            self.send(Frame::Data {
-                id: self.id.clone(),
-                data: piece,
+    async fn send_data(&self, bytes: Bytes) -> Result<(), StreamFailure> {
+        let timeout = self.config.credit_timeout;
+        credit::send_data(&*self.channel, &self.id, &self.send_window, timeout, bytes)
+            .await
+            .map_err(|e| match e.report() {
+                Some((code, message)) => StreamFailure::Report(code, message),
+                None => StreamFailure::Closed,
             })
-            .await?;
-        }
-        Ok(())
     }
 
     async fn send(&self, frame: Frame) -> Result<(), ChannelClosed> {

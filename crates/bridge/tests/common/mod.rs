@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use beeline_bridge::{Channel, ChannelClosed};
+use beeline_frame::v2::RequestHead;
 use beeline_frame::Encoded;
 
 /// One end of an in-memory message pipe.
@@ -21,4 +22,13 @@ impl SendText for MemChannel {
 
 pub fn pipe(max: usize) -> (MemChannel, MemChannel) {
     MemChannel::pair(max)
+}
+
+/// A `GET` of `path` with no headers.
+pub fn get_head(path: &str) -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        path: path.into(),
+        ..Default::default()
+    }
 }
