@@ -118,20 +118,13 @@ where
     }
 
     async fn send_raw(&self, message: SocketMessage) -> Result<(), ChannelClosed> {
-        if self.closed.is_cancelled() {
-            return Err(ChannelClosed);
-        }
-        let mut sink = self.sink.lock().await;
-        tokio::select! {
-            sent = sink.send(message) => sent.map_err(|_| ChannelClosed),
-            _ = self.closed.cancelled() => Err(ChannelClosed),
-        }
+        self.send_raw_many(std::iter::once(message)).await
     }
 
     /// Writes `messages` with one flush: on a WebSocket, one write.
     async fn send_raw_many(
         &self,
-        messages: impl Iterator<Item = SocketMessage>,
+        messages: impl Iterator<Item = SocketMessage> + Send,
     ) -> Result<(), ChannelClosed> {
         if self.closed.is_cancelled() {
             return Err(ChannelClosed);
