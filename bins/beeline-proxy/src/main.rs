@@ -68,10 +68,11 @@ struct Args {
     /// Flow-control window per response, in bytes: how much home-peer may
     /// send on one stream before the proxy has passed it on, and so what
     /// one stream can hold in memory here. Every piece must reach the
-    /// local client's socket before it is granted again; on two cores
-    /// 1 MiB moved 100 MB 35–50 % faster than 256 KiB
-    /// (docs/performance.md).
-    #[arg(long, env = "BEELINE_WINDOW", default_value_t = 1024 * 1024,
+    /// local client's socket before it is granted again, so the proxy
+    /// needs more than a client that reads in-process: on two cores 1 MiB
+    /// moved 100 MB 35–50 % faster than 256 KiB, and 4 MiB about 6 % faster
+    /// again (docs/performance.md). Chromium's HTTP/2 stream window is 6 MB.
+    #[arg(long, env = "BEELINE_WINDOW", default_value_t = 4 * 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(16 * 1024..=16 * 1024 * 1024))]
     window: u32,
     /// Runtime worker threads. One connection's transport is driven by one
