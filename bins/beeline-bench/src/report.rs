@@ -294,6 +294,21 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         );
     }
     rows.add(
+        "rtt_chromium_channel_alone_p50_ms",
+        "small GET, Chromium: over the channel, no fetch in between, p50",
+        num(&chromium, "rtt.channel_alone.p50"),
+        "ms",
+        None,
+    );
+    rows.add(
+        "rtt_chromium_channel_alone_p99_ms",
+        "small GET, Chromium: over the channel, no fetch in between, p99",
+        num(&chromium, "rtt.channel_alone.p99"),
+        "ms",
+        None,
+    );
+    rows.note("channel requests back to back, as a page on the direct path sends them; the goal rows interleave them with plain fetches");
+    rows.add(
         "rtt_rust_channel_head_p50_ms",
         "small GET, Rust: channel, until the response head p50",
         num(&rust, "rtt.channel_head.p50"),
