@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use crate::measure::http_client;
-use crate::procs::{start_home_peer, start_signal_api, wait_home_link, Bins, Stack};
+use crate::measure::{http_client, http_download};
+use crate::procs::{cpu_secs, start_home_peer, start_signal_api, wait_home_link, Bins, Stack};
 use crate::stats::Samples;
 
 /// A signal-api with no `--relay-upstream` and a home-peer linked to it,
 /// serving `upstream`: the deployment without a tunnel. Keep the guard.
 struct Linked {
     url: String,
-    _signal: crate::procs::Proc,
-    _home: crate::procs::Proc,
+    signal: crate::procs::Proc,
+    home: crate::procs::Proc,
     _db: tempfile::TempDir,
 }
 
@@ -30,13 +30,18 @@ async fn linked_stack(bins: &Bins, upstream: &str) -> Result<Linked> {
     wait_home_link(&url).await?;
     Ok(Linked {
         url,
-        _signal: signal,
-        _home: home,
+        signal,
+        home,
         _db: db,
     })
 }
 
-pub(crate) async fn relay_link(bins: &Bins, stack: &Stack, round_trips: usize) -> Result<Value> {
+pub(crate) async fn relay_link(
+    bins: &Bins,
+    stack: &Stack,
+    round_trips: usize,
+    transfer_bytes: usize,
+) -> Result<Value> {
     let linked = linked_stack(bins, &stack.upstream_url).await?;
     let linked_url = linked.url.clone();
 
@@ -60,7 +65,39 @@ pub(crate) async fn relay_link(bins: &Bins, stack: &Stack, round_trips: usize) -
             }
         }
     }
-    Ok(json!({"small_get": {"link": link.summary(), "upstream": upstream.summary()}}))
+    // Bulk: the same download over both normal paths, one after the
+    // other, with what each process spent on it.
+    let (link_pids, upstream_pids) = (
+        [linked.signal.pid(), linked.home.pid()],
+        [stack.signal_pid(), stack.home.pid()],
+    );
+    let mut downloads = serde_json::Map::new();
+    for (name, base, pids) in [
+        ("link", &linked_url, link_pids),
+        ("upstream", &stack.signal_url, upstream_pids),
+    ] {
+        eprintln!(
+            "bench: {} MB download over the normal path ({name})…",
+            transfer_bytes / 1_000_000
+        );
+        let cpu = |pid| cpu_secs(Some(pid));
+        let before = pids.map(cpu);
+        let mb_per_s =
+            http_download(&http, base, transfer_bytes, &format!("over the {name}")).await?;
+        let spent = |i: usize| Some(cpu(pids[i])? - before[i]?);
+        downloads.insert(
+            name.to_owned(),
+            json!({
+                "mb_per_s": mb_per_s,
+                "signal_api_cpu_secs": spent(0),
+                "home_peer_cpu_secs": (name == "link").then(|| spent(1)).flatten(),
+            }),
+        );
+    }
+    Ok(json!({
+        "small_get": {"link": link.summary(), "upstream": upstream.summary()},
+        "download": downloads,
+    }))
 }
 
 /// The `websocket` phase: a small message's round trip over a WebSocket on

@@ -7,13 +7,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use futures::StreamExt as _;
 use serde_json::{json, Value};
 
-use crate::measure::http_client;
+use crate::measure::{http_client, http_download};
 use crate::procs::{Bins, Proc};
 use crate::stats::Samples;
-use crate::upstream::matches_pattern;
 
 /// Starts `beeline-proxy` against `signal_base`; returns it and its URL.
 pub(crate) fn start(bins: &Bins, signal_base: &str) -> Result<(Proc, String)> {
@@ -76,41 +74,12 @@ pub(crate) async fn run(
             rep + 1,
             transfer_reps.max(1)
         );
-        downloads.push(download(&http, &proxy_url, transfer_bytes).await?);
+        downloads
+            .push(http_download(&http, &proxy_url, transfer_bytes, "through the proxy").await?);
     }
     let rates = Samples(downloads.clone());
     Ok(json!({
         "small_get": {"proxy": via_proxy.summary(), "http": direct.summary()},
         "download": {"median_mb_per_s": rates.median(), "runs_mb_per_s": downloads},
     }))
-}
-
-/// GETs `/bench/bytes` through the proxy and checks every byte against the
-/// upstream's pattern; MB/s.
-async fn download(http: &reqwest::Client, base: &str, size: usize) -> Result<f64> {
-    let started = Instant::now();
-    let r = http
-        .get(format!("{base}/bench/bytes?n={size}"))
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("download through the proxy answered {}", r.status());
-    }
-    let mut stream = r.bytes_stream();
-    let mut got = 0usize;
-    let deadline = started + Duration::from_secs(60);
-    while let Some(piece) = tokio::time::timeout_at(deadline.into(), stream.next())
-        .await
-        .map_err(|_| anyhow::anyhow!("the download through the proxy ran past 60 s"))?
-    {
-        let piece = piece?;
-        if !matches_pattern(got, &piece) {
-            bail!("the download through the proxy differs after byte {got}");
-        }
-        got += piece.len();
-    }
-    if got != size {
-        bail!("the download through the proxy ended at {got} of {size} bytes");
-    }
-    Ok(size as f64 / 1e6 / started.elapsed().as_secs_f64())
 }

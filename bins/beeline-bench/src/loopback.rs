@@ -175,7 +175,7 @@ pub(crate) async fn run(args: LoopbackArgs) -> Result<()> {
         eprintln!("bench: the normal path over the home link against --relay-upstream…");
         out.insert(
             "link".into(),
-            crate::live::relay_link(&bins, &stack, args.round_trips).await?,
+            crate::live::relay_link(&bins, &stack, args.round_trips, args.transfer_bytes).await?,
         );
     }
     if wants("handoff") {

@@ -26,6 +26,42 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("static config")
 }
 
+/// GETs `{base}/bench/bytes?n={size}` over plain HTTP (beeline-proxy, or a
+/// signal-api's normal path) and checks every byte against the upstream's
+/// pattern; MB/s. `what` names the path in errors.
+pub(crate) async fn http_download(
+    http: &reqwest::Client,
+    base: &str,
+    size: usize,
+    what: &str,
+) -> Result<f64> {
+    let started = Instant::now();
+    let r = http
+        .get(format!("{base}/bench/bytes?n={size}"))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("the download {what} answered {}", r.status());
+    }
+    let mut stream = r.bytes_stream();
+    let mut got = 0usize;
+    let deadline = started + Duration::from_secs(60);
+    while let Some(piece) = tokio::time::timeout_at(deadline.into(), stream.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("the download {what} ran past 60 s"))?
+    {
+        let piece = piece?;
+        if !matches_pattern(got, &piece) {
+            bail!("the download {what} differs after byte {got}");
+        }
+        got += piece.len();
+    }
+    if got != size {
+        bail!("the download {what} ended at {got} of {size} bytes");
+    }
+    Ok(size as f64 / 1e6 / started.elapsed().as_secs_f64())
+}
+
 async fn http_get(http: &reqwest::Client, url: &str) -> Result<Bytes> {
     let r = http.get(url).send().await?;
     if !r.status().is_success() {

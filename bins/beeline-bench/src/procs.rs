@@ -369,12 +369,17 @@ pub(crate) struct Stack {
     pub(crate) upstream_url: String,
     pub(crate) signal_url: String,
     pub(crate) home: Proc,
-    _signal: Proc,
+    signal: Proc,
     _upstream: Proc,
     _db: tempfile::TempDir,
 }
 
 impl Stack {
+    /// The pid of the stack's signal-api (the one with `--relay-upstream`).
+    pub(crate) fn signal_pid(&self) -> u32 {
+        self.signal.pid()
+    }
+
     pub(crate) async fn loopback(bins: &Bins) -> Result<Self> {
         let db = tempfile::tempdir()?;
         let (upstream, upstream_url) = start_upstream(None, "127.0.0.1:0")?;
@@ -397,7 +402,7 @@ impl Stack {
             upstream_url,
             signal_url,
             home,
-            _signal: signal,
+            signal,
             _upstream: upstream,
             _db: db,
         })

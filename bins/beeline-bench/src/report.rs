@@ -479,6 +479,40 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         None,
     );
     rows.note("the ratio if the home link added one WebSocket crossing (signal-api to home-peer) and nothing else");
+    let (lkd, upd) = (
+        num(&rust, "link.download.link.mb_per_s"),
+        num(&rust, "link.download.upstream.mb_per_s"),
+    );
+    rows.add(
+        "link_download_mb_s",
+        "100 MB download, normal path over the home link",
+        lkd,
+        "MB/s",
+        None,
+    );
+    rows.add(
+        "link_relay_download_mb_s",
+        "100 MB download, normal path to --relay-upstream",
+        upd,
+        "MB/s",
+        None,
+    );
+    rows.add(
+        "link_download_cpu_s",
+        "100 MB over the home link: CPU of signal-api + home-peer",
+        num(&rust, "link.download.link.signal_api_cpu_secs")
+            .zip(num(&rust, "link.download.link.home_peer_cpu_secs"))
+            .map(|(signal, home)| signal + home),
+        "CPU-s",
+        None,
+    );
+    rows.add(
+        "link_relay_download_cpu_s",
+        "100 MB to --relay-upstream: CPU of signal-api",
+        num(&rust, "link.download.upstream.signal_api_cpu_secs"),
+        "CPU-s",
+        None,
+    );
 
     // Live migration (issue 11): a 20 ms event stream moving between the
     // home link and a resume data channel.
