@@ -67,6 +67,17 @@ pub use upstream::{
 pub use websocket::{MessageSink, MessageStream, WebSocketOpen};
 pub use ws_client::{Upgrade, WsReceiver, WsSender};
 
+/// Read buffer of every WebSocket beeline opens or accepts (the home link,
+/// relayed and upstream sockets, frame connections). tungstenite's default,
+/// 128 KiB, is allocated for each socket and zero-filled up to its size
+/// before every read, even one that finds nothing. signal-api relaying 300
+/// WebSockets to `--relay-upstream` (two sockets each) held 82 MB more with
+/// the default and 12.5 MB with 16 KiB; small GETs over the home link no
+/// slower (0.350–0.362 against 0.352–0.384 ms p50 in paired runs), 100 MB
+/// over it as fast (docs/performance.md). A message larger than the buffer
+/// is still read whole, in more reads.
+pub const WS_READ_BUFFER: usize = 16 * 1024;
+
 /// A message received from a [`Channel`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {

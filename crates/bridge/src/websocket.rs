@@ -341,6 +341,7 @@ pub(crate) async fn connect(
     }
     let mut config = tungstenite::protocol::WebSocketConfig::default();
     config.max_message_size = Some(usize::try_from(max_message_bytes).unwrap_or(usize::MAX));
+    config.read_buffer_size = crate::WS_READ_BUFFER;
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let (socket, response) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok(connected)) => connected,

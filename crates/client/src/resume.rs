@@ -73,6 +73,7 @@ pub async fn frame_connection(
     let mut config = tungstenite::protocol::WebSocketConfig::default();
     config.max_message_size = Some(MAX_MESSAGE);
     config.max_frame_size = Some(MAX_MESSAGE);
+    config.read_buffer_size = beeline_bridge::WS_READ_BUFFER;
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .map_err(|e| Error::Refused(format!("frame connection: {e}")))?;

@@ -225,6 +225,7 @@ async fn connect(config: &LinkConfig) -> Result<Socket, ConnectError> {
     let mut ws_config = tungstenite::protocol::WebSocketConfig::default();
     ws_config.max_message_size = Some(2 * LINK_MESSAGE_SIZE);
     ws_config.max_frame_size = Some(2 * LINK_MESSAGE_SIZE);
+    ws_config.read_buffer_size = beeline_bridge::WS_READ_BUFFER;
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
     let (socket, response) = tokio::time::timeout(Duration::from_secs(10), connect)
         .await

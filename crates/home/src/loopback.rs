@@ -679,11 +679,13 @@ async fn websocket_over(
                 Some(chosen) => upgrade.protocols([chosen.clone()]),
                 None => upgrade,
             };
-            Ok(upgrade.on_upgrade(move |socket| async move {
-                // Held so the session's bridge outlives the socket.
-                let _client = client;
-                beeline_bridge::join_websocket(socket, sender, receiver).await;
-            }))
+            Ok(upgrade
+                .read_buffer_size(beeline_bridge::WS_READ_BUFFER)
+                .on_upgrade(move |socket| async move {
+                    // Held so the session's bridge outlives the socket.
+                    let _client = client;
+                    beeline_bridge::join_websocket(socket, sender, receiver).await;
+                }))
         }
     }
 }

@@ -84,6 +84,7 @@ pub(crate) async fn accept(
             sender, receiver, ..
         } => Ok(upgrade
             .max_message_size(MAX_MESSAGE)
+            .read_buffer_size(beeline_bridge::WS_READ_BUFFER)
             .on_upgrade(move |socket| async move {
                 // Held so the link outlives the socket's use of it.
                 let _link = link;

@@ -201,6 +201,7 @@ pub(crate) async fn accept(
     let name = http::HeaderValue::from_str(&home).ok();
     let mut response = upgrade
         .max_message_size(2 * LINK_MESSAGE_SIZE)
+        .read_buffer_size(beeline_bridge::WS_READ_BUFFER)
         .on_upgrade(move |socket| run(shared, home, socket, loopback_url, remote_ip, resumable));
     if let Some(name) = name {
         response.headers_mut().insert(HOME_NAME_HEADER, name);

@@ -80,6 +80,7 @@ pub(super) async fn to_upstream(
     }
     let mut config = tungstenite::protocol::WebSocketConfig::default();
     config.max_message_size = Some(MAX_MESSAGE_BYTES);
+    config.read_buffer_size = beeline_bridge::WS_READ_BUFFER;
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
     let (upstream, response) =
         match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
@@ -112,7 +113,9 @@ pub(super) async fn to_upstream(
 
 /// The browser's upgrade, answering with the subprotocol the far end chose.
 pub(super) fn accept(upgrade: WebSocketUpgrade, chosen: Option<String>) -> WebSocketUpgrade {
-    let upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES);
+    let upgrade = upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(beeline_bridge::WS_READ_BUFFER);
     match chosen {
         Some(protocol) => upgrade.protocols([protocol]),
         None => upgrade,
