@@ -11,7 +11,9 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use crate::measure::{http_client, http_download};
-use crate::procs::{cpu_secs, start_home_peer, start_signal_api, wait_home_link, Bins, Stack};
+use crate::procs::{
+    cpu_secs, rss_mb, start_home_peer, start_signal_api, wait_home_link, Bins, Stack,
+};
 use crate::stats::Samples;
 
 /// A signal-api with no `--relay-upstream` and a home-peer linked to it,
@@ -94,10 +96,64 @@ pub(crate) async fn relay_link(
             }),
         );
     }
+    // Memory: what each relayed WebSocket holds while open.
+    let mut sockets = serde_json::Map::new();
+    for (name, base, pids) in [
+        ("link", &linked_url, &link_pids[..]),
+        ("upstream", &stack.signal_url, &upstream_pids[..1]),
+    ] {
+        sockets.insert(
+            name.to_owned(),
+            json!({"kb_per_socket": memory_per_websocket(base, pids, RELAYED_SOCKETS).await?}),
+        );
+    }
     Ok(json!({
         "small_get": {"link": link.summary(), "upstream": upstream.summary()},
         "download": downloads,
+        "websockets": sockets,
+        "websockets_open": RELAYED_SOCKETS,
     }))
+}
+
+/// How many WebSockets [`memory_per_websocket`] holds open at once.
+const RELAYED_SOCKETS: usize = 200;
+
+/// Opens `n` WebSockets to the home service's echo through `base` (a
+/// signal-api's normal path), one message each, and returns how much the
+/// resident memory of `pids` together grew per open socket, in KB.
+async fn memory_per_websocket(base: &str, pids: &[u32], n: usize) -> Result<f64> {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let rss = || -> Result<f64> {
+        pids.iter()
+            .map(|&pid| rss_mb(pid).ok_or_else(|| anyhow::anyhow!("no RSS for pid {pid}")))
+            .sum()
+    };
+    let url = format!("{}/bench/ws", base.replacen("http://", "ws://", 1));
+    let before = rss()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut open = Vec::with_capacity(n);
+    for i in 0..n {
+        let (mut socket, _) = tokio::time::timeout_at(
+            deadline.into(),
+            tokio_tungstenite::connect_async(url.as_str()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("opening {n} WebSockets through {base} ran past 60 s"))??;
+        let text = format!("socket {i}");
+        socket.send(Message::Text(text.clone().into())).await?;
+        match tokio::time::timeout_at(deadline.into(), socket.next()).await {
+            Ok(Some(Ok(Message::Text(back)))) if back.as_str() == text => {}
+            other => bail!("a relayed WebSocket through {base} answered {other:?}"),
+        }
+        open.push(socket);
+    }
+    let grown = rss()? - before;
+    for mut socket in open {
+        let _ = socket.close(None).await;
+    }
+    Ok(grown * 1000.0 / n as f64)
 }
 
 /// The `websocket` phase: a small message's round trip over a WebSocket on

@@ -513,6 +513,20 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "CPU-s",
         None,
     );
+    rows.add(
+        "link_websocket_kb",
+        "memory per relayed WebSocket over the home link (signal-api + home-peer), 200 open",
+        num(&rust, "link.websockets.link.kb_per_socket"),
+        "KB",
+        None,
+    );
+    rows.add(
+        "relay_websocket_kb",
+        "memory per relayed WebSocket to --relay-upstream (signal-api), 200 open",
+        num(&rust, "link.websockets.upstream.kb_per_socket"),
+        "KB",
+        None,
+    );
 
     // Live migration (issue 11): a 20 ms event stream moving between the
     // home link and a resume data channel.
