@@ -426,6 +426,18 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "×",
         AtMost(2.0),
     );
+    rows.add(
+        "proxy_floor_ratio",
+        "small GET: floor, (2 × straight p50 + 2-process transport echo p50) / straight p50",
+        floor_ratio(
+            ht50,
+            ht50.zip(num(&rust, "transport.two_processes.echo_rtt.p50"))
+                .map(|(http, echo)| http + echo),
+        ),
+        "×",
+        None,
+    );
+    rows.note("the ratio if the proxy's hop cost one more plain request (a loopback HTTP round trip to a process) and the channel one process crossing, and beeline nothing else");
     let (pxd, rd) = (
         num(&rust, "proxy.download.median_mb_per_s"),
         num(&rust, "throughput.binary.down.median_mb_per_s"),
