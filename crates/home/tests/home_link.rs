@@ -461,6 +461,21 @@ async fn websockets_go_over_the_link_of_their_sessions_home() {
             tungstenite::Message::Binary(i.to_be_bytes().to_vec().into())
         );
     }
+    // A 3 MiB message keeps its boundary and bytes: far larger than the
+    // read buffer of every socket on the way (the page's, the home link's
+    // two ends, home-peer's upstream socket) and than one link message, so
+    // the bridge splits it.
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    socket
+        .send(tungstenite::Message::Binary(big.clone().into()))
+        .await
+        .unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        tungstenite::Message::Binary(data) => {
+            assert!(data[..] == big[..], "the big message changed")
+        }
+        other => panic!("expected the big message back, got {other:?}"),
+    }
     socket
         .send(tungstenite::Message::Text("close:4002:done".into()))
         .await
