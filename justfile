@@ -33,7 +33,7 @@ test-rust: ensure-coturn ensure-postgres ensure-haproxy
     BEELINE_REQUIRE_COTURN=1 BEELINE_REQUIRE_POSTGRES=1 cargo test --workspace --no-fail-fast
     scripts/test-transport-017.sh
 
-# Run each frame-decoder fuzz target briefly (bounded; not part of `test`).
+# Run each fuzz target (the decoders of network bytes) briefly (bounded; not part of `test`).
 [group('test')]
 fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_json -- -max_total_time={{seconds}} -rss_limit_mb=2048
@@ -42,6 +42,8 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_seal -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ws_records -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run resume_envelope -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run remote_description -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run loopback_ticket -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # The browser client: the committed bundle is what client/src builds to, and client/examples/*.ts compiles against client/index.d.ts (tsc, strict).
 [group('test')]
