@@ -44,6 +44,7 @@ fuzz-smoke seconds="20": ensure-cargo-fuzz
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run resume_envelope -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run remote_description -- -max_total_time={{seconds}} -rss_limit_mb=2048
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run loopback_ticket -- -max_total_time={{seconds}} -rss_limit_mb=2048
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run remote_candidate -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
 # The browser client: the committed bundle is what client/src builds to, and client/examples/*.ts compiles against client/index.d.ts (tsc, strict).
 [group('test')]
