@@ -3,7 +3,9 @@
 //! signal-api without an upstream and a second home-peer linked to it
 //! serve the same home service as the loopback stack's relay; one
 //! keep-alive HTTP client sends the small GETs to both, interleaved, so load
-//! on the shared machine hits both alike.
+//! on the shared machine hits both alike. Then, over each path, a checked
+//! download (with the CPU the relaying processes spend on it) and the
+//! memory each relayed WebSocket holds while open.
 
 use std::time::{Duration, Instant};
 
