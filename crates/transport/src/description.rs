@@ -18,6 +18,15 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
 /// What the RFC 8841 default is when `a=max-message-size` is absent.
 const IMPLIED_MAX_MESSAGE_SIZE: u32 = 64 * 1024;
 
+/// The body of a trickled candidate line as ICE parses it: `a=` and
+/// `candidate:` in front are optional, surrounding space is ignored. Empty
+/// means end of candidates.
+pub(crate) fn candidate_body(line: &str) -> &str {
+    let raw = line.trim();
+    let raw = raw.strip_prefix("a=").unwrap_or(raw);
+    raw.strip_prefix("candidate:").unwrap_or(raw)
+}
+
 /// DTLS role negotiation (`a=setup`, RFC 8842).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Setup {
@@ -298,6 +307,21 @@ a=max-message-size:262144\r\n";
                 "accepted: {broken:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_trickled_line_gives_its_candidate_body() {
+        let body = "1 1 udp 2130706431 127.0.0.1 5000 typ host";
+        for line in [
+            body.to_owned(),
+            format!("candidate:{body}"),
+            format!("a=candidate:{body}"),
+            format!("  a=candidate:{body}\r\n"),
+        ] {
+            assert_eq!(candidate_body(&line), body, "{line:?}");
+        }
+        assert_eq!(candidate_body(""), "");
+        assert_eq!(candidate_body("a=candidate:"), "");
     }
 
     #[test]

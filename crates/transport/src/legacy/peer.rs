@@ -184,9 +184,7 @@ impl Peer {
     /// are mDNS (`.local`) host candidates: see `docs/transport.md` for why
     /// they need not be resolved.
     pub(crate) fn add_remote_candidate(&self, candidate: &str) -> Result<(), Error> {
-        let raw = candidate.trim();
-        let raw = raw.strip_prefix("a=").unwrap_or(raw);
-        let raw = raw.strip_prefix("candidate:").unwrap_or(raw);
+        let raw = crate::description::candidate_body(candidate);
         if raw.is_empty() {
             return Ok(());
         }
