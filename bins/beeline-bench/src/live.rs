@@ -70,40 +70,37 @@ pub(crate) async fn relay_link(
         }
     }
     // Bulk: the same download over both normal paths, one after the
-    // other, with what each process spent on it.
-    let (link_pids, upstream_pids) = (
-        [linked.signal.pid(), linked.home.pid()],
-        [stack.signal_pid(), stack.home.pid()],
-    );
+    // other, with what the processes relaying it spent on it (signal-api,
+    // then home-peer where there is one).
+    let link_pids = [linked.signal.pid(), linked.home.pid()];
+    let upstream_pids = [stack.signal_pid()];
+    let paths: [(&str, &str, &[u32]); 2] = [
+        ("link", &linked_url, &link_pids),
+        ("upstream", &stack.signal_url, &upstream_pids),
+    ];
     let mut downloads = serde_json::Map::new();
-    for (name, base, pids) in [
-        ("link", &linked_url, link_pids),
-        ("upstream", &stack.signal_url, upstream_pids),
-    ] {
+    for (name, base, pids) in paths {
         eprintln!(
             "bench: {} MB download over the normal path ({name})…",
             transfer_bytes / 1_000_000
         );
-        let cpu = |pid| cpu_secs(Some(pid));
-        let before = pids.map(cpu);
+        let before: Vec<Option<f64>> = pids.iter().map(|&pid| cpu_secs(Some(pid))).collect();
         let mb_per_s =
             http_download(&http, base, transfer_bytes, &format!("over the {name}")).await?;
-        let spent = |i: usize| Some(cpu(pids[i])? - before[i]?);
+        let spent = |i: usize| Some(cpu_secs(Some(*pids.get(i)?))? - (*before.get(i)?)?);
         downloads.insert(
             name.to_owned(),
             json!({
                 "mb_per_s": mb_per_s,
                 "signal_api_cpu_secs": spent(0),
-                "home_peer_cpu_secs": (name == "link").then(|| spent(1)).flatten(),
+                "home_peer_cpu_secs": spent(1),
             }),
         );
     }
-    // Memory: what each relayed WebSocket holds while open.
+    // Memory: what each relayed WebSocket holds while open, in the same
+    // processes.
     let mut sockets = serde_json::Map::new();
-    for (name, base, pids) in [
-        ("link", &linked_url, &link_pids[..]),
-        ("upstream", &stack.signal_url, &upstream_pids[..1]),
-    ] {
+    for (name, base, pids) in paths {
         sockets.insert(
             name.to_owned(),
             json!({"kb_per_socket": memory_per_websocket(base, pids, RELAYED_SOCKETS).await?}),
