@@ -38,14 +38,15 @@ pids+=($!)
     --home-token-file "$token_file" --browser-auth open \
     ${relay_upstream:+--relay-upstream "$relay_upstream"} &
 pids+=($!)
-"$bin/home-peer" --signal-url "http://127.0.0.1:$port/webrtc" --token-file "$token_file" \
-    --upstream "http://127.0.0.1:$chat_port" ${allow:+--allow-ip "$allow"} &
-pids+=($!)
 
 for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
+# home-peer once signal-api answers, so its first poll does not fail.
+"$bin/home-peer" --signal-url "http://127.0.0.1:$port/webrtc" --token-file "$token_file" \
+    --upstream "http://127.0.0.1:$chat_port" ${allow:+--allow-ip "$allow"} &
+pids+=($!)
 # The normal path needs the home link (unless relaying to the upstream).
 for _ in $(seq 100); do
     [[ -n $relay_upstream ]] && break

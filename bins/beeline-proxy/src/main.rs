@@ -4,6 +4,7 @@
 //! OpenAI SDKs (`OPENAI_BASE_URL=http://127.0.0.1:8000/v1`) take the direct
 //! path. Flags and environment are read here and nowhere else.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -130,7 +131,8 @@ fn init_tracing(json: bool) {
     if json {
         builder.json().init();
     } else {
-        builder.init();
+        // Colours only on a terminal: not in a log file or the journal.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 

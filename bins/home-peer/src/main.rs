@@ -2,6 +2,7 @@
 //! channels through an upstream HTTP service. Flags, env and config file are
 //! read here and nowhere else.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,7 +255,8 @@ fn init_tracing(json: bool) {
     if json {
         builder.json().init();
     } else {
-        builder.init();
+        // Colours only on a terminal: not in a log file or the journal.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 
