@@ -201,9 +201,26 @@ pub(crate) struct LocalDescription<'a> {
     pub(crate) end_of_candidates: bool,
 }
 
+/// A random `o=` session id (RFC 8866 asks for a number unique to the
+/// session; the top bits are left clear so that it stays a positive
+/// 63-bit value for any parser). From ring's system random, which the
+/// stack already links, rather than a second generator.
+fn session_id() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // Only uniqueness matters here: the clock will do.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes) >> 2
+}
+
 impl LocalDescription<'_> {
     pub(crate) fn to_sdp(&self) -> String {
-        let session_id: u64 = rand::random::<u64>() >> 2;
+        let session_id = session_id();
         let setup = match self.setup {
             Setup::Active => "active",
             Setup::Passive => "passive",
