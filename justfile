@@ -112,6 +112,8 @@ lint: ensure-lint-tools
     cargo clippy --workspace --all-targets -- -D warnings
     # The transport as a lean embedder builds it: sans-I/O alone, no TURN over TLS.
     cargo clippy -p beeline-transport --no-default-features --all-targets -- -D warnings
+    # The library crates' API docs, as an embedder reads them: no broken links.
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p beeline-frame -p beeline-transport -p beeline-signal-client -p beeline-bridge -p beeline-client -p beeline-home -p beeline-seal -p beeline-signal-server
 
 # --- benchmarks --------------------------------------------------------------
 

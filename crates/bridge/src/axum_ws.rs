@@ -82,7 +82,7 @@ pub async fn join_websocket(browser: WebSocket, sender: WsSender, mut receiver: 
 }
 
 /// Runs both directions; once one has ended (its close passed on), the
-/// other gets [`CLOSE_GRACE`] to carry the answering close, so both ends
+/// other gets 5 s (`CLOSE_GRACE`) to carry the answering close, so both ends
 /// see a clean close handshake.
 pub async fn finish_both(
     up: impl std::future::Future<Output = ()>,

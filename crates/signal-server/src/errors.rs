@@ -20,7 +20,7 @@ use crate::{
     store::StoreError,
 };
 
-/// Errors from [`SignalServer::open`].
+/// Errors from [`SignalServer::open`](crate::SignalServer::open).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
