@@ -52,11 +52,11 @@ client-check: ensure-client-deps
     cd client && node scripts/build.mjs --check
     cd client && node_modules/.bin/tsc -p examples/tsconfig.json
 
-# Headless Chromium against the real binaries, inside a network namespace (once through haproxy in front of three signal-api instances on a throwaway PostgreSQL).
+# Headless Chromium against the real binaries, inside a network namespace (once through haproxy in front of three signal-api instances on a throwaway PostgreSQL, once behind nginx with TLS).
 [group('test')]
 test-browser: ensure-postgres ensure-haproxy
     cargo build --bins
-    BEELINE_REQUIRE_POSTGRES=1 tests/browser/run.sh
+    BEELINE_REQUIRE_POSTGRES=1 BEELINE_REQUIRE_NGINX=1 tests/browser/run.sh
 
 # beeline-proxy driven by curl and the OpenAI Python SDK, with a Python http.server home service, in a network namespace.
 [group('test')]

@@ -41,7 +41,7 @@ netns_add "$ns" "$gw"
 netns_default_route "$ns" eth0 "$ns_addr/30" "$gw" eth0 198.18.0.2/30
 
 # BEELINE_BROWSER_TESTS picks test files (space-separated); default: all.
-tests="${BEELINE_BROWSER_TESTS:-client.unit.test.mjs client.v2.test.mjs client.bodies.test.mjs client.cookies.test.mjs client.loopback.test.mjs vectors.test.mjs e2e.test.mjs protocol-v2.test.mjs bodies.test.mjs cookies.test.mjs websocket.test.mjs loopback.test.mjs client.resume.test.mjs migration.test.mjs ice-restart.test.mjs balancer.test.mjs}"
+tests="${BEELINE_BROWSER_TESTS:-client.unit.test.mjs client.v2.test.mjs client.bodies.test.mjs client.cookies.test.mjs client.loopback.test.mjs vectors.test.mjs e2e.test.mjs protocol-v2.test.mjs bodies.test.mjs cookies.test.mjs websocket.test.mjs loopback.test.mjs client.resume.test.mjs migration.test.mjs ice-restart.test.mjs balancer.test.mjs nginx.test.mjs}"
 
 cd "$here"
 # shellcheck disable=SC2086

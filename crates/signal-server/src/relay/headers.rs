@@ -21,6 +21,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// nginx's per-response switch for buffering (`proxy_buffering`).
+const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// Set on a relayed response that set cookies.
 const COOKIES_CHANGED: HeaderName = HeaderName::from_static("x-beeline-cookies-changed");
 
@@ -117,6 +120,19 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Asks a buffering proxy in front (nginx, which takes `X-Accel-Buffering`
+/// from the server behind it and does not pass it on to the client) to pass
+/// the relayed response on as it comes: server-sent events then arrive
+/// event by event even where the proxy buffers by default, and a page that
+/// reads slowly holds back its own stream (the home link's per-stream flow
+/// control) instead of filling the proxy's disk. A value the home service
+/// set is left as it is.
+pub(super) fn ask_proxies_not_to_buffer(headers: &mut HeaderMap) {
+    headers
+        .entry(ACCEL_BUFFERING)
+        .or_insert(HeaderValue::from_static("no"));
+}
+
 /// Marks a response that set cookies: the page's sealed cookie jar is stale
 /// now (`docs/cookies.md`), and client.js refreshes it before its next
 /// request on the channel. The `Server-Timing` copy is for a page's own
@@ -134,6 +150,18 @@ pub(super) fn mark_cookie_changes(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_responses_ask_for_no_buffering_unless_the_home_said_otherwise() {
+        let mut headers = HeaderMap::new();
+        ask_proxies_not_to_buffer(&mut headers);
+        assert_eq!(headers["x-accel-buffering"], "no");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-accel-buffering", HeaderValue::from_static("yes"));
+        ask_proxies_not_to_buffer(&mut headers);
+        assert_eq!(headers.get_all("x-accel-buffering").iter().count(), 1);
+        assert_eq!(headers["x-accel-buffering"], "yes");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

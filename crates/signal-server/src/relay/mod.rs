@@ -290,6 +290,7 @@ impl Relay {
         })?;
         headers::strip_hop_by_hop(&mut response_headers);
         headers::mark_cookie_changes(&mut response_headers);
+        headers::ask_proxies_not_to_buffer(&mut response_headers);
         let mut reply = Response::new(body);
         *reply.status_mut() = status;
         *reply.headers_mut() = response_headers;

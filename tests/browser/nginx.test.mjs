@@ -1,0 +1,243 @@
+// signal-api behind nginx with TLS, configured by the file the docs give
+// (docs/examples/nginx.conf), in headless Chromium: the deployment most
+// people run, a page on https:// and home-peer's home link both through
+// the proxy. The page opens the direct path (its signaling passes nginx,
+// and signal-api's origin check sees the Host nginx passes on); with
+// WebRTC off, a chat reply streams token by token over the home link (a
+// buffering proxy would hand it over in one piece), a WebSocket echo is
+// relayed over the home link (the upgrade passes nginx twice: the page's
+// socket and home-peer's link), a 5 MB upload arrives whole, and the home
+// service is told the page's scheme and address by the relay, which
+// believes nginx as a --trusted-proxy.
+//
+// Needs nginx and openssl (run.sh installs them through
+// scripts/ensure-browser-deps.sh). Without them the test is skipped with a
+// loud note, unless BEELINE_REQUIRE_NGINX is set (the `just` recipe sets
+// it), which makes a missing one a failure.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { Service, bounded, launchBrowser, readMetrics, sendChat, waitFor } from './harness.mjs';
+import { freePort } from './postgres.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const DOCUMENTED = path.resolve(here, '../../docs/examples/nginx.conf');
+const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx'].find((file) => existsSync(file));
+const START_TIMEOUT_MS = 15_000;
+const TOKEN_DELAY_MS = 30;
+
+/**
+ * The documented file with this run's addresses: each replacement must
+ * match exactly once, so a change to the documented file that the test
+ * does not follow fails here rather than testing something else. The TLS
+ * listener is the documented one; a plain listener on the same server
+ * block is added for home-peer, which trusts only the public roots
+ * compiled into it, not this run's self-signed certificate.
+ */
+function nginxSite({ signalPort, tlsPort, plainPort, cert, key }) {
+  let text = readFileSync(DOCUMENTED, 'utf8');
+  const replace = (from, to) => {
+    const count = text.split(from).length - 1;
+    if (count !== 1) throw new Error(`docs/examples/nginx.conf: expected "${from}" once, found it ${count} times`);
+    text = text.replace(from, to);
+  };
+  replace('server 127.0.0.1:8080;', `server 127.0.0.1:${signalPort};`);
+  replace('listen 443 ssl;', `listen 127.0.0.1:${tlsPort} ssl;\n    listen 127.0.0.1:${plainPort};`);
+  replace('/etc/ssl/beeline/fullchain.pem', cert);
+  replace('/etc/ssl/beeline/privkey.pem', key);
+  return text;
+}
+
+/** nginx in the foreground, one process, its files in `dir`, the site included as a distribution's conf.d would. */
+function startNginx(dir, site) {
+  writeFileSync(path.join(dir, 'beeline.conf'), site);
+  const main = [
+    'daemon off;',
+    'master_process off;',
+    `pid ${dir}/nginx.pid;`,
+    'error_log stderr notice;',
+    'events { worker_connections 256; }',
+    'http {',
+    '    access_log off;',
+    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `    ${kind}_temp_path ${dir}/${kind}_temp;`),
+    `    include ${dir}/beeline.conf;`,
+    '}',
+    '',
+  ].join('\n');
+  writeFileSync(path.join(dir, 'nginx.conf'), main);
+  // -e: the error log before the configuration is read goes to stderr, not /var/log/nginx.
+  return new Service('nginx', ['-p', dir, '-e', 'stderr', '-c', path.join(dir, 'nginx.conf')], { command: NGINX });
+}
+
+/** A self-signed certificate for 127.0.0.1, valid for a day. */
+function selfSigned(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+// Runs in the page (WebRTC off): a WebSocket echo of `count` numbered text
+// and binary messages over client.websocket(), then a 5 MB upload and a
+// header echo over client.fetch().
+async function overTheRelay(count) {
+  const client = window.__beeline;
+  const socket = client.websocket('/ws/echo', ['echo.v1']);
+  socket.binaryType = 'arraybuffer';
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onclose = (e) => reject(new Error(`closed before open: ${e.code}`));
+  });
+  const received = [];
+  const all = new Promise((resolve) => {
+    socket.onmessage = (e) => {
+      received.push(typeof e.data === 'string' ? e.data : new DataView(e.data).getUint32(0));
+      if (received.length === 2 * count) resolve();
+    };
+  });
+  for (let i = 0; i < count; i++) {
+    socket.send(`text ${i}`);
+    const bytes = new ArrayBuffer(4);
+    new DataView(bytes).setUint32(0, i);
+    socket.send(bytes);
+  }
+  await all;
+  const closed = new Promise((resolve) => {
+    socket.onclose = (e) => resolve({ code: e.code, reason: e.reason });
+  });
+  socket.send('close:4001:bye from home');
+  const websocket = {
+    path: socket.path,
+    protocol: socket.protocol,
+    count: received.length,
+    inOrder: received.every((m, k) => (k % 2 === 0 ? m === `text ${k / 2}` : m === (k - 1) / 2)),
+    close: await closed,
+  };
+
+  const body = new Uint8Array(5_000_000).map((_, i) => (i * 7) % 256);
+  let fnv = 0x811c9dc5;
+  for (const b of body) fnv = Math.imul(fnv ^ b, 0x01000193) >>> 0;
+  const uploadRes = await client.fetch('/test/upload', { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+  const upload = { status: uploadRes.status, path: uploadRes.headers.get('x-beeline-path'), ...(await uploadRes.json()), sent: fnv.toString(16).padStart(8, '0') };
+
+  const headersRes = await client.fetch('/test/headers');
+  return { websocket, upload, headers: await headersRes.json() };
+}
+
+test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): direct path, a reply streamed over the home link, a relayed WebSocket, a 5 MB upload', { timeout: 180_000 }, async (t) => {
+  if (!NGINX) {
+    if (process.env.BEELINE_REQUIRE_NGINX) throw new Error('BEELINE_REQUIRE_NGINX is set but nginx is not installed; run scripts/ensure-browser-deps.sh');
+    process.stderr.write('\n\n!!!!!!!! SKIPPED: the browser test through nginx: nginx is not installed. Run scripts/ensure-browser-deps.sh. !!!!!!!!\n\n');
+    t.skip('nginx is not installed');
+    return;
+  }
+  const workDir = mkdtempSync(path.join(tmpdir(), 'beeline-nginx-'));
+  const services = [];
+  let browser;
+  t.after(async () => {
+    await browser?.close();
+    await Promise.all(services.map((s) => s.stop()));
+    rmSync(workDir, { recursive: true, force: true });
+  });
+  const logs = () => services.map((s) => `----- ${s.name} -----\n${s.log}`).join('\n');
+  try {
+    const token = randomBytes(24).toString('hex');
+    const demo = new Service('demo-chat', ['--listen', '127.0.0.1:0', '--token-delay-ms', String(TOKEN_DELAY_MS), '--test-endpoints']);
+    services.push(demo);
+    const demoUrl = await demo.listeningUrl();
+    // No --relay-upstream: the normal path goes over home-peer's home link.
+    const signal = new Service('signal-api', [
+      '--listen', '127.0.0.1:0',
+      '--db', path.join(workDir, 'signal.db'),
+      '--home-token', token,
+      '--browser-auth', 'open',
+      '--trusted-proxy', '127.0.0.1',
+    ]);
+    services.push(signal);
+    const signalUrl = await signal.listeningUrl();
+    const metrics = () => readMetrics(signalUrl);
+
+    const [tlsPort, plainPort] = [await freePort(), await freePort()];
+    const nginx = startNginx(workDir, nginxSite({ signalPort: new URL(signalUrl).port, tlsPort, plainPort, ...selfSigned(workDir) }));
+    services.push(nginx);
+    const origin = `https://127.0.0.1:${tlsPort}`;
+    await waitFor(
+      async () => {
+        try {
+          return (await fetch(`http://127.0.0.1:${plainPort}/healthz`)).ok;
+        } catch {
+          return false;
+        }
+      },
+      START_TIMEOUT_MS,
+      () => `nginx to answer /healthz:\n${logs()}`,
+    );
+
+    const peer = new Service('home-peer', [
+      '--signal-url', `http://127.0.0.1:${plainPort}/webrtc`,
+      '--token', token,
+      '--upstream', demoUrl,
+      '--allow-ip', '127.0.0.1',
+    ]);
+    services.push(peer);
+    await waitFor(async () => (await metrics())['beeline_home_link_connected{home="home"}'] === 1, START_TIMEOUT_MS, () => `home-peer's home link through nginx:\n${logs()}`);
+
+    browser = await launchBrowser();
+    // The certificate is this run's own; camera/microphone as in newContext().
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ['camera', 'microphone'] });
+    t.after(() => context.close());
+
+    // The direct path: the page's signaling goes through nginx to signal-api and home-peer's polls.
+    const direct = await context.newPage();
+    const problems = [];
+    direct.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+    await direct.goto(`${origin}/`);
+    await direct.waitForFunction(() => window.__beeline !== undefined);
+    assert.equal(await bounded(direct.evaluate(() => window.__beeline.ready), 20_000, 'the direct path'), 'direct');
+    const viaChannel = await sendChat(direct, 'hello through nginx');
+    assert.equal(viaChannel.path, 'direct');
+    assert.equal(viaChannel.complete, true);
+
+    // WebRTC off: everything over nginx and the home link.
+    const relayedBefore = (await metrics()).beeline_relay_requests_total ?? 0;
+    const normal = await context.newPage();
+    normal.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+    await normal.goto(`${origin}/?webrtc=0`);
+    await normal.waitForFunction(() => window.__beeline !== undefined);
+    const reply = await sendChat(normal, 'hello over the link');
+    assert.equal(reply.path, 'fallback');
+    assert.equal(reply.complete, true, 'the relayed stream ended without [DONE]');
+    assert.ok(reply.tokens >= 20, `only ${reply.tokens} tokens`);
+    // About 25 tokens 30 ms apart: a buffering proxy would deliver the first with the last.
+    assert.ok(reply.firstTokenMs + 200 < reply.doneMs, `first token at ${reply.firstTokenMs} ms, done at ${reply.doneMs} ms: the stream was buffered`);
+
+    const relayed = await bounded(normal.evaluate(overTheRelay, 300), 60_000, 'the relayed WebSocket, upload and header echo');
+    assert.equal(relayed.websocket.path, 'relay');
+    assert.equal(relayed.websocket.protocol, 'echo.v1');
+    assert.equal(relayed.websocket.count, 600);
+    assert.equal(relayed.websocket.inOrder, true, 'WebSocket messages out of order or changed');
+    assert.deepEqual(relayed.websocket.close, { code: 4001, reason: 'bye from home' });
+    assert.equal(relayed.upload.status, 200);
+    assert.equal(relayed.upload.bytes, 5_000_000);
+    assert.equal(relayed.upload.fnv1a32, relayed.upload.sent, 'the upload changed on the way');
+    // The relay believed nginx (a --trusted-proxy): the page came over https from 127.0.0.1.
+    assert.equal(relayed.headers['x-forwarded-proto'], 'https');
+    assert.match(relayed.headers['x-forwarded-for'] ?? '', /^127\.0\.0\.1\b/);
+    assert.equal(relayed.headers['x-forwarded-host'], `127.0.0.1:${tlsPort}`);
+    assert.ok((await metrics()).beeline_relay_requests_total > relayedBefore, 'nothing went over the relay');
+    assert.deepEqual(problems, []);
+  } catch (err) {
+    err.message += `\n${logs()}`;
+    throw err;
+  }
+});
