@@ -8,7 +8,10 @@
 // relayed over the home link (the upgrade passes nginx twice: the page's
 // socket and home-peer's link), a 5 MB upload arrives whole, and the home
 // service is told the page's scheme and address by the relay, which
-// believes nginx as a --trusted-proxy.
+// believes nginx as a --trusted-proxy. nginx's certificate comes from a
+// private CA: home-peer refuses it until told to trust the CA
+// (--signal-ca), and beeline-proxy, told the same, reaches the home over
+// its direct path and, with no usable address, over --relay-url.
 //
 // Needs nginx and openssl (run.sh installs them through
 // scripts/ensure-browser-deps.sh). Without them the test is skipped with a
@@ -20,6 +23,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,12 +40,9 @@ const TOKEN_DELAY_MS = 30;
 /**
  * The documented file with this run's addresses: each replacement must
  * match exactly once, so a change to the documented file that the test
- * does not follow fails here rather than testing something else. The TLS
- * listener is the documented one; a plain listener on the same server
- * block is added for home-peer, which trusts only the public roots
- * compiled into it, not this run's self-signed certificate.
+ * does not follow fails here rather than testing something else.
  */
-function nginxSite({ signalPort, tlsPort, plainPort, cert, key }) {
+function nginxSite({ signalPort, tlsPort, cert, key }) {
   let text = readFileSync(DOCUMENTED, 'utf8');
   const replace = (from, to) => {
     const count = text.split(from).length - 1;
@@ -49,7 +50,7 @@ function nginxSite({ signalPort, tlsPort, plainPort, cert, key }) {
     text = text.replace(from, to);
   };
   replace('server 127.0.0.1:8080;', `server 127.0.0.1:${signalPort};`);
-  replace('listen 443 ssl;', `listen 127.0.0.1:${tlsPort} ssl;\n    listen 127.0.0.1:${plainPort};`);
+  replace('listen 443 ssl;', `listen 127.0.0.1:${tlsPort} ssl;`);
   replace('/etc/ssl/beeline/fullchain.pem', cert);
   replace('/etc/ssl/beeline/privkey.pem', key);
   return text;
@@ -76,15 +77,35 @@ function startNginx(dir, site) {
   return new Service('nginx', ['-p', dir, '-e', 'stderr', '-c', path.join(dir, 'nginx.conf')], { command: NGINX });
 }
 
-/** A self-signed certificate for 127.0.0.1, valid for a day. */
-function selfSigned(dir) {
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-  ], { stdio: 'ignore' });
-  return { cert, key };
+/**
+ * A private CA (what home-peer and beeline-proxy are told to trust with
+ * --signal-ca) and nginx's certificate for 127.0.0.1, signed by it, both
+ * valid for a day.
+ */
+function privateCa(dir) {
+  const file = (name) => path.join(dir, name);
+  const openssl = (args) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', '/CN=beeline test CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', file('key.pem'), '-out', file('cert.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(file('cert.ext'), 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  openssl(['x509', '-req', '-in', file('cert.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial',
+    '-out', file('cert.pem'), '-days', '1', '-extfile', file('cert.ext')]);
+  return { ca: file('ca.pem'), cert: file('cert.pem'), key: file('key.pem') };
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port`. */
+function accepts(port) {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }
 
 // Runs in the page (WebRTC off): a WebSocket echo of `count` numbered text
@@ -134,7 +155,7 @@ async function overTheRelay(count) {
   return { websocket, upload, headers: await headersRes.json() };
 }
 
-test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): direct path, a reply streamed over the home link, a relayed WebSocket, a 5 MB upload', { timeout: 180_000 }, async (t) => {
+test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): direct path, a reply streamed over the home link, a relayed WebSocket, a 5 MB upload; home-peer and beeline-proxy trusting a private CA', { timeout: 180_000 }, async (t) => {
   if (!NGINX) {
     if (process.env.BEELINE_REQUIRE_NGINX) throw new Error('BEELINE_REQUIRE_NGINX is set but nginx is not installed; run scripts/ensure-browser-deps.sh');
     process.stderr.write('\n\n!!!!!!!! SKIPPED: the browser test through nginx: nginx is not installed. Run scripts/ensure-browser-deps.sh. !!!!!!!!\n\n');
@@ -167,28 +188,22 @@ test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): d
     const signalUrl = await signal.listeningUrl();
     const metrics = () => readMetrics(signalUrl);
 
-    const [tlsPort, plainPort] = [await freePort(), await freePort()];
-    const nginx = startNginx(workDir, nginxSite({ signalPort: new URL(signalUrl).port, tlsPort, plainPort, ...selfSigned(workDir) }));
+    const tlsPort = await freePort();
+    const { ca, cert, key } = privateCa(workDir);
+    const nginx = startNginx(workDir, nginxSite({ signalPort: new URL(signalUrl).port, tlsPort, cert, key }));
     services.push(nginx);
     const origin = `https://127.0.0.1:${tlsPort}`;
-    await waitFor(
-      async () => {
-        try {
-          return (await fetch(`http://127.0.0.1:${plainPort}/healthz`)).ok;
-        } catch {
-          return false;
-        }
-      },
-      START_TIMEOUT_MS,
-      () => `nginx to answer /healthz:\n${logs()}`,
-    );
+    await waitFor(() => accepts(tlsPort), START_TIMEOUT_MS, () => `nginx to listen:\n${logs()}`);
 
-    const peer = new Service('home-peer', [
-      '--signal-url', `http://127.0.0.1:${plainPort}/webrtc`,
-      '--token', token,
-      '--upstream', demoUrl,
-      '--allow-ip', '127.0.0.1',
-    ]);
+    // Without the private CA, home-peer refuses nginx's certificate.
+    const peerArgs = ['--signal-url', `${origin}/webrtc`, '--token', token, '--upstream', demoUrl, '--allow-ip', '127.0.0.1'];
+    const untrusting = new Service('home-peer', peerArgs);
+    services.push(untrusting);
+    await untrusting.waitForLine(/(home link failed.*(?:certificate|UnknownIssuer).*)/i);
+    await untrusting.stop();
+    assert.equal((await metrics())['beeline_home_link_connected{home="home"}'], 0);
+
+    const peer = new Service('home-peer', [...peerArgs, '--signal-ca', ca]);
     services.push(peer);
     await waitFor(async () => (await metrics())['beeline_home_link_connected{home="home"}'] === 1, START_TIMEOUT_MS, () => `home-peer's home link through nginx:\n${logs()}`);
 
@@ -236,6 +251,34 @@ test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): d
     assert.equal(relayed.headers['x-forwarded-host'], `127.0.0.1:${tlsPort}`);
     assert.ok((await metrics()).beeline_relay_requests_total > relayedBefore, 'nothing went over the relay');
     assert.deepEqual(problems, []);
+
+    // beeline-proxy through the same nginx, trusting the private CA: once
+    // over its direct path (its signaling passes nginx), once with no usable
+    // address, so that its request takes --relay-url, https through nginx.
+    const proxyArgs = (port, allowIp) => [
+      '--signal-url', `${origin}/webrtc`, '--signal-ca', ca, '--relay-url', origin,
+      '--listen', `127.0.0.1:${port}`, '--allow-ip', allowIp, '--setup-budget-ms', '1500',
+    ];
+    const directPort = await freePort();
+    const directProxy = new Service('beeline-proxy', proxyArgs(directPort, '127.0.0.1'));
+    services.push(directProxy);
+    await directProxy.waitForLine(/(direct path open)/);
+    let relayed0 = (await metrics()).beeline_relay_requests_total;
+    const viaDirect = await fetch(`http://127.0.0.1:${directPort}/test/bytes?size=1000`);
+    assert.equal(viaDirect.status, 200);
+    assert.equal((await viaDirect.arrayBuffer()).byteLength, 1000);
+    assert.equal((await metrics()).beeline_relay_requests_total, relayed0, 'the proxy relayed although its channel was open');
+
+    const relayPort = await freePort();
+    // 192.0.2.1 (TEST-NET-1) is on no interface here: no candidate, no channel.
+    const relayProxy = new Service('beeline-proxy', proxyArgs(relayPort, '192.0.2.1'));
+    services.push(relayProxy);
+    await relayProxy.waitForLine(/(beeline-proxy ready)/);
+    relayed0 = (await metrics()).beeline_relay_requests_total;
+    const viaRelay = await fetch(`http://127.0.0.1:${relayPort}/test/headers`);
+    assert.equal(viaRelay.status, 200, await viaRelay.clone().text());
+    assert.equal((await viaRelay.json())['x-forwarded-proto'], 'https');
+    assert.equal((await metrics()).beeline_relay_requests_total, relayed0 + 1, 'the proxy did not take the relay');
   } catch (err) {
     err.message += `\n${logs()}`;
     throw err;

@@ -13,7 +13,9 @@ use anyhow::{bail, Context as _, Result};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse as _, Response};
-use beeline_client::{connect, Auth, ClientConfig, ClientOptions, HomeClient, PathState};
+use beeline_client::{
+    connect, Auth, ClientConfig, ClientOptions, HomeClient, PathState, TrustedRoots,
+};
 use beeline_transport::{AddressFilter, IceServer, PeerConfig};
 use clap::Parser;
 
@@ -55,6 +57,11 @@ struct Args {
     /// private CA of your coturn's certificate.
     #[arg(long = "turn-ca", env = "BEELINE_TURN_CA", value_delimiter = ',')]
     turn_ca: Vec<PathBuf>,
+    /// PEM file of certificate authorities trusted for https:// signal and
+    /// relay URLs besides the public ones (repeatable), e.g. the private CA
+    /// of the TLS proxy in front of signal-api.
+    #[arg(long = "signal-ca", env = "BEELINE_SIGNAL_CA", value_delimiter = ',')]
+    signal_ca: Vec<PathBuf>,
     /// How long a connection attempt, or a request waiting for the channel,
     /// may take, in milliseconds.
     #[arg(long, env = "BEELINE_SETUP_BUDGET_MS", default_value_t = 8000)]
@@ -185,7 +192,16 @@ async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("--turn-ca {}", path.display()))?;
         turn_tls_roots.push(pem);
     }
+    let mut roots = TrustedRoots::default();
+    for path in &args.signal_ca {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading --signal-ca {}", path.display()))?;
+        roots
+            .add_pem(&pem)
+            .with_context(|| format!("--signal-ca {}", path.display()))?;
+    }
     let config = ClientConfig {
+        roots,
         peer: PeerConfig {
             ice_servers,
             address_filter: filter,

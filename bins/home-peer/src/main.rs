@@ -14,7 +14,7 @@ use beeline_home::{
     LoopbackKey, ResumeSessions, ResumeUpstream,
 };
 
-use beeline_signal_client::SignalClient;
+use beeline_signal_client::{SignalClient, TrustedRoots};
 use beeline_transport::{AddressFilter, IceServer, PeerConfig};
 use clap::Parser;
 use serde::Deserialize;
@@ -40,6 +40,11 @@ struct Args {
     /// The local HTTP service requests are forwarded to, e.g. http://127.0.0.1:3000.
     #[arg(long, env = "BEELINE_UPSTREAM")]
     upstream: Option<String>,
+    /// PEM file of certificate authorities trusted for an https:// signal
+    /// URL (polls and the home link) besides the public roots (repeatable),
+    /// e.g. the private CA of the TLS proxy in front of signal-api.
+    #[arg(long = "signal-ca", env = "BEELINE_SIGNAL_CA", value_delimiter = ',')]
+    signal_ca: Vec<PathBuf>,
     /// Restrict ICE to these addresses or CIDR networks (repeatable). Default: all.
     #[arg(long = "allow-ip", env = "BEELINE_ALLOW_IPS", value_delimiter = ',')]
     allow_ips: Vec<String>,
@@ -132,6 +137,19 @@ struct Args {
     stack: beeline_transport::Stack,
 }
 
+/// The certificate authorities of the `--signal-ca` files; none without.
+fn read_roots(paths: &[PathBuf]) -> Result<TrustedRoots> {
+    let mut roots = TrustedRoots::default();
+    for path in paths {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading --signal-ca {}", path.display()))?;
+        roots
+            .add_pem(&pem)
+            .with_context(|| format!("--signal-ca {}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// The `[serve.webrtc]` table, shaped like the specification's config.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +159,8 @@ struct FileConfig {
     bearer_token: Option<String>,
     bearer_token_file: Option<PathBuf>,
     upstream: Option<String>,
+    #[serde(default)]
+    signal_ca: Vec<PathBuf>,
     /// Accepted for compatibility with the specification; long-polling has no
     /// interval (the next poll starts as soon as one returns).
     #[allow(dead_code)]
@@ -289,6 +309,7 @@ async fn run(args: Args) -> Result<()> {
         .upstream
         .or(file.upstream)
         .context("--upstream is required")?;
+    let roots = read_roots(&or_file(args.signal_ca, file.signal_ca))?;
 
     let mut filter = AddressFilter::allow_all();
     for ip in or_file(args.allow_ips, file.allow_ips) {
@@ -392,10 +413,13 @@ async fn run(args: Args) -> Result<()> {
                 loopback_url: loopback.as_ref().map(|(_, url, _)| url.clone()),
                 home_name: Arc::clone(&home_name),
                 resumable: true,
+                roots: roots.clone(),
             })
         })
         .transpose()?;
-    let signal = SignalClient::new(&signal_url)?.with_bearer(token);
+    let signal = SignalClient::new(&signal_url)?
+        .with_roots(&roots)?
+        .with_bearer(token);
     tracing::info!(
         signal = %signal_url,
         upstream = %upstream_url,

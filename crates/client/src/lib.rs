@@ -50,7 +50,7 @@ use beeline_transport::PeerConfig;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use beeline_signal_client::SignalClient;
+pub use beeline_signal_client::{SignalClient, TrustedRoots};
 pub use dial::{
     dial, open_channel, open_channel_on, Connection, OpenChannel, SetupTimes, HTTP_CHANNEL_LABEL,
 };
@@ -100,6 +100,9 @@ pub struct ClientConfig {
     /// The scheme to tell the home service the client addressed
     /// (`x-forwarded-proto`); by default the request URI's, else `https`.
     pub scheme: Option<String>,
+    /// Certificate authorities trusted for `https://` signaling and relay
+    /// URLs besides the public roots.
+    pub roots: TrustedRoots,
 }
 
 impl Default for ClientConfig {
@@ -112,6 +115,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(10),
             relay_url: None,
             scheme: None,
+            roots: TrustedRoots::default(),
         }
     }
 }
@@ -126,7 +130,7 @@ pub async fn connect(
     auth: Auth,
     config: ClientConfig,
 ) -> Result<HomeClient, Error> {
-    let mut signal = SignalClient::new(signal_url)?;
+    let mut signal = SignalClient::new(signal_url)?.with_roots(&config.roots)?;
     signal = match auth {
         Auth::Open => signal,
         Auth::Bearer(token) => signal.with_bearer(token),
@@ -139,7 +143,9 @@ pub async fn connect(
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(Error::Config(format!("relay URL {url:?}: not http(s)")));
             }
-            let http = reqwest::Client::builder()
+            let http = config
+                .roots
+                .add_to_reqwest(reqwest::Client::builder())
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .connect_timeout(config.setup_budget)

@@ -56,6 +56,9 @@ pub struct LinkConfig {
     /// §4.8: a page's frame connection on the link joined with its
     /// `resume` data channel); told to signal-api so it offers them.
     pub resumable: bool,
+    /// Certificate authorities trusted for a `wss://` URL besides the
+    /// public roots (the same set as the signaling client's).
+    pub roots: beeline_signal_client::TrustedRoots,
 }
 
 /// The request header on the link's handshake that carries
@@ -226,7 +229,12 @@ async fn connect(config: &LinkConfig) -> Result<Socket, ConnectError> {
     ws_config.max_message_size = Some(2 * LINK_MESSAGE_SIZE);
     ws_config.max_frame_size = Some(2 * LINK_MESSAGE_SIZE);
     ws_config.read_buffer_size = beeline_bridge::WS_READ_BUFFER;
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let connector = config
+        .roots
+        .tls_config()
+        .map(tokio_tungstenite::Connector::Rustls);
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     let (socket, response) = tokio::time::timeout(Duration::from_secs(10), connect)
         .await
         .map_err(|_| tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))??;

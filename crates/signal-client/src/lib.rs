@@ -22,10 +22,14 @@
 //! (their `seq` still advances the returned cursor), so a newer server cannot
 //! break an older peer.
 
+mod roots;
+
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
+
+pub use roots::{RootsError, TrustedRoots};
 
 /// How long one request may take in total. It must exceed the server's
 /// long-poll hold (10 s by default) so that an idle poll is answered by the
@@ -286,6 +290,16 @@ pub struct SignalClient {
     headers: reqwest::header::HeaderMap,
 }
 
+/// The HTTP client every request goes through.
+fn http_client(roots: &TrustedRoots) -> Result<reqwest::Client, SignalError> {
+    roots
+        .add_to_reqwest(reqwest::Client::builder())
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(SignalError::Transport)
+}
+
 impl SignalClient {
     /// A client for `base_url`, e.g. `http://127.0.0.1:8080/webrtc`.
     pub fn new(base_url: &str) -> Result<Self, SignalError> {
@@ -304,19 +318,21 @@ impl SignalClient {
         let join = |leaf: &str| {
             Url::parse(&format!("{trimmed}/{leaf}")).map_err(|e| invalid(&e.to_string()))
         };
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(SignalError::Transport)?;
         Ok(Self {
-            http,
+            http: http_client(&TrustedRoots::default())?,
             session_url: join("session")?,
             signal_url: join("signal")?,
             report_url: join("report")?,
             bearer: None,
             headers: reqwest::header::HeaderMap::new(),
         })
+    }
+
+    /// Trusts `roots` too for an `https://` base URL, besides the public
+    /// roots (a signal-api behind a proxy with a private CA's certificate).
+    pub fn with_roots(mut self, roots: &TrustedRoots) -> Result<Self, SignalError> {
+        self.http = http_client(roots)?;
+        Ok(self)
     }
 
     /// Sends `Authorization: Bearer <token>` with every request: a home's

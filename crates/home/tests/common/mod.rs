@@ -192,6 +192,7 @@ pub fn link_config(origin: &str, token: &str) -> beeline_home::LinkConfig {
         loopback_url: None,
         home_name: Default::default(),
         resumable: true,
+        roots: Default::default(),
     }
 }
 
