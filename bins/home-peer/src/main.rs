@@ -205,7 +205,23 @@ fn read_file_config(path: &Option<PathBuf>) -> Result<FileConfig> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let root: FileRoot =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(root.serve.webrtc)
+    let mut file = root.serve.webrtc;
+    file.resolve_paths(path.parent().unwrap_or(std::path::Path::new("")));
+    Ok(file)
+}
+
+impl FileConfig {
+    /// Relative paths in the file are taken relative to its folder, as
+    /// signal-api takes its own (a service's working directory is rarely
+    /// the config file's).
+    fn resolve_paths(&mut self, folder: &std::path::Path) {
+        let paths = self.bearer_token_file.iter_mut().chain(&mut self.signal_ca);
+        for path in paths {
+            if path.is_relative() {
+                *path = folder.join(&*path);
+            }
+        }
+    }
 }
 
 fn read_token(path: &PathBuf) -> Result<String> {
@@ -487,4 +503,34 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_resolves_its_relative_paths_against_its_folder() {
+        let root: FileRoot = toml::from_str(
+            r#"
+            [serve.webrtc]
+            bearer_token_file = "token"
+            signal_ca = ["ca.pem", "/etc/ssl/other.pem"]
+            "#,
+        )
+        .unwrap();
+        let mut file = root.serve.webrtc;
+        file.resolve_paths(std::path::Path::new("/etc/beeline"));
+        assert_eq!(
+            file.bearer_token_file.as_deref(),
+            Some(std::path::Path::new("/etc/beeline/token"))
+        );
+        assert_eq!(
+            file.signal_ca,
+            [
+                PathBuf::from("/etc/beeline/ca.pem"),
+                PathBuf::from("/etc/ssl/other.pem")
+            ]
+        );
+    }
 }
