@@ -96,16 +96,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _answer(self, status, payload, content_type="application/json", cookies=(), user=None):
-        out = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(out)))
-        self.send_header("Cache-Control", "no-store")
-        for cookie in cookies:
-            self.send_header("Set-Cookie", cookie)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(out)
+        # The record is written before the answer: a test reads the log as
+        # soon as its response arrives.
         record = {
             "via": self.via,
             "method": self.command,
@@ -118,6 +110,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.log_path:
             with LOCK, open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        out = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(out)))
+        self.send_header("Cache-Control", "no-store")
+        for cookie in cookies:
+            self.send_header("Set-Cookie", cookie)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(out)
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
