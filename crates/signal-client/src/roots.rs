@@ -27,11 +27,15 @@ pub enum RootsError {
     /// a key it cannot read).
     #[error("certificate {index} cannot be a root: {reason}")]
     Invalid {
-        /// Its position among the PEM text's certificates, from 1.
+        /// Its position among the roots added so far, from 1.
         index: usize,
         /// What rustls said.
         reason: String,
     },
+    /// rustls could not make a client configuration (no protocol version
+    /// its crypto provider supports).
+    #[error("no TLS client configuration: {0}")]
+    Tls(String),
 }
 
 /// Extra certificate authorities to trust, on top of the public roots.
@@ -45,6 +49,8 @@ pub enum RootsError {
 #[derive(Clone, Default)]
 pub struct TrustedRoots {
     extra: Vec<CertificateDer<'static>>,
+    /// Built whenever roots are added, so that handing it out cannot fail.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for TrustedRoots {
@@ -74,13 +80,10 @@ impl TrustedRoots {
         if more.is_empty() {
             return Err(RootsError::NoCertificate);
         }
-        let before = self.extra.len();
-        self.extra.extend(more);
-        // Refuse now what rustls would refuse at the first connection.
-        if let Err(e) = self.root_store() {
-            self.extra.truncate(before);
-            return Err(e);
-        }
+        let extra: Vec<_> = self.extra.iter().cloned().chain(more).collect();
+        // What rustls would refuse at the first connection is refused now.
+        self.tls = Some(tls_config(&extra)?);
+        self.extra = extra;
         Ok(())
     }
 
@@ -99,18 +102,7 @@ impl TrustedRoots {
     /// or any other TLS client. `None` when there are no extra roots: the
     /// connector's own default then trusts the same public roots.
     pub fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
-        if self.is_empty() {
-            return None;
-        }
-        // Checked in from_pem; an empty set never gets here.
-        let store = self.root_store().ok()?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        Some(Arc::new(config))
+        self.tls.clone()
     }
 
     /// `builder` trusting these roots too, for another HTTP client that
@@ -124,19 +116,27 @@ impl TrustedRoots {
         }
         builder
     }
+}
 
-    fn root_store(&self) -> Result<rustls::RootCertStore, RootsError> {
-        let mut store = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for (i, der) in self.extra.iter().enumerate() {
-            store.add(der.clone()).map_err(|e| RootsError::Invalid {
-                index: i + 1,
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(store)
+/// The public roots and `extra`, on ring (the crypto the rest of beeline's
+/// TLS uses).
+fn tls_config(extra: &[CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, RootsError> {
+    let mut store = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for (i, der) in extra.iter().enumerate() {
+        store.add(der.clone()).map_err(|e| RootsError::Invalid {
+            index: i + 1,
+            reason: e.to_string(),
+        })?;
     }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RootsError::Tls(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
