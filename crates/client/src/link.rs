@@ -59,7 +59,7 @@ pub(crate) async fn supervise(
                 tracing::info!(
                     session = %short(conn.session_id()),
                     setup_ms = conn.times.agree_ms as u64,
-                    pair = ?pair,
+                    pair = %pair.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
                     "direct path open"
                 );
                 let slots = Arc::new(Semaphore::new(

@@ -404,7 +404,7 @@ impl<U: Upstream> SessionTask<U> {
                         tracing::info!(
                             session = %short(&self.id),
                             setup_ms = started.elapsed().as_millis() as u64,
-                            pair = ?peer.selected_pair(),
+                            pair = %peer.selected_pair().map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
                             "direct channel open"
                         );
                     }

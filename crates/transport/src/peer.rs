@@ -59,6 +59,29 @@ pub struct SelectedPair {
     pub receive_buffer: Option<usize>,
 }
 
+/// The ICE name of the kind: `host`, `srflx`, `prflx`, `relay`.
+impl std::fmt::Display for CandidateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Host => "host",
+            Self::ServerReflexive => "srflx",
+            Self::PeerReflexive => "prflx",
+            Self::Relay => "relay",
+        })
+    }
+}
+
+/// For logs: `host 192.0.2.7:50000 -> srflx 198.51.100.2:61000`.
+impl std::fmt::Display for SelectedPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} {}",
+            self.local, self.local_addr, self.remote, self.remote_addr
+        )
+    }
+}
+
 /// A local candidate to trickle to the remote peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCandidate {
@@ -282,4 +305,26 @@ fn without_017() -> Error {
     Error::InvalidConfig(
         "this build has no 0.17 stack (beeline-transport's `stack-017` feature is off)".into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selected_pair_reads_as_its_two_candidates() {
+        let pair = SelectedPair {
+            local: CandidateKind::Host,
+            local_addr: "192.0.2.7:50000".into(),
+            remote: CandidateKind::ServerReflexive,
+            remote_addr: "198.51.100.2:61000".into(),
+            receive_buffer: None,
+        };
+        assert_eq!(
+            pair.to_string(),
+            "host 192.0.2.7:50000 -> srflx 198.51.100.2:61000"
+        );
+        assert_eq!(CandidateKind::Relay.to_string(), "relay");
+        assert_eq!(CandidateKind::PeerReflexive.to_string(), "prflx");
+    }
 }
