@@ -291,8 +291,8 @@ export function allowIpsFor(kind) {
  * FirefoxBrowser, which offers the same `newContext`/`newPage`/`close` and a
  * page with the part of Playwright's API the tests use.
  */
-export function launchBrowser(extraArgs = [], { kind = 'chromium' } = {}) {
-  if (kind === 'firefox') return FirefoxBrowser.launch();
+export function launchBrowser(extraArgs = [], { kind = 'chromium', acceptInsecureCerts = false } = {}) {
+  if (kind === 'firefox') return FirefoxBrowser.launch({ acceptInsecureCerts });
   if (kind !== 'chromium') throw new Error(`unknown browser ${kind}`);
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -337,13 +337,15 @@ export class FirefoxBrowser {
     this.browser = browser;
   }
 
-  static async launch() {
+  /** `acceptInsecureCerts`: pages on a certificate no public root vouches for load too (a test's own CA). */
+  static async launch({ acceptInsecureCerts = false } = {}) {
     if (!existsSync(FIREFOX)) throw new Error(`${FIREFOX} does not exist (scripts/ensure-browser-deps.sh installs firefox-esr)`);
     const browser = await puppeteer.launch({
       browser: 'firefox',
       executablePath: FIREFOX,
       headless: true,
       extraPrefsFirefox: FIREFOX_PREFS,
+      acceptInsecureCerts,
     });
     return new FirefoxBrowser(browser);
   }

@@ -1,5 +1,6 @@
 // signal-api behind nginx with TLS, configured by the file the docs give
-// (docs/examples/nginx.conf), in headless Chromium: the deployment most
+// (docs/examples/nginx.conf), in headless Chromium and Firefox ESR (each
+// told to accept this run's certificate): the deployment most
 // people run, a page on https:// and home-peer's home link both through
 // the proxy. The page opens the direct path (its signaling passes nginx,
 // and signal-api's origin check sees the Host nginx passes on); with
@@ -28,7 +29,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Service, bounded, launchBrowser, readMetrics, sendChat, waitFor } from './harness.mjs';
+import { Service, allowIpsFor, bounded, browserKinds, launchBrowser, readMetrics, sendChat, waitFor } from './harness.mjs';
 import { freePort } from './postgres.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -155,7 +156,50 @@ async function overTheRelay(count) {
   return { websocket, upload, headers: await headersRes.json() };
 }
 
-test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): direct path, a reply streamed over the home link, a relayed WebSocket, a 5 MB upload; home-peer and beeline-proxy trusting a private CA', { timeout: 180_000 }, async (t) => {
+/** The page's part, in one browser: the direct path, then WebRTC off. */
+async function throughNginx(context, origin, metrics) {
+  // The direct path: the page's signaling goes through nginx to signal-api and home-peer's polls.
+  const direct = await context.newPage();
+  const problems = [];
+  direct.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  await direct.goto(`${origin}/`);
+  await direct.waitForFunction(() => window.__beeline !== undefined);
+  assert.equal(await bounded(direct.evaluate(() => window.__beeline.ready), 20_000, 'the direct path'), 'direct');
+  const viaChannel = await sendChat(direct, 'hello through nginx');
+  assert.equal(viaChannel.path, 'direct');
+  assert.equal(viaChannel.complete, true);
+
+  // WebRTC off: everything over nginx and the home link.
+  const relayedBefore = (await metrics()).beeline_relay_requests_total ?? 0;
+  const normal = await context.newPage();
+  normal.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  await normal.goto(`${origin}/?webrtc=0`);
+  await normal.waitForFunction(() => window.__beeline !== undefined);
+  const reply = await sendChat(normal, 'hello over the link');
+  assert.equal(reply.path, 'fallback');
+  assert.equal(reply.complete, true, 'the relayed stream ended without [DONE]');
+  assert.ok(reply.tokens >= 20, `only ${reply.tokens} tokens`);
+  // About 25 tokens 30 ms apart: a buffering proxy would deliver the first with the last.
+  assert.ok(reply.firstTokenMs + 200 < reply.doneMs, `first token at ${reply.firstTokenMs} ms, done at ${reply.doneMs} ms: the stream was buffered`);
+
+  const relayed = await bounded(normal.evaluate(overTheRelay, 300), 60_000, 'the relayed WebSocket, upload and header echo');
+  assert.equal(relayed.websocket.path, 'relay');
+  assert.equal(relayed.websocket.protocol, 'echo.v1');
+  assert.equal(relayed.websocket.count, 600);
+  assert.equal(relayed.websocket.inOrder, true, 'WebSocket messages out of order or changed');
+  assert.deepEqual(relayed.websocket.close, { code: 4001, reason: 'bye from home' });
+  assert.equal(relayed.upload.status, 200);
+  assert.equal(relayed.upload.bytes, 5_000_000);
+  assert.equal(relayed.upload.fnv1a32, relayed.upload.sent, 'the upload changed on the way');
+  // The relay believed nginx (a --trusted-proxy): the page came over https from 127.0.0.1.
+  assert.equal(relayed.headers['x-forwarded-proto'], 'https');
+  assert.match(relayed.headers['x-forwarded-for'] ?? '', /^127\.0\.0\.1\b/);
+  assert.equal(relayed.headers['x-forwarded-host'], new URL(origin).host);
+  assert.ok((await metrics()).beeline_relay_requests_total > relayedBefore, 'nothing went over the relay');
+  assert.deepEqual(problems, []);
+}
+
+test('demo chat through nginx with TLS (docs/examples/nginx.conf): direct path, a reply streamed over the home link, a relayed WebSocket, a 5 MB upload; home-peer and beeline-proxy trusting a private CA', { timeout: 300_000 }, async (t) => {
   if (!NGINX) {
     if (process.env.BEELINE_REQUIRE_NGINX) throw new Error('BEELINE_REQUIRE_NGINX is set but nginx is not installed; run scripts/ensure-browser-deps.sh');
     process.stderr.write('\n\n!!!!!!!! SKIPPED: the browser test through nginx: nginx is not installed. Run scripts/ensure-browser-deps.sh. !!!!!!!!\n\n');
@@ -164,9 +208,7 @@ test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): d
   }
   const workDir = mkdtempSync(path.join(tmpdir(), 'beeline-nginx-'));
   const services = [];
-  let browser;
   t.after(async () => {
-    await browser?.close();
     await Promise.all(services.map((s) => s.stop()));
     rmSync(workDir, { recursive: true, force: true });
   });
@@ -196,7 +238,9 @@ test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): d
     await waitFor(() => accepts(tlsPort), START_TIMEOUT_MS, () => `nginx to listen:\n${logs()}`);
 
     // Without the private CA, home-peer refuses nginx's certificate.
-    const peerArgs = ['--signal-url', `${origin}/webrtc`, '--token', token, '--upstream', demoUrl, '--allow-ip', '127.0.0.1'];
+    // Firefox pairs over the namespace's veth address (allowIpsFor).
+    const allowIps = [...new Set(browserKinds().flatMap(allowIpsFor))];
+    const peerArgs = ['--signal-url', `${origin}/webrtc`, '--token', token, '--upstream', demoUrl, ...allowIps.flatMap((ip) => ['--allow-ip', ip])];
     const untrusting = new Service('home-peer', peerArgs);
     services.push(untrusting);
     await untrusting.waitForLine(/(home link failed.*(?:certificate|UnknownIssuer).*)/i);
@@ -207,50 +251,16 @@ test('demo chat in chromium through nginx with TLS (docs/examples/nginx.conf): d
     services.push(peer);
     await waitFor(async () => (await metrics())['beeline_home_link_connected{home="home"}'] === 1, START_TIMEOUT_MS, () => `home-peer's home link through nginx:\n${logs()}`);
 
-    browser = await launchBrowser();
-    // The certificate is this run's own; camera/microphone as in newContext().
-    const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ['camera', 'microphone'] });
-    t.after(() => context.close());
-
-    // The direct path: the page's signaling goes through nginx to signal-api and home-peer's polls.
-    const direct = await context.newPage();
-    const problems = [];
-    direct.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-    await direct.goto(`${origin}/`);
-    await direct.waitForFunction(() => window.__beeline !== undefined);
-    assert.equal(await bounded(direct.evaluate(() => window.__beeline.ready), 20_000, 'the direct path'), 'direct');
-    const viaChannel = await sendChat(direct, 'hello through nginx');
-    assert.equal(viaChannel.path, 'direct');
-    assert.equal(viaChannel.complete, true);
-
-    // WebRTC off: everything over nginx and the home link.
-    const relayedBefore = (await metrics()).beeline_relay_requests_total ?? 0;
-    const normal = await context.newPage();
-    normal.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-    await normal.goto(`${origin}/?webrtc=0`);
-    await normal.waitForFunction(() => window.__beeline !== undefined);
-    const reply = await sendChat(normal, 'hello over the link');
-    assert.equal(reply.path, 'fallback');
-    assert.equal(reply.complete, true, 'the relayed stream ended without [DONE]');
-    assert.ok(reply.tokens >= 20, `only ${reply.tokens} tokens`);
-    // About 25 tokens 30 ms apart: a buffering proxy would deliver the first with the last.
-    assert.ok(reply.firstTokenMs + 200 < reply.doneMs, `first token at ${reply.firstTokenMs} ms, done at ${reply.doneMs} ms: the stream was buffered`);
-
-    const relayed = await bounded(normal.evaluate(overTheRelay, 300), 60_000, 'the relayed WebSocket, upload and header echo');
-    assert.equal(relayed.websocket.path, 'relay');
-    assert.equal(relayed.websocket.protocol, 'echo.v1');
-    assert.equal(relayed.websocket.count, 600);
-    assert.equal(relayed.websocket.inOrder, true, 'WebSocket messages out of order or changed');
-    assert.deepEqual(relayed.websocket.close, { code: 4001, reason: 'bye from home' });
-    assert.equal(relayed.upload.status, 200);
-    assert.equal(relayed.upload.bytes, 5_000_000);
-    assert.equal(relayed.upload.fnv1a32, relayed.upload.sent, 'the upload changed on the way');
-    // The relay believed nginx (a --trusted-proxy): the page came over https from 127.0.0.1.
-    assert.equal(relayed.headers['x-forwarded-proto'], 'https');
-    assert.match(relayed.headers['x-forwarded-for'] ?? '', /^127\.0\.0\.1\b/);
-    assert.equal(relayed.headers['x-forwarded-host'], `127.0.0.1:${tlsPort}`);
-    assert.ok((await metrics()).beeline_relay_requests_total > relayedBefore, 'nothing went over the relay');
-    assert.deepEqual(problems, []);
+    for (const kind of browserKinds()) {
+      await t.test(`in ${kind}`, async (t) => {
+        const browser = await launchBrowser([], { kind, acceptInsecureCerts: true });
+        t.after(() => browser.close());
+        // The certificate is this run's own; camera/microphone as in newContext().
+        const context = kind === 'chromium' ? await browser.newContext({ ignoreHTTPSErrors: true, permissions: ['camera', 'microphone'] }) : await browser.newContext();
+        t.after(() => context.close());
+        await throughNginx(context, origin, metrics);
+      });
+    }
 
     // beeline-proxy through the same nginx, trusting the private CA: once
     // over its direct path (its signaling passes nginx), once with no usable
