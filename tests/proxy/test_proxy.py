@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,9 +159,11 @@ def setUpModule():
 
 def tearDownModule():
     if STACK:
+        STACK.close()
         if os.environ.get("BEELINE_KEEP_LOGS"):
             print(f"logs in {STACK.dir}", file=sys.stderr)
-        STACK.close()
+        else:
+            shutil.rmtree(STACK.dir, ignore_errors=True)
 
 
 def expected_bytes(size, seed):
