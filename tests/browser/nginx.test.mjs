@@ -7,7 +7,8 @@
 // WebRTC off, a chat reply streams token by token over the home link (a
 // buffering proxy would hand it over in one piece), a WebSocket echo is
 // relayed over the home link (the upgrade passes nginx twice: the page's
-// socket and home-peer's link), a 5 MB upload arrives whole, and the home
+// socket and home-peer's link; the session websocket.test.mjs runs on
+// every path), a 5 MB upload arrives whole, and the home
 // service is told the page's scheme and address by the relay, which
 // believes nginx as a --trusted-proxy. nginx's certificate comes from a
 // private CA: home-peer refuses it until told to trust the CA
@@ -31,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 
 import { Service, allowIpsFor, bounded, browserKinds, launchBrowser, readMetrics, sendChat, waitFor } from './harness.mjs';
 import { freePort } from './postgres.mjs';
+import { assertEcho, echoSession } from './websocket-echo.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DOCUMENTED = path.resolve(here, '../../docs/examples/nginx.conf');
@@ -109,43 +111,10 @@ function accepts(port) {
   });
 }
 
-// Runs in the page (WebRTC off): a WebSocket echo of `count` numbered text
-// and binary messages over client.websocket(), then a 5 MB upload and a
-// header echo over client.fetch().
-async function overTheRelay(count) {
+// Runs in the page (WebRTC off): a 5 MB upload and a header echo over
+// client.fetch().
+async function uploadAndHeaders() {
   const client = window.__beeline;
-  const socket = client.websocket('/ws/echo', ['echo.v1']);
-  socket.binaryType = 'arraybuffer';
-  await new Promise((resolve, reject) => {
-    socket.onopen = resolve;
-    socket.onclose = (e) => reject(new Error(`closed before open: ${e.code}`));
-  });
-  const received = [];
-  const all = new Promise((resolve) => {
-    socket.onmessage = (e) => {
-      received.push(typeof e.data === 'string' ? e.data : new DataView(e.data).getUint32(0));
-      if (received.length === 2 * count) resolve();
-    };
-  });
-  for (let i = 0; i < count; i++) {
-    socket.send(`text ${i}`);
-    const bytes = new ArrayBuffer(4);
-    new DataView(bytes).setUint32(0, i);
-    socket.send(bytes);
-  }
-  await all;
-  const closed = new Promise((resolve) => {
-    socket.onclose = (e) => resolve({ code: e.code, reason: e.reason });
-  });
-  socket.send('close:4001:bye from home');
-  const websocket = {
-    path: socket.path,
-    protocol: socket.protocol,
-    count: received.length,
-    inOrder: received.every((m, k) => (k % 2 === 0 ? m === `text ${k / 2}` : m === (k - 1) / 2)),
-    close: await closed,
-  };
-
   const body = new Uint8Array(5_000_000).map((_, i) => (i * 7) % 256);
   let fnv = 0x811c9dc5;
   for (const b of body) fnv = Math.imul(fnv ^ b, 0x01000193) >>> 0;
@@ -153,7 +122,7 @@ async function overTheRelay(count) {
   const upload = { status: uploadRes.status, path: uploadRes.headers.get('x-beeline-path'), ...(await uploadRes.json()), sent: fnv.toString(16).padStart(8, '0') };
 
   const headersRes = await client.fetch('/test/headers');
-  return { websocket, upload, headers: await headersRes.json() };
+  return { upload, headers: await headersRes.json() };
 }
 
 /** The page's part, in one browser: the direct path, then WebRTC off. */
@@ -182,12 +151,11 @@ async function throughNginx(context, origin, metrics) {
   // About 25 tokens 30 ms apart: a buffering proxy would deliver the first with the last.
   assert.ok(reply.firstTokenMs + 200 < reply.doneMs, `first token at ${reply.firstTokenMs} ms, done at ${reply.doneMs} ms: the stream was buffered`);
 
-  const relayed = await bounded(normal.evaluate(overTheRelay, 300), 60_000, 'the relayed WebSocket, upload and header echo');
-  assert.equal(relayed.websocket.path, 'relay');
-  assert.equal(relayed.websocket.protocol, 'echo.v1');
-  assert.equal(relayed.websocket.count, 600);
-  assert.equal(relayed.websocket.inOrder, true, 'WebSocket messages out of order or changed');
-  assert.deepEqual(relayed.websocket.close, { code: 4001, reason: 'bye from home' });
+  // The echo session every path runs (websocket-echo.mjs): 300 numbered
+  // messages each way, a 1 MiB message, close codes both ways.
+  const echo = await bounded(normal.evaluate(echoSession, 300), 60_000, 'the relayed WebSocket');
+  assertEcho(echo, 'relay', 300);
+  const relayed = await bounded(normal.evaluate(uploadAndHeaders), 60_000, 'the upload and header echo');
   assert.equal(relayed.upload.status, 200);
   assert.equal(relayed.upload.bytes, 5_000_000);
   assert.equal(relayed.upload.fnv1a32, relayed.upload.sent, 'the upload changed on the way');
