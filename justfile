@@ -54,7 +54,7 @@ client-check: ensure-client-deps
 
 # Headless Chromium against the real binaries, inside a network namespace (once through haproxy in front of three signal-api instances on a throwaway PostgreSQL, once behind nginx with TLS).
 [group('test')]
-test-browser: ensure-postgres ensure-haproxy
+test-browser: ensure-postgres ensure-haproxy ensure-nginx
     cargo build --bins
     BEELINE_REQUIRE_POSTGRES=1 BEELINE_REQUIRE_NGINX=1 tests/browser/run.sh
 
@@ -144,6 +144,11 @@ ensure-postgres:
 [group('setup')]
 ensure-haproxy:
     scripts/ensure-haproxy.sh
+
+# Install Debian's nginx and openssl when missing (signal-api behind nginx with TLS in a test).
+[group('setup')]
+ensure-nginx:
+    scripts/ensure-nginx.sh
 
 # Install cargo-fuzz when missing (runs on stable through RUSTC_BOOTSTRAP).
 [group('setup')]

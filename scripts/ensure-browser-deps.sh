@@ -3,7 +3,8 @@
 # and firefox-esr, iproute2 (for `ip netns`), python3 (the plain upstream),
 # postgresql and haproxy (balancer.test.mjs: three signal-api instances on
 # one PostgreSQL behind haproxy; scripts/ensure-postgres.sh and
-# scripts/ensure-haproxy.sh), nginx and openssl (nginx.test.mjs), and playwright-core (drives Chromium) and
+# scripts/ensure-haproxy.sh), nginx and openssl (nginx.test.mjs;
+# scripts/ensure-nginx.sh), and playwright-core (drives Chromium) and
 # puppeteer-core (drives Firefox over WebDriver BiDi) under tests/browser.
 # Idempotent: when everything is present it only checks and exits.
 # Runs as root (it calls apt-get). Never downloads a browser build of its own.
@@ -24,25 +25,16 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # iptables: the migration test cuts the UDP path inside its namespace.
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
-# openssl: nginx.test.mjs makes its own certificate (nginx: below).
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"
 fi
 
-# balancer.test.mjs runs its own PostgreSQL cluster and haproxy.
+# balancer.test.mjs runs its own PostgreSQL cluster and haproxy,
+# nginx.test.mjs its own nginx.
 bash "$repo_root/scripts/ensure-postgres.sh"
 bash "$repo_root/scripts/ensure-haproxy.sh"
-
-# nginx.test.mjs runs signal-api behind nginx with TLS
-# (docs/examples/nginx.conf). Debian 12's nginx-light is enough; later
-# releases ship only nginx. The package's own service is not used: the test
-# runs its own nginx with a temporary configuration on loopback.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-    log "installing nginx"
-    apt_install nginx-light || apt_install nginx
-fi
+bash "$repo_root/scripts/ensure-nginx.sh"
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     log "installing nodejs and npm"
