@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::channel::{Channel, ChannelShared, QUEUE};
 use super::gather::{LocalSocket, ReflexiveGatherer};
+use super::nomination::{self, Held, Stun};
 use super::sctp_clock::SctpClock;
 use super::turn::TurnRelay;
 use super::udp::{self, Transmit};
@@ -157,6 +158,9 @@ pub(super) struct Driver {
     /// address a socket of ours or a relayed one. The selected pair once ICE
     /// has one; before that, where the remote's first DTLS record came from.
     pub(super) path: Option<(SocketAddr, SocketAddr)>,
+    /// A nomination the controlled agent read without answering (see
+    /// `nomination`).
+    pub(super) held_nomination: Option<Held>,
     pub(super) exit: bool,
 }
 
@@ -422,14 +426,7 @@ impl Driver {
                     if !self.shared.filter.allows_remote(from.ip()) {
                         return;
                     }
-                    let message = TransportMessage {
-                        now,
-                        transport,
-                        message: data,
-                    };
-                    if let Err(e) = self.agent.handle_read(message) {
-                        tracing::trace!(error = %e, "STUN datagram refused");
-                    }
+                    self.ice_input(now, transport, data);
                 }
             },
             20..=63 => {
@@ -621,6 +618,55 @@ impl Driver {
             if !skipped.is_zero() {
                 tracing::debug!(?skipped, "path back: SCTP retransmits now");
             }
+        }
+    }
+
+    /// A STUN datagram from a remote address the filter allows, for the
+    /// ICE agent, with a nomination it leaves unanswered read again once
+    /// the pair's own check succeeds (see `nomination`).
+    fn ice_input(&mut self, now: Instant, transport: TransportContext, data: BytesMut) {
+        let watch = !self.agent.role() && self.agent.get_selected_candidate_pair().is_none();
+        let kind = if watch {
+            nomination::classify(&data)
+        } else {
+            Stun::Other
+        };
+        let copy = (kind == Stun::Nomination).then(|| data.clone());
+        self.agent_read(now, transport, data);
+        if !watch || self.agent.get_selected_candidate_pair().is_some() {
+            self.held_nomination = None;
+            return;
+        }
+        let (local, from) = (transport.local_addr, transport.peer_addr);
+        match kind {
+            Stun::Nomination => {
+                self.held_nomination = copy.map(|request| Held {
+                    local,
+                    from,
+                    request,
+                });
+            }
+            Stun::Success => {
+                if let Some(held) = self
+                    .held_nomination
+                    .take_if(|held| held.completed_by(local, from))
+                {
+                    tracing::trace!(%from, "nomination read again: its pair's check succeeded");
+                    self.agent_read(now, transport, held.request);
+                }
+            }
+            Stun::Other => {}
+        }
+    }
+
+    fn agent_read(&mut self, now: Instant, transport: TransportContext, message: BytesMut) {
+        let message = TransportMessage {
+            now,
+            transport,
+            message,
+        };
+        if let Err(e) = self.agent.handle_read(message) {
+            tracing::trace!(error = %e, "STUN datagram refused");
         }
     }
 

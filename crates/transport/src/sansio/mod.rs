@@ -12,6 +12,7 @@ mod channel;
 mod crypto;
 mod driver;
 mod gather;
+mod nomination;
 mod sctp_clock;
 mod stream;
 mod tls;
@@ -537,6 +538,7 @@ impl Peer {
             pending_opens: Vec::new(),
             next_stream: 0,
             path: None,
+            held_nomination: None,
             exit: false,
         };
         tokio::spawn(driver.run());
