@@ -246,8 +246,10 @@ pub(crate) async fn handoff(
         bail!("signal-api did not offer a resumable connection");
     }
     let page = ResumableChannel::new(ResumeConfig::default());
-    page.attach(beeline_client::frame_connection(&base, &session.session_id, false, None).await?)
-        .await?;
+    page.attach(
+        beeline_client::frame_connection(&base, &session.session_id, &Default::default()).await?,
+    )
+    .await?;
     let client = Client::connect(
         Arc::new(page.clone()),
         ClientOptions {

@@ -56,7 +56,7 @@ pub use dial::{
 };
 pub use error::Error;
 pub use resume::{
-    frame_connection, FrameConnection, RESUME_CHANNEL_LABEL, UNKNOWN_CONNECTION_CLOSE,
+    frame_connection, FrameConnection, FrameOptions, RESUME_CHANNEL_LABEL, UNKNOWN_CONNECTION_CLOSE,
 };
 pub use service::{Body, HomeClient, PathState};
 

@@ -16,7 +16,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
-use crate::Error;
+use crate::{Error, TrustedRoots};
 
 pub use beeline_frame::resume::{RESUME_CHANNEL_LABEL, UNKNOWN_CONNECTION_CLOSE};
 
@@ -40,17 +40,26 @@ impl std::fmt::Debug for FrameConnection {
     }
 }
 
+/// How [`frame_connection`] connects, besides where.
+#[derive(Debug, Clone, Default)]
+pub struct FrameOptions {
+    /// The caller had a connection with this session already: the home
+    /// then closes the socket with [`UNKNOWN_CONNECTION_CLOSE`] when it no
+    /// longer has it, rather than starting a new one.
+    pub resume: bool,
+    /// The browser token, when signal-api wants one.
+    pub bearer: Option<String>,
+    /// Certificate authorities to trust for an `https://` signaling URL,
+    /// besides the public roots (a private CA's signal-api).
+    pub roots: TrustedRoots,
+}
+
 /// Opens the frame connection of `session_id` at the signaling base URL
-/// `signal_url` (`http://host/webrtc` or `https://…`). `resume` says the
-/// caller had a connection with this session already (the home then
-/// closes the socket with [`UNKNOWN_CONNECTION_CLOSE`] when it no longer
-/// has it, rather than starting a new one). `bearer` is the browser token,
-/// when signal-api wants one.
+/// `signal_url` (`http://host/webrtc` or `https://…`).
 pub async fn frame_connection(
     signal_url: &str,
     session_id: &str,
-    resume: bool,
-    bearer: Option<&str>,
+    options: &FrameOptions,
 ) -> Result<FrameConnection, Error> {
     let frames = beeline_signal_client::websocket_url(signal_url, "frames").ok_or_else(|| {
         Error::Config(format!(
@@ -58,13 +67,13 @@ pub async fn frame_connection(
         ))
     })?;
     let mut url = format!("{frames}?session_id={session_id}");
-    if resume {
+    if options.resume {
         url.push_str("&resume=1");
     }
     let mut request = url
         .into_client_request()
         .map_err(|e| Error::Config(format!("frame connection URL: {e}")))?;
-    if let Some(token) = bearer {
+    if let Some(token) = &options.bearer {
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| Error::Config("the bearer token is not a valid header value".into()))?;
@@ -74,9 +83,14 @@ pub async fn frame_connection(
     config.max_message_size = Some(MAX_MESSAGE);
     config.max_frame_size = Some(MAX_MESSAGE);
     config.read_buffer_size = beeline_bridge::WS_READ_BUFFER;
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(|e| Error::Refused(format!("frame connection: {e}")))?;
+    let connector = options
+        .roots
+        .tls_config()
+        .map(tokio_tungstenite::Connector::Rustls);
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
+            .await
+            .map_err(|e| Error::Refused(format!("frame connection: {e}")))?;
     let (sink, stream) = socket.split();
     Ok(FrameConnection {
         sink: Mutex::new(sink),

@@ -133,10 +133,13 @@ async fn a_stream_moves_from_the_link_to_the_channel_and_back_without_a_gap() {
     let session = info.session_id.clone();
 
     // The page's frame connection over the link.
-    let frames =
-        beeline_client::frame_connection(&format!("{}/webrtc", home.origin), &session, false, None)
-            .await
-            .unwrap();
+    let frames = beeline_client::frame_connection(
+        &format!("{}/webrtc", home.origin),
+        &session,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let on_link = Arc::new(AtomicU64::new(0));
     let page = ResumableChannel::new(ResumeConfig::default());
     page.attach(Counted {
