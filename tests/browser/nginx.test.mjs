@@ -126,11 +126,12 @@ async function uploadAndHeaders() {
 }
 
 /** The page's part, in one browser: the direct path, then WebRTC off. */
-async function throughNginx(context, origin, metrics) {
+async function throughNginx(context, origin, metrics, consoleLines) {
   // The direct path: the page's signaling goes through nginx to signal-api and home-peer's polls.
   const direct = await context.newPage();
   const problems = [];
   direct.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  direct.on('console', (msg) => consoleLines.push(`${new Date().toISOString()} ${msg.text()}`));
   await direct.goto(`${origin}/`);
   await direct.waitForFunction(() => window.__beeline !== undefined);
   assert.equal(await bounded(direct.evaluate(() => window.__beeline.ready), 20_000, 'the direct path'), 'direct');
@@ -226,7 +227,14 @@ test('demo chat through nginx with TLS (docs/examples/nginx.conf): direct path, 
         // The certificate is this run's own; camera/microphone as in newContext().
         const context = kind === 'chromium' ? await browser.newContext({ ignoreHTTPSErrors: true, permissions: ['camera', 'microphone'] }) : await browser.newContext();
         t.after(() => context.close());
-        await throughNginx(context, origin, metrics);
+        // A failure here says what the page and the services logged.
+        const consoleLines = [];
+        try {
+          await throughNginx(context, origin, metrics, consoleLines);
+        } catch (err) {
+          err.message += `\n----- page console (direct path) -----\n${consoleLines.join('\n')}\n${logs()}`;
+          throw err;
+        }
       });
     }
 
