@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use beeline_transport::{Peer, Stack};
+use common::sdp_attribute;
 use hmac::{Hmac, Mac};
 use rtc_stun::attributes::{
     ATTR_ICE_CONTROLLING, ATTR_MESSAGE_INTEGRITY, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE,
@@ -24,14 +25,6 @@ use rtc_stun::message::{Message, Setter, TransactionId, BINDING_REQUEST, BINDING
 use rtc_stun::textattrs::TextAttribute;
 use rtc_stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
-
-fn attribute(sdp: &str, name: &str) -> String {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name} in the description"))
-        .trim()
-        .to_owned()
-}
 
 /// An attribute given as raw bytes (USE-CANDIDATE, ICE-CONTROLLING, PRIORITY).
 struct Raw(rtc_stun::attributes::AttrType, Vec<u8>);
@@ -99,8 +92,8 @@ async fn an_early_nomination_is_answered_once_the_pair_succeeds() {
     // An offer only for its credentials and fingerprint: its own
     // candidates are left out, so the answerer checks the socket below alone.
     let (offerer, offer) = Peer::offer(common::loopback_config()).await.unwrap();
-    let offer_ufrag = attribute(&offer, "a=ice-ufrag:");
-    let offer_pwd = attribute(&offer, "a=ice-pwd:");
+    let offer_ufrag = sdp_attribute(&offer, "a=ice-ufrag:");
+    let offer_pwd = sdp_attribute(&offer, "a=ice-pwd:");
     let offer: String = offer
         .lines()
         .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
@@ -109,8 +102,8 @@ async fn an_early_nomination_is_answered_once_the_pair_succeeds() {
     let (answerer, answer) = Peer::answer(common::loopback_config(), &offer)
         .await
         .unwrap();
-    let answer_ufrag = attribute(&answer, "a=ice-ufrag:");
-    let answer_pwd = attribute(&answer, "a=ice-pwd:");
+    let answer_ufrag = sdp_attribute(&answer, "a=ice-ufrag:");
+    let answer_pwd = sdp_attribute(&answer, "a=ice-pwd:");
     // The answerer's loopback candidate: in the answer, or trickled after it.
     let line = match answer.lines().find(|l| l.starts_with("a=candidate:")) {
         Some(line) => line.trim_start_matches("a=").to_owned(),

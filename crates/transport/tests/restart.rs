@@ -7,10 +7,8 @@ mod common;
 use beeline_transport::PeerState;
 use common::{within, Pair};
 
-fn ufrag(sdp: &str) -> &str {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
-        .expect("a ufrag")
+fn ufrag(sdp: &str) -> String {
+    common::sdp_attribute(sdp, "a=ice-ufrag:")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

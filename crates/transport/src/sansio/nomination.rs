@@ -90,13 +90,17 @@ mod tests {
         m.raw
     }
 
-    #[test]
-    fn tells_a_nomination_from_a_plain_check_and_a_response() {
-        let nominate = build(&[
+    fn nomination() -> Vec<u8> {
+        build(&[
             Box::new(BINDING_REQUEST),
             Box::new(TransactionId::new()),
             Box::new(UseCandidate),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn tells_a_nomination_from_a_plain_check_and_a_response() {
+        let nominate = nomination();
         let check = build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())]);
         let success = build(&[Box::new(BINDING_SUCCESS), Box::new(TransactionId::new())]);
         let error = build(&[Box::new(BINDING_ERROR), Box::new(TransactionId::new())]);
@@ -108,16 +112,12 @@ mod tests {
 
     #[test]
     fn broken_datagrams_are_other_not_a_panic() {
-        let nominate = build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(UseCandidate),
-        ]);
+        let nominate = nomination();
         for len in 0..nominate.len() {
             assert_eq!(classify(&nominate[..len]), Stun::Other, "{len} bytes");
         }
         let mut lying = nominate.clone();
-        lying[3] = 0xfc; // an attribute length past the end
+        lying[3] = 0xfc; // the header's message length, past the end
         assert_eq!(classify(&lying), Stun::Other);
     }
 

@@ -18,6 +18,15 @@ pub fn stack() -> Stack {
         .unwrap_or_default()
 }
 
+/// The value of the first `name` line (e.g. `a=ice-ufrag:`) of `sdp`.
+pub fn sdp_attribute(sdp: &str, name: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in the description"))
+        .trim()
+        .to_owned()
+}
+
 /// A peer that gathers and accepts candidates on loopback only.
 pub fn loopback_config() -> PeerConfig {
     PeerConfig {
